@@ -1,0 +1,107 @@
+"""crosswire inside aiohttp: ``crosswire.aiohttp_handler(app)`` is an aiohttp web handler.
+
+Add it to any ``web.Application`` route, next to the application's HTTP handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import WSMsgType, web
+
+from ..app import App
+from ..http import Accept, Headers, Request, Response
+from ..peer import Message
+from ._queued import QueuedTransport
+
+__all__ = ["handler"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _request(request: web.Request) -> Request:
+    return Request(
+        path=request.path,
+        query_string=request.query_string,
+        headers=Headers(request.headers.items()),
+        remote_address=request.remote,
+    )
+
+
+def _web_response(response: Response) -> web.Response:
+    return web.Response(
+        status=response.status, body=response.body_bytes, headers=dict(response.header_items())
+    )
+
+
+def handler(app: App) -> Handler:
+    """An aiohttp handler serving ``app``'s hooks on the route it is added to."""
+    limits = app.limits
+
+    async def handle(web_request: web.Request) -> web.StreamResponse:
+        request = _request(web_request)
+        if not request.is_websocket:
+            return _web_response(await app.handle_http(request))
+        result = await app.handle_upgrade(request)
+        if isinstance(result, Response):
+            return _web_response(result)
+        subprotocol = result.subprotocol if result.subprotocol in request.subprotocols else None
+        ws = web.WebSocketResponse(
+            protocols=(subprotocol,) if subprotocol else (),
+            max_msg_size=limits.max_message_size,
+            heartbeat=limits.ping_interval,
+            timeout=limits.close_timeout,
+        )
+        ws.headers.update(result.headers)
+        await ws.prepare(web_request)
+        raw = web_request.transport
+
+        async def send_one(payload: str | bytes, text: bool) -> None:
+            if text:
+                await ws.send_str(payload if isinstance(payload, str) else payload.decode())
+            else:
+                await ws.send_bytes(payload)  # type: ignore[arg-type]
+
+        async def send_close(code: int, reason: str) -> None:
+            await ws.close(code=code, message=reason.encode())
+
+        def abort() -> None:
+            if raw is not None:
+                raw.abort()
+
+        transport = QueuedTransport(
+            send_one,
+            send_close,
+            abort,
+            close_timeout=limits.close_timeout,
+            extra_buffered=(lambda: raw.get_write_buffer_size()) if raw is not None else None,
+        )
+        peer = app.connect(
+            transport,
+            request,
+            Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
+        )
+        transport.start(peer)
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    message = Message(msg.data, False)
+                elif msg.type is WSMsgType.BINARY:
+                    message = Message(msg.data, True)
+                else:
+                    break
+                transport.begin_dispatch()
+                peer._receive(message)
+                await transport.end_dispatch()
+        except OSError:
+            pass
+        finally:
+            await transport.aclose()
+            if transport._close is not None:
+                code, reason = transport._close
+            else:
+                code, reason = ws.close_code or 1006, ""
+            peer._closed(code, reason)
+        return ws
+
+    return handle

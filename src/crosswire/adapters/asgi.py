@@ -1,0 +1,163 @@
+"""crosswire as an ASGI application: run it under uvicorn, hypercorn or granian, or mount it
+inside Starlette, FastAPI or Litestar next to their HTTP routes.
+
+``crosswire.asgi(app)`` answers ``websocket`` scopes with the hooks, ``http`` scopes with the
+App's ``http`` handler (426 without one) and ``lifespan`` shutdown by closing every peer with
+1001. ASGI has no ping: keepalive is the server's setting (uvicorn ``--ws-ping-interval``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ..app import App
+from ..http import Headers, Request, Response
+from ..peer import Message
+from ._queued import QueuedTransport
+
+__all__ = ["ASGIApp"]
+
+Scope = MutableMapping[str, Any]
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
+
+
+def _request(scope: Scope) -> Request:
+    client = scope.get("client")
+    return Request(
+        path=scope.get("path", "/"),
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=Headers(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())
+        ),
+        remote_address=str(client[0]) if client else None,
+    )
+
+
+def _raw_headers(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in items]
+
+
+class ASGIApp:
+    """An ASGI 3 application serving one crosswire :class:`~crosswire.App`."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "http":
+            await self._http(scope, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                await self.app.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        response = await self.app.handle_http(_request(scope))
+        body = response.body_bytes
+        headers = [*response.header_items(), ("Content-Length", str(len(body)))]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": _raw_headers(headers),
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _refuse(self, scope: Scope, send: Send, response: Response) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            body = response.body_bytes
+            headers = [*response.header_items(), ("Content-Length", str(len(body)))]
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": response.status,
+                    "headers": _raw_headers(headers),
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:  # the server answers 403
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.app
+        event = await receive()
+        if event["type"] != "websocket.connect":
+            return
+        request = _request(scope)
+        result = await app.handle_upgrade(request)
+        if isinstance(result, Response):
+            await self._refuse(scope, send, result)
+            return
+        subprotocol = result.subprotocol if result.subprotocol in request.subprotocols else None
+        await send(
+            {
+                "type": "websocket.accept",
+                "subprotocol": subprotocol,
+                "headers": _raw_headers(list(result.headers.items())),
+            }
+        )
+        disconnected = False
+
+        async def send_one(payload: str | bytes, text: bool) -> None:
+            if text:
+                data = payload if isinstance(payload, str) else payload.decode()
+                await send({"type": "websocket.send", "text": data})
+            else:
+                await send({"type": "websocket.send", "bytes": payload})
+
+        async def send_close(code: int, reason: str) -> None:
+            if not disconnected:
+                await send({"type": "websocket.close", "code": code, "reason": reason})
+
+        transport = QueuedTransport(
+            send_one, send_close, lambda: None, close_timeout=app.limits.close_timeout
+        )
+        peer = app.connect(
+            transport,
+            request,
+            type(result)(headers=result.headers, subprotocol=subprotocol, context=result.context),
+        )
+        transport.start(peer)
+        limit = app.limits.max_message_size
+        code, reason = 1006, ""
+        try:
+            while True:
+                event = await receive()
+                kind = event["type"]
+                if kind == "websocket.receive":
+                    text = event.get("text")
+                    message = (
+                        Message(text, False) if text is not None else Message(event["bytes"], True)
+                    )
+                    if len(message) > limit:
+                        peer.close(1009, "message too big")
+                        await transport.flush()
+                        continue
+                    transport.begin_dispatch()
+                    peer._receive(message)
+                    await transport.end_dispatch()
+                elif kind == "websocket.disconnect":
+                    code = int(event.get("code", 1005))
+                    reason = str(event.get("reason") or "")
+                    break
+        except OSError:
+            pass
+        finally:
+            disconnected = True
+            await transport.aclose()
+            peer._closed(code, reason)

@@ -1,0 +1,228 @@
+"""Standalone server on ``picows``: the fastest option (``crosswire[picows]``).
+
+picows hands over frames; this adapter reassembles fragmented messages, enforces
+``max_message_size`` on the whole message (1009), checks UTF-8 of text messages (1007) and
+answers the closing handshake. Its handshake is synchronous, so the ``upgrade`` hook must be a
+plain function here (checked at startup). picows does not negotiate permessage-deflate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+from typing import Any
+
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from ..app import App
+from ..errors import ConfigurationError
+from ..http import Accept, Headers, Request, Response
+from ..peer import Message, Peer
+
+__all__ = ["create_server"]
+
+_TEXT, _BINARY, _CONT, _CLOSE = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION, WSMsgType.CLOSE
+
+
+class _Transport:
+    __slots__ = ("_closer", "_loop", "_timeout", "_ws", "_raw")
+
+    def __init__(self, ws: WSTransport, timeout: float) -> None:
+        self._ws = ws
+        self._raw = ws.underlying_transport
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._closer: asyncio.TimerHandle | None = None
+
+    def send(self, payload: str | bytes, text: bool) -> None:
+        self._ws.send(_TEXT if text else _BINARY, payload)
+
+    def buffered_amount(self) -> int:
+        return self._raw.get_write_buffer_size()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._ws.is_close_frame_sent:
+            return
+        self._ws.send_close(code, reason.encode())
+        self._closer = self._loop.call_later(self._timeout, self._ws.disconnect, False)
+
+    def abort(self) -> None:
+        self._ws.disconnect(False)
+
+    def pause_reading(self) -> None:
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._ws.is_disconnected:
+            self._raw.resume_reading()
+
+
+class _Listener(WSListener):  # type: ignore[misc]
+    def __init__(self, app: App, request: Request, accept: Accept) -> None:
+        self._app = app
+        self._request = request
+        self._accept = accept
+        self._max = app.limits.max_message_size
+        self._parts: list[bytes] = []
+        self._parts_size = 0
+        self._parts_binary = False
+        self._received: tuple[int, str] | None = None
+        self._transport: _Transport | None = None
+        self.peer: Peer | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self._transport = _Transport(transport, self._app.limits.close_timeout)
+        # picows does not expose the client address during its handshake; add it now.
+        peername = transport.underlying_transport.get_extra_info("peername")
+        request = dataclasses.replace(
+            self._request, remote_address=str(peername[0]) if peername else None
+        )
+        self.peer = self._app.connect(self._transport, request, self._accept)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        peer = self.peer
+        assert peer is not None
+        kind = frame.msg_type
+        if frame.fin and not self._parts:
+            if kind is _TEXT:
+                try:
+                    text = frame.get_payload_as_utf8_text()
+                except UnicodeDecodeError:
+                    peer.close(1007, "invalid UTF-8")
+                    return
+                peer._receive(Message(text, False))
+                return
+            if kind is _BINARY:
+                peer._receive(Message(frame.get_payload_as_bytes(), True))
+                return
+        if kind is _TEXT or kind is _BINARY or kind is _CONT:
+            self._fragment(peer, frame, kind)
+        elif kind is _CLOSE:
+            self._on_close(transport, frame)
+
+    def _fragment(self, peer: Peer, frame: WSFrame, kind: WSMsgType) -> None:
+        if (kind is _CONT) != bool(self._parts):
+            peer.close(1002, "unexpected continuation frame")
+            return
+        if kind is not _CONT:
+            self._parts_binary = kind is _BINARY
+        self._parts_size += frame.payload_size
+        if self._parts_size > self._max:
+            self._parts.clear()
+            peer.close(1009, "message too big")
+            return
+        self._parts.append(frame.get_payload_as_bytes())
+        if frame.fin:
+            data = b"".join(self._parts)
+            self._parts.clear()
+            self._parts_size = 0
+            if self._parts_binary:
+                peer._receive(Message(data, True))
+                return
+            try:
+                peer._receive(Message(data.decode(), False))
+            except UnicodeDecodeError:
+                peer.close(1007, "invalid UTF-8")
+
+    def _on_close(self, transport: WSTransport, frame: WSFrame) -> None:
+        code = frame.get_close_code()
+        reason = frame.get_close_message() or b""
+        number = int(code.value if isinstance(code, WSCloseCode) else code)
+        self._received = (1005 if number == 0 else number, reason.decode(errors="replace"))
+        if not transport.is_close_frame_sent:
+            transport.send_close(code, reason)
+        transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._transport is not None and self._transport._closer is not None:
+            self._transport._closer.cancel()
+        if self.peer is not None:
+            code, reason = self._received or (1006, "")
+            self.peer._closed(code, reason)
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer._pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer._resume_writing()
+
+
+def _request(upgrade: WSUpgradeRequest) -> Request:
+    target = upgrade.path.decode() if isinstance(upgrade.path, bytes) else str(upgrade.path)
+    path, _, query = target.partition("?")
+    return Request(
+        path=path,
+        query_string=query,
+        headers=Headers((str(k), str(v)) for k, v in upgrade.headers.items()),
+    )
+
+
+def _http_response(response: Response) -> WSUpgradeResponse:
+    return WSUpgradeResponse.create_error_response(
+        response.status, response.body_bytes, dict(response.header_items())
+    )
+
+
+async def create_server(
+    app: App, host: str | None, port: int | None, **options: Any
+) -> asyncio.Server:
+    """Start listening; ``options`` go to ``picows.ws_create_server``."""
+    if app.hooks.is_async("upgrade"):
+        raise ConfigurationError(
+            "the picows server runs the upgrade hook inside its synchronous handshake: "
+            "make the upgrade hook a plain function, or serve with server='websockets'"
+        )
+    if app.http is not None and inspect.iscoroutinefunction(app.http):
+        raise ConfigurationError("the picows server needs a plain (not async) http handler")
+    limits = app.limits
+
+    def factory(upgrade: WSUpgradeRequest) -> Any:
+        request = _request(upgrade)
+        if not request.is_websocket:
+            return WSUpgradeResponseWithListener(_http_response(_sync_http(app, request)), None)
+        result = app.handle_upgrade_sync(request)
+        if isinstance(result, Response):
+            return WSUpgradeResponseWithListener(_http_response(result), None)
+        subprotocol = result.subprotocol if result.subprotocol in request.subprotocols else None
+        headers = dict(result.headers)
+        if subprotocol is not None:
+            headers["Sec-WebSocket-Protocol"] = subprotocol
+        accept = Accept(headers=result.headers, subprotocol=subprotocol, context=result.context)
+        listener = _Listener(app, request, accept)
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_101_response(headers), listener
+        )
+
+    ping = limits.ping_interval is not None and limits.ping_timeout is not None
+    return await ws_create_server(
+        factory,
+        host,
+        port,
+        max_frame_size=limits.max_message_size,
+        enable_auto_ping=ping,
+        auto_ping_idle_timeout=limits.ping_interval or 20.0,
+        auto_ping_reply_timeout=limits.ping_timeout or 20.0,
+        **options,
+    )
+
+
+def _sync_http(app: App, request: Request) -> Response:
+    if app.http is None:
+        return Response(426, "this endpoint speaks WebSocket", {"Upgrade": "websocket"})
+    result = app.http(request)
+    assert isinstance(result, Response)
+    return result
+

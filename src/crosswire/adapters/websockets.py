@@ -1,0 +1,187 @@
+"""Standalone server on the ``websockets`` library (asyncio implementation).
+
+Writes go straight through the sans-I/O protocol to the asyncio transport, so ``peer.send``
+never awaits; flow control comes from the transport's ``pause_writing``/``resume_writing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import Headers as WsHeaders
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
+from websockets.protocol import State
+from websockets.typing import Subprotocol
+
+from ..app import App
+from ..http import Accept, Headers, Request, Response
+from ..peer import Message, Peer
+
+__all__ = ["create_server"]
+
+
+class _Connection(ServerConnection):
+    """A ``ServerConnection`` that tells its peer when writing pauses and resumes."""
+
+    peer: Peer | None = None
+    accept: Accept | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.peer is not None:
+            self.peer._pause_writing()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.peer is not None:
+            self.peer._resume_writing()
+
+
+class _Transport:
+    __slots__ = ("_closing", "_conn", "_protocol", "_transport", "_read_gate")
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self._protocol = conn.protocol
+        self._transport = conn.transport
+        self._closing: asyncio.Task[None] | None = None
+        self._read_gate = asyncio.Event()
+        self._read_gate.set()
+
+    def send(self, payload: str | bytes, text: bool) -> None:
+        protocol = self._protocol
+        if protocol.state is not State.OPEN:
+            return
+        data = payload.encode() if isinstance(payload, str) else payload
+        if text:
+            protocol.send_text(data)
+        else:
+            protocol.send_binary(data)
+        write = self._transport.write
+        for chunk in protocol.data_to_send():
+            write(chunk)
+
+    def buffered_amount(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._conn.close(code, reason))
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def pause_reading(self) -> None:
+        self._read_gate.clear()
+
+    def resume_reading(self) -> None:
+        self._read_gate.set()
+
+
+def _request(conn: ServerConnection, ws_request: WsRequest) -> Request:
+    path, _, query = ws_request.path.partition("?")
+    remote = conn.remote_address
+    return Request(
+        path=path,
+        query_string=query,
+        headers=Headers(ws_request.headers.raw_items()),
+        remote_address=str(remote[0]) if remote else None,
+    )
+
+
+def _response(response: Response) -> WsResponse:
+    status = http.HTTPStatus(response.status)
+    headers = WsHeaders(response.header_items())
+    body = response.body_bytes
+    headers["Content-Length"] = str(len(body))
+    return WsResponse(status.value, status.phrase, headers, body)
+
+
+def _close_info(conn: ServerConnection) -> tuple[int, str]:
+    """The close that ended the connection: ours if we closed first, else the client's."""
+    protocol = conn.protocol
+    sent, received = protocol.close_sent, protocol.close_rcvd
+    if sent is not None and (received is None or not protocol.close_rcvd_then_sent):
+        return sent.code, sent.reason
+    if received is not None:
+        return received.code, received.reason
+    return 1006, ""
+
+
+async def create_server(
+    app: App, host: str | None, port: int | None, **options: Any
+) -> Server:
+    """Start listening; ``options`` go to ``websockets.asyncio.server.serve``."""
+    limits = app.limits
+
+    async def process_request(conn: ServerConnection, ws_request: WsRequest) -> WsResponse | None:
+        request = _request(conn, ws_request)
+        if not request.is_websocket:
+            return _response(await app.handle_http(request))
+        result = await app.handle_upgrade(request)
+        if isinstance(result, Response):
+            return _response(result)
+        assert isinstance(conn, _Connection)
+        conn.accept = result
+        return None
+
+    def select_subprotocol(
+        conn: ServerConnection, offered: Any
+    ) -> Subprotocol | None:
+        accept = getattr(conn, "accept", None)
+        if accept is None or accept.subprotocol is None:
+            return None
+        return Subprotocol(accept.subprotocol) if accept.subprotocol in offered else None
+
+    def process_response(
+        conn: ServerConnection, ws_request: WsRequest, response: WsResponse
+    ) -> None:
+        accept = getattr(conn, "accept", None)
+        if accept is not None and response.status_code == 101:
+            for name, value in accept.headers.items():
+                response.headers[name] = value
+
+    async def handler(conn: ServerConnection) -> None:
+        assert isinstance(conn, _Connection) and conn.request is not None
+        accept = conn.accept or Accept()
+        transport = _Transport(conn)
+        accept = Accept(headers=accept.headers, subprotocol=conn.subprotocol,
+                        context=accept.context)
+        peer = app.connect(transport, _request(conn, conn.request), accept)
+        conn.peer = peer
+        gate = transport._read_gate
+        receive = peer._receive
+        try:
+            async for data in conn:
+                receive(Message(data, type(data) is not str))
+                if not gate.is_set():
+                    await gate.wait()
+        except ConnectionClosed:
+            pass
+        finally:
+            if transport._closing is not None:
+                await transport._closing
+            else:
+                await conn.wait_closed()
+            peer._closed(*_close_info(conn))
+
+    return await ws_serve(
+        handler,
+        host,
+        port,
+        create_connection=_Connection,
+        process_request=process_request,
+        process_response=process_response,
+        select_subprotocol=select_subprotocol,
+        max_size=limits.max_message_size,
+        ping_interval=limits.ping_interval,
+        ping_timeout=limits.ping_timeout,
+        close_timeout=limits.close_timeout,
+        **options,
+    )

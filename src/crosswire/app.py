@@ -1,0 +1,160 @@
+"""The App: hooks, limits and pub/sub that every server adapter serves the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from .errors import ConfigurationError
+from .hooks import HOOK_NAMES, Hooks
+from .http import Accept, Request, Response
+from .limits import Limits
+from .peer import CloseCode, Peer, Transport
+from .pubsub import Hub
+
+__all__ = ["App", "HttpHandler"]
+
+logger = logging.getLogger("crosswire.app")
+
+HttpHandler = Callable[[Request], Response | Awaitable[Response]]
+
+
+class App:
+    """A WebSocket application: write the hooks once, serve them on any adapter.
+
+    ``hooks`` is a :class:`~crosswire.Hooks` (see :func:`~crosswire.define_hooks`) or any object
+    with hook methods. ``http`` answers plain HTTP requests on the standalone servers and the
+    ASGI adapter (the demo page, a health check); without it they get 426 Upgrade Required.
+    """
+
+    def __init__(
+        self,
+        hooks: object,
+        *,
+        limits: Limits | None = None,
+        hub: Hub | None = None,
+        http: HttpHandler | None = None,
+    ) -> None:
+        self.hooks = Hooks.of(hooks)
+        self.limits = limits if limits is not None else Limits()
+        self.hub = hub if hub is not None else Hub()
+        self.http = http
+        #: True when every hook is a plain function: hooks then run inline, with no task.
+        self.inline_hooks = not any(self.hooks.is_async(n) for n in HOOK_NAMES if n != "upgrade")
+        self._peers: dict[str, Peer] = {}
+        self._closing = False
+
+    @property
+    def peers(self) -> Mapping[str, Peer]:
+        """Open peers of this process, by id."""
+        return self._peers
+
+    def publish(self, topic: str, data: object) -> int:
+        """Send ``data`` to every local subscriber of ``topic``; returns how many."""
+        return self.hub.publish(topic, data)
+
+    # -- the seam with server adapters -----------------------------------------------------
+
+    async def handle_upgrade(self, request: Request) -> Accept | Response:
+        """Run the ``upgrade`` hook; an error in it refuses the connection with 500."""
+        if self._closing:
+            return Response(503, "server shutting down")
+        hook = self.hooks.upgrade
+        if hook is None:
+            return Accept()
+        try:
+            result = hook(request)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            logger.exception("upgrade hook raised; refusing %r with 500", request)
+            return Response(500, "internal server error")
+        return _upgrade_result(result)
+
+    def handle_upgrade_sync(self, request: Request) -> Accept | Response:
+        """``handle_upgrade`` for servers whose handshake cannot await (picows)."""
+        if self._closing:
+            return Response(503, "server shutting down")
+        hook = self.hooks.upgrade
+        if hook is None:
+            return Accept()
+        try:
+            result = hook(request)
+        except Exception:
+            logger.exception("upgrade hook raised; refusing %r with 500", request)
+            return Response(500, "internal server error")
+        if inspect.isawaitable(result):
+            raise ConfigurationError("this server needs a plain (not async) upgrade hook")
+        return _upgrade_result(result)
+
+    async def handle_http(self, request: Request) -> Response:
+        """Answer a plain HTTP request with the ``http`` handler, or 426."""
+        if self.http is None:
+            return Response(426, "this endpoint speaks WebSocket", {"Upgrade": "websocket"})
+        try:
+            result = self.http(request)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            logger.exception("http handler raised for %r", request)
+            return Response(500, "internal server error")
+        return result
+
+    def connect(self, transport: Transport, request: Request, accept: Accept) -> Peer:
+        """Create the peer of a newly opened WebSocket and run its ``open`` hook."""
+        peer = Peer(
+            self,
+            transport,
+            request,
+            subprotocol=accept.subprotocol,
+            context=dict(accept.context),
+        )
+        self._peers[peer.id] = peer
+        peer._opened()
+        return peer
+
+    def _forget(self, peer: Peer) -> None:
+        self._peers.pop(peer.id, None)
+
+    async def shutdown(
+        self,
+        code: int = CloseCode.GOING_AWAY,
+        reason: str = "server shutting down",
+        *,
+        timeout: float = 5.0,
+    ) -> None:
+        """Refuse new connections, close every peer with ``code``, wait for their hooks.
+
+        Bounded by ``timeout``: peers still open then are dropped, hook tasks still running
+        are cancelled.
+        """
+        self._closing = True
+        peers = list(self._peers.values())
+        for peer in peers:
+            peer.close(code, reason)
+        tasks = [t for p in peers if (t := p._task) is not None]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._peers and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for peer in list(self._peers.values()):
+            peer.terminate()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+
+def _upgrade_result(result: Any) -> Accept | Response:
+    if result is None:
+        return Accept()
+    if isinstance(result, Accept | Response):
+        return result
+    raise ConfigurationError(
+        f"upgrade hook must return None, Accept or Response, not {type(result).__name__}"
+    )

@@ -1,0 +1,133 @@
+"""The hooks a user writes once and every server adapter drives.
+
+Six hooks, all optional, each a plain function or a coroutine function:
+
+=========  ==============================  =========================================
+hook       called with                     when
+=========  ==============================  =========================================
+upgrade    ``(request)``                   before the WebSocket opens; return ``None``
+                                           or :class:`~crosswire.Accept` to open,
+                                           :class:`~crosswire.Response` to refuse
+open       ``(peer)``                      the WebSocket is open
+message    ``(peer, message)``             a whole message arrived
+close      ``(peer, code, reason)``        the connection ended (exactly once)
+error      ``(peer, exc)``                 another hook raised ``exc``
+drain      ``(peer)``                      the peer's send buffer drained below its
+                                           low-water mark after having been full
+=========  ==============================  =========================================
+
+Only the hooks a user defines are called. Hooks can be given with :func:`define_hooks` or as
+any object with methods of these names.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+from .http import Accept, Request, Response
+
+if TYPE_CHECKING:
+    from .peer import Message, Peer
+
+__all__ = ["HOOK_NAMES", "Hooks", "define_hooks"]
+
+HOOK_NAMES = ("upgrade", "open", "message", "close", "error", "drain")
+
+_ARITY = {"upgrade": 1, "open": 1, "message": 2, "close": 3, "error": 2, "drain": 1}
+
+UpgradeResult = Accept | Response | None
+UpgradeHook = Callable[[Request], UpgradeResult | Awaitable[UpgradeResult]]
+OpenHook = Callable[["Peer"], Any]
+MessageHook = Callable[["Peer", "Message"], Any]
+CloseHook = Callable[["Peer", int, str], Any]
+ErrorHook = Callable[["Peer", BaseException], Any]
+DrainHook = Callable[["Peer"], Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hooks:
+    """A set of hooks; ``None`` means "not defined, never called"."""
+
+    upgrade: UpgradeHook | None = None
+    open: OpenHook | None = None
+    message: MessageHook | None = None
+    close: CloseHook | None = None
+    error: ErrorHook | None = None
+    drain: DrainHook | None = None
+
+    @classmethod
+    def of(cls, source: object) -> Hooks:
+        """Collect the hooks of ``source``: a :class:`Hooks`, or any object with hook methods.
+
+        Each hook is checked once here, so a hook with the wrong number of parameters fails at
+        startup with a message that names it, not on the first connection.
+        """
+        if isinstance(source, Hooks):
+            hooks = source
+        else:
+            found = {name: getattr(source, name, None) for name in HOOK_NAMES}
+            hooks = cls(**{k: v for k, v in found.items() if v is not None})
+        for name in HOOK_NAMES:
+            _check_signature(name, getattr(hooks, name))
+        return hooks
+
+    def is_async(self, name: str) -> bool:
+        """Whether hook ``name`` is a coroutine function (must be awaited)."""
+        fn = getattr(self, name)
+        return fn is not None and _is_coroutine_function(fn)
+
+
+def define_hooks(
+    *,
+    upgrade: UpgradeHook | None = None,
+    open: OpenHook | None = None,
+    message: MessageHook | None = None,
+    close: CloseHook | None = None,
+    error: ErrorHook | None = None,
+    drain: DrainHook | None = None,
+) -> Hooks:
+    """Define WebSocket hooks; only the ones given are ever called.
+
+    >>> hooks = define_hooks(message=lambda peer, msg: peer.send(msg.text()))
+    """
+    return Hooks.of(
+        Hooks(upgrade=upgrade, open=open, message=message, close=close, error=error, drain=drain)
+    )
+
+
+def _is_coroutine_function(fn: object) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _check_signature(name: str, fn: object) -> None:
+    if fn is None:
+        return
+    if not callable(fn):
+        raise ConfigurationError(f"hook {name!r} must be callable, got {fn!r}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        signature.bind(*([None] * _ARITY[name]))
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"hook {name!r} must accept {_ARITY[name]} positional argument(s) "
+            f"({_describe(name)}), but {fn!r} has signature {signature}"
+        ) from exc
+
+
+def _describe(name: str) -> str:
+    return {
+        "upgrade": "request",
+        "open": "peer",
+        "message": "peer, message",
+        "close": "peer, code, reason",
+        "error": "peer, exc",
+        "drain": "peer",
+    }[name]

@@ -1,0 +1,155 @@
+"""The HTTP side of a WebSocket connection: the upgrade request and the answers to it.
+
+Server adapters build a :class:`Request` from their own request object; the ``upgrade`` hook
+answers with :class:`Accept` (open the WebSocket, optionally with extra response headers, a chosen
+subprotocol and initial context) or :class:`Response` (answer with this HTTP response instead).
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+__all__ = ["Accept", "Headers", "QueryParams", "Request", "Response"]
+
+
+class _MultiMap(Mapping[str, str]):
+    """An immutable multi-valued mapping; ``m[key]`` is the first value, ``getlist`` all."""
+
+    __slots__ = ("_items", "_index")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items = [(self._key(k), str(v)) for k, v in items]
+        index: dict[str, list[str]] = {}
+        for k, v in self._items:
+            index.setdefault(k, []).append(v)
+        self._index = index
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return key
+
+    def __getitem__(self, key: str) -> str:
+        return self._index[self._key(key)][0]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._key(key) in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def getlist(self, key: str) -> list[str]:
+        """Every value of ``key``, in the order received (empty if absent)."""
+        return list(self._index.get(self._key(key), ()))
+
+    def items_all(self) -> list[tuple[str, str]]:
+        """Every (key, value) pair, repeated keys included, in the order received."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._items!r})"
+
+
+class Headers(_MultiMap):
+    """HTTP headers: case-insensitive keys (stored lower-case), repeated headers kept."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return key.lower()
+
+    def __repr__(self) -> str:
+        # Never print header values: they carry cookies and tokens.
+        return f"Headers({sorted(self._index)!r})"
+
+
+class QueryParams(_MultiMap):
+    """Query-string parameters, parsed once; repeated keys kept."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, query_string: str) -> QueryParams:
+        return cls(parse_qsl(query_string, keep_blank_values=True))
+
+    def __repr__(self) -> str:
+        return f"QueryParams({sorted(self._index)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The HTTP request that asked to open a WebSocket.
+
+    ``path`` excludes the query string; ``query`` is parsed from ``query_string``.
+    ``remote_address`` is the client's IP address as the server saw it (``None`` when the
+    server does not know, e.g. over a Unix socket).
+    """
+
+    path: str
+    query_string: str = ""
+    headers: Headers = field(default_factory=Headers)
+    remote_address: str | None = None
+    query: QueryParams = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "query", QueryParams.parse(self.query_string))
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """Subprotocols the client offered in ``Sec-WebSocket-Protocol``, in its order."""
+        offered: list[str] = []
+        for value in self.headers.getlist("sec-websocket-protocol"):
+            offered.extend(p.strip() for p in value.split(",") if p.strip())
+        return offered
+
+    @property
+    def is_websocket(self) -> bool:
+        """Whether the request asks to upgrade to WebSocket."""
+        return self.headers.get("upgrade", "").lower() == "websocket"
+
+    def __repr__(self) -> str:
+        return f"Request(path={self.path!r}, remote_address={self.remote_address!r})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accept:
+    """Open the WebSocket.
+
+    ``headers`` are added to the 101 response. ``subprotocol`` must be one the client offered.
+    ``context`` seeds ``peer.context`` before the ``open`` hook runs.
+    """
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    subprotocol: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP response sent instead of opening the WebSocket (a rejection, or a plain page).
+
+    ``body`` may be text (sent as UTF-8) or bytes; ``content_type`` defaults to plain text.
+    """
+
+    status: int
+    body: bytes | str = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = "text/plain; charset=utf-8"
+
+    @property
+    def body_bytes(self) -> bytes:
+        return self.body.encode() if isinstance(self.body, str) else self.body
+
+    def header_items(self) -> list[tuple[str, str]]:
+        """Headers to send, with ``Content-Type`` unless the user set one."""
+        items = list(self.headers.items())
+        if not any(k.lower() == "content-type" for k, _ in items):
+            items.append(("Content-Type", self.content_type))
+        return items

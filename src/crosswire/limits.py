@@ -1,0 +1,52 @@
+"""Limits that protect a server from its clients. Pure values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Per-connection limits, applied the same way on every server adapter.
+
+    max_message_size:
+        Largest incoming message in bytes, measured after decompression and reassembly of
+        fragments. A larger message closes the connection with 1009.
+    send_buffer_limit:
+        Bytes that may wait to be written to one peer. A peer whose buffer passes it (a client
+        that stopped reading) is closed with 1013; sends to other peers never wait on it.
+    ping_interval, ping_timeout:
+        Keepalive: the server pings an idle client every ``ping_interval`` seconds and drops it
+        when no pong arrives within ``ping_timeout``. ``None`` disables. ASGI servers apply
+        their own setting (uvicorn ``--ws-ping-interval``), as ASGI has no ping.
+    close_timeout:
+        Seconds to wait for the client's close frame before dropping the TCP connection.
+    inbound_queue:
+        Messages that may wait for an ``async`` message hook; past it the server stops reading
+        from that socket until the hook catches up (TCP backpressure, nothing is dropped).
+    """
+
+    max_message_size: int = 1024 * 1024
+    send_buffer_limit: int = 1024 * 1024
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    close_timeout: float = 5.0
+    inbound_queue: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "send_buffer_limit", "inbound_queue"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigurationError(f"Limits.{name} must be a positive int, got {value!r}")
+        for name in ("ping_interval", "ping_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"Limits.{name} must be > 0 or None, got {value!r}")
+        if self.close_timeout <= 0:
+            raise ConfigurationError(
+                f"Limits.close_timeout must be > 0, got {self.close_timeout!r}"
+            )

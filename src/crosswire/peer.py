@@ -1,0 +1,453 @@
+"""The CrossWS connection model: :class:`Peer` (one connected client) and :class:`Message`.
+
+Server adapters create peers through :meth:`crosswire.App.connect` and report what happens on
+the socket (``_receive``, ``_closed``, ``_pause_writing``, ``_resume_writing``); the peer runs
+the user's hooks in order and owns the task that runs ``async`` hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from .http import Request
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["CloseCode", "Message", "Peer", "ReadyState", "Transport", "encode"]
+
+logger = logging.getLogger("crosswire.peer")
+
+
+class ReadyState(IntEnum):
+    """The WebSocket ``readyState`` of a peer, with the browser's numbers."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class CloseCode(IntEnum):
+    """Close codes crosswire sends or reports. ``docs/close-codes.md`` has the full table."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down (SIGINT/SIGTERM), or client navigating away
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005  # reported only: the close frame carried no code
+    ABNORMAL = 1006  # reported only: the connection dropped without a close frame
+    INVALID_DATA = 1007  # text frame that is not UTF-8
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009  # message larger than Limits.max_message_size
+    INTERNAL_ERROR = 1011  # server error, or keepalive ping timeout
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013  # send buffer overflow: the client stopped reading
+
+
+class Transport(Protocol):
+    """What a server adapter gives a peer: non-blocking writes and connection control."""
+
+    def send(self, payload: str | bytes, text: bool) -> None:
+        """Queue one message for writing; never blocks."""
+
+    def buffered_amount(self) -> int:
+        """Bytes queued for this connection and not yet handed to the kernel."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; drop the connection if it does not finish in time."""
+
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake."""
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (inbound backpressure)."""
+
+    def resume_reading(self) -> None:
+        """Read from the socket again."""
+
+
+def encode(data: object) -> tuple[str | bytes, bool]:
+    """Turn what a user sends into ``(payload, is_text)``, once per message.
+
+    ``str`` is a text frame, bytes-like a binary frame, anything else JSON (orjson) in a text
+    frame.
+    """
+    if type(data) is str:
+        return data, True
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data), False
+    if isinstance(data, Message):
+        return data.raw, not data.is_binary
+    return orjson.dumps(data), True
+
+
+class Message:
+    """One whole message received from a peer (fragments already reassembled)."""
+
+    __slots__ = ("_data", "is_binary")
+
+    def __init__(self, data: str | bytes, is_binary: bool) -> None:
+        self._data = data
+        self.is_binary = is_binary
+
+    @property
+    def raw(self) -> str | bytes:
+        """The data as the server adapter delivered it (``str`` or ``bytes``)."""
+        return self._data
+
+    @property
+    def data(self) -> bytes:
+        """The message as bytes (UTF-8 for text messages)."""
+        d = self._data
+        return d.encode() if isinstance(d, str) else d
+
+    def text(self) -> str:
+        """The message as text (binary messages are decoded as UTF-8)."""
+        d = self._data
+        return d if isinstance(d, str) else d.decode()
+
+    def json(self) -> Any:
+        """The message parsed as JSON; raises ``orjson.JSONDecodeError`` (a ``ValueError``)."""
+        return orjson.loads(self._data)
+
+    def __len__(self) -> int:
+        d = self._data
+        return len(d.encode()) if isinstance(d, str) else len(d)
+
+    def __repr__(self) -> str:
+        # The body may carry tokens or personal data: never print it.
+        kind = "binary" if self.is_binary else "text"
+        return f"<Message {kind} {len(self)} bytes>"
+
+
+_OPEN, _MESSAGE, _CLOSE, _DRAIN = range(4)
+
+
+class Peer:
+    """One connected client, the same on every server.
+
+    ``send`` never blocks: data goes into the peer's send buffer. A peer whose buffer passes
+    ``Limits.send_buffer_limit`` is closed with 1013 (see ``docs/close-codes.md``).
+    """
+
+    __slots__ = (
+        "_app",
+        "_close_sent",
+        "_drain_waiters",
+        "_inbox",
+        "_reading_paused",
+        "_state",
+        "_task",
+        "_topics",
+        "_transport",
+        "_wake",
+        "_write_paused",
+        "context",
+        "id",
+        "request",
+        "subprotocol",
+    )
+
+    def __init__(
+        self,
+        app: App,
+        transport: Transport,
+        request: Request,
+        *,
+        subprotocol: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        self._app = app
+        self._transport = transport
+        self.id: str = str(uuid.uuid4())
+        self.request = request
+        self.subprotocol = subprotocol
+        self.context: dict[str, Any] = dict(context or {})
+        self._state = ReadyState.OPEN
+        self._topics: set[str] = set()
+        self._close_sent: tuple[int, str] | None = None
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._inbox: collections.deque[tuple[int, Any, Any]] | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._reading_paused = False
+
+    # -- what users read -------------------------------------------------------------------
+
+    @property
+    def remote_address(self) -> str | None:
+        """The client's IP address, as the server saw it."""
+        return self.request.remote_address
+
+    @property
+    def ready_state(self) -> ReadyState:
+        return self._state
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this peer is subscribed to."""
+        return frozenset(self._topics)
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes sent to this peer and not yet written to the socket."""
+        if self._state is ReadyState.CLOSED:
+            return 0
+        return self._transport.buffered_amount()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Peer {self.id[:8]} addr={self.remote_address} "
+            f"path={self.request.path} state={self._state.name}>"
+        )
+
+    # -- what users do ---------------------------------------------------------------------
+
+    def send(self, data: object) -> bool:
+        """Send ``data``: ``str`` as text, bytes as binary, anything else as JSON text.
+
+        Returns ``False`` (and sends nothing) when the peer is no longer open.
+        """
+        if self._state is not ReadyState.OPEN:
+            return False
+        payload, text = encode(data)
+        return self._write(payload, text)
+
+    def subscribe(self, topic: str) -> None:
+        """Join ``topic``; messages published to it reach this peer."""
+        if self._state is ReadyState.OPEN and topic not in self._topics:
+            self._topics.add(topic)
+            self._app.hub.subscribe(self, topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Leave ``topic``."""
+        if topic in self._topics:
+            self._topics.discard(topic)
+            self._app.hub.unsubscribe(self, topic)
+
+    def publish(self, topic: str, data: object) -> int:
+        """Send ``data`` to every subscriber of ``topic`` except this peer.
+
+        The message is encoded once. Returns the number of local peers it was written to.
+        """
+        return self._app.hub.publish(topic, data, exclude=self)
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close gracefully with ``code`` and ``reason``; the ``close`` hook follows."""
+        _check_close(code, reason)
+        if self._state is not ReadyState.OPEN:
+            return
+        self._state = ReadyState.CLOSING
+        self._close_sent = (int(code), reason)
+        self._transport.close(int(code), reason)
+
+    def terminate(self) -> None:
+        """Drop the connection at once, without a closing handshake."""
+        if self._state is ReadyState.CLOSED:
+            return
+        self._state = ReadyState.CLOSING
+        self._transport.abort()
+
+    async def wait_for_drain(self) -> None:
+        """Wait until the send buffer has drained below its low-water mark.
+
+        Returns at once when the buffer is not full or the peer is closed. Safe to cancel.
+        """
+        if not self._write_paused or self._state is ReadyState.CLOSED:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._drain_waiters:
+                self._drain_waiters.remove(fut)
+
+    # -- called by the Hub -----------------------------------------------------------------
+
+    def _write(self, payload: str | bytes, text: bool) -> bool:
+        transport = self._transport
+        transport.send(payload, text)
+        if transport.buffered_amount() > self._app.limits.send_buffer_limit:
+            self._overflow()
+        return True
+
+    def _overflow(self) -> None:
+        logger.warning(
+            "peer %s: send buffer passed %d bytes; closing with 1013",
+            self.id,
+            self._app.limits.send_buffer_limit,
+        )
+        self.close(CloseCode.TRY_AGAIN_LATER, "send buffer overflow")
+        # A client that stopped reading will never answer the close frame.
+        asyncio.get_running_loop().call_later(self._app.limits.close_timeout, self._drop)
+
+    def _drop(self) -> None:
+        if self._state is not ReadyState.CLOSED:
+            self._transport.abort()
+
+    # -- called by server adapters ---------------------------------------------------------
+
+    def _opened(self) -> None:
+        if self._app.inline_hooks:
+            hook = self._app.hooks.open
+            if hook is not None:
+                self._call_inline(hook, self)
+            return
+        self._inbox = collections.deque()
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._enqueue(_OPEN, None, None)
+
+    def _receive(self, message: Message) -> None:
+        """A whole message arrived."""
+        if self._inbox is None:
+            hook = self._app.hooks.message
+            if hook is not None:
+                try:
+                    hook(self, message)
+                except Exception as exc:
+                    self._report_inline(exc)
+            return
+        self._enqueue(_MESSAGE, message, None)
+        if not self._reading_paused and len(self._inbox) >= self._app.limits.inbound_queue:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _closed(self, code: int, reason: str) -> None:
+        """The connection is gone; ``code`` is the one received (1006 if none)."""
+        if self._state is ReadyState.CLOSED:
+            return
+        self._state = ReadyState.CLOSED
+        if self._close_sent is not None:
+            code, reason = self._close_sent
+        for topic in self._topics:
+            self._app.hub.unsubscribe(self, topic)
+        self._topics.clear()
+        self._app._forget(self)
+        self._release_drain_waiters()
+        if self._inbox is None:
+            hook = self._app.hooks.close
+            if hook is not None:
+                self._call_inline(hook, self, code, reason)
+            return
+        self._enqueue(_CLOSE, code, reason)
+
+    def _pause_writing(self) -> None:
+        self._write_paused = True
+
+    def _resume_writing(self) -> None:
+        if not self._write_paused:
+            return
+        self._write_paused = False
+        self._release_drain_waiters()
+        hook = self._app.hooks.drain
+        if hook is None or self._state is ReadyState.CLOSED:
+            return
+        if self._inbox is None:
+            self._call_inline(hook, self)
+        else:
+            self._enqueue(_DRAIN, None, None)
+
+    @property
+    def _task_done(self) -> Awaitable[None] | None:
+        return self._task
+
+    # -- hook running ----------------------------------------------------------------------
+
+    def _release_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _enqueue(self, kind: int, a: Any, b: Any) -> None:
+        assert self._inbox is not None and self._wake is not None
+        self._inbox.append((kind, a, b))
+        self._wake.set()
+
+    async def _run(self) -> None:
+        """Run async hooks one at a time, in the order events happened."""
+        assert self._inbox is not None and self._wake is not None
+        inbox, wake, hooks = self._inbox, self._wake, self._app.hooks
+        resume_at = self._app.limits.inbound_queue // 2
+        while True:
+            if not inbox:
+                wake.clear()
+                await wake.wait()
+                continue
+            kind, a, b = inbox.popleft()
+            if self._reading_paused and len(inbox) <= resume_at:
+                self._reading_paused = False
+                if self._state is not ReadyState.CLOSED:
+                    self._transport.resume_reading()
+            if kind == _MESSAGE:
+                await self._call(hooks.message, self, a)
+            elif kind == _OPEN:
+                await self._call(hooks.open, self)
+            elif kind == _DRAIN:
+                await self._call(hooks.drain, self)
+            else:
+                await self._call(hooks.close, self, a, b)
+                return
+
+    async def _call(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+        if hook is None:
+            return
+        try:
+            result = hook(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            await self._report(exc)
+
+    async def _report(self, exc: Exception) -> None:
+        hook = self._app.hooks.error
+        if hook is None:
+            logger.error("peer %s: unhandled error in a hook", self.id, exc_info=exc)
+            return
+        try:
+            result = hook(self, exc)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("peer %s: the error hook raised", self.id)
+
+    def _call_inline(self, hook: Callable[..., Any], *args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception as exc:
+            self._report_inline(exc)
+
+    def _report_inline(self, exc: Exception) -> None:
+        hook = self._app.hooks.error
+        if hook is None:
+            logger.error("peer %s: unhandled error in a hook", self.id, exc_info=exc)
+            return
+        try:
+            hook(self, exc)
+        except Exception:
+            logger.exception("peer %s: the error hook raised", self.id)
+
+
+def _check_close(code: int, reason: str) -> None:
+    if not (code == 1000 or 1001 <= code <= 1014 or 3000 <= code <= 4999) or code in (
+        1004,
+        1005,
+        1006,
+        1010,
+    ):
+        raise ValueError(f"close code {code} cannot be sent; use 1000, 1001-1014 or 3000-4999")
+    if len(reason.encode()) > 123:
+        raise ValueError("close reason must be at most 123 bytes of UTF-8")
