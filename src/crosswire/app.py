@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -46,6 +47,8 @@ class App:
         self.inline_hooks = not any(self.hooks.is_async(n) for n in HOOK_NAMES if n != "upgrade")
         self._peers: dict[str, Peer] = {}
         self._closing = False
+        self._no_peers = asyncio.Event()
+        self._no_peers.set()
 
     @property
     def peers(self) -> Mapping[str, Peer]:
@@ -113,23 +116,26 @@ class App:
             context=dict(accept.context),
         )
         self._peers[peer.id] = peer
+        self._no_peers.clear()
         peer._opened()
         return peer
 
     def _forget(self, peer: Peer) -> None:
         self._peers.pop(peer.id, None)
+        if not self._peers:
+            self._no_peers.set()
 
     async def shutdown(
         self,
         code: int = CloseCode.GOING_AWAY,
         reason: str = "server shutting down",
         *,
-        timeout: float = 5.0,
+        grace_period: float = 5.0,
     ) -> None:
         """Refuse new connections, close every peer with ``code``, wait for their hooks.
 
-        Bounded by ``timeout``: peers still open then are dropped, hook tasks still running
-        are cancelled.
+        Peers still open after ``grace_period`` seconds are dropped, and hook tasks still
+        running then are cancelled and awaited, so this returns in about ``grace_period``.
         """
         self._closing = True
         peers = list(self._peers.values())
@@ -137,9 +143,10 @@ class App:
             peer.close(code, reason)
         tasks = [t for p in peers if (t := p._task) is not None]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._peers and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        deadline = loop.time() + grace_period
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self._no_peers.wait()
         for peer in list(self._peers.values()):
             peer.terminate()
         if tasks:

@@ -19,7 +19,7 @@ __all__ = ["Accept", "Headers", "QueryParams", "Request", "Response"]
 class _MultiMap(Mapping[str, str]):
     """An immutable multi-valued mapping; ``m[key]`` is the first value, ``getlist`` all."""
 
-    __slots__ = ("_items", "_index")
+    __slots__ = ("_index", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items = [(self._key(k), str(v)) for k, v in items]

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .app import App
 from .errors import ConfigurationError
@@ -150,16 +151,24 @@ async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitabl
     )
     srv = _uvicorn_server(config)
     task = asyncio.get_running_loop().create_task(srv.serve(sockets=[sock]))
-    while not srv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
+    await _check_started(task)
 
     async def stop() -> None:
         srv.should_exit = True
         await task
 
     return stop
+
+
+async def _check_started(task: asyncio.Task[None]) -> None:
+    """Let a server task begin; raise at once if it failed to start.
+
+    The socket already listens, so the kernel queues connections until the server takes them:
+    there is no need to wait for it to be "ready".
+    """
+    await asyncio.sleep(0)
+    if task.done():
+        task.result()
 
 
 def _uvicorn_server(config: Any) -> Any:
@@ -181,7 +190,8 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     from .adapters.asgi import ASGIApp
 
     config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
+    # hypercorn owns (and closes) the descriptor it is given: give it a duplicate.
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.websocket_max_message_size = app.limits.max_message_size + 1024
     config.websocket_ping_interval = app.limits.ping_interval
     config.graceful_timeout = app.limits.close_timeout
@@ -189,30 +199,21 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     config.errorlog = logging.getLogger("crosswire.hypercorn")
     shutdown = asyncio.Event()
     task = asyncio.get_running_loop().create_task(
-        hypercorn_serve(ASGIApp(app), config, shutdown_trigger=shutdown.wait, mode="asgi")
+        hypercorn_serve(
+            cast(Any, ASGIApp(app)), config, shutdown_trigger=shutdown.wait, mode="asgi"
+        )
     )
-    await _wait_accepting(sock, task)
+    await _check_started(task)
 
     async def stop() -> None:
+        # RunningServer.aclose has already closed every peer. What hypercorn still waits for
+        # is the ping task of each closed connection, which sleeps out its interval: do not.
+        config.graceful_timeout = 0.1
         shutdown.set()
         await task
+        sock.close()
 
     return stop
-
-
-async def _wait_accepting(sock: socket.socket, task: asyncio.Task[Any]) -> None:
-    host, port = sock.getsockname()[:2]
-    for _ in range(400):
-        if task.done():
-            task.result()
-        try:
-            _, writer = await asyncio.open_connection(host, port)
-        except OSError:
-            await asyncio.sleep(0.005)
-            continue
-        writer.close()
-        return
-    raise RuntimeError("server did not start accepting connections")
 
 
 _STARTERS: dict[str, Callable[[App, socket.socket], Awaitable[Callable[[], Awaitable[None]]]]] = {

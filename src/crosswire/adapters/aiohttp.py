@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 
 from ..app import App
 from ..http import Accept, Headers, Request, Response
@@ -32,6 +32,15 @@ def _web_response(response: Response) -> web.Response:
     return web.Response(
         status=response.status, body=response.body_bytes, headers=dict(response.header_items())
     )
+
+
+def _close_info(msg: WSMessage) -> tuple[int, str]:
+    """The close code and reason carried by aiohttp's CLOSE or ERROR message."""
+    if msg.type is WSMsgType.CLOSE:
+        return int(msg.data), str(msg.extra or "")
+    if msg.type is WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+        return int(msg.data.code), str(msg.data)
+    return 1006, ""
 
 
 def handler(app: App) -> Handler:
@@ -82,13 +91,16 @@ def handler(app: App) -> Handler:
             Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
         )
         transport.start(peer)
+        received: tuple[int, str] = (1006, "")
         try:
-            async for msg in ws:
+            while True:
+                msg = await ws.receive()
                 if msg.type is WSMsgType.TEXT:
                     message = Message(msg.data, False)
                 elif msg.type is WSMsgType.BINARY:
                     message = Message(msg.data, True)
                 else:
+                    received = _close_info(msg)
                     break
                 transport.begin_dispatch()
                 peer._receive(message)
@@ -97,11 +109,7 @@ def handler(app: App) -> Handler:
             pass
         finally:
             await transport.aclose()
-            if transport._close is not None:
-                code, reason = transport._close
-            else:
-                code, reason = ws.close_code or 1006, ""
-            peer._closed(code, reason)
+            peer._closed(*(transport._close or received))
         return ws
 
     return handle

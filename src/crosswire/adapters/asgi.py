@@ -8,11 +8,12 @@ App's ``http`` handler (426 without one) and ``lifespan`` shutdown by closing ev
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..app import App
-from ..http import Headers, Request, Response
+from ..http import Accept, Headers, Request, Response
 from ..peer import Message
 from ._queued import QueuedTransport
 
@@ -124,13 +125,23 @@ class ASGIApp:
             if not disconnected:
                 await send({"type": "websocket.close", "code": code, "reason": reason})
 
+        handler_task = asyncio.current_task()
+        aborted = False
+
+        def abort() -> None:
+            # ASGI cannot drop a connection: stop serving it; the server then closes it.
+            nonlocal aborted
+            if not aborted and handler_task is not None:
+                aborted = True
+                handler_task.cancel()
+
         transport = QueuedTransport(
-            send_one, send_close, lambda: None, close_timeout=app.limits.close_timeout
+            send_one, send_close, abort, close_timeout=app.limits.close_timeout
         )
         peer = app.connect(
             transport,
             request,
-            type(result)(headers=result.headers, subprotocol=subprotocol, context=result.context),
+            Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
         )
         transport.start(peer)
         limit = app.limits.max_message_size
@@ -155,6 +166,12 @@ class ASGIApp:
                     code = int(event.get("code", 1005))
                     reason = str(event.get("reason") or "")
                     break
+        except asyncio.CancelledError:
+            if not aborted:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         except OSError:
             pass
         finally:

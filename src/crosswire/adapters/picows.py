@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-from typing import Any
+from http import HTTPStatus
+from typing import Any, cast
 
+from multidict import CIMultiDict
 from picows import (
     WSCloseCode,
     WSFrame,
@@ -32,11 +34,16 @@ from ..peer import Message, Peer
 
 __all__ = ["create_server"]
 
-_TEXT, _BINARY, _CONT, _CLOSE = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION, WSMsgType.CLOSE
+_TEXT, _BINARY, _CONT, _CLOSE = (
+    WSMsgType.TEXT,
+    WSMsgType.BINARY,
+    WSMsgType.CONTINUATION,
+    WSMsgType.CLOSE,
+)
 
 
 class _Transport:
-    __slots__ = ("_closer", "_loop", "_timeout", "_ws", "_raw")
+    __slots__ = ("_closer", "_loop", "_raw", "_timeout", "_ws")
 
     def __init__(self, ws: WSTransport, timeout: float) -> None:
         self._ws = ws
@@ -54,7 +61,7 @@ class _Transport:
     def close(self, code: int, reason: str) -> None:
         if self._ws.is_close_frame_sent:
             return
-        self._ws.send_close(code, reason.encode())
+        self._ws.send_close(cast(WSCloseCode, code), reason.encode())
         self._closer = self._loop.call_later(self._timeout, self._ws.disconnect, False)
 
     def abort(self) -> None:
@@ -68,7 +75,7 @@ class _Transport:
             self._raw.resume_reading()
 
 
-class _Listener(WSListener):  # type: ignore[misc]
+class _Listener(WSListener):
     def __init__(self, app: App, request: Request, accept: Accept) -> None:
         self._app = app
         self._request = request
@@ -171,9 +178,12 @@ def _request(upgrade: WSUpgradeRequest) -> Request:
 
 
 def _http_response(response: Response) -> WSUpgradeResponse:
-    return WSUpgradeResponse.create_error_response(
-        response.status, response.body_bytes, dict(response.header_items())
-    )
+    created = WSUpgradeResponse()
+    created.version = b"HTTP/1.1"
+    created.status = HTTPStatus(response.status)
+    created.headers = CIMultiDict(response.header_items())
+    created.body = response.body_bytes
+    return created
 
 
 async def create_server(
@@ -188,6 +198,13 @@ async def create_server(
     if app.http is not None and inspect.iscoroutinefunction(app.http):
         raise ConfigurationError("the picows server needs a plain (not async) http handler")
     limits = app.limits
+    ping = limits.ping_interval is not None and limits.ping_timeout is not None
+    if ping and limits.ping_timeout > limits.ping_interval:  # type: ignore[operator]
+        # picows asserts this inside every connection, which would refuse them all silently.
+        raise ConfigurationError(
+            "the picows server needs Limits.ping_timeout <= Limits.ping_interval "
+            f"(got {limits.ping_timeout} > {limits.ping_interval})"
+        )
 
     def factory(upgrade: WSUpgradeRequest) -> Any:
         request = _request(upgrade)
@@ -206,7 +223,6 @@ async def create_server(
             WSUpgradeResponse.create_101_response(headers), listener
         )
 
-    ping = limits.ping_interval is not None and limits.ping_timeout is not None
     return await ws_create_server(
         factory,
         host,
@@ -225,4 +241,3 @@ def _sync_http(app: App, request: Request) -> Response:
     result = app.http(request)
     assert isinstance(result, Response)
     return result
-

@@ -44,7 +44,7 @@ class _Connection(ServerConnection):
 
 
 class _Transport:
-    __slots__ = ("_closing", "_conn", "_protocol", "_transport", "_read_gate")
+    __slots__ = ("_closing", "_conn", "_protocol", "_read_gate", "_transport")
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -114,9 +114,7 @@ def _close_info(conn: ServerConnection) -> tuple[int, str]:
     return 1006, ""
 
 
-async def create_server(
-    app: App, host: str | None, port: int | None, **options: Any
-) -> Server:
+async def create_server(app: App, host: str | None, port: int | None, **options: Any) -> Server:
     """Start listening; ``options`` go to ``websockets.asyncio.server.serve``."""
     limits = app.limits
 
@@ -131,9 +129,7 @@ async def create_server(
         conn.accept = result
         return None
 
-    def select_subprotocol(
-        conn: ServerConnection, offered: Any
-    ) -> Subprotocol | None:
+    def select_subprotocol(conn: ServerConnection, offered: Any) -> Subprotocol | None:
         accept = getattr(conn, "accept", None)
         if accept is None or accept.subprotocol is None:
             return None
@@ -151,8 +147,9 @@ async def create_server(
         assert isinstance(conn, _Connection) and conn.request is not None
         accept = conn.accept or Accept()
         transport = _Transport(conn)
-        accept = Accept(headers=accept.headers, subprotocol=conn.subprotocol,
-                        context=accept.context)
+        accept = Accept(
+            headers=accept.headers, subprotocol=conn.subprotocol, context=accept.context
+        )
         peer = app.connect(transport, _request(conn, conn.request), accept)
         conn.peer = peer
         gate = transport._read_gate
