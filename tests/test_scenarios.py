@@ -1,0 +1,514 @@
+"""One behaviour on every server: each test runs against every adapter over real sockets.
+
+The ``kind`` fixture (conftest) parametrizes: websockets, picows, aiohttp, uvicorn, hypercorn,
+and the ASGI app mounted inside Starlette.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+import crosswire
+from conftest import KEEPALIVE_KINDS
+from crosswire import Accept, App, Limits, Message, Peer, ReadyState, Response, define_hooks
+
+TIMEOUT = 5
+
+
+def client_close(kind: str, code: int, reason: str) -> tuple[int, str]:
+    """What the close hook reports when the client closes with ``code``: hypercorn does not
+    pass the client's close frame to ASGI apps and always reports 1006."""
+    return (1006, "") if kind == "hypercorn" else (code, reason)
+
+
+class Log:
+    """Records hook calls so tests can wait for them."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self._changed = asyncio.Event()
+
+    def add(self, *event: Any) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait_for(self, name: str, count: int = 1) -> list[tuple[Any, ...]]:
+        async def wait() -> list[tuple[Any, ...]]:
+            while True:
+                found = [e for e in self.events if e[0] == name]
+                if len(found) >= count:
+                    return found
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(wait(), TIMEOUT)
+
+
+async def recv(ws: ClientConnection) -> str | bytes:
+    return await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int | None, str | None]:
+    """Read until the server closes; return the close code and reason the client saw."""
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await recv(ws)
+    rcvd = ws.protocol.close_rcvd
+    return (rcvd.code, rcvd.reason) if rcvd else (None, None)
+
+
+def slow_socket(url: str) -> socket.socket:
+    """A connected socket with a tiny receive buffer, so a paused client stops the server's
+    writes quickly instead of the kernel absorbing tens of megabytes."""
+    port = int(url.split(":")[2].split("/")[0])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def echo_app(**extra: Any) -> App:
+    def message(peer: Peer, msg: Message) -> None:
+        peer.send(msg.raw if not msg.is_binary else msg.data)
+
+    return App(define_hooks(message=message), **extra)
+
+
+async def test_echo_text_binary_and_json(start_server: Any, kind: str) -> None:
+    def message(peer: Peer, msg: Message) -> None:
+        if msg.is_binary:
+            peer.send(msg.data[::-1])
+        elif msg.text().startswith("{"):
+            body = msg.json()
+            peer.send({"echo": body, "repr": repr(msg)})
+        else:
+            peer.send(msg.text().upper())
+
+    served = await start_server(App(define_hooks(message=message)), kind)
+    async with connect(served.url) as ws:
+        await ws.send("hello")
+        assert await recv(ws) == "HELLO"
+        await ws.send(b"\x01\x02\x03")
+        assert await recv(ws) == b"\x03\x02\x01"
+        await ws.send('{"a": [1, 2]}')
+        reply = orjson.loads(await recv(ws))
+        assert reply == {"echo": {"a": [1, 2]}, "repr": "<Message text 13 bytes>"}
+
+
+async def test_upgrade_sees_request_and_accepts_with_headers_subprotocol_context(
+    start_server: Any, kind: str
+) -> None:
+    log = Log()
+
+    def upgrade(request: crosswire.Request) -> Accept | Response:
+        log.add("upgrade", request.path, dict(request.query), request.headers.get("x-token"))
+        if request.query.get("token") != "secret":
+            return Response(401, "no token")
+        return Accept(
+            headers={"X-Crosswire": "yes"},
+            subprotocol="chat.v1",
+            context={"user": "ada"},
+        )
+
+    def open_(peer: Peer) -> None:
+        log.add("open", peer.context["user"], peer.subprotocol, peer.remote_address)
+        peer.send({"user": peer.context["user"], "query": dict(peer.request.query)})
+
+    served = await start_server(App(define_hooks(upgrade=upgrade, open=open_)), kind)
+
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(served.url + "?token=wrong"):
+            pass
+    # Every server sends the upgrade hook's own status (the ASGI servers through the
+    # websocket.http.response extension).
+    assert refused.value.response.status_code == 401
+
+    async with connect(
+        served.url + "?token=secret&x=1",
+        subprotocols=["other", "chat.v1"],  # type: ignore[list-item]
+        additional_headers={"X-Token": "abc"},
+    ) as ws:
+        assert ws.subprotocol == "chat.v1"
+        assert ws.response is not None
+        assert ws.response.headers["X-Crosswire"] == "yes"
+        assert orjson.loads(await recv(ws)) == {
+            "user": "ada",
+            "query": {"token": "secret", "x": "1"},
+        }
+    upgrades = await log.wait_for("upgrade", 2)
+    assert upgrades[1][1] in ("/ws", "/ws/")
+    assert upgrades[1][3] == "abc"
+    (opened,) = await log.wait_for("open")
+    assert opened[1:] == ("ada", "chat.v1", "127.0.0.1")
+
+
+async def test_upgrade_hook_error_refuses_with_500_and_server_lives(
+    start_server: Any, kind: str
+) -> None:
+    def upgrade(request: crosswire.Request) -> None:
+        if "boom" in request.query:
+            raise RuntimeError("bug in upgrade")
+
+    served = await start_server(
+        App(define_hooks(upgrade=upgrade, message=lambda p, m: p.send(m.text()))), kind
+    )
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(served.url + "?boom=1"):
+            pass
+    assert refused.value.response.status_code == 500
+    async with connect(served.url) as ws:
+        await ws.send("still here")
+        assert await recv(ws) == "still here"
+
+
+async def test_peer_model(start_server: Any, kind: str) -> None:
+    log = Log()
+
+    def open_(peer: Peer) -> None:
+        peer.context["n"] = 0
+        log.add("open", peer.id, peer.ready_state, repr(peer))
+
+    def message(peer: Peer, msg: Message) -> None:
+        peer.context["n"] += 1
+        peer.send(f"{peer.id}:{peer.context['n']}")
+
+    def close(peer: Peer, code: int, reason: str) -> None:
+        log.add("close", peer.id, peer.ready_state, code, reason, peer.send("too late"))
+
+    served = await start_server(App(define_hooks(open=open_, message=message, close=close)), kind)
+    async with (
+        connect(served.url, additional_headers={"Authorization": "Bearer s3cret"}) as a,
+        connect(served.url) as b,
+    ):
+        await a.send("x")
+        await a.send("x")
+        await b.send("x")
+        id_a, n_a = str(await recv(a)).rsplit(":", 1)
+        assert (await recv(a)) == f"{id_a}:2"
+        id_b, _ = str(await recv(b)).rsplit(":", 1)
+        assert n_a == "1" and id_a != id_b
+    opens = await log.wait_for("open", 2)
+    assert all(e[2] is ReadyState.OPEN for e in opens)
+    assert "127.0.0.1" in opens[0][3] and "OPEN" in opens[0][3]
+    assert "s3cret" not in opens[0][3]
+    closes = await log.wait_for("close", 2)
+    assert {c[1] for c in closes} == {id_a, id_b}
+    for _, _, state, code, _, sent in closes:
+        assert state is ReadyState.CLOSED and sent is False
+        assert code == client_close(kind, 1000, "")[0]
+
+
+async def test_only_defined_hooks_and_errors_reach_error_hook(start_server: Any, kind: str) -> None:
+    log = Log()
+
+    def message(peer: Peer, msg: Message) -> None:
+        if msg.text() == "boom":
+            raise ValueError("handler bug")
+        peer.send("ok:" + msg.text())
+
+    def error(peer: Peer, exc: BaseException) -> None:
+        log.add("error", peer.id, type(exc).__name__, str(exc))
+        peer.send("error:" + str(exc))
+
+    served = await start_server(App(define_hooks(message=message, error=error)), kind)
+    async with connect(served.url) as ws, connect(served.url) as other:
+        await ws.send("boom")
+        assert await recv(ws) == "error:handler bug"
+        await ws.send("again")
+        assert await recv(ws) == "ok:again"
+        await other.send("fine")
+        assert await recv(other) == "ok:fine"
+    (err,) = await log.wait_for("error")
+    assert err[2:] == ("ValueError", "handler bug")
+
+
+async def test_async_hooks_run_in_order(start_server: Any, kind: str) -> None:
+    log = Log()
+
+    async def open_(peer: Peer) -> None:
+        await asyncio.sleep(0.01)
+        peer.send("welcome")
+
+    async def message(peer: Peer, msg: Message) -> None:
+        await asyncio.sleep(0.001 * (int(msg.text()) % 3))
+        peer.send(msg.text())
+
+    async def close(peer: Peer, code: int, reason: str) -> None:
+        await asyncio.sleep(0)
+        log.add("close", code, reason)
+
+    async def error(peer: Peer, exc: BaseException) -> None:
+        log.add("error", exc)
+
+    app = App(define_hooks(open=open_, message=message, close=close, error=error))
+    assert not app.inline_hooks
+    served = await start_server(app, kind)
+    async with connect(served.url) as ws:
+        assert await recv(ws) == "welcome"
+        for i in range(30):
+            await ws.send(str(i))
+        assert [await recv(ws) for _ in range(30)] == [str(i) for i in range(30)]
+        await ws.close(4001, "bye")
+    (closed,) = await log.wait_for("close")
+    assert closed == ("close", *client_close(kind, 4001, "bye"))
+
+
+async def test_pubsub_excludes_sender_and_publish_from_outside(
+    start_server: Any, kind: str
+) -> None:
+    log = Log()
+
+    def message(peer: Peer, msg: Message) -> None:
+        command, _, arg = msg.text().partition(" ")
+        if command == "sub":
+            peer.subscribe(arg)
+            peer.send(f"topics {sorted(peer.topics)}")
+        elif command == "unsub":
+            peer.unsubscribe(arg)
+            peer.send(f"topics {sorted(peer.topics)}")
+        elif command == "pub":
+            topic, _, text = arg.partition(" ")
+            log.add("published", peer.publish(topic, {"topic": topic, "text": text}))
+
+    app = App(define_hooks(message=message))
+    served = await start_server(app, kind)
+    async with connect(served.url) as a, connect(served.url) as b, connect(served.url) as c:
+        for ws in (a, b, c):
+            await ws.send("sub room")
+            assert await recv(ws) == "topics ['room']"
+        await a.send("pub room hi")
+        for ws in (b, c):
+            assert orjson.loads(await recv(ws)) == {"topic": "room", "text": "hi"}
+        assert (await log.wait_for("published"))[0] == ("published", 2)
+        await c.send("unsub room")
+        assert await recv(c) == "topics []"
+        assert app.publish("room", "from outside") == 2
+        assert await recv(a) == "from outside"
+        assert await recv(b) == "from outside"
+        await c.send("sub other")
+        assert await recv(c) == "topics ['other']"  # c got nothing from 'room' in between
+
+
+async def test_close_and_terminate_from_server(start_server: Any, kind: str) -> None:
+    log = Log()
+
+    def message(peer: Peer, msg: Message) -> None:
+        if msg.text() == "close":
+            peer.close(4000, "bye now")
+        elif msg.text() == "terminate":
+            peer.terminate()
+
+    def close(peer: Peer, code: int, reason: str) -> None:
+        log.add("close", code, reason)
+
+    served = await start_server(App(define_hooks(message=message, close=close)), kind)
+    async with connect(served.url) as ws:
+        await ws.send("close")
+        assert await closed_with(ws) == (4000, "bye now")
+    assert (await log.wait_for("close"))[0] == ("close", 4000, "bye now")
+    async with connect(served.url) as ws:
+        await ws.send("terminate")
+        with pytest.raises(ConnectionClosed):
+            await recv(ws)
+    await log.wait_for("close", 2)
+    async with connect(served.url) as ws:  # the server is fine
+        await ws.close(1000)
+
+
+async def test_client_close_code_reaches_close_hook(start_server: Any, kind: str) -> None:
+    log = Log()
+    served = await start_server(
+        App(define_hooks(close=lambda peer, code, reason: log.add("close", code, reason))), kind
+    )
+    async with connect(served.url) as ws:
+        await ws.close(4321, "client leaving")
+    assert (await log.wait_for("close"))[0] == (
+        "close",
+        *client_close(kind, 4321, "client leaving"),
+    )
+
+
+async def test_oversize_message_closes_1009_and_others_carry_on(
+    start_server: Any, kind: str
+) -> None:
+    log = Log()
+    app = App(
+        define_hooks(
+            message=lambda peer, msg: peer.send(msg.text()),
+            close=lambda peer, code, reason: log.add("close", code),
+        ),
+        limits=Limits(max_message_size=1000),
+    )
+    served = await start_server(app, kind)
+    async with connect(served.url, max_size=None) as big, connect(served.url) as small:
+        await small.send("a" * 1000)
+        assert await recv(small) == "a" * 1000
+        await big.send("b" * 1001)
+        code, _ = await closed_with(big)
+        assert code == 1009
+        await small.send("still fine")
+        assert await recv(small) == "still fine"
+    assert ("close", 1009) in await log.wait_for("close", 2)
+
+
+async def test_fragmented_message_is_reassembled_and_limited(start_server: Any, kind: str) -> None:
+    app = App(
+        define_hooks(message=lambda peer, msg: peer.send(f"{len(msg)}:{msg.text()[:3]}")),
+        limits=Limits(max_message_size=1000),
+    )
+    served = await start_server(app, kind)
+    async with connect(served.url) as ws:
+        await ws.send(["abc", "d" * 400, "e" * 400])
+        assert await recv(ws) == "803:abc"
+        await ws.send(["x" * 600, "y" * 600])
+        code, _ = await closed_with(ws)
+        assert code == 1009
+
+
+async def test_slow_consumer_is_closed_1013_and_broadcast_never_waits(
+    start_server: Any, kind: str
+) -> None:
+    log = Log()
+    chunk = os.urandom(65536)  # incompressible: permessage-deflate must not shrink it
+
+    def message(peer: Peer, msg: Message) -> None:
+        if msg.text() == "sub":
+            peer.subscribe("firehose")
+            peer.send("subscribed")
+
+    def close(peer: Peer, code: int, reason: str) -> None:
+        log.add("close", code, reason)
+
+    app = App(
+        define_hooks(message=message, close=close),
+        limits=Limits(send_buffer_limit=256 * 1024, close_timeout=1.0),
+    )
+    served = await start_server(app, kind)
+    async with (
+        # close_timeout: this client never reads again, so it would wait out its own close.
+        connect(served.url, max_size=None, close_timeout=0.2, sock=slow_socket(served.url)) as slow,
+        connect(served.url, max_size=None) as fast,
+    ):
+        for ws in (slow, fast):
+            await ws.send("sub")
+            assert await recv(ws) == "subscribed"
+        slow.transport.pause_reading()  # the slow client stops reading
+        published = 0
+        while not log.events and published < 400:  # 400 x 64 KiB: more than sockets buffer
+            # publish() writes to both subscribers' buffers and returns at once.
+            assert app.publish("firehose", chunk) in (1, 2)
+            published += 1
+            # The fast client gets every message, however far behind the slow one is.
+            assert len(await recv(fast)) == 65536
+        closes = await log.wait_for("close")
+        assert closes[0][1:] == (1013, "send buffer overflow")
+        assert app.publish("firehose", "after") == 1
+        assert await recv(fast) == "after"
+
+
+async def test_drain_hook_buffered_amount_and_wait_for_drain(start_server: Any, kind: str) -> None:
+    log = Log()
+
+    chunk = os.urandom(65536)  # incompressible: permessage-deflate must not shrink it
+
+    async def flood(peer: Peer) -> None:
+        for _ in range(200):
+            peer.send(chunk)
+        log.add("buffered", peer.buffered_amount)
+        await peer.wait_for_drain()
+        log.add("drained", peer.buffered_amount)
+
+    def message(peer: Peer, msg: Message) -> None:
+        peer.context["flood"] = asyncio.ensure_future(flood(peer))
+
+    app = App(
+        define_hooks(message=message, drain=lambda peer: log.add("drain")),
+        limits=Limits(send_buffer_limit=64 * 1024 * 1024),
+    )
+    served = await start_server(app, kind)
+    async with connect(
+        served.url, max_size=None, max_queue=None, sock=slow_socket(served.url)
+    ) as ws:
+        ws.transport.pause_reading()
+        await ws.send("flood")
+        (buffered,) = await log.wait_for("buffered")
+        assert buffered[1] > 0
+        await asyncio.sleep(0.05)
+        assert not [e for e in log.events if e[0] == "drained"]
+        ws.transport.resume_reading()
+        for _ in range(200):
+            assert len(await recv(ws)) == 65536
+        await log.wait_for("drain")
+        await log.wait_for("drained")
+
+
+async def test_plain_http_request(start_server: Any, kind: str) -> None:
+    import aiohttp
+
+    def page(request: crosswire.Request) -> Response:
+        return Response(200, "<h1>hi</h1>", content_type="text/html")
+
+    served = await start_server(App(define_hooks(), http=page), kind)
+    async with aiohttp.ClientSession() as session:
+        if kind == "starlette":  # Starlette owns the HTTP routes; its own route answers
+            async with session.get(served.http_url + "/health") as resp:
+                assert (resp.status, await resp.text()) == (200, "ok from starlette")
+        else:
+            async with session.get(served.http_url + "/") as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"] == "text/html"
+                assert await resp.text() == "<h1>hi</h1>"
+
+
+async def silent_client(url: str) -> asyncio.StreamWriter:
+    """A client that completes the opening handshake (websockets' sans-I/O protocol) and then
+    never reads again, so it never answers a ping."""
+    uri = parse_uri(url)
+    protocol = ClientProtocol(uri)
+    protocol.send_request(protocol.connect())
+    reader, writer = await asyncio.open_connection(uri.host, uri.port)
+    for data in protocol.data_to_send():
+        writer.write(data)
+    protocol.receive_data(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT))
+    assert protocol.state is State.OPEN
+    return writer
+
+
+#: What the close hook reports when a client stops answering pings, per server.
+KEEPALIVE_CLOSE_CODE = {
+    "websockets": 1011,  # the close frame websockets sent ("keepalive ping timeout")
+    "picows": 1006,  # picows sends 1001 itself and drops the connection without telling
+    "aiohttp": 1006,
+    "uvicorn": 1005,  # uvicorn reports 1005 for every connection lost after the handshake
+    "starlette": 1005,  # uvicorn underneath
+}
+
+
+@pytest.mark.parametrize("kind", KEEPALIVE_KINDS)
+async def test_keepalive_drops_a_client_that_never_answers_pings(
+    start_server: Any, kind: str
+) -> None:
+    log = Log()
+    app = App(
+        define_hooks(close=lambda peer, code, reason: log.add("close", code)),
+        limits=Limits(ping_interval=0.3, ping_timeout=0.2, close_timeout=0.5),
+    )
+    served = await start_server(app, kind)
+    writer = await silent_client(served.url)
+    try:
+        (closed,) = await log.wait_for("close")
+        # The code each server reports differs; docs/close-codes.md has the table.
+        assert closed[1] == KEEPALIVE_CLOSE_CODE[kind]
+    finally:
+        writer.close()
