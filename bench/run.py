@@ -1,0 +1,711 @@
+"""Benchmark crosswire's hooks layer against the raw servers it runs on, in the same run.
+
+    .venv/bin/python bench/run.py            # full run, about 5 minutes
+    .venv/bin/python bench/run.py --quick    # short run, under a minute
+    .venv/bin/python bench/run.py --only picows --scenarios echo --profile
+
+Each server (bench/servers.py) runs in its own Python process pinned to CPU 0; the load
+generator (bench/load.mjs, Node + ws) runs pinned to CPU 1. Raw server and crosswire on that
+server alternate, each on a fresh server process, for several rounds; the table gives the
+median of each figure and the ratio crosswire / raw for the same underlying server. All runs
+also go to bench/results/latest.json. docs/performance.md explains the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import pstats
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+PYTHON = sys.executable
+BASES = ("websockets", "aiohttp", "picows")
+KINDS = ("raw", "crosswire")
+SCENARIOS = ("echo", "broadcast", "memory")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    echo_conns: tuple[int, ...] = (1, 10, 100)
+    echo_window: int = 16  # messages in flight per echo connection
+    broadcast_subs: tuple[int, ...] = (1000, 5000)
+    broadcast_window: int = 8  # broadcasts outstanding (sent, not yet at every subscriber)
+    idle_conns: int = 2000
+    size: int = 100  # bytes per message
+    warmup: float = 0.5  # seconds of load before counting starts
+    duration: float = 1.0  # seconds counted
+    rounds: int = 3  # echo and broadcast runs per server; the table gives the median
+    concurrency: int = 100  # WebSocket handshakes in flight while connecting
+    load_args: tuple[str, ...] = ()  # extra options for bench/load.mjs (--load-args)
+
+
+FULL = Settings()
+QUICK = Settings(
+    echo_conns=(1, 10),
+    broadcast_subs=(500,),
+    idle_conns=500,
+    warmup=0.3,
+    duration=1.0,
+    rounds=1,
+)
+
+
+@dataclass
+class Sample:
+    """One measurement: one load run against one server process."""
+
+    scenario: str  # "echo", "broadcast" or "memory"
+    param: int  # connections (echo, memory) or subscribers (broadcast)
+    base: str  # websockets / aiohttp / picows
+    kind: str  # raw / crosswire
+    value: float  # messages/s, deliveries/s or KiB per connection
+    server_cpu: float | None = None  # share of CPU 0 the server used while measured
+    client_cpu: float | None = None  # share of CPU 1 the load generator used
+    other_cpu: float | None = None  # CPU (in cores) used by the rest of the machine meanwhile
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+UNITS = {"echo": "msg/s", "broadcast": "deliveries/s", "memory": "KiB/conn"}
+
+
+@dataclass
+class Summary:
+    """The samples of one (scenario, param, server): median and spread."""
+
+    scenario: str
+    param: int
+    base: str
+    kind: str
+    samples: list[Sample]
+
+    @property
+    def key(self) -> tuple[str, int, str, str]:
+        return (self.scenario, self.param, self.base, self.kind)
+
+    @property
+    def server(self) -> str:
+        return f"{self.kind}-{self.base}"
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.scenario]
+
+    @property
+    def value(self) -> float:
+        return statistics.median(x.value for x in self.samples)
+
+    @property
+    def low(self) -> float:
+        return min(x.value for x in self.samples)
+
+    @property
+    def high(self) -> float:
+        return max(x.value for x in self.samples)
+
+    def _median(self, attr: str) -> float | None:
+        values = [v for x in self.samples if (v := getattr(x, attr)) is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def server_cpu(self) -> float | None:
+        return self._median("server_cpu")
+
+    @property
+    def client_cpu(self) -> float | None:
+        return self._median("client_cpu")
+
+    @property
+    def other_cpu(self) -> float | None:
+        """The most CPU the rest of the machine used during one of these runs."""
+        values = [x.other_cpu for x in self.samples if x.other_cpu is not None]
+        return max(values) if values else None
+
+    @property
+    def cpu_us(self) -> float | None:
+        """Server CPU time per message (per delivery), in microseconds: median over runs."""
+        values = [x.server_cpu * 1e6 / x.value for x in self.samples if x.server_cpu and x.value]
+        return statistics.median(values) if values else None
+
+    @property
+    def label(self) -> str:
+        if self.scenario == "echo":
+            return f"echo, {self.param} conn"
+        if self.scenario == "broadcast":
+            return f"broadcast, {self.param} subs"
+        return f"memory, {self.param} idle"
+
+
+def summarize(samples: list[Sample]) -> list[Summary]:
+    groups: dict[tuple[str, int, str, str], list[Sample]] = {}
+    for x in samples:
+        groups.setdefault((x.scenario, x.param, x.base, x.kind), []).append(x)
+    return [Summary(*key, group) for key, group in groups.items()]
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < 12000:
+        print(f"warning: open-file limit is {soft}; 5,000 connections may fail", file=sys.stderr)
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", cpu, *argv]
+    return argv
+
+
+def cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15)
+
+
+def busy_ticks() -> int:
+    """User + nice + system ticks of all CPUs (irq and softirq time left out)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()  # the "cpu" line: totals over all CPUs
+    return int(fields[1]) + int(fields[2]) + int(fields[3])
+
+
+BUSY = 0.15  # CPU (in cores) other processes may use during a run before it is redone
+
+
+def wait_quiet(limit: float = 60.0) -> float:
+    """Wait until the rest of the machine uses under BUSY of a CPU (at most ``limit`` s)."""
+    deadline = time.monotonic() + limit
+    while True:
+        b0, t0 = busy_ticks(), time.monotonic()
+        time.sleep(0.5)
+        load = (busy_ticks() - b0) / CLK_TCK / (time.monotonic() - t0)
+        if load < BUSY or time.monotonic() > deadline:
+            return load
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@contextlib.contextmanager
+def server(
+    name: str, profile: Path | None = None, *, kill: bool = False
+) -> Iterator[tuple[int, int]]:
+    """Start ``bench/servers.py NAME`` on CPU 0; yields ``(pid, port)``.
+
+    On exit the server gets SIGTERM (graceful), or SIGKILL with ``kill=True``: after a
+    5,000-subscriber run a graceful shutdown only costs time. Profiled servers always stop
+    gracefully, as they write their profile on the way out.
+    """
+    env = dict(os.environ)
+    if profile is not None:
+        env["BENCH_PROFILE"] = str(profile)
+        kill = False
+    proc = subprocess.Popen(
+        pinned(SERVER_CPU, [PYTHON, str(BENCH / "servers.py"), name]),
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"server {name} did not start (printed {line!r})")
+        yield proc.pid, int(line)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Load:
+    """One run of bench/load.mjs on CPU 1; reads its JSON lines."""
+
+    def __init__(self, port: int, args: list[str], *, stdin: bool = False) -> None:
+        argv = ["node", str(BENCH / "load.mjs"), "--url", f"ws://127.0.0.1:{port}/", *args]
+        self.proc = subprocess.Popen(
+            pinned(CLIENT_CPU, argv),
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            text=True,
+            cwd=BENCH,
+        )
+
+    def until(self, name: str) -> dict[str, Any]:
+        """Read events up to the next one called ``name``."""
+        out: IO[str] | None = self.proc.stdout
+        assert out is not None
+        while True:
+            line = out.readline()
+            if not line:
+                code = self.proc.wait()
+                raise RuntimeError(f"load generator exited ({code}) before {name!r}")
+            if not line.startswith("{"):
+                continue
+            event: dict[str, Any] = json.loads(line)
+            if event.get("event") == "error":
+                raise RuntimeError(f"load generator: {event.get('message')}")
+            if event.get("event") == name:
+                return event
+
+    def finish(self, timeout: float = 30) -> None:
+        """Let the load generator close its connections and exit (closing stdin ends idle mode)."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+def common(s: Settings) -> list[str]:
+    return [
+        "--size", str(s.size),
+        "--warmup", str(s.warmup),
+        "--duration", str(s.duration),
+        "--concurrency", str(s.concurrency),
+        *s.load_args,
+    ]  # fmt: skip
+
+
+def measure(load: Load, pid: int) -> tuple[dict[str, Any], float, float]:
+    """Read one result from ``load``; returns it, the server's CPU share over the counted
+    seconds, and the CPU (in cores) that other processes of the machine used meanwhile."""
+    load.until("measure")
+    t0, s0, l0, b0 = time.monotonic(), cpu_ticks(pid), cpu_ticks(load.proc.pid), busy_ticks()
+    load.until("end")
+    t1, s1, l1, b1 = time.monotonic(), cpu_ticks(pid), cpu_ticks(load.proc.pid), busy_ticks()
+    result = load.until("result")
+    wall = t1 - t0
+    if wall <= 0:
+        return result, 0.0, 0.0
+    other = max(0.0, ((b1 - b0) - (s1 - s0) - (l1 - l0)) / CLK_TCK / wall)
+    return result, min(1.0, (s1 - s0) / CLK_TCK / wall), other
+
+
+def run_echo(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+    """Echo with 1, 10 and 100 connections, one after the other on one server process."""
+    samples = []
+    with server(f"{kind}-{base}", profile) as (pid, port):
+        for conns in s.echo_conns:
+            args = ["--mode", "echo", "--conns", str(conns), "--window", str(s.echo_window)]
+            load = Load(port, args + common(s))
+            try:
+                r, srv_cpu, other = measure(load, pid)
+            finally:
+                load.finish()
+            samples.append(
+                Sample("echo", conns, base, kind, r["rate"], srv_cpu, r["client_cpu"], other)
+            )
+    return samples
+
+
+def run_broadcast(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+    """Fan-out to each number of subscribers, each on a fresh server process."""
+    samples = []
+    for subs in s.broadcast_subs:
+        args = ["--mode", "broadcast", "--subs", str(subs),
+                "--bwindow", str(s.broadcast_window)]  # fmt: skip
+        with server(f"{kind}-{base}", profile, kill=True) as (pid, port):
+            load = Load(port, args + common(s))
+            try:
+                r, srv_cpu, other = measure(load, pid)
+            except BaseException:
+                load.proc.kill()
+                raise
+        load.finish()
+        if not r.get("complete"):
+            print(f"\nwarning: {kind}-{base} lost or duplicated broadcasts with {subs} subscribers")
+        samples.append(
+            Sample(
+                "broadcast", subs, base, kind, r["rate"], srv_cpu, r["client_cpu"], other,
+                {"broadcasts_per_s": r["broadcasts"] / r["seconds"], "complete": r["complete"]},
+            )
+        )  # fmt: skip
+    return samples
+
+
+def run_memory(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+    """RSS growth of a fresh server process per idle connection."""
+    with server(f"{kind}-{base}", profile, kill=True) as (pid, port):
+        # Warm up first (lazy imports, first allocations), so that the difference below is
+        # what the idle connections cost.
+        warm = Load(port, ["--mode", "idle", "--conns", "50"], stdin=True)
+        warm.until("ready")
+        warm.finish()
+        time.sleep(0.5)
+        before = rss_kib(pid)
+        load = Load(port, ["--mode", "idle", "--conns", str(s.idle_conns),
+                           "--concurrency", str(s.concurrency)], stdin=True)  # fmt: skip
+        try:
+            load.until("ready")
+            time.sleep(0.5)
+            after = rss_kib(pid)
+        except BaseException:
+            load.proc.kill()
+            raise
+    load.finish()
+    per_conn = (after - before) / s.idle_conns
+    return [
+        Sample(
+            "memory", s.idle_conns, base, kind, per_conn,
+            extra={"rss_before_kib": before, "rss_after_kib": after},
+        )
+    ]  # fmt: skip
+
+
+RUNNERS = {"echo": run_echo, "broadcast": run_broadcast, "memory": run_memory}
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def raw_of(summaries: list[Summary], x: Summary) -> Summary | None:
+    """The raw-server row matching crosswire row ``x``."""
+    if x.kind != "crosswire":
+        return None
+    for other in summaries:
+        if other.key == (x.scenario, x.param, x.base, "raw"):
+            return other
+    return None
+
+
+def ratio(summaries: list[Summary], x: Summary) -> float | None:
+    """crosswire / raw on the same server (median figures), for a crosswire row."""
+    raw = raw_of(summaries, x)
+    return x.value / raw.value if raw is not None and raw.value else None
+
+
+def cpu_ratio(summaries: list[Summary], x: Summary) -> float | None:
+    """raw / crosswire server CPU per message: the throughput ratio if the server were the only
+    limit (steadier than throughput on a noisy machine), for a crosswire row."""
+    raw = raw_of(summaries, x)
+    if raw is None or raw.cpu_us is None or not x.cpu_us:
+        return None
+    return raw.cpu_us / x.cpu_us
+
+
+def fmt_value(value: float, unit: str) -> str:
+    if unit == "KiB/conn":
+        return f"{value:.1f} {unit}"
+    return f"{value:,.0f} {unit}"
+
+
+def pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.0f}%"
+
+
+def spread(x: Summary) -> str:
+    if len(x.samples) < 2 or not x.value:
+        return ""
+    return f"±{50 * (x.high - x.low) / x.value:.0f}%"
+
+
+HEADER = ["scenario", "server", "figure (median)", "spread", "crosswire/raw",
+          "server µs/msg", "by CPU", "server CPU", "client CPU", "others"]  # fmt: skip
+
+
+def times(q: float | None) -> str:
+    return "" if q is None else f"{q:.2f}x"
+
+
+def table(summaries: list[Summary]) -> list[list[str]]:
+    rows = [HEADER]
+    for x in summaries:
+        us = "" if x.cpu_us is None else f"{x.cpu_us:.1f}"
+        rows.append([
+            x.label, x.server, fmt_value(x.value, x.unit), spread(x),
+            times(ratio(summaries, x)), us, times(cpu_ratio(summaries, x)),
+            pct(x.server_cpu), pct(x.client_cpu), pct(x.other_cpu),
+        ])  # fmt: skip
+    return rows
+
+
+def print_table(rows: list[list[str]], markdown: bool = False) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = set(range(2, len(widths)))
+
+    def line(row: list[str]) -> str:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        return ("| " + " | ".join(cells) + " |") if markdown else "  ".join(cells)
+
+    print(line(rows[0]))
+    if markdown:
+        rules = [
+            ("-" * (w + 1) + ":") if i in right else "-" * (w + 2) for i, w in enumerate(widths)
+        ]
+        print("|" + "|".join(rules) + "|")
+    else:
+        print("  ".join("-" * w for w in widths))
+    for row in rows[1:]:
+        print(line(row))
+
+
+GOAL = 0.9  # the project's goal: crosswire echo and fan-out >= 0.9x the raw server it runs on
+
+
+def verdicts(summaries: list[Summary]) -> list[str]:
+    """Whether crosswire reaches GOAL x the raw server, by throughput and by CPU per message."""
+    lines = []
+    for base in BASES:
+        rows = [
+            x for x in summaries
+            if x.base == base and x.scenario in ("echo", "broadcast") and raw_of(summaries, x)
+        ]  # fmt: skip
+        if not rows:
+            continue
+        tput = [ratio(summaries, x) or 0.0 for x in rows]
+        cpu = [q for x in rows if (q := cpu_ratio(summaries, x)) is not None]
+        below = [f"{x.label} {q:.2f}x" for x, q in zip(rows, tput, strict=True) if q < GOAL]
+        cpu_below = sum(q < GOAL for q in cpu)
+        detail = f"throughput ratio {min(tput):.2f}-{max(tput):.2f}x"
+        if cpu:
+            detail += f", CPU-per-message ratio {min(cpu):.2f}-{max(cpu):.2f}x"
+        if not below and not cpu_below:
+            lines.append(f"crosswire on {base}: meets the >= {GOAL}x goal ({detail})")
+            continue
+        lines.append(
+            f"crosswire on {base}: MISSES the >= {GOAL}x goal in {len(below)} of {len(rows)} "
+            f"by throughput, {cpu_below} of {len(cpu)} by CPU per message ({detail})"
+            + (f"; below by throughput: {'; '.join(below)}" if below else "")
+        )
+    return lines
+
+
+def print_profile(path: Path, limit: int = 30) -> None:
+    if not path.exists():
+        print(f"(no profile written at {path})")
+        return
+    print(f"\n== cProfile of {path.name} (top {limit} by own time) ==")
+    pstats.Stats(str(path)).sort_stats("tottime").print_stats(limit)
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def ensure_node_deps() -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        sys.exit("bench/run.py needs Node.js (node and npm) for the load generator")
+    if (BENCH / "node_modules" / "ws").is_dir():
+        return
+    cmd = ["npm", "ci"] if (BENCH / "package-lock.json").exists() else ["npm", "install"]
+    print(f"installing the load generator's dependencies: {' '.join(cmd)} (in bench/)")
+    subprocess.run([*cmd, "--no-audit", "--no-fund"], cwd=BENCH, check=True)
+
+
+def select(only: str | None) -> list[tuple[str, str]]:
+    """(base, kind) pairs to run; ``--only`` takes picows, raw, crosswire-aiohttp, ..."""
+    pairs = [(base, kind) for base in BASES for kind in KINDS]
+    if not only:
+        return pairs
+    wanted = {w.strip() for w in only.split(",") if w.strip()}
+    chosen = [(b, k) for b, k in pairs if wanted & {b, k, f"{k}-{b}"}]
+    if not chosen:
+        sys.exit(f"--only {only!r} matches no server; use e.g. picows, raw-aiohttp, crosswire")
+    return chosen
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("crosswire", "websockets", "aiohttp", "picows"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    for pkg in ("ws", "bufferutil", "utf-8-validate"):
+        meta = BENCH / "node_modules" / pkg / "package.json"
+        if meta.exists():
+            out[f"{pkg} (npm)"] = json.loads(meta.read_text())["version"]
+    with contextlib.suppress(OSError):
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+        if rev:
+            out["crosswire git"] = rev + (" (src/ modified)" if dirty else "")
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True)
+    out["node"] = node.stdout.strip()
+    out["python"] = platform.python_version()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Benchmark crosswire against the raw servers it runs on."
+    )
+    parser.add_argument("--quick", action="store_true", help="short run: 1 round of 1 s each")
+    parser.add_argument(
+        "--only",
+        help="comma-separated servers: websockets, aiohttp, picows, raw, crosswire, "
+        "or full names like crosswire-picows",
+    )
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated: echo,broadcast,memory"
+    )
+    parser.add_argument("--rounds", type=int, help="runs per server for echo and broadcast")
+    parser.add_argument("--duration", type=float, help="seconds counted per run")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="run the servers under cProfile and print their top functions",
+    )  # fmt: skip
+    parser.add_argument(
+        "--load-args", default="", help="extra options for bench/load.mjs, e.g. '--window 32'"
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON"
+    )
+    args = parser.parse_args()
+
+    settings = QUICK if args.quick else FULL
+    overrides: dict[str, Any] = {}
+    if args.rounds:
+        overrides["rounds"] = args.rounds
+    if args.duration:
+        overrides["duration"] = args.duration
+    if args.load_args:
+        overrides["load_args"] = tuple(args.load_args.split())
+    settings = dataclasses.replace(settings, **overrides)
+    scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
+    if unknown := set(scenarios) - set(SCENARIOS):
+        sys.exit(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+    pairs = select(args.only)
+
+    ensure_node_deps()
+    raise_fd_limit()
+    if (os.cpu_count() or 1) < 2 or not shutil.which("taskset"):
+        print("warning: not pinning (needs taskset and 2 CPUs); figures will be noisier")
+
+    started = time.monotonic()
+    patience = 120.0  # seconds this run may spend waiting for other processes to finish
+    samples: list[Sample] = []
+    profiles: list[Path] = []
+    for base in BASES:
+        for scenario in scenarios:
+            rounds = 1 if scenario == "memory" else settings.rounds
+            for rnd in range(rounds):
+                # raw and crosswire alternate, and swap order every round, so that drift of
+                # the machine's speed hits both sides of a ratio alike.
+                kinds = KINDS if rnd % 2 == 0 else KINDS[::-1]
+                for kind in kinds:
+                    if (base, kind) not in pairs:
+                        continue
+                    name = f"{kind}-{base}"
+                    print(f"  {scenario:<9} {name:<21} {rnd + 1}/{rounds}:", end="", flush=True)
+                    prof = None
+                    if args.profile:
+                        prof = RESULTS / f"profile-{scenario}-{name}.prof"
+                        prof.parent.mkdir(parents=True, exist_ok=True)
+                    t0 = time.monotonic()
+                    got = RUNNERS[scenario](base, kind, settings, prof)
+                    # Other processes took CPU meanwhile: wait for quiet and redo (twice at
+                    # most, and no more than `patience` seconds of waiting in a whole run).
+                    for _ in range(2):
+                        busy = max((x.other_cpu or 0) for x in got)
+                        if busy <= BUSY or patience <= 0:
+                            break
+                        print(f" [{busy:.0%} of a CPU busy elsewhere: waiting, redoing]",
+                              end="", flush=True)  # fmt: skip
+                        w0 = time.monotonic()
+                        wait_quiet(min(60.0, patience))
+                        patience -= time.monotonic() - w0
+                        got = RUNNERS[scenario](base, kind, settings, prof)
+                    samples.extend(got)
+                    if prof is not None and prof not in profiles:
+                        profiles.append(prof)
+                    unit = UNITS[scenario]
+                    figures = ", ".join(f"{x.param}: {fmt_value(x.value, unit)}" for x in got)
+                    print(f" {figures}  ({time.monotonic() - t0:.0f} s)")
+    elapsed = time.monotonic() - started
+
+    summaries = summarize(samples)
+    print()
+    print_table(table(summaries), markdown=args.markdown)
+    print()
+    for line in verdicts(summaries):
+        print(line)
+    busy = [x for x in samples if (x.other_cpu or 0) > BUSY]
+    if busy:
+        print(
+            f"\nwarning: in {len(busy)} runs other processes used over {BUSY:.0%} of a CPU "
+            "(column 'others'): those figures are not reliable; rerun on a quiet machine"
+        )
+    print(f"\n{len(samples)} runs in {elapsed:.0f} s")
+
+    data = {
+        "settings": dataclasses.asdict(settings),
+        "quick": args.quick,
+        "profiled": args.profile,
+        "pinning": {"server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "versions": versions(),
+        "elapsed_s": round(elapsed, 1),
+        "summary": [
+            {
+                "scenario": x.scenario, "param": x.param, "server": x.server, "base": x.base,
+                "kind": x.kind, "unit": x.unit, "median": x.value, "min": x.low, "max": x.high,
+                "runs": len(x.samples), "ratio_crosswire_over_raw": ratio(summaries, x),
+                "server_cpu_us_per_msg": x.cpu_us,
+                "ratio_by_cpu_raw_us_over_crosswire_us": cpu_ratio(summaries, x),
+                "server_cpu": x.server_cpu, "client_cpu": x.client_cpu,
+                "max_other_cpu": x.other_cpu,
+            }
+            for x in summaries
+        ],
+        "samples": [dataclasses.asdict(x) for x in samples],
+        "verdicts": verdicts(summaries),
+    }  # fmt: skip
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"results written to {args.output}")
+    for path in profiles:
+        print_profile(path)
+
+
+if __name__ == "__main__":
+    main()

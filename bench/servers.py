@@ -1,0 +1,232 @@
+"""Benchmark servers: raw websockets / aiohttp / picows, and crosswire on each of them.
+
+Run one per process: ``python bench/servers.py NAME`` (NAME in :data:`SERVERS`). The server
+listens on 127.0.0.1 with a free port, prints that port on stdout when ready and runs until
+SIGTERM/SIGINT. ``bench/run.py`` starts them pinned to one core with ``taskset -c 0``.
+
+Every server speaks the same protocol (text messages only):
+
+* ``"sub"``: subscribe this connection to topic ``"b"`` (no reply);
+* ``"pub:..."``: send the whole message to every subscriber of ``"b"`` (the publisher is not one);
+* anything else: echo it back to the sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+SERVERS = (
+    "raw-websockets",
+    "raw-aiohttp",
+    "raw-picows",
+    "crosswire-websockets",
+    "crosswire-aiohttp",
+    "crosswire-picows",
+)
+
+HOST = "127.0.0.1"
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+Started = tuple[int, Callable[[], Awaitable[None]]]  # (port, stop)
+
+
+# -- raw websockets ----------------------------------------------------------------------------
+
+
+async def raw_websockets() -> Started:
+    import websockets
+    from websockets.asyncio.server import serve
+
+    subs: set[websockets.asyncio.server.ServerConnection] = set()
+
+    async def handler(ws: websockets.asyncio.server.ServerConnection) -> None:
+        try:
+            async for m in ws:
+                if m == "sub":
+                    subs.add(ws)
+                elif isinstance(m, str) and m.startswith("pub:"):
+                    websockets.broadcast(subs, m)
+                else:
+                    await ws.send(m)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            subs.discard(ws)
+
+    server = await serve(handler, HOST, 0, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+
+    async def stop() -> None:
+        server.close()
+        await server.wait_closed()
+
+    return port, stop
+
+
+# -- raw aiohttp -------------------------------------------------------------------------------
+
+
+async def raw_aiohttp() -> Started:
+    from aiohttp import WSMsgType, web
+
+    subs: set[web.WebSocketResponse] = set()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                data = msg.data
+                if data == "sub":
+                    subs.add(ws)
+                elif data.startswith("pub:"):
+                    # Fan-out: one ``await send_str`` per subscriber, in a plain loop. Each
+                    # call writes the frame to the transport synchronously and only suspends
+                    # when that socket's buffer is over aiohttp's limit (backpressure), so
+                    # this creates no task per subscriber (asyncio.gather would) and is the
+                    # fastest idiomatic broadcast in aiohttp.
+                    for sub in tuple(subs):
+                        if not sub.closed:
+                            await sub.send_str(data)
+                else:
+                    await ws.send_str(data)
+        finally:
+            subs.discard(ws)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0, backlog=1024)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    async def stop() -> None:
+        await runner.cleanup()
+
+    return port, stop
+
+
+# -- raw picows --------------------------------------------------------------------------------
+
+
+async def raw_picows() -> Started:
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+
+    subs: set[WSTransport] = set()
+    TEXT, CLOSE = WSMsgType.TEXT, WSMsgType.CLOSE
+
+    class Echo(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            kind = frame.msg_type
+            if kind is TEXT:
+                data = frame.get_payload_as_bytes()
+                if data == b"sub":
+                    subs.add(transport)
+                elif data.startswith(b"pub:"):
+                    for t in subs:
+                        t.send(TEXT, data)
+                else:
+                    transport.send(kind, data)
+            elif kind is CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+            else:
+                transport.send(kind, frame.get_payload_as_bytes())
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            subs.discard(transport)
+
+    server = await ws_create_server(lambda _request: Echo(), HOST, 0, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+
+    async def stop() -> None:
+        server.close()
+        await server.wait_closed()
+
+    return port, stop
+
+
+# -- crosswire ---------------------------------------------------------------------------------
+
+
+def crosswire_app() -> object:
+    import crosswire
+
+    def message(peer: crosswire.Peer, msg: crosswire.Message) -> None:
+        text = msg.text()
+        if text == "sub":
+            peer.subscribe("b")
+        elif text.startswith("pub:"):
+            peer.publish("b", text)
+        else:
+            peer.send(text)
+
+    return crosswire.App(crosswire.define_hooks(message=message))
+
+
+def crosswire_on(name: str) -> Callable[[], Awaitable[Started]]:
+    async def start() -> Started:
+        import crosswire
+
+        srv = await crosswire.start(crosswire_app(), host=HOST, port=0, server=name)  # type: ignore[arg-type]
+        return srv.port, srv.aclose
+
+    return start
+
+
+STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
+    "raw-websockets": raw_websockets,
+    "raw-aiohttp": raw_aiohttp,
+    "raw-picows": raw_picows,
+    "crosswire-websockets": crosswire_on("websockets"),
+    "crosswire-aiohttp": crosswire_on("aiohttp"),
+    "crosswire-picows": crosswire_on("picows"),
+}
+
+
+async def main(name: str) -> None:
+    port, stop = await STARTERS[name]()
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    print(port, flush=True)
+    await done.wait()
+    with contextlib.suppress(Exception):  # shutting down a benchmark server: nothing to save
+        await asyncio.wait_for(stop(), 5)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in STARTERS:
+        sys.exit(f"usage: {sys.argv[0]} {{{','.join(SERVERS)}}}")
+    raise_fd_limit()
+    # Profiling hook for bench/run.py --profile: cProfile the whole server process.
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            asyncio.run(main(sys.argv[1]))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(os.environ["BENCH_PROFILE"])
+    else:
+        asyncio.run(main(sys.argv[1]))
