@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from .errors import ConfigurationError
@@ -49,6 +49,8 @@ class App:
         self._closing = False
         self._no_peers = asyncio.Event()
         self._no_peers.set()
+        #: Hook tasks of peers (open or closed) that have not finished yet; see _spawn.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def peers(self) -> Mapping[str, Peer]:
@@ -120,6 +122,13 @@ class App:
         peer._opened()
         return peer
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a peer's hook task; the App owns it until it ends, and shutdown awaits it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _forget(self, peer: Peer) -> None:
         self._peers.pop(peer.id, None)
         if not self._peers:
@@ -138,10 +147,8 @@ class App:
         running then are cancelled and awaited, so this returns in about ``grace_period``.
         """
         self._closing = True
-        peers = list(self._peers.values())
-        for peer in peers:
+        for peer in list(self._peers.values()):
             peer.close(code, reason)
-        tasks = [t for p in peers if (t := p._task) is not None]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_period
         with contextlib.suppress(TimeoutError):
@@ -149,6 +156,9 @@ class App:
                 await self._no_peers.wait()
         for peer in list(self._peers.values()):
             peer.terminate()
+        # Every hook task, including those of peers that closed just before: their close hooks
+        # get the rest of the grace period, then are cancelled and awaited.
+        tasks = list(self._tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
             for task in pending:

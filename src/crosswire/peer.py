@@ -307,7 +307,7 @@ class Peer:
             return
         self._inbox = collections.deque()
         self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = self._app._spawn(self._run())
         self._enqueue(_OPEN, None, None)
 
     def _receive(self, message: Message) -> None:

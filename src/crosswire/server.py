@@ -193,7 +193,10 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     # hypercorn owns (and closes) the descriptor it is given: give it a duplicate.
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.websocket_max_message_size = app.limits.max_message_size + 1024
-    config.websocket_ping_interval = app.limits.ping_interval
+    # hypercorn pings but never checks for pongs, so its pings cannot drop a dead client; and
+    # each connection's ping task sleeps out its interval after the socket closes, delaying
+    # every shutdown. Without them shutdown is prompt (docs/servers.md).
+    config.websocket_ping_interval = None
     config.graceful_timeout = app.limits.close_timeout
     config.accesslog = None
     config.errorlog = logging.getLogger("crosswire.hypercorn")
@@ -206,9 +209,6 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     await _check_started(task)
 
     async def stop() -> None:
-        # RunningServer.aclose has already closed every peer. What hypercorn still waits for
-        # is the ping task of each closed connection, which sleeps out its interval: do not.
-        config.graceful_timeout = 0.1
         shutdown.set()
         await task
         sock.close()

@@ -9,3 +9,5 @@ module             server                                      extra
 ``aiohttp``        an aiohttp web handler                      ``crosswire[aiohttp]``
 =================  ==========================================  ========================
 """
+
+__all__: list[str] = []

@@ -84,7 +84,6 @@ class _Listener(WSListener):
         self._parts: list[bytes] = []
         self._parts_size = 0
         self._parts_binary = False
-        self._received: tuple[int, str] | None = None
         self._transport: _Transport | None = None
         self.peer: Peer | None = None
 
@@ -143,20 +142,16 @@ class _Listener(WSListener):
                 peer.close(1007, "invalid UTF-8")
 
     def _on_close(self, transport: WSTransport, frame: WSFrame) -> None:
-        code = frame.get_close_code()
-        reason = frame.get_close_message() or b""
-        number = int(code.value if isinstance(code, WSCloseCode) else code)
-        self._received = (1005 if number == 0 else number, reason.decode(errors="replace"))
+        # picows records the client's close frame; answering it is the listener's job.
         if not transport.is_close_frame_sent:
-            transport.send_close(code, reason)
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
         transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self._transport is not None and self._transport._closer is not None:
             self._transport._closer.cancel()
         if self.peer is not None:
-            code, reason = self._received or (1006, "")
-            self.peer._closed(code, reason)
+            self.peer._closed(*_close_info(transport))
 
     def pause_writing(self) -> None:
         if self.peer is not None:
@@ -165,6 +160,25 @@ class _Listener(WSListener):
     def resume_writing(self) -> None:
         if self.peer is not None:
             self.peer._resume_writing()
+
+
+def _close_info(transport: WSTransport) -> tuple[int, str]:
+    """The close that ended the connection: the server's if it closed first (crosswire, or
+    picows itself on a protocol error or keepalive timeout), else the client's."""
+    handshake = transport.close_handshake
+    if handshake is None:
+        return 1006, ""
+    sent, received = handshake.sent, handshake.recv
+    if sent is not None and (received is None or not handshake.recv_then_sent):
+        return _code(sent.code), sent.reason
+    if received is not None:
+        return _code(received.code), received.reason
+    return 1006, ""
+
+
+def _code(code: WSCloseCode | int) -> int:
+    number = int(code.value if isinstance(code, WSCloseCode) else code)
+    return 1005 if number == 0 else number  # picows: NO_INFO (0) is "no code in the frame"
 
 
 def _request(upgrade: WSUpgradeRequest) -> Request:

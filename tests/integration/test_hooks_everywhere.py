@@ -13,59 +13,25 @@ from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
 import crosswire
-from conftest import KEEPALIVE_KINDS
 from crosswire import Accept, App, Limits, Message, Peer, ReadyState, Response, define_hooks
+from tests.support import SERVER_KINDS, TIMEOUT, Log, closed_with, recv
 
-TIMEOUT = 5
+#: Servers that drop a client which stops answering pings. hypercorn sends pings but never
+#: checks for pongs (docs/servers.md), so it is left out of the keepalive test.
+KEEPALIVE_KINDS = tuple(k for k in SERVER_KINDS if k != "hypercorn")
 
 
 def client_close(kind: str, code: int, reason: str) -> tuple[int, str]:
     """What the close hook reports when the client closes with ``code``: hypercorn does not
     pass the client's close frame to ASGI apps and always reports 1006."""
     return (1006, "") if kind == "hypercorn" else (code, reason)
-
-
-class Log:
-    """Records hook calls so tests can wait for them."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, ...]] = []
-        self._changed = asyncio.Event()
-
-    def add(self, *event: Any) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    async def wait_for(self, name: str, count: int = 1) -> list[tuple[Any, ...]]:
-        async def wait() -> list[tuple[Any, ...]]:
-            while True:
-                found = [e for e in self.events if e[0] == name]
-                if len(found) >= count:
-                    return found
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(wait(), TIMEOUT)
-
-
-async def recv(ws: ClientConnection) -> str | bytes:
-    return await asyncio.wait_for(ws.recv(), TIMEOUT)
-
-
-async def closed_with(ws: ClientConnection) -> tuple[int | None, str | None]:
-    """Read until the server closes; return the close code and reason the client saw."""
-    with pytest.raises(ConnectionClosed):
-        while True:
-            await recv(ws)
-    rcvd = ws.protocol.close_rcvd
-    return (rcvd.code, rcvd.reason) if rcvd else (None, None)
 
 
 def slow_socket(url: str) -> socket.socket:
@@ -352,6 +318,9 @@ async def test_oversize_message_closes_1009_and_others_carry_on(
     )
     served = await start_server(app, kind)
     async with connect(served.url, max_size=None) as big, connect(served.url) as small:
+        # Every server but picows negotiates permessage-deflate, so 1,001 "b"s cross the wire
+        # as a dozen bytes: the limit holds on the decompressed size.
+        assert bool(big.protocol.extensions) is (kind != "picows")
         await small.send("a" * 1000)
         assert await recv(small) == "a" * 1000
         await big.send("b" * 1001)
@@ -471,24 +440,126 @@ async def test_plain_http_request(start_server: Any, kind: str) -> None:
                 assert await resp.text() == "<h1>hi</h1>"
 
 
-async def silent_client(url: str) -> asyncio.StreamWriter:
-    """A client that completes the opening handshake (websockets' sans-I/O protocol) and then
-    never reads again, so it never answers a ping."""
-    uri = parse_uri(url)
-    protocol = ClientProtocol(uri)
-    protocol.send_request(protocol.connect())
-    reader, writer = await asyncio.open_connection(uri.host, uri.port)
-    for data in protocol.data_to_send():
-        writer.write(data)
-    protocol.receive_data(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT))
-    assert protocol.state is State.OPEN
-    return writer
+class RawClient:
+    """A client on websockets' sans-I/O protocol: it can send what a well-behaved client never
+    would (bytes that are not UTF-8 in a text frame, a reserved opcode) and it never answers
+    pings on its own."""
+
+    def __init__(self, protocol: ClientProtocol, reader: asyncio.StreamReader, writer: Any):
+        self.protocol = protocol
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, url: str) -> RawClient:
+        uri = parse_uri(url)
+        protocol = ClientProtocol(uri)
+        protocol.send_request(protocol.connect())
+        reader, writer = await asyncio.open_connection(uri.host, uri.port)
+        client = cls(protocol, reader, writer)
+        client.flush()
+        protocol.receive_data(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT))
+        assert protocol.state is State.OPEN
+        return client
+
+    def flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            self.writer.write(data)
+
+    def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def close_code(self) -> int | None:
+        """Read until the server's close frame; its code."""
+
+        async def read() -> int | None:
+            while self.protocol.close_rcvd is None:
+                data = await self.reader.read(65536)
+                if not data:
+                    break
+                self.protocol.receive_data(data)
+            rcvd = self.protocol.close_rcvd
+            return rcvd.code if rcvd is not None else None
+
+        return await asyncio.wait_for(read(), TIMEOUT)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def echo_and_log_close(log: Log) -> App:
+    return App(
+        define_hooks(
+            message=lambda peer, msg: peer.send(msg.raw),
+            close=lambda peer, code, reason: log.add("close", code),
+        )
+    )
+
+
+#: hypercorn drops the TCP connection on a protocol error without sending a close frame.
+PROTOCOL_ERROR_CLOSE = {"hypercorn": None}
+
+
+async def test_text_that_is_not_utf8_closes_1007_and_others_carry_on(
+    start_server: Any, kind: str
+) -> None:
+    log = Log()
+    served = await start_server(echo_and_log_close(log), kind)
+    bad = await RawClient.connect(served.url)
+    try:
+        async with connect(served.url) as good:
+            bad.protocol.send_text(b"caf\xe9")  # latin-1, not UTF-8
+            bad.flush()
+            assert await bad.close_code() == PROTOCOL_ERROR_CLOSE.get(kind, 1007)
+            await good.send("still fine")
+            assert await recv(good) == "still fine"
+    finally:
+        bad.close()
+    codes = sorted(e[1] for e in await log.wait_for("close", 2))
+    # The bad connection's hook sees 1007, the good one's 1000 (hypercorn: 1006 for both).
+    assert codes == ([1006, 1006] if kind == "hypercorn" else [1000, 1007])
+
+
+async def test_reserved_opcode_closes_1002(start_server: Any, kind: str) -> None:
+    log = Log()
+    served = await start_server(echo_and_log_close(log), kind)
+    bad = await RawClient.connect(served.url)
+    try:
+        # FIN + opcode 0x3 (reserved), masked, empty payload, mask key 0: RFC 6455 5.2 says
+        # the receiver must fail the connection.
+        bad.send_raw(bytes([0x83, 0x80, 0, 0, 0, 0]))
+        assert await bad.close_code() == PROTOCOL_ERROR_CLOSE.get(kind, 1002)
+    finally:
+        bad.close()
+    (closed,) = await log.wait_for("close")
+    assert closed[1] == (1006 if kind == "hypercorn" else 1002)
+
+
+async def test_connections_during_shutdown_are_refused_with_503(
+    start_server: Any, kind: str
+) -> None:
+    release = asyncio.Event()
+
+    async def close(peer: Peer, code: int, reason: str) -> None:
+        await release.wait()  # keeps shutdown in progress
+
+    app = App(define_hooks(close=close))
+    served = await start_server(app, kind)
+    async with connect(served.url) as ws:
+        shutdown = asyncio.ensure_future(app.shutdown())
+        assert (await closed_with(ws))[0] == 1001
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(served.url):
+                pass
+        assert refused.value.response.status_code == 503
+        release.set()
+        await asyncio.wait_for(shutdown, TIMEOUT)
 
 
 #: What the close hook reports when a client stops answering pings, per server.
 KEEPALIVE_CLOSE_CODE = {
     "websockets": 1011,  # the close frame websockets sent ("keepalive ping timeout")
-    "picows": 1006,  # picows sends 1001 itself and drops the connection without telling
+    "picows": 1001,  # the close frame picows sent ("peer has not replied to ping ...")
     "aiohttp": 1006,
     "uvicorn": 1005,  # uvicorn reports 1005 for every connection lost after the handshake
     "starlette": 1005,  # uvicorn underneath
@@ -505,10 +576,10 @@ async def test_keepalive_drops_a_client_that_never_answers_pings(
         limits=Limits(ping_interval=0.3, ping_timeout=0.2, close_timeout=0.5),
     )
     served = await start_server(app, kind)
-    writer = await silent_client(served.url)
+    client = await RawClient.connect(served.url)  # it never answers pings
     try:
         (closed,) = await log.wait_for("close")
         # The code each server reports differs; docs/close-codes.md has the table.
         assert closed[1] == KEEPALIVE_CLOSE_CODE[kind]
     finally:
-        writer.close()
+        client.close()

@@ -1,0 +1,121 @@
+"""The ``crosswire`` command.
+
+    crosswire run MODULE:ATTRIBUTE [--host HOST] [--port PORT] [--server NAME]
+    crosswire demo [--host HOST] [--port PORT] [--server NAME]
+
+``run`` imports ``MODULE`` (the current directory is on the import path, as with uvicorn) and
+serves its ``App`` until SIGINT or SIGTERM, which close every connection with 1001. ``demo``
+serves the chat demo of :mod:`crosswire.demo`. Once listening, both print one line with the
+address (``ws://...``) on standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .app import App
+from .server import SERVERS, RunningServer, ServerName, serve
+
+__all__ = ["load_app", "main"]
+
+
+class TargetError(Exception):
+    """``MODULE:ATTRIBUTE`` does not name an App; the message says why."""
+
+
+def load_app(target: str) -> App:
+    """Import ``MODULE:ATTRIBUTE`` (attribute may be dotted) and return the App it names."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise TargetError(f"expected MODULE:ATTRIBUTE (e.g. myapp.ws:app), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise TargetError(f"no module named {module_name!r}") from exc
+        raise
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(obj, App):
+        raise TargetError(
+            f"{target} is a {type(obj).__name__}, not a crosswire.App; "
+            "wrap your hooks: app = crosswire.App(hooks)"
+        )
+    return obj
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crosswire", description="Serve crosswire WebSocket applications."
+    )
+    parser.add_argument("--version", action="version", version=f"crosswire {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="serve an App: crosswire run MODULE:ATTRIBUTE")
+    run.add_argument("target", metavar="MODULE:ATTRIBUTE", help="where the App is, e.g. chat:app")
+    demo = commands.add_parser("demo", help="serve the chat demo (in-memory, nothing to set up)")
+    for command in (run, demo):
+        command.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+        command.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+        command.add_argument(
+            "--server", choices=SERVERS, default="websockets", help="default: %(default)s"
+        )
+        command.add_argument(
+            "--log-level",
+            choices=("debug", "info", "warning", "error"),
+            default="info",
+            help="default: %(default)s",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``crosswire`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    # The command is an application: it may configure logging; the library never does.
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The servers log every connection at INFO; keep that for --log-level debug.
+    for name in ("websockets", "aiohttp.access", "uvicorn.error", "hypercorn.error"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    if args.command == "demo":
+        from .demo import app
+
+        what = "the demo"
+    else:
+        try:
+            app = load_app(args.target)
+        except TargetError as exc:
+            parser.error(str(exc))
+        what = args.target
+    server: ServerName = args.server
+
+    def started(running: RunningServer) -> None:
+        host = f"[{running.host}]" if ":" in running.host else running.host
+        page = f", page http://{host}:{running.port}/" if args.command == "demo" else ""
+        print(
+            f"crosswire: serving {what} on {running.url}{page} with {server} (Ctrl+C to stop)",
+            flush=True,
+        )
+
+    try:
+        serve(app, host=args.host, port=args.port, server=server, on_start=started)
+    except OSError as exc:
+        print(f"crosswire: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

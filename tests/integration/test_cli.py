@@ -1,0 +1,129 @@
+"""The ``crosswire`` command, run as a user runs it: a subprocess, real sockets, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import textwrap
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+
+from crosswire.server import SERVERS
+from tests.support import TIMEOUT, RunCommand, closed_with, recv
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_demo_serves_page_and_chat_then_sigterm_closes_1001(
+    crosswire_cmd: RunCommand, server: str
+) -> None:
+    cmd = await crosswire_cmd("demo", "--port", "0", "--server", server)
+    await cmd.started()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(cmd.http_url + "/") as page:
+            assert page.status == 200
+            assert page.headers["Content-Type"].startswith("text/html")
+            assert "crosswire demo chat" in await page.text()
+        async with http.get(cmd.http_url + "/nope") as missing:
+            assert missing.status == 404
+
+    async with (
+        connect(cmd.ws_url + "/ws?name=ada") as ada,
+        connect(cmd.ws_url + "/ws?name=bob") as bob,
+    ):
+        assert orjson.loads(await recv(ada)) == {"type": "welcome", "you": "ada", "online": 1}
+        assert orjson.loads(await recv(bob)) == {"type": "welcome", "you": "bob", "online": 2}
+        assert orjson.loads(await recv(ada)) == {"type": "joined", "name": "bob", "online": 2}
+
+        await ada.send(orjson.dumps({"type": "say", "text": "hello"}).decode())
+        for ws in (ada, bob):
+            said = orjson.loads(await recv(ws))
+            assert {k: said[k] for k in ("type", "from", "text")} == {
+                "type": "said",
+                "from": "ada",
+                "text": "hello",
+            }
+
+        await bob.send("not json")
+        assert orjson.loads(await recv(bob))["type"] == "error"
+        await bob.send(orjson.dumps({"type": "say", "text": "x" * 1001}).decode())
+        assert "longer than 1000" in orjson.loads(await recv(bob))["message"]
+
+        cmd.proc.send_signal(signal.SIGTERM)
+        for ws in (ada, bob):
+            code, reason = await closed_with(ws)
+            assert (code, reason) == (1001, "server shutting down")
+    assert await cmd.exit_code() == 0
+
+
+async def test_run_serves_a_users_app_and_sigint_stops_it(
+    crosswire_cmd: RunCommand, tmp_path: Path
+) -> None:
+    (tmp_path / "myws.py").write_text(
+        textwrap.dedent(
+            """
+            import crosswire
+
+            def message(peer, msg):
+                peer.send("echo:" + msg.text())
+
+            app = crosswire.App(crosswire.define_hooks(message=message))
+            """
+        )
+    )
+    cmd = await crosswire_cmd("run", "myws:app", "--port", "0", cwd=tmp_path)
+    await cmd.started()
+    async with connect(cmd.ws_url) as ws:
+        await ws.send("hi")
+        assert await recv(ws) == "echo:hi"
+        cmd.proc.send_signal(signal.SIGINT)
+        assert (await closed_with(ws))[0] == 1001
+    assert await cmd.exit_code() == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("myws", "expected MODULE:ATTRIBUTE"),
+        ("nosuchmodule:app", "no module named 'nosuchmodule'"),
+        ("myws:nothing", "has no attribute 'nothing'"),
+        ("myws:hooks", "is a Hooks, not a crosswire.App"),
+    ],
+)
+async def test_run_explains_a_bad_target(
+    crosswire_cmd: RunCommand, tmp_path: Path, target: str, message: str
+) -> None:
+    (tmp_path / "myws.py").write_text("import crosswire\nhooks = crosswire.define_hooks()\n")
+    cmd = await crosswire_cmd("run", target, cwd=tmp_path)
+    assert await cmd.exit_code() == 2
+    assert message in await cmd.stderr()
+
+
+async def test_port_in_use_is_reported(crosswire_cmd: RunCommand) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cmd = await crosswire_cmd("demo", "--port", str(port))
+        assert await cmd.exit_code() == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in await cmd.stderr()
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    """``python -m crosswire`` is the same command (for environments without the script)."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "crosswire", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        env={**os.environ},
+        check=True,
+    )
+    assert out.stdout.startswith("crosswire ")

@@ -1,0 +1,149 @@
+"""Helpers shared by the tests: real servers on port 0, and waiting with timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+import crosswire
+from crosswire.server import SERVERS
+
+#: Seconds any single wait in a test may take.
+TIMEOUT = 5
+
+#: Every way crosswire can serve an App; the scenario tests run against each.
+SERVER_KINDS = (*SERVERS, "starlette")
+
+
+class Served:
+    """A running server for one App; ``url`` is the WebSocket URL to connect to."""
+
+    def __init__(self, url: str, http_url: str, stop: Callable[[], Awaitable[None]]) -> None:
+        self.url = url
+        self.http_url = http_url
+        self._stop = stop
+
+    async def aclose(self) -> None:
+        await self._stop()
+
+
+async def serve_on(app: crosswire.App, kind: str) -> Served:
+    """Start ``app`` on server ``kind`` (one of :data:`SERVER_KINDS`) on a free port."""
+    if kind == "starlette":
+        return await _serve_in_starlette(app)
+    srv = await crosswire.start(app, server=kind)  # type: ignore[arg-type]
+    return Served(srv.url + "/ws", f"http://127.0.0.1:{srv.port}", srv.aclose)
+
+
+async def _serve_in_starlette(app: crosswire.App) -> Served:
+    """The App mounted at /ws inside a Starlette application with an HTTP route, on uvicorn."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    async def health(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok from starlette")
+
+    web = Starlette(routes=[Route("/health", health), Mount("/ws", app=crosswire.asgi(app))])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        web,
+        lifespan="off",
+        log_level="warning",
+        ws_ping_interval=app.limits.ping_interval,  # ASGI has no ping: the server's setting
+        ws_ping_timeout=app.limits.ping_timeout,
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    # The socket already listens: the kernel queues connections until uvicorn takes them.
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+
+    async def stop() -> None:
+        await app.shutdown()
+        server.should_exit = True
+        await task
+
+    return Served(f"ws://127.0.0.1:{port}/ws/", f"http://127.0.0.1:{port}", stop)
+
+
+class Log:
+    """Records hook calls so tests can wait for them."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self._changed = asyncio.Event()
+
+    def add(self, *event: Any) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait_for(self, name: str, count: int = 1) -> list[tuple[Any, ...]]:
+        """The events called ``name``, once there are at least ``count`` of them."""
+
+        async def wait() -> list[tuple[Any, ...]]:
+            while True:
+                found = [e for e in self.events if e[0] == name]
+                if len(found) >= count:
+                    return found
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(wait(), TIMEOUT)
+
+
+async def recv(ws: ClientConnection) -> str | bytes:
+    return await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int | None, str | None]:
+    """Read until the server closes; return the close code and reason the client saw."""
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await recv(ws)
+    rcvd = ws.protocol.close_rcvd
+    return (rcvd.code, rcvd.reason) if rcvd else (None, None)
+
+
+COMMAND = Path(sys.executable).with_name("crosswire")
+
+
+class Command:
+    """A running ``crosswire ...`` process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.ws_url = ""
+        self.http_url = ""
+
+    async def started(self) -> None:
+        """Wait for the line that says where it listens."""
+        assert self.proc.stdout is not None
+        line = (await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)).decode()
+        found = re.search(r"on (ws://[\d.]+:(\d+))", line)
+        assert found, f"no address in {line!r}"
+        self.ws_url = found.group(1)
+        self.http_url = f"http://127.0.0.1:{found.group(2)}"
+
+    async def exit_code(self) -> int:
+        return await asyncio.wait_for(self.proc.wait(), TIMEOUT)
+
+    async def stderr(self) -> str:
+        assert self.proc.stderr is not None
+        return (await asyncio.wait_for(self.proc.stderr.read(), TIMEOUT)).decode()
+
+
+RunCommand = Callable[..., Awaitable[Command]]
