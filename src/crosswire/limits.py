@@ -17,8 +17,10 @@ class Limits:
         Largest incoming message in bytes, measured after decompression and reassembly of
         fragments. A larger message closes the connection with 1009.
     send_buffer_limit:
-        Bytes that may wait to be written to one peer. A peer whose buffer passes it (a client
-        that stopped reading) is closed with 1013; sends to other peers never wait on it.
+        Bytes that may wait to be written to one peer (not yet taken by the kernel). A peer
+        whose buffer passes it (a client that stopped reading) is closed with 1013; sends to
+        other peers never wait on it. A message is written at once when the client keeps up,
+        so one message larger than the limit does not by itself close a reading client.
     ping_interval, ping_timeout:
         Keepalive: the server pings an idle client every ``ping_interval`` seconds and drops it
         when no pong arrives within ``ping_timeout``. ``None`` disables. ASGI servers apply
@@ -27,7 +29,9 @@ class Limits:
         Seconds to wait for the client's close frame before dropping the TCP connection.
     inbound_queue:
         Messages that may wait for an ``async`` message hook; past it the server stops reading
-        from that socket until the hook catches up (TCP backpressure, nothing is dropped).
+        from that socket until the hook catches up (TCP backpressure, nothing is dropped). The
+        messages of the socket read that filled the queue still join it (picows hands over
+        every frame of a read), so the bound is this plus one read's worth.
     """
 
     max_message_size: int = 1024 * 1024

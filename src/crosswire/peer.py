@@ -1,7 +1,7 @@
 """The CrossWS connection model: :class:`Peer` (one connected client) and :class:`Message`.
 
 Server adapters create peers through :meth:`crosswire.App.connect` and report what happens on
-the socket (``_receive``, ``_closed``, ``_pause_writing``, ``_resume_writing``); the peer runs
+the socket (``_receive_data``, ``_closed``, ``_pause_writing``, ``_resume_writing``); the peer runs
 the user's hooks in order and owns the task that runs ``async`` hooks.
 """
 
@@ -23,7 +23,7 @@ from .http import Request
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["CloseCode", "Message", "Peer", "ReadyState", "Transport", "encode"]
+__all__ = ["CloseCode", "Message", "Peer", "ReadyState", "Transport", "encode", "high_water"]
 
 logger = logging.getLogger("crosswire.peer")
 
@@ -55,10 +55,19 @@ class CloseCode(IntEnum):
 
 
 class Transport(Protocol):
-    """What a server adapter gives a peer: non-blocking writes and connection control."""
+    """What a server adapter gives a peer: non-blocking writes and connection control.
 
-    def send(self, payload: str | bytes, text: bool) -> None:
-        """Queue one message for writing; never blocks."""
+    The adapter calls ``peer._pause_writing()`` once the connection's buffer passes a
+    high-water mark no larger than ``Limits.send_buffer_limit`` (see :func:`high_water`), and
+    ``peer._resume_writing()`` when it has drained; the peer compares ``buffered_amount()``
+    with the limit only in between, so a write costs one call when the client keeps up.
+    """
+
+    def send_text(self, payload: str | bytes) -> None:
+        """Queue one text message (``str``, or bytes already UTF-8) for writing; never blocks."""
+
+    def send_binary(self, payload: bytes) -> None:
+        """Queue one binary message for writing; never blocks."""
 
     def buffered_amount(self) -> int:
         """Bytes queued for this connection and not yet handed to the kernel."""
@@ -76,18 +85,25 @@ class Transport(Protocol):
         """Read from the socket again."""
 
 
-def encode(data: object) -> tuple[str | bytes, bool]:
-    """Turn what a user sends into ``(payload, is_text)``, once per message.
+def high_water(limits_send_buffer: int, default: int) -> int:
+    """The high-water mark an adapter should use: its ``default``, or lower to stay within
+    ``Limits.send_buffer_limit`` so that an overflow is always noticed."""
+    return min(default, limits_send_buffer)
+
+
+def encode(data: object) -> tuple[bytes, bool]:
+    """Turn what a user sends into ``(payload, is_text)``: UTF-8 bytes, once per message.
 
     ``str`` is a text frame, bytes-like a binary frame, anything else JSON (orjson) in a text
-    frame.
+    frame. A publish encodes once here, so that no transport encodes the same text again for
+    each recipient.
     """
     if type(data) is str:
-        return data, True
+        return data.encode(), True
     if isinstance(data, bytes | bytearray | memoryview):
         return bytes(data), False
     if isinstance(data, Message):
-        return data.raw, not data.is_binary
+        return data.data, not data.is_binary
     return orjson.dumps(data), True
 
 
@@ -131,6 +147,8 @@ class Message:
 
 
 _OPEN, _MESSAGE, _CLOSE, _DRAIN = range(4)
+_STATE_OPEN = ReadyState.OPEN  # a module global: the hot paths compare against it
+_new_message = object.__new__  # Peer._receive_data fills the slots without an __init__ call
 
 
 class Peer:
@@ -145,6 +163,7 @@ class Peer:
         "_close_sent",
         "_drain_waiters",
         "_inbox",
+        "_on_message",
         "_reading_paused",
         "_state",
         "_task",
@@ -182,6 +201,8 @@ class Peer:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._reading_paused = False
+        #: The message hook when hooks run inline (no task); None otherwise.
+        self._on_message = app.hooks.message if app.inline_hooks else None
 
     # -- what users read -------------------------------------------------------------------
 
@@ -219,10 +240,17 @@ class Peer:
 
         Returns ``False`` (and sends nothing) when the peer is no longer open.
         """
-        if self._state is not ReadyState.OPEN:
+        if self._state is not _STATE_OPEN:
             return False
-        payload, text = encode(data)
-        return self._write(payload, text)
+        if type(data) is str:
+            self._transport.send_text(data)
+        else:
+            payload, text = encode(data)
+            self._write(payload, text)
+            return True
+        if self._write_paused:
+            self._check_buffer()
+        return True
 
     def subscribe(self, topic: str) -> None:
         """Join ``topic``; messages published to it reach this peer."""
@@ -276,14 +304,23 @@ class Peer:
 
     # -- called by the Hub -----------------------------------------------------------------
 
-    def _write(self, payload: str | bytes, text: bool) -> bool:
-        transport = self._transport
-        transport.send(payload, text)
-        if transport.buffered_amount() > self._app.limits.send_buffer_limit:
+    def _write(self, payload: bytes, text: bool) -> None:
+        """Write an encoded message."""
+        if text:
+            self._transport.send_text(payload)
+        else:
+            self._transport.send_binary(payload)
+        if self._write_paused:
+            self._check_buffer()
+
+    def _check_buffer(self) -> None:
+        """The transport is past its high-water mark: close the peer if past its limit."""
+        if self._transport.buffered_amount() > self._app.limits.send_buffer_limit:
             self._overflow()
-        return True
 
     def _overflow(self) -> None:
+        if self._state is not _STATE_OPEN:
+            return
         logger.warning(
             "peer %s: send buffer passed %d bytes; closing with 1013",
             self.id,
@@ -310,15 +347,20 @@ class Peer:
         self._task = self._app._spawn(self._run())
         self._enqueue(_OPEN, None, None)
 
-    def _receive(self, message: Message) -> None:
-        """A whole message arrived."""
-        if self._inbox is None:
-            hook = self._app.hooks.message
-            if hook is not None:
-                try:
-                    hook(self, message)
-                except Exception as exc:
-                    self._report_inline(exc)
+    def _receive_data(self, data: str | bytes, is_binary: bool) -> None:
+        """A whole message arrived: ``str`` for text (already checked to be UTF-8), ``bytes``
+        for binary. The hot path of every adapter: one call, the Message built in place."""
+        message = _new_message(Message)
+        message._data = data
+        message.is_binary = is_binary
+        hook = self._on_message
+        if hook is not None:
+            try:
+                hook(self, message)
+            except Exception as exc:
+                self._report_inline(exc)
+            return
+        if self._inbox is None:  # hooks run inline and there is no message hook
             return
         self._enqueue(_MESSAGE, message, None)
         if not self._reading_paused and len(self._inbox) >= self._app.limits.inbound_queue:

@@ -345,11 +345,22 @@ async def test_fragmented_message_is_reassembled_and_limited(start_server: Any, 
         assert code == 1009
 
 
+@pytest.mark.parametrize(
+    "limit",
+    [
+        256 * 1024,
+        # Below every server's default high-water mark: the adapters lower theirs to it.
+        16 * 1024,
+    ],
+)
 async def test_slow_consumer_is_closed_1013_and_broadcast_never_waits(
-    start_server: Any, kind: str
+    start_server: Any, kind: str, limit: int
 ) -> None:
     log = Log()
-    chunk = os.urandom(65536)  # incompressible: permessage-deflate must not shrink it
+    # Fresh random bytes for every publish, so permessage-deflate cannot shrink them (a repeated
+    # chunk compresses to a back-reference within the deflate window), and well under the
+    # limit: only bytes piling up behind a client that stopped reading may close it.
+    size = limit // 4
 
     def message(peer: Peer, msg: Message) -> None:
         if msg.text() == "sub":
@@ -361,7 +372,7 @@ async def test_slow_consumer_is_closed_1013_and_broadcast_never_waits(
 
     app = App(
         define_hooks(message=message, close=close),
-        limits=Limits(send_buffer_limit=256 * 1024, close_timeout=1.0),
+        limits=Limits(send_buffer_limit=limit, close_timeout=1.0),
     )
     served = await start_server(app, kind)
     async with (
@@ -373,13 +384,16 @@ async def test_slow_consumer_is_closed_1013_and_broadcast_never_waits(
             await ws.send("sub")
             assert await recv(ws) == "subscribed"
         slow.transport.pause_reading()  # the slow client stops reading
-        published = 0
-        while not log.events and published < 400:  # 400 x 64 KiB: more than sockets buffer
-            # publish() writes to both subscribers' buffers and returns at once.
-            assert app.publish("firehose", chunk) in (1, 2)
-            published += 1
+        published, reached = 0, 2
+        while reached == 2 and published < 32 * 1024 * 1024:  # more than sockets buffer
+            # publish() writes to both subscribers' buffers and returns at once; once the slow
+            # one is closing, it reaches only the fast one.
+            chunk = os.urandom(size)
+            reached = app.publish("firehose", chunk)
+            published += size
             # The fast client gets every message, however far behind the slow one is.
-            assert len(await recv(fast)) == 65536
+            assert await recv(fast) == chunk
+        assert reached == 1
         closes = await log.wait_for("close")
         assert closes[0][1:] == (1013, "send buffer overflow")
         assert app.publish("firehose", "after") == 1
@@ -583,3 +597,41 @@ async def test_keepalive_drops_a_client_that_never_answers_pings(
         assert closed[1] == KEEPALIVE_CLOSE_CODE[kind]
     finally:
         client.close()
+
+
+async def test_slow_async_hook_pushes_back_on_the_client_and_loses_nothing(
+    start_server: Any, kind: str
+) -> None:
+    """While an async message hook is stuck, the server stops reading: the client's sends
+    block (TCP backpressure) instead of the server buffering without bound. Once the hook
+    moves again, every message arrives, in order."""
+    release, all_seen = asyncio.Event(), asyncio.Event()
+    seen: list[int] = []
+    depth: list[int] = []
+    count, size = 200, 64 * 1024  # 12.8 MB: more than the kernel buffers on both sides
+
+    async def message(peer: Peer, msg: Message) -> None:
+        depth.append(len(peer._inbox or ()))
+        await release.wait()
+        seen.append(int(msg.data[:8]))
+        if len(seen) == count:
+            all_seen.set()
+
+    app = App(define_hooks(message=message), limits=Limits(inbound_queue=4))
+    served = await start_server(app, kind)
+    async with connect(served.url, compression=None, max_size=None) as ws:
+
+        async def flood() -> None:
+            for i in range(count):
+                await ws.send(f"{i:08d}".encode() + os.urandom(size - 8))
+
+        sending = asyncio.ensure_future(flood())
+        done, _ = await asyncio.wait([sending], timeout=1.0)
+        assert not done, "the server kept reading while its hook was stuck"
+        release.set()
+        await asyncio.wait_for(sending, TIMEOUT)
+        await asyncio.wait_for(all_seen.wait(), TIMEOUT)
+    assert seen == list(range(count))
+    # Bounded: Limits.inbound_queue, plus the messages of the socket read that filled it
+    # (picows hands over every frame of a read, even after reading pauses).
+    assert max(depth) < count // 4

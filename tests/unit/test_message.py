@@ -39,17 +39,20 @@ def test_repr_shows_kind_and_size_never_the_body() -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ("hi", ("hi", True)),
+        ("hi", (b"hi", True)),
+        ("é", ("é".encode(), True)),
         (b"\x01", (b"\x01", False)),
         (bytearray(b"\x02"), (b"\x02", False)),
         (memoryview(b"\x03"), (b"\x03", False)),
         ({"a": [1, None]}, (b'{"a":[1,null]}', True)),
         ([1, 2], (b"[1,2]", True)),
-        (Message("again", False), ("again", True)),
+        (Message("again", False), (b"again", True)),
         (Message(b"\x04", True), (b"\x04", False)),
     ],
 )
-def test_encode_chooses_the_frame_type(data: object, expected: tuple[object, bool]) -> None:
+def test_encode_chooses_the_frame_type_and_gives_utf8_bytes(
+    data: object, expected: tuple[object, bool]
+) -> None:
     assert encode(data) == expected
 
 

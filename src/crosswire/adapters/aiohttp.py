@@ -5,16 +5,18 @@ Add it to any ``web.Application`` route, next to the application's HTTP handlers
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 
 from ..app import App
 from ..http import Accept, Headers, Request, Response
-from ..peer import Message
-from ._queued import QueuedTransport
+from ._eager import EagerTransport
 
 __all__ = ["handler"]
+
+_TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,11 +67,11 @@ def handler(app: App) -> Handler:
         await ws.prepare(web_request)
         raw = web_request.transport
 
-        async def send_one(payload: str | bytes, text: bool) -> None:
-            if text:
-                await ws.send_str(payload if isinstance(payload, str) else payload.decode())
-            else:
-                await ws.send_bytes(payload)  # type: ignore[arg-type]
+        send_frame = ws.send_frame
+
+        def send_one(payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
+            data = payload.encode() if type(payload) is str else payload
+            return send_frame(data, _TEXT if text else _BINARY)  # type: ignore[arg-type]
 
         async def send_close(code: int, reason: str) -> None:
             await ws.close(code=code, message=reason.encode())
@@ -78,11 +80,12 @@ def handler(app: App) -> Handler:
             if raw is not None:
                 raw.abort()
 
-        transport = QueuedTransport(
+        transport = EagerTransport(
             send_one,
             send_close,
             abort,
             close_timeout=limits.close_timeout,
+            send_buffer_limit=limits.send_buffer_limit,
             extra_buffered=(lambda: raw.get_write_buffer_size()) if raw is not None else None,
         )
         peer = app.connect(
@@ -96,20 +99,20 @@ def handler(app: App) -> Handler:
             while True:
                 msg = await ws.receive()
                 if msg.type is WSMsgType.TEXT:
-                    message = Message(msg.data, False)
+                    is_binary = False
                 elif msg.type is WSMsgType.BINARY:
-                    message = Message(msg.data, True)
+                    is_binary = True
                 else:
                     received = _close_info(msg)
                     break
-                transport.begin_dispatch()
-                peer._receive(message)
-                await transport.end_dispatch()
+                peer._receive_data(msg.data, is_binary)
+                if transport.reading_paused:
+                    await transport.wait_reading()
         except OSError:
             pass
         finally:
             await transport.aclose()
-            peer._closed(*(transport._close or received))
+            peer._closed(*received)
         return ws
 
     return handle

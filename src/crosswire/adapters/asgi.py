@@ -14,8 +14,7 @@ from typing import Any
 
 from ..app import App
 from ..http import Accept, Headers, Request, Response
-from ..peer import Message
-from ._queued import QueuedTransport
+from ._eager import EagerTransport
 
 __all__ = ["ASGIApp"]
 
@@ -35,6 +34,28 @@ def _request(scope: Scope) -> Request:
         ),
         remote_address=str(client[0]) if client else None,
     )
+
+
+#: The last UTF-8 payload decoded for an ASGI server and its text. A publish hands the same
+#: bytes object to every subscriber in turn, so it is decoded once, not once per subscriber.
+_last_decoded: tuple[bytes, str] = (b"", "")
+
+
+def _as_text(payload: str | bytes) -> str:
+    """ASGI wants ``str`` for text frames; crosswire hands over UTF-8 bytes."""
+    global _last_decoded
+    if type(payload) is str:
+        return payload
+    last_bytes, last_text = _last_decoded
+    if payload is last_bytes:
+        return last_text
+    text = payload.decode()  # type: ignore[union-attr]
+    _last_decoded = (payload, text)  # type: ignore[assignment]
+    return text
+
+
+def _utf8_size(data: str | bytes) -> int:
+    return len(data.encode()) if isinstance(data, str) else len(data)
 
 
 def _raw_headers(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -116,8 +137,7 @@ class ASGIApp:
 
         async def send_one(payload: str | bytes, text: bool) -> None:
             if text:
-                data = payload if isinstance(payload, str) else payload.decode()
-                await send({"type": "websocket.send", "text": data})
+                await send({"type": "websocket.send", "text": _as_text(payload)})
             else:
                 await send({"type": "websocket.send", "bytes": payload})
 
@@ -135,8 +155,12 @@ class ASGIApp:
                 aborted = True
                 handler_task.cancel()
 
-        transport = QueuedTransport(
-            send_one, send_close, abort, close_timeout=app.limits.close_timeout
+        transport = EagerTransport(
+            send_one,
+            send_close,
+            abort,
+            close_timeout=app.limits.close_timeout,
+            send_buffer_limit=app.limits.send_buffer_limit,
         )
         peer = app.connect(
             transport,
@@ -145,6 +169,7 @@ class ASGIApp:
         )
         transport.start(peer)
         limit = app.limits.max_message_size
+        limit_chars = limit // 4  # a str this long or shorter is within the limit in UTF-8
         code, reason = 1006, ""
         try:
             while True:
@@ -152,16 +177,13 @@ class ASGIApp:
                 kind = event["type"]
                 if kind == "websocket.receive":
                     text = event.get("text")
-                    message = (
-                        Message(text, False) if text is not None else Message(event["bytes"], True)
-                    )
-                    if len(message) > limit:
+                    data: str | bytes = text if text is not None else event["bytes"]
+                    if len(data) > limit_chars and _utf8_size(data) > limit:
                         peer.close(1009, "message too big")
-                        await transport.flush()
                         continue
-                    transport.begin_dispatch()
-                    peer._receive(message)
-                    await transport.end_dispatch()
+                    peer._receive_data(data, text is None)
+                    if transport.reading_paused:
+                        await transport.wait_reading()
                 elif kind == "websocket.disconnect":
                     code = int(event.get("code", 1005))
                     reason = str(event.get("reason") or "")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -30,7 +32,8 @@ from picows import (
 from ..app import App
 from ..errors import ConfigurationError
 from ..http import Accept, Headers, Request, Response
-from ..peer import Message, Peer
+from ..limits import Limits
+from ..peer import Peer, high_water
 
 __all__ = ["create_server"]
 
@@ -43,17 +46,18 @@ _TEXT, _BINARY, _CONT, _CLOSE = (
 
 
 class _Transport:
-    __slots__ = ("_closer", "_loop", "_raw", "_timeout", "_ws")
+    __slots__ = ("_closer", "_loop", "_raw", "_timeout", "_ws", "send_binary", "send_text")
 
-    def __init__(self, ws: WSTransport, timeout: float) -> None:
+    def __init__(self, ws: WSTransport, limits: Limits) -> None:
         self._ws = ws
         self._raw = ws.underlying_transport
-        self._timeout = timeout
+        self._raw.set_write_buffer_limits(high=high_water(limits.send_buffer_limit, 64 * 1024))
+        self._timeout = limits.close_timeout
         self._loop = asyncio.get_running_loop()
         self._closer: asyncio.TimerHandle | None = None
-
-    def send(self, payload: str | bytes, text: bool) -> None:
-        self._ws.send(_TEXT if text else _BINARY, payload)
+        # picows' send is compiled: bound here, a send costs no Python frame of ours.
+        self.send_text = functools.partial(ws.send, _TEXT)
+        self.send_binary = functools.partial(ws.send, _BINARY)
 
     def buffered_amount(self) -> int:
         return self._raw.get_write_buffer_size()
@@ -86,36 +90,42 @@ class _Listener(WSListener):
         self._parts_binary = False
         self._transport: _Transport | None = None
         self.peer: Peer | None = None
+        self._receive: Callable[[str | bytes, bool], None] = _not_connected
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        self._transport = _Transport(transport, self._app.limits.close_timeout)
+        self._transport = _Transport(transport, self._app.limits)
         # picows does not expose the client address during its handshake; add it now.
         peername = transport.underlying_transport.get_extra_info("peername")
         request = dataclasses.replace(
             self._request, remote_address=str(peername[0]) if peername else None
         )
         self.peer = self._app.connect(self._transport, request, self._accept)
+        self._receive = self.peer._receive_data
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        peer = self.peer
-        assert peer is not None
         kind = frame.msg_type
-        if frame.fin and not self._parts:
+        if frame.fin and not self._parts:  # a whole message in one frame: the hot path
             if kind is _TEXT:
                 try:
                     text = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
-                    peer.close(1007, "invalid UTF-8")
+                    self._invalid_utf8()
                     return
-                peer._receive(Message(text, False))
+                self._receive(text, False)
                 return
             if kind is _BINARY:
-                peer._receive(Message(frame.get_payload_as_bytes(), True))
+                self._receive(frame.get_payload_as_bytes(), True)
                 return
+        peer = self.peer
+        assert peer is not None
         if kind is _TEXT or kind is _BINARY or kind is _CONT:
             self._fragment(peer, frame, kind)
         elif kind is _CLOSE:
             self._on_close(transport, frame)
+
+    def _invalid_utf8(self) -> None:
+        if self.peer is not None:
+            self.peer.close(1007, "invalid UTF-8")
 
     def _fragment(self, peer: Peer, frame: WSFrame, kind: WSMsgType) -> None:
         if (kind is _CONT) != bool(self._parts):
@@ -134,12 +144,14 @@ class _Listener(WSListener):
             self._parts.clear()
             self._parts_size = 0
             if self._parts_binary:
-                peer._receive(Message(data, True))
+                self._receive(data, True)
                 return
             try:
-                peer._receive(Message(data.decode(), False))
+                text = data.decode()
             except UnicodeDecodeError:
                 peer.close(1007, "invalid UTF-8")
+                return
+            self._receive(text, False)
 
     def _on_close(self, transport: WSTransport, frame: WSFrame) -> None:
         # picows records the client's close frame; answering it is the listener's job.
@@ -160,6 +172,10 @@ class _Listener(WSListener):
     def resume_writing(self) -> None:
         if self.peer is not None:
             self.peer._resume_writing()
+
+
+def _not_connected(data: str | bytes, is_binary: bool) -> None:
+    raise RuntimeError("picows delivered a frame before on_ws_connected")
 
 
 def _close_info(transport: WSTransport) -> tuple[int, str]:

@@ -21,9 +21,11 @@ from websockets.typing import Subprotocol
 
 from ..app import App
 from ..http import Accept, Headers, Request, Response
-from ..peer import Message, Peer
+from ..peer import Peer, high_water
 
 __all__ = ["create_server"]
+
+_OPEN = State.OPEN
 
 
 class _Connection(ServerConnection):
@@ -54,18 +56,17 @@ class _Transport:
         self._read_gate = asyncio.Event()
         self._read_gate.set()
 
-    def send(self, payload: str | bytes, text: bool) -> None:
+    def send_text(self, payload: str | bytes) -> None:
         protocol = self._protocol
-        if protocol.state is not State.OPEN:
-            return
-        data = payload.encode() if isinstance(payload, str) else payload
-        if text:
-            protocol.send_text(data)
-        else:
-            protocol.send_binary(data)
-        write = self._transport.write
-        for chunk in protocol.data_to_send():
-            write(chunk)
+        if protocol.state is _OPEN:
+            protocol.send_text(payload.encode() if type(payload) is str else payload)  # type: ignore[arg-type]
+            self._transport.writelines(protocol.data_to_send())
+
+    def send_binary(self, payload: bytes) -> None:
+        protocol = self._protocol
+        if protocol.state is _OPEN:
+            protocol.send_binary(payload)
+            self._transport.writelines(protocol.data_to_send())
 
     def buffered_amount(self) -> int:
         return self._transport.get_write_buffer_size()
@@ -153,10 +154,10 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         peer = app.connect(transport, _request(conn, conn.request), accept)
         conn.peer = peer
         gate = transport._read_gate
-        receive = peer._receive
+        receive = peer._receive_data
         try:
             async for data in conn:
-                receive(Message(data, type(data) is not str))
+                receive(data, type(data) is not str)
                 if not gate.is_set():
                     await gate.wait()
         except ConnectionClosed:
@@ -177,6 +178,7 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         process_response=process_response,
         select_subprotocol=select_subprotocol,
         max_size=limits.max_message_size,
+        write_limit=high_water(limits.send_buffer_limit, 32 * 1024),
         ping_interval=limits.ping_interval,
         ping_timeout=limits.ping_timeout,
         close_timeout=limits.close_timeout,

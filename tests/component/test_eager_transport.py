@@ -1,0 +1,204 @@
+"""EagerTransport: sends that finish at once cost no task; a send that suspends is finished by
+one task, and the sends behind it follow in order. Driven with real asyncio futures."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from crosswire.adapters._eager import EagerTransport, step
+from tests.support import TIMEOUT
+
+
+class Wire:
+    """A server's send side: each send completes at once unless ``block`` is set, in which
+    case it waits (as a server waits for a full socket buffer to drain)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+        self.unblocked = asyncio.Event()
+        self.unblocked.set()
+        self.aborted = False
+
+    async def send_one(self, payload: str | bytes, text: bool) -> None:
+        await self._maybe_wait()
+        self.sent.append(("text" if text else "binary", payload))
+
+    async def send_close(self, code: int, reason: str) -> None:
+        await self._maybe_wait()
+        self.sent.append(("close", code, reason))
+
+    async def _maybe_wait(self) -> None:
+        if not self.unblocked.is_set():
+            await self.unblocked.wait()
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class Signals:
+    """Stands in for the Peer: records pause/resume."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def _pause_writing(self) -> None:
+        self.events.append("pause")
+
+    def _resume_writing(self) -> None:
+        self.events.append("resume")
+
+
+def make(wire: Wire, limit: int = 1000) -> tuple[EagerTransport, Signals]:
+    transport = EagerTransport(
+        wire.send_one,
+        wire.send_close,
+        wire.abort,
+        close_timeout=1.0,
+        send_buffer_limit=limit,
+    )
+    signals = Signals()
+    transport.start(signals)  # type: ignore[arg-type]
+    return transport, signals
+
+
+async def settle(transport: EagerTransport) -> None:
+    task = transport._task
+    if task is not None:
+        await asyncio.wait_for(asyncio.shield(task), TIMEOUT)
+
+
+async def test_sends_that_do_not_suspend_complete_at_once_without_a_task() -> None:
+    wire = Wire()
+    transport, _ = make(wire)
+    transport.send_text("a")
+    transport.send_binary(b"b")
+    assert wire.sent == [("text", "a"), ("binary", b"b")]  # before any await
+    assert transport._task is None and transport.buffered_amount() == 0
+
+
+async def test_a_suspended_send_and_those_behind_it_finish_in_order() -> None:
+    wire = Wire()
+    transport, signals = make(wire, limit=500)
+    wire.unblocked.clear()
+    transport.send_text("x" * 100)  # suspends: the client is not reading
+    for i in range(5):
+        transport.send_text(f"{i}" * 100)
+    assert wire.sent == [] and transport._task is not None
+    assert transport.buffered_amount() == 600
+    assert signals.events == ["pause"]  # past the high-water mark: min(64 KiB, limit)
+    wire.unblocked.set()
+    await settle(transport)
+    assert [p for _, p in wire.sent] == ["x" * 100] + [f"{i}" * 100 for i in range(5)]
+    assert signals.events == ["pause", "resume"]
+    assert transport._task is None and transport.buffered_amount() == 0
+    transport.send_text("after")  # back on the fast path
+    assert wire.sent[-1] == ("text", "after")
+
+
+async def test_close_waits_for_the_backlog_and_later_sends_are_dropped() -> None:
+    wire = Wire()
+    transport, _ = make(wire)
+    wire.unblocked.clear()
+    transport.send_text("one")
+    transport.send_text("two")
+    transport.close(4000, "bye")
+    transport.send_text("too late")
+    wire.unblocked.set()
+    await settle(transport)
+    assert wire.sent == [("text", "one"), ("text", "two"), ("close", 4000, "bye")]
+    await transport.aclose()
+
+
+async def test_close_with_nothing_in_flight_is_sent_at_once() -> None:
+    wire = Wire()
+    transport, _ = make(wire)
+    transport.close(1000, "")
+    assert wire.sent == [("close", 1000, "")]
+    await transport.aclose()
+
+
+async def test_a_send_that_fails_marks_the_connection_gone() -> None:
+    class Gone(Wire):
+        async def send_one(self, payload: str | bytes, text: bool) -> None:
+            raise ConnectionResetError("socket closed")
+
+    wire = Gone()
+    transport, _ = make(wire)
+    transport.send_text("lost")
+    transport.send_text("also lost")  # ignored, no error
+    assert transport._gone and wire.sent == []
+
+
+async def test_abort_drops_the_backlog() -> None:
+    wire = Wire()
+    transport, _ = make(wire)
+    wire.unblocked.clear()
+    transport.send_text("stuck")
+    transport.send_text("queued")
+    transport.abort()
+    assert wire.aborted and transport.buffered_amount() == 0
+    await transport.aclose()  # cancels and awaits the task
+    assert transport._task is None
+
+
+async def test_step_runs_to_completion_or_first_suspension() -> None:
+    async def done() -> None:
+        return None
+
+    assert step(done()) is None
+
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    seen: list[object] = []
+
+    async def waits() -> None:
+        seen.append(await future)
+
+    rest = step(waits())
+    assert rest is not None and seen == []
+    task = asyncio.ensure_future(_await(rest))
+    future.set_result(7)
+    await asyncio.wait_for(task, TIMEOUT)
+    assert seen == [7]
+
+
+async def test_resume_delivers_exceptions_and_cancellation_to_the_coroutine() -> None:
+    loop = asyncio.get_running_loop()
+    failing: asyncio.Future[None] = loop.create_future()
+    log: list[str] = []
+
+    async def handles() -> None:
+        try:
+            await failing
+        except ValueError:
+            log.append("handled")
+
+    rest = step(handles())
+    assert rest is not None
+    task = asyncio.ensure_future(_await(rest))
+    failing.set_exception(ValueError("boom"))
+    await asyncio.wait_for(task, TIMEOUT)
+    assert log == ["handled"]
+
+    never: asyncio.Future[None] = loop.create_future()
+
+    async def cleans_up() -> None:
+        try:
+            await never
+        finally:
+            log.append("cleanup")
+
+    rest = step(cleans_up())
+    assert rest is not None
+    task = asyncio.ensure_future(_await(rest))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["handled", "cleanup"] and never.cancelled()
+
+
+async def _await(awaitable: Any) -> None:
+    await awaitable
