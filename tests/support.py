@@ -105,6 +105,17 @@ class Log:
         return await asyncio.wait_for(wait(), TIMEOUT)
 
 
+async def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Wait until ``condition()`` holds (checked every 10 ms), at most ``timeout`` seconds: for
+    server state no event announces."""
+
+    async def wait() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(wait(), timeout)
+
+
 async def recv(ws: ClientConnection) -> str | bytes:
     return await asyncio.wait_for(ws.recv(), TIMEOUT)
 

@@ -9,8 +9,9 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+from .eager import spawn_eager
 from .errors import ConfigurationError
-from .hooks import HOOK_NAMES, Hooks
+from .hooks import HOOK_NAMES, HookProvider, Hooks
 from .http import Accept, Request, Response
 from .limits import Limits
 from .peer import CloseCode, Peer, Transport
@@ -26,9 +27,10 @@ HttpHandler = Callable[[Request], Response | Awaitable[Response]]
 class App:
     """A WebSocket application: write the hooks once, serve them on any adapter.
 
-    ``hooks`` is a :class:`~crosswire.Hooks` (see :func:`~crosswire.define_hooks`) or any object
-    with hook methods. ``http`` answers plain HTTP requests on the standalone servers and the
-    ASGI adapter (the demo page, a health check); without it they get 426 Upgrade Required.
+    ``hooks`` is a :class:`~crosswire.Hooks` (see :func:`~crosswire.define_hooks`), any object
+    with hook methods, or a :class:`~crosswire.Router`. ``http`` answers plain HTTP requests on
+    the standalone servers and the ASGI adapter (the demo page, a health check); without it
+    they get 426 Upgrade Required.
     """
 
     def __init__(
@@ -39,10 +41,12 @@ class App:
         hub: Hub | None = None,
         http: HttpHandler | None = None,
     ) -> None:
-        self.hooks = Hooks.of(hooks)
         self.limits = limits if limits is not None else Limits()
         self.hub = hub if hub is not None else Hub()
         self.http = http
+        if isinstance(hooks, HookProvider):  # a Router: it builds hooks for this App
+            hooks = hooks.hooks_for(self)
+        self.hooks = Hooks.of(hooks)
         #: True when every hook is a plain function: hooks then run inline, with no task.
         self.inline_hooks = not any(self.hooks.is_async(n) for n in HOOK_NAMES if n != "upgrade")
         self._peers: dict[str, Peer] = {}
@@ -117,14 +121,17 @@ class App:
             subprotocol=accept.subprotocol,
             context=dict(accept.context),
         )
+        transport.bind(peer)
         self._peers[peer.id] = peer
         self._no_peers.clear()
         peer._opened()
         return peer
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run a peer's hook task; the App owns it until it ends, and shutdown awaits it."""
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, eager: bool = False) -> asyncio.Task[None]:
+        """Run a task of a peer (its hooks) or of a layer serving it (a router's handler); the
+        App owns it until it ends, and shutdown awaits it. ``eager`` starts it at once on
+        Python 3.12+."""
+        task = spawn_eager(coro) if eager else asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -25,15 +25,23 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError
 from .http import Accept, Request, Response
 
 if TYPE_CHECKING:
+    from .app import App
     from .peer import Message, Peer
 
-__all__ = ["HOOK_NAMES", "Hooks", "define_hooks"]
+__all__ = [
+    "HOOK_NAMES",
+    "HookProvider",
+    "Hooks",
+    "check_callable",
+    "define_hooks",
+    "is_async_callable",
+]
 
 HOOK_NAMES = ("upgrade", "open", "message", "close", "error", "drain")
 
@@ -46,6 +54,14 @@ MessageHook = Callable[["Peer", "Message"], Any]
 CloseHook = Callable[["Peer", int, str], Any]
 ErrorHook = Callable[["Peer", BaseException], Any]
 DrainHook = Callable[["Peer"], Any]
+
+
+@runtime_checkable
+class HookProvider(Protocol):
+    """Something that serves an App through hooks it builds for that App (a Router)."""
+
+    def hooks_for(self, app: App) -> Hooks:
+        """The hooks serving ``app``; called once, when the App is created."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,21 +121,31 @@ def _is_coroutine_function(fn: object) -> bool:
 
 
 def _check_signature(name: str, fn: object) -> None:
-    if fn is None:
-        return
+    if fn is not None:
+        check_callable(f"hook {name!r}", fn, _ARITY[name], _describe(name))
+
+
+def check_callable(what: str, fn: object, arity: int, params: str) -> None:
+    """Fail now, with a message naming ``what``, unless ``fn`` can be called with ``arity``
+    positional arguments (``params`` names them for the message)."""
     if not callable(fn):
-        raise ConfigurationError(f"hook {name!r} must be callable, got {fn!r}")
+        raise ConfigurationError(f"{what} must be callable, got {fn!r}")
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # builtins without a signature: trust them
         return
     try:
-        signature.bind(*([None] * _ARITY[name]))
+        signature.bind(*([None] * arity))
     except TypeError as exc:
         raise ConfigurationError(
-            f"hook {name!r} must accept {_ARITY[name]} positional argument(s) "
-            f"({_describe(name)}), but {fn!r} has signature {signature}"
+            f"{what} must accept {arity} positional argument(s) ({params}), "
+            f"but {fn!r} has signature {signature}"
         ) from exc
+
+
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine (async functions and async ``__call__``)."""
+    return _is_coroutine_function(fn)
 
 
 def _describe(name: str) -> str:

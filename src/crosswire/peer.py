@@ -63,6 +63,10 @@ class Transport(Protocol):
     with the limit only in between, so a write costs one call when the client keeps up.
     """
 
+    def bind(self, peer: Peer) -> None:
+        """The peer this transport serves; called before the ``open`` hook runs, so that the
+        transport can report pause/resume from the first send on."""
+
     def send_text(self, payload: str | bytes) -> None:
         """Queue one text message (``str``, or bytes already UTF-8) for writing; never blocks."""
 
@@ -73,10 +77,12 @@ class Transport(Protocol):
         """Bytes queued for this connection and not yet handed to the kernel."""
 
     def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake; drop the connection if it does not finish in time."""
+        """Start the closing handshake (reading resumes, to see the client's close frame);
+        drop the connection if it does not finish in time."""
 
     def abort(self) -> None:
-        """Drop the connection now, without a closing handshake."""
+        """Drop the connection now, without a closing handshake (reading resumes, so that
+        the adapter sees the end)."""
 
     def pause_reading(self) -> None:
         """Stop reading from the socket (inbound backpressure)."""
@@ -165,6 +171,7 @@ class Peer:
         "_inbox",
         "_on_message",
         "_reading_paused",
+        "_session",
         "_state",
         "_task",
         "_topics",
@@ -203,6 +210,8 @@ class Peer:
         self._reading_paused = False
         #: The message hook when hooks run inline (no task); None otherwise.
         self._on_message = app.hooks.message if app.inline_hooks else None
+        #: State kept by the layer serving this peer (the router's per-connection state).
+        self._session: Any = None
 
     # -- what users read -------------------------------------------------------------------
 
@@ -303,6 +312,20 @@ class Peer:
                 self._drain_waiters.remove(fut)
 
     # -- called by the Hub -----------------------------------------------------------------
+
+    def _send_json(self, payload: bytes) -> bool:
+        """Send JSON already encoded (UTF-8 bytes) as a text frame; False if not open."""
+        if self._state is not _STATE_OPEN:
+            return False
+        self._transport.send_text(payload)
+        if self._write_paused:
+            self._check_buffer()
+        return True
+
+    @property
+    def _under_backpressure(self) -> bool:
+        """Whether the send buffer is past its high-water mark (the client is behind)."""
+        return self._write_paused
 
     def _write(self, payload: bytes, text: bool) -> None:
         """Write an encoded message."""
@@ -424,25 +447,33 @@ class Peer:
         assert self._inbox is not None and self._wake is not None
         inbox, wake, hooks = self._inbox, self._wake, self._app.hooks
         resume_at = self._app.limits.inbound_queue // 2
-        while True:
-            if not inbox:
-                wake.clear()
-                await wake.wait()
-                continue
-            kind, a, b = inbox.popleft()
-            if self._reading_paused and len(inbox) <= resume_at:
-                self._reading_paused = False
-                if self._state is not ReadyState.CLOSED:
-                    self._transport.resume_reading()
-            if kind == _MESSAGE:
-                await self._call(hooks.message, self, a)
-            elif kind == _OPEN:
-                await self._call(hooks.open, self)
-            elif kind == _DRAIN:
-                await self._call(hooks.drain, self)
-            else:
-                await self._call(hooks.close, self, a, b)
-                return
+        try:
+            while True:
+                if not inbox:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                kind, a, b = inbox.popleft()
+                if self._reading_paused and len(inbox) <= resume_at:
+                    self._resume_reading()
+                if kind == _MESSAGE:
+                    await self._call(hooks.message, self, a)
+                elif kind == _OPEN:
+                    await self._call(hooks.open, self)
+                elif kind == _DRAIN:
+                    await self._call(hooks.drain, self)
+                else:
+                    await self._call(hooks.close, self, a, b)
+                    return
+        finally:
+            # Cancelled (shutdown) or done: never leave the adapter waiting to read again.
+            if self._reading_paused:
+                self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        if self._state is not ReadyState.CLOSED:
+            self._transport.resume_reading()
 
     async def _call(self, hook: Callable[..., Any] | None, *args: Any) -> None:
         if hook is None:

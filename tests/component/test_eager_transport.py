@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from crosswire.adapters._eager import EagerTransport, step
+from crosswire.adapters._eager import EagerTransport
+from crosswire.eager import step
 from tests.support import TIMEOUT
 
 
@@ -60,7 +61,7 @@ def make(wire: Wire, limit: int = 1000) -> tuple[EagerTransport, Signals]:
         send_buffer_limit=limit,
     )
     signals = Signals()
-    transport.start(signals)  # type: ignore[arg-type]
+    transport.bind(signals)  # type: ignore[arg-type]
     return transport, signals
 
 
@@ -112,12 +113,82 @@ async def test_close_waits_for_the_backlog_and_later_sends_are_dropped() -> None
     await transport.aclose()
 
 
-async def test_close_with_nothing_in_flight_is_sent_at_once() -> None:
-    wire = Wire()
+async def test_close_runs_in_a_task_of_its_own() -> None:
+    """Servers wrap closing in asyncio.timeout, which must belong to a task of ours, never to
+    the caller's: the close frame is sent by the transport's task."""
+    owner: list[asyncio.Task[Any] | None] = []
+
+    class Closing(Wire):
+        async def send_close(self, code: int, reason: str) -> None:
+            owner.append(asyncio.current_task())
+            await super().send_close(code, reason)
+
+    wire = Closing()
     transport, _ = make(wire)
     transport.close(1000, "")
+    assert wire.sent == []
+    await settle(transport)
     assert wire.sent == [("close", 1000, "")]
+    assert owner[0] is not asyncio.current_task()
     await transport.aclose()
+
+
+async def test_sends_from_outside_any_task_are_sent_in_order_by_a_task() -> None:
+    wire = Wire()
+    transport, _ = make(wire)
+    done = asyncio.Event()
+
+    def callback() -> None:  # e.g. a timer: there is no current task
+        transport.send_text("from a callback")
+        transport.send_text("and another")
+        done.set()
+
+    asyncio.get_running_loop().call_soon(callback)
+    await asyncio.wait_for(done.wait(), TIMEOUT)
+    await settle(transport)
+    assert wire.sent == [("text", "from a callback"), ("text", "and another")]
+
+
+async def test_a_send_cannot_leak_context_variables_into_the_caller() -> None:
+    import contextvars
+
+    span: contextvars.ContextVar[str] = contextvars.ContextVar("span", default="none")
+
+    class Traced(Wire):
+        async def send_one(self, payload: str | bytes, text: bool) -> None:
+            span.set(f"send {payload!r}")
+            await super().send_one(payload, text)
+
+    wire = Traced()
+    transport, _ = make(wire)
+    transport.send_text("x")
+    assert wire.sent == [("text", "x")] and span.get() == "none"
+
+
+async def test_a_server_buffer_is_not_counted_twice() -> None:
+    """With the server's own buffer reported (aiohttp), a send that suspends after handing its
+    frame over is counted there only."""
+    wire = Wire()
+    in_server = [0]
+    transport = EagerTransport(
+        wire.send_one,
+        wire.send_close,
+        wire.abort,
+        close_timeout=1.0,
+        send_buffer_limit=10_000,
+        extra_buffered=lambda: in_server[0],
+    )
+    transport.bind(Signals())  # type: ignore[arg-type]
+    wire.unblocked.clear()
+    in_server[0] = 600
+    transport.send_text("y" * 600)  # handed over, then waits for the socket to drain
+    assert transport.buffered_amount() == 600
+    transport.send_text("z" * 100)  # queued behind it: counted by the transport
+    assert transport.buffered_amount() == 700
+    wire.unblocked.set()
+    await settle(transport)
+    in_server[0] = 0
+    assert transport.buffered_amount() == 0
 
 
 async def test_a_send_that_fails_marks_the_connection_gone() -> None:
@@ -140,8 +211,10 @@ async def test_abort_drops_the_backlog() -> None:
     transport.send_text("queued")
     transport.abort()
     assert wire.aborted and transport.buffered_amount() == 0
-    await transport.aclose()  # cancels and awaits the task
+    await transport.aclose()  # awaits the task abort() cancelled
     assert transport._task is None
+    wire.unblocked.set()
+    assert wire.sent == []  # nothing was sent after the abort
 
 
 async def test_step_runs_to_completion_or_first_suspension() -> None:

@@ -21,7 +21,7 @@ from websockets.uri import parse_uri
 
 import crosswire
 from crosswire import Accept, App, Limits, Message, Peer, ReadyState, Response, define_hooks
-from tests.support import SERVER_KINDS, TIMEOUT, Log, closed_with, recv
+from tests.support import SERVER_KINDS, TIMEOUT, Log, closed_with, eventually, recv
 
 #: Servers that drop a client which stops answering pings. hypercorn sends pings but never
 #: checks for pongs (docs/servers.md), so it is left out of the keepalive test.
@@ -633,5 +633,88 @@ async def test_slow_async_hook_pushes_back_on_the_client_and_loses_nothing(
         await asyncio.wait_for(all_seen.wait(), TIMEOUT)
     assert seen == list(range(count))
     # Bounded: Limits.inbound_queue, plus the messages of the socket read that filled it
-    # (picows hands over every frame of a read, even after reading pauses).
-    assert max(depth) < count // 4
+    # (picows hands over every frame of a read, up to about 4 MB, even after reading pauses);
+    # never the whole flood.
+    assert max(depth) < count // 2
+
+
+async def test_sends_from_the_open_hook_are_limited_too(start_server: Any, kind: str) -> None:
+    """The transport is wired to the peer before the open hook runs: a snapshot sent on open to
+    a client that does not read is caught by the send buffer limit like any other send."""
+    log = Log()
+
+    def open_(peer: Peer) -> None:
+        chunk = os.urandom(100_000)  # the client asks for no compression: it stays 100 kB
+        for _ in range(200):  # 20 MB: more than the kernel buffers; the limit is 1 MiB
+            peer.send(chunk)
+
+    app = App(
+        define_hooks(open=open_, close=lambda peer, code, reason: log.add("close", code, reason)),
+        limits=Limits(send_buffer_limit=1024 * 1024, close_timeout=0.5),
+    )
+    served = await start_server(app, kind)
+    async with connect(
+        served.url,
+        max_size=None,
+        compression=None,
+        close_timeout=0.2,
+        sock=slow_socket(served.url),
+    ) as ws:
+        ws.transport.pause_reading()
+        (closed,) = await log.wait_for("close")
+    assert closed[1:] == (1013, "send buffer overflow")
+
+
+async def test_a_large_message_to_a_reading_client_is_delivered(
+    start_server: Any, kind: str
+) -> None:
+    """A message bigger than half the send buffer limit, to a client that reads, arrives:
+    only bytes left waiting behind a client that does not read count against the limit."""
+    big = os.urandom(600_000)
+
+    def message(peer: Peer, msg: Message) -> None:
+        peer.send(big)
+        peer.send("after")
+
+    app = App(define_hooks(message=message), limits=Limits(send_buffer_limit=1024 * 1024))
+    served = await start_server(app, kind)
+    async with connect(served.url, max_size=None, compression=None) as ws:
+        await ws.send("go")
+        assert await recv(ws) == big
+        assert await recv(ws) == "after"
+
+
+async def test_close_from_a_timer_callback(start_server: Any, kind: str) -> None:
+    """peer.close() outside any task (a timer) still sends the close frame."""
+
+    def open_(peer: Peer) -> None:
+        asyncio.get_running_loop().call_later(0.05, peer.close, 4001, "idle")
+
+    served = await start_server(App(define_hooks(open=open_)), kind)
+    async with connect(served.url) as ws:
+        assert await closed_with(ws) == (4001, "idle")
+
+
+async def test_shutdown_ends_with_a_stuck_hook_and_a_vanished_client(
+    start_server: Any, kind: str
+) -> None:
+    """An async hook stuck forever, reading paused behind it, and then the client gone: the
+    App still shuts down within its grace period, and the server stops."""
+    entered = asyncio.Event()
+
+    async def message(peer: Peer, msg: Message) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # stuck forever
+
+    app = App(define_hooks(message=message), limits=Limits(inbound_queue=2, close_timeout=0.5))
+    served = await start_server(app, kind)
+    ws = await connect(served.url)
+    for i in range(10):
+        await ws.send(f"m{i}")
+    await asyncio.wait_for(entered.wait(), TIMEOUT)
+    (peer,) = app.peers.values()
+    await eventually(lambda: peer._reading_paused)  # queue full: the adapter stopped reading
+    ws.transport.close()  # the client goes away
+    await asyncio.wait_for(app.shutdown(grace_period=0.5), TIMEOUT)
+    assert not app.peers
+    await asyncio.wait_for(served.aclose(), TIMEOUT)  # the server stops too

@@ -3,80 +3,55 @@
 ``peer.send`` must never await. A server's send coroutine nearly always finishes without
 suspending: the frame goes to the socket's buffer at once, and the coroutine only waits when
 that buffer is full (the client is not reading) or a lock is held. So each send is run
-*eagerly*: stepped at once, in the caller's frame, like Python 3.12's eager tasks. Only a send
-that does suspend gets a task, which finishes it and then the sends queued behind it, in order.
-While that task runs, the queued bytes count towards the peer's send buffer, and the peer is
-told to pause when they pass the high-water mark.
+*eagerly*: its first step runs at once (:func:`crosswire.eager.step`), in a copy of the
+caller's context so that no context variable it sets leaks out. Only a send that does suspend
+gets a task, which finishes it and then the sends queued behind it, in order.
 
-Nothing here creates a task or a queue entry per message while the client keeps up.
+Two exceptions run in a task from the start: close frames (servers wrap closing in
+``asyncio.timeout``, which must belong to a task of ours), and sends made outside any task
+(a timer callback), where a server's send could not use the current task at all.
+
+While a task is sending, queued bytes count towards the peer's send buffer, and the peer is told
+to pause once they and the server's own buffer pass the high-water mark.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..eager import Resume, step
 from ..peer import high_water
 
 if TYPE_CHECKING:
     from ..peer import Peer
 
-__all__ = ["EagerTransport", "Resume", "step"]
+__all__ = ["HIGH_WATER", "EagerTransport"]
 
 logger = logging.getLogger("crosswire.adapters")
 
+#: The default high-water mark (lowered to ``Limits.send_buffer_limit`` if that is smaller).
 HIGH_WATER = 64 * 1024
 
 SendOne = Callable[[str | bytes, bool], Coroutine[Any, Any, None]]
 SendClose = Callable[[int, str], Coroutine[Any, Any, None]]
 
 
-def step(coro: Coroutine[Any, Any, None]) -> Resume | None:
-    """Run ``coro`` until it first suspends. ``None`` if it finished (exceptions propagate);
-    otherwise a :class:`Resume` to await (in a task) to finish it."""
-    try:
-        waiting_on = coro.send(None)
-    except StopIteration:
-        return None
-    return Resume(coro, waiting_on)
-
-
-class Resume:
-    """Awaitable that finishes a coroutine :func:`step` left suspended.
-
-    It hands what the coroutine is waiting on to the enclosing task, exactly as if the task had
-    run the coroutine from the start (``yield from`` delegation), so cancellation and
-    exceptions reach the coroutine the way asyncio delivers them.
-    """
-
-    __slots__ = ("_coro", "_waiting_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-        self._coro = coro
-        self._waiting_on = waiting_on
-
-    def __await__(self) -> Generator[Any, None, None]:
-        coro, waiting_on = self._coro, self._waiting_on
-        while True:
-            try:
-                yield waiting_on
-            except BaseException as exc:  # delivered by the task: pass it to the coroutine
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    waiting_on = coro.send(None)
-                except StopIteration:
-                    return
+def _size(payload: str | bytes) -> int:
+    return len(payload.encode()) if isinstance(payload, str) else len(payload)
 
 
 class EagerTransport:
-    """The Transport of an adapter whose native send must be awaited."""
+    """The Transport of an adapter whose native send must be awaited.
+
+    ``extra_buffered`` reports the server's own write buffer (aiohttp); with it, a send counts
+    as handed over once the server has it. Without it (ASGI), a send counts until its
+    coroutine has finished.
+    """
 
     def __init__(
         self,
@@ -92,13 +67,14 @@ class EagerTransport:
         self._send_close = send_close
         self._abort = abort
         self._close_timeout = close_timeout
-        self._high_water = high_water(send_buffer_limit, HIGH_WATER)
-        self._low_water = self._high_water // 4
+        self.high_water = high_water(send_buffer_limit, HIGH_WATER)
+        self._low_water = self.high_water // 4
         self._extra_buffered = extra_buffered
-        #: Sends waiting behind one that suspended; None while nothing is in flight.
+        #: Sends waiting behind one in flight; None while nothing is in flight.
         self._backlog: collections.deque[tuple[str | bytes, bool]] | None = None
         self._backlog_bytes = 0
         self._task: asyncio.Task[None] | None = None
+        self._leftover: Resume | None = None
         self._paused = False
         self._close: tuple[int, str] | None = None
         self._close_sent = False
@@ -109,6 +85,9 @@ class EagerTransport:
         self.peer: Peer | None = None
 
     # -- Transport -------------------------------------------------------------------------
+
+    def bind(self, peer: Peer) -> None:
+        self.peer = peer
 
     def send_text(self, payload: str | bytes) -> None:
         self._send(payload, True)
@@ -124,17 +103,20 @@ class EagerTransport:
         if self._close is not None or self._gone:
             return
         self._close = (code, reason)
+        self._read_gate.set()  # the client's close frame must be read
         self._abort_timer = asyncio.get_running_loop().call_later(self._close_timeout, self.abort)
-        if self._backlog is None:  # nothing in flight: the close frame goes now
-            self._close_sent = True
-            self._run(self._send_close(code, reason), 0)
-        # else: the task sends it after the backlog
+        if self._backlog is None:  # nothing in flight: a task sends the close frame now
+            self._start_task(None, 0)
+        # else: the task in flight sends it after the backlog
 
     def abort(self) -> None:
         self._gone = True
+        self._read_gate.set()  # the adapter's receive loop must see the end
         if self._backlog is not None:
             self._backlog.clear()
         self._backlog_bytes = 0
+        if self._task is not None:
+            self._task.cancel()
         self._abort()
 
     def pause_reading(self) -> None:
@@ -145,16 +127,13 @@ class EagerTransport:
 
     # -- used by the adapter ---------------------------------------------------------------
 
-    def start(self, peer: Peer) -> None:
-        self.peer = peer
-
     @property
     def reading_paused(self) -> bool:
         """Whether the peer asked to stop reading (its inbound queue is full)."""
         return not self._read_gate.is_set()
 
     async def wait_reading(self) -> None:
-        """Return once reading is allowed again."""
+        """Return once reading is allowed again (or the connection is closing)."""
         await self._read_gate.wait()
 
     async def aclose(self) -> None:
@@ -166,63 +145,71 @@ class EagerTransport:
         if task is not None:
             task.cancel()
             await asyncio.wait([task])
-            # A task cancelled before its first step never ran its own cleanup.
-            self._task = None
-            self._backlog = None
-            self._backlog_bytes = 0
+        # A task cancelled before its first step never ran its own cleanup.
+        if self._leftover is not None:
+            self._leftover.close()
+            self._leftover = None
+        self._task = None
+        self._backlog = None
+        self._backlog_bytes = 0
 
     # -- sending ---------------------------------------------------------------------------
 
     def _send(self, payload: str | bytes, text: bool) -> None:
         if self._close is not None or self._gone:
             return
-        if self._backlog is None:
-            # step() and _run() inlined: this is every message's path.
-            coro = self._send_one(payload, text)
-            try:
-                waiting_on = coro.send(None)
-            except StopIteration:
-                return
-            except Exception as exc:
-                self._lost(exc)
-                return
-            self._suspended(Resume(coro, waiting_on), len(payload))
+        if self._backlog is not None:  # something is in flight: queue behind it
+            self._backlog.append((payload, text))
+            self._backlog_bytes += _size(payload)
+            self._maybe_pause()
             return
-        self._backlog.append((payload, text))
-        self._backlog_bytes += len(payload)
-        if not self._paused and self._backlog_bytes > self._high_water:
-            self._paused = True
-            if self.peer is not None:
-                self.peer._pause_writing()
-
-    def _run(self, coro: Coroutine[Any, Any, None], size: int) -> None:
-        """Step one send; if it suspends, a task finishes it and everything queued after it."""
+        if asyncio.current_task() is None:  # a timer callback: no task to run a step in
+            self._backlog = collections.deque([(payload, text)])
+            self._backlog_bytes = _size(payload)
+            self._start_task(None, 0)
+            return
+        context = contextvars.copy_context()
         try:
-            rest = step(coro)
+            rest = context.run(step, self._send_one(payload, text))
         except Exception as exc:
             self._lost(exc)
             return
-        if rest is not None:
-            self._suspended(rest, size)
+        if rest is not None:  # it suspended: finish it, and what follows, in a task
+            # Handed to a server with its own buffer, the frame is counted there already.
+            in_flight = 0 if self._extra_buffered is not None else _size(payload)
+            self._backlog = collections.deque()
+            self._backlog_bytes = in_flight
+            self._start_task(rest, in_flight, context)
+            self._maybe_pause()
 
-    def _suspended(self, rest: Resume, size: int) -> None:
-        """A send suspended: from now on sends queue behind it, and a task finishes them."""
-        self._backlog = collections.deque()
-        self._backlog_bytes = size
-        self._task = asyncio.get_running_loop().create_task(self._finish(rest, size))
+    def _start_task(
+        self, first: Resume | None, in_flight: int, context: contextvars.Context | None = None
+    ) -> None:
+        if self._backlog is None:
+            self._backlog = collections.deque()
+        self._leftover = first
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._drain(first, in_flight), context=context)
 
-    async def _finish(self, first: Awaitable[None], size: int) -> None:
+    async def _drain(self, first: Resume | None, in_flight: int) -> None:
         backlog = self._backlog
         assert backlog is not None
+        handed_over = self._extra_buffered is not None
         try:
-            await first
-            self._backlog_bytes -= size
-            while backlog:
+            if first is not None:
+                self._leftover = None
+                await first
+                self._backlog_bytes -= in_flight
+            while backlog and not self._gone:
                 payload, text = backlog.popleft()
+                size = _size(payload)
+                if handed_over:  # the server's buffer counts it from now on
+                    self._backlog_bytes -= size
                 await self._send_one(payload, text)
-                self._backlog_bytes -= len(payload)
+                if not handed_over:
+                    self._backlog_bytes -= size
                 self._maybe_resume()
-            if self._close is not None and not self._close_sent:
+            if self._close is not None and not self._close_sent and not self._gone:
                 self._close_sent = True
                 await self._send_close(*self._close)
         except Exception as exc:
@@ -233,8 +220,14 @@ class EagerTransport:
             self._task = None
             self._maybe_resume()
 
+    def _maybe_pause(self) -> None:
+        if not self._paused and self.buffered_amount() > self.high_water:
+            self._paused = True
+            if self.peer is not None:
+                self.peer._pause_writing()
+
     def _maybe_resume(self) -> None:
-        if self._paused and self._backlog_bytes <= self._low_water:
+        if self._paused and max(self._backlog_bytes, 0) <= self._low_water:
             self._paused = False
             if self.peer is not None:
                 self.peer._resume_writing()
@@ -244,3 +237,4 @@ class EagerTransport:
         # receive loop is about to see it end. Nothing more can be written.
         logger.debug("send failed, connection is gone: %r", exc)
         self._gone = True
+        self._read_gate.set()

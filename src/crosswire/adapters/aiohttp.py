@@ -12,7 +12,8 @@ from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 
 from ..app import App
 from ..http import Accept, Headers, Request, Response
-from ._eager import EagerTransport
+from ..peer import high_water
+from ._eager import HIGH_WATER, EagerTransport
 
 __all__ = ["handler"]
 
@@ -57,15 +58,22 @@ def handler(app: App) -> Handler:
         if isinstance(result, Response):
             return _web_response(result)
         subprotocol = result.subprotocol if result.subprotocol in request.subprotocols else None
+        # aiohttp's writer waits for the socket to drain only past writer_limit: keep it (and
+        # the socket's high-water mark) within the peer's send buffer limit, so that a client
+        # that stops reading makes sends wait, and the peer sees it.
+        water = high_water(limits.send_buffer_limit, HIGH_WATER)
         ws = web.WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
             max_msg_size=limits.max_message_size,
             heartbeat=limits.ping_interval,
             timeout=limits.close_timeout,
+            writer_limit=water,
         )
         ws.headers.update(result.headers)
         await ws.prepare(web_request)
         raw = web_request.transport
+        if raw is not None:
+            raw.set_write_buffer_limits(high=water)
 
         send_frame = ws.send_frame
 
@@ -93,7 +101,6 @@ def handler(app: App) -> Handler:
             request,
             Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
         )
-        transport.start(peer)
         received: tuple[int, str] = (1006, "")
         try:
             while True:

@@ -151,7 +151,7 @@ class ASGIApp:
         def abort() -> None:
             # ASGI cannot drop a connection: stop serving it; the server then closes it.
             nonlocal aborted
-            if not aborted and handler_task is not None:
+            if not aborted and not disconnected and handler_task is not None:
                 aborted = True
                 handler_task.cancel()
 
@@ -167,7 +167,6 @@ class ASGIApp:
             request,
             Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
         )
-        transport.start(peer)
         limit = app.limits.max_message_size
         limit_chars = limit // 4  # a str this long or shorter is within the limit in UTF-8
         code, reason = 1006, ""
@@ -197,6 +196,8 @@ class ASGIApp:
         except OSError:
             pass
         finally:
-            disconnected = True
-            await transport.aclose()
-            peer._closed(code, reason)
+            disconnected = True  # from here on abort() cannot cancel this handler
+            try:
+                await transport.aclose()
+            finally:
+                peer._closed(code, reason)

@@ -46,10 +46,20 @@ _TEXT, _BINARY, _CONT, _CLOSE = (
 
 
 class _Transport:
-    __slots__ = ("_closer", "_loop", "_raw", "_timeout", "_ws", "send_binary", "send_text")
+    __slots__ = (
+        "_closer",
+        "_listener",
+        "_loop",
+        "_raw",
+        "_timeout",
+        "_ws",
+        "send_binary",
+        "send_text",
+    )
 
-    def __init__(self, ws: WSTransport, limits: Limits) -> None:
+    def __init__(self, ws: WSTransport, limits: Limits, listener: _Listener) -> None:
         self._ws = ws
+        self._listener = listener
         self._raw = ws.underlying_transport
         self._raw.set_write_buffer_limits(high=high_water(limits.send_buffer_limit, 64 * 1024))
         self._timeout = limits.close_timeout
@@ -62,10 +72,14 @@ class _Transport:
     def buffered_amount(self) -> int:
         return self._raw.get_write_buffer_size()
 
+    def bind(self, peer: Peer) -> None:
+        self._listener.peer = peer
+
     def close(self, code: int, reason: str) -> None:
         if self._ws.is_close_frame_sent:
             return
         self._ws.send_close(cast(WSCloseCode, code), reason.encode())
+        self.resume_reading()  # the client's close frame must be read
         self._closer = self._loop.call_later(self._timeout, self._ws.disconnect, False)
 
     def abort(self) -> None:
@@ -93,7 +107,7 @@ class _Listener(WSListener):
         self._receive: Callable[[str | bytes, bool], None] = _not_connected
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        self._transport = _Transport(transport, self._app.limits)
+        self._transport = _Transport(transport, self._app.limits, self)
         # picows does not expose the client address during its handshake; add it now.
         peername = transport.underlying_transport.get_extra_info("peername")
         request = dataclasses.replace(

@@ -71,11 +71,16 @@ class _Transport:
     def buffered_amount(self) -> int:
         return self._transport.get_write_buffer_size()
 
+    def bind(self, peer: Peer) -> None:
+        self._conn.peer = peer
+
     def close(self, code: int, reason: str) -> None:
+        self._read_gate.set()
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._conn.close(code, reason))
 
     def abort(self) -> None:
+        self._read_gate.set()
         self._transport.abort()
 
     def pause_reading(self) -> None:
@@ -152,7 +157,6 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
             headers=accept.headers, subprotocol=conn.subprotocol, context=accept.context
         )
         peer = app.connect(transport, _request(conn, conn.request), accept)
-        conn.peer = peer
         gate = transport._read_gate
         receive = peer._receive_data
         try:

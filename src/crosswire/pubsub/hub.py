@@ -45,12 +45,22 @@ class Hub:
     def publish(self, topic: str, data: object, *, exclude: Peer | None = None) -> int:
         """Write ``data`` to every open subscriber of ``topic`` but ``exclude``.
 
-        Returns how many peers it was written to.
+        ``data`` is encoded once (see :func:`~crosswire.peer.encode`). Returns how many peers it
+        was written to.
         """
+        if topic not in self._topics:
+            return 0
+        payload, text = encode(data)
+        return self.publish_frame(topic, payload, text=text, exclude=exclude)
+
+    def publish_frame(
+        self, topic: str, payload: bytes, *, text: bool, exclude: Peer | None = None
+    ) -> int:
+        """Write an encoded frame (UTF-8 ``payload`` for text) to every open subscriber of
+        ``topic`` but ``exclude``; returns how many peers it was written to."""
         members = self._topics.get(topic)
         if not members:
             return 0
-        payload, text = encode(data)
         count = 0
         open_ = ReadyState.OPEN
         # Copy: a write may close a slow peer, which unsubscribes it. The loop is Peer._write
