@@ -1,7 +1,8 @@
 """crosswire: typed real-time WebSocket backends for Python.
 
-Write WebSocket hooks once (:func:`define_hooks`), wrap them in an :class:`App`, and serve it
-on the standalone server (:func:`serve`), under any ASGI server (:func:`asgi`) or in aiohttp
+Write WebSocket hooks once (:func:`define_hooks`) or a typed :class:`Router` (schemas from
+:func:`message` and :func:`rpc`), wrap either in an :class:`App`, and serve it on the
+standalone server (:func:`serve`), under any ASGI server (:func:`asgi`) or in aiohttp
 (:func:`aiohttp_handler`).
 """
 
@@ -10,12 +11,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .app import App
-from .errors import ConfigurationError, CrosswireError
+from .context import CloseContext, ConnectionContext, EventContext, PublishResult, RpcContext
+from .errors import (
+    ConfigurationError,
+    CrosswireError,
+    ErrorCode,
+    ValidationError,
+    WsError,
+    is_retryable,
+)
 from .hooks import Hooks, define_hooks
 from .http import Accept, Headers, QueryParams, Request, Response
 from .limits import Limits
 from .peer import CloseCode, Message, Peer, ReadyState
 from .pubsub import Hub
+from .router import Heartbeat, LimitExceeded, Router
+from .schema import MessageSchema, message, rpc
 from .server import RunningServer, serve, start
 
 if TYPE_CHECKING:
@@ -25,23 +36,38 @@ __all__ = [
     "Accept",
     "App",
     "CloseCode",
+    "CloseContext",
     "ConfigurationError",
+    "ConnectionContext",
     "CrosswireError",
+    "ErrorCode",
+    "EventContext",
     "Headers",
+    "Heartbeat",
     "Hooks",
     "Hub",
+    "LimitExceeded",
     "Limits",
     "Message",
+    "MessageSchema",
     "Peer",
+    "PublishResult",
     "QueryParams",
     "ReadyState",
     "Request",
     "Response",
+    "Router",
+    "RpcContext",
     "RunningServer",
+    "ValidationError",
+    "WsError",
     "__version__",
     "aiohttp_handler",
     "asgi",
     "define_hooks",
+    "is_retryable",
+    "message",
+    "rpc",
     "serve",
     "start",
 ]

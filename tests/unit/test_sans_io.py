@@ -10,7 +10,17 @@ import crosswire
 SRC = Path(crosswire.__file__).parent
 
 #: Modules that take values and return values (STYLE.md, rule 1).
-CORE = ("errors.py", "limits.py", "http.py", "hooks.py")
+CORE = (
+    "errors.py",
+    "limits.py",
+    "http.py",
+    "hooks.py",
+    "rpc.py",
+    "schema/__init__.py",
+    "schema/codecs.py",
+    "wire/__init__.py",
+    "wire/canonical.py",
+)
 
 FORBIDDEN = {"asyncio", "socket", "selectors", "redis", "websockets", "aiohttp", "picows"}
 

@@ -1,0 +1,368 @@
+"""What handlers receive: a context for the connection, the message, or the RPC call.
+
+============================  =================================================================
+context                       given to
+============================  =================================================================
+:class:`ConnectionContext`    ``on_open`` and ``on_close`` handlers (``on_close`` also gets
+                              ``code`` and ``reason``)
+:class:`EventContext`         ``router.on`` handlers, middleware, ``on_auth``, ``on_error``
+:class:`RpcContext`           ``router.rpc`` handlers: adds ``reply``, ``progress``,
+                              ``deadline``, ``time_remaining()``, ``on_cancel``
+============================  =================================================================
+
+All sends go through the message's schema first: a payload that does not match raises
+:class:`~crosswire.ValidationError` in the handler (nothing is sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from .errors import ErrorCode, ValidationError, WsError
+from .schema import MessageSchema
+from .wire import canonical
+
+if TYPE_CHECKING:
+    from .peer import Peer
+    from .router import Router, Session
+
+__all__ = [
+    "CloseContext",
+    "ConnectionContext",
+    "EventContext",
+    "PublishResult",
+    "RpcContext",
+]
+
+logger = logging.getLogger("crosswire.router")
+
+P = TypeVar("P")
+
+_OUT_META: dict[str, type | tuple[type, ...]] = {
+    "correlationId": str,
+    "timestamp": (int, float),
+}
+#: Meta keys a received message may carry without its schema declaring them (the last two are
+#: the server's, added after decoding).
+_IN_META = frozenset({"correlationId", "timeoutMs", "timestamp", "clientId", "receivedAt"})
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """What a publish did: ``matched_local`` is how many peers of this process it reached."""
+
+    matched_local: int
+
+    @property
+    def ok(self) -> bool:
+        """Always True once the message was encoded and handed to the hub."""
+        return True
+
+
+class ConnectionContext:
+    """One connection, as seen by the router: its data, and what can be done with it."""
+
+    __slots__ = ("_router", "_session", "peer")
+
+    def __init__(self, router: Router, session: Session) -> None:
+        self._router = router
+        self._session = session
+        self.peer: Peer = session.peer
+
+    @property
+    def client_id(self) -> str:
+        """The connection's id (the peer's id); stable for its lifetime."""
+        return self.peer.id
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """Per-connection data: seeded by the ``upgrade`` hook's ``Accept(context=...)``."""
+        return self.peer.context
+
+    def assign_data(self, values: Mapping[str, Any]) -> None:
+        """Merge ``values`` into :attr:`data`."""
+        self.peer.context.update(values)
+
+    def get_data(self, key: str, default: Any = None) -> Any:
+        """One key of :attr:`data`."""
+        return self.peer.context.get(key, default)
+
+    def send(
+        self,
+        schema: MessageSchema[Any],
+        payload: Any = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Send a message of ``schema`` to this connection; False if it is closed."""
+        return self.peer._send_json(_frame(schema, payload, meta))
+
+    def subscribe(self, topic: str) -> None:
+        self.peer.subscribe(topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.peer.unsubscribe(topic)
+
+    def publish(
+        self,
+        topic: str,
+        schema: MessageSchema[Any],
+        payload: Any = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        exclude_self: bool = False,
+    ) -> PublishResult:
+        """Send a message of ``schema`` to every subscriber of ``topic`` (encoded once)."""
+        exclude = self.peer if exclude_self else None
+        return self._router._publish(topic, _frame(schema, payload, meta), exclude)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection."""
+        self.peer.close(code, reason)
+
+
+class CloseContext(ConnectionContext):
+    """Given to ``on_close`` handlers: the connection has ended with ``code`` and ``reason``."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, router: Router, session: Session, code: int, reason: str) -> None:
+        super().__init__(router, session)
+        self.code = code
+        self.reason = reason
+
+
+class EventContext(ConnectionContext, Generic[P]):
+    """A received message: ``type``, ``payload`` (validated, typed), ``meta``, ``received_at``.
+
+    ``payload`` is ``None`` in middleware (it runs before validation) and for schemas without a
+    payload. ``meta`` holds what the client sent plus the server's ``clientId`` and
+    ``receivedAt`` (ms since the epoch).
+    """
+
+    __slots__ = ("_envelope", "meta", "payload", "received_at", "schema", "type")
+
+    is_rpc = False
+
+    def __init__(
+        self,
+        router: Router,
+        session: Session,
+        schema: MessageSchema[P] | None,
+        envelope: canonical.Envelope,
+        received_at: float,
+    ) -> None:
+        super().__init__(router, session)
+        self.schema = schema
+        self.type = envelope.type
+        self._envelope = envelope
+        #: The validated payload; ``None`` in middleware (before validation) and for schemas
+        #: without a payload. Typed as the schema's payload type for handlers.
+        self.payload: P = cast(P, None)
+        self.received_at = received_at  # seconds since the epoch
+        meta = envelope.meta
+        meta["clientId"] = self.peer.id
+        meta["receivedAt"] = int(received_at * 1000)
+        self.meta: dict[str, Any] = meta
+
+    def _load(self) -> None:
+        """Validate the payload and custom meta against the schema (after middleware)."""
+        schema = self.schema
+        assert schema is not None
+        envelope = self._envelope
+        if schema.payload is not None:
+            if not envelope.has_payload:
+                raise ValidationError(
+                    f"{self.type} needs a payload",
+                    [{"path": ["payload"], "message": "required"}],
+                )
+            self.payload = schema.payload.load(envelope.payload)
+        elif envelope.has_payload:
+            raise ValidationError(
+                f"{self.type} takes no payload",
+                [{"path": ["payload"], "message": "not allowed"}],
+            )
+        meta = self.meta
+        if len(meta) > 2:  # more than the server's clientId and receivedAt
+            unknown = [k for k in meta if k not in _IN_META and k not in schema.meta_keys]
+            if unknown:
+                raise ValidationError(
+                    f"{self.type}: unknown meta key {unknown[0]!r}",
+                    [{"path": ["meta", k], "message": "unknown key"} for k in unknown],
+                )
+        if schema.meta is not None:
+            schema.meta.load({k: v for k, v in meta.items() if k in schema.meta_keys})
+
+    def time_remaining(self) -> float:
+        """Seconds left to answer: infinite for events."""
+        return float("inf")
+
+    def error(
+        self,
+        code: ErrorCode | str,
+        message: str = "",
+        details: Mapping[str, Any] | None = None,
+        *,
+        retryable: bool | None = None,
+        retry_after_ms: int | None = None,
+    ) -> bool:
+        """Send an ``ERROR`` frame to this connection."""
+        error = WsError(code, message, details, retryable=retryable, retry_after_ms=retry_after_ms)
+        return self.peer._send_json(canonical.encode_error(error, None))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.type} client={self.peer.id[:8]}>"
+
+
+class RpcContext(EventContext[P]):
+    """A received RPC request. Answer once with :meth:`reply` or :meth:`error`; send
+    :meth:`progress` before that. The handler is cancelled (``asyncio.CancelledError`` at its
+    next ``await``) when the client aborts, the deadline passes or the connection ends; the
+    callbacks given to :meth:`on_cancel` run first."""
+
+    __slots__ = (
+        "_cancel_callbacks",
+        "_task",
+        "_timer",
+        "cancelled",
+        "correlation_id",
+        "deadline",
+        "done",
+    )
+
+    is_rpc = True
+
+    def __init__(
+        self,
+        router: Router,
+        session: Session,
+        schema: MessageSchema[P],
+        envelope: canonical.Envelope,
+        received_at: float,
+        correlation_id: str,
+        deadline: float,
+    ) -> None:
+        super().__init__(router, session, schema, envelope, received_at)
+        self.correlation_id = correlation_id
+        #: When the reply is due, in seconds of the event loop's clock.
+        self.deadline = deadline
+        #: Whether a terminal reply or error has been sent (or the call was cancelled).
+        self.done = False
+        #: Whether the call was cancelled (abort, deadline or disconnect).
+        self.cancelled = False
+        self._cancel_callbacks: list[Callable[[], Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def time_remaining(self) -> float:
+        """Seconds left before the deadline (never negative)."""
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    def reply(self, payload: Any = None, *, meta: Mapping[str, Any] | None = None) -> bool:
+        """Send the terminal response (validated against ``schema.response``).
+
+        One-shot: returns False, and sends nothing, once the call has been answered.
+        """
+        if self.done:
+            logger.debug(
+                "RPC %s %s: reply after the call ended, ignored", self.type, self.correlation_id
+            )
+            return False
+        response = self.schema.response if self.schema is not None else None
+        assert response is not None
+        out_meta = {"correlationId": self.correlation_id}
+        if meta:
+            out_meta.update(_check_out_meta(response, meta))
+            out_meta["correlationId"] = self.correlation_id
+        frame = canonical.encode_message(response.type, out_meta, response.dump_payload(payload))
+        self._router._finish_call(self)
+        return self.peer._send_json(frame)
+
+    def error(
+        self,
+        code: ErrorCode | str,
+        message: str = "",
+        details: Mapping[str, Any] | None = None,
+        *,
+        retryable: bool | None = None,
+        retry_after_ms: int | None = None,
+    ) -> bool:
+        """Answer the call with an ``RPC_ERROR`` (terminal, one-shot like :meth:`reply`)."""
+        error = WsError(code, message, details, retryable=retryable, retry_after_ms=retry_after_ms)
+        if self.done:
+            return False
+        self._router._finish_call(self)
+        return self.peer._send_json(canonical.encode_error(error, self.correlation_id))
+
+    def progress(self, data: Any = None) -> bool:
+        """Send a non-terminal progress frame (any JSON value). Dropped (False) after the
+        terminal reply, and while the client is behind on reading if the router drops
+        progress under backpressure."""
+        if self.done:
+            return False
+        if self._router.drop_progress_on_backpressure and self.peer._under_backpressure:
+            return False
+        return self.peer._send_json(canonical.encode_progress(self.correlation_id, data))
+
+    def on_cancel(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Run ``callback`` if the call is cancelled; returns a function that unregisters it."""
+        self._cancel_callbacks.append(callback)
+
+        def unregister() -> None:
+            if callback in self._cancel_callbacks:
+                self._cancel_callbacks.remove(callback)
+
+        return unregister
+
+    def _cancel(self) -> None:
+        """Cancel the call: callbacks, then the handler's task."""
+        self.cancelled = True
+        self.done = True
+        callbacks, self._cancel_callbacks = self._cancel_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception(
+                    "RPC %s %s: an on_cancel callback raised", self.type, self.correlation_id
+                )
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def __repr__(self) -> str:
+        return f"<RpcContext {self.type} {self.correlation_id} client={self.peer.id[:8]}>"
+
+
+def _frame(schema: MessageSchema[Any], payload: Any, meta: Mapping[str, Any] | None) -> bytes:
+    if not isinstance(schema, MessageSchema):
+        raise TypeError(f"expected a message schema, got {schema!r}")
+    out_meta = _check_out_meta(schema, meta) if meta else None
+    return canonical.encode_message(schema.type, out_meta, schema.dump_payload(payload))
+
+
+def _check_out_meta(schema: MessageSchema[Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the meta of a message to send: standard keys, and the schema's custom ones."""
+    out = dict(meta)
+    custom = {}
+    for key, value in out.items():
+        kind = _OUT_META.get(key)
+        if kind is not None:
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValidationError(
+                    f"meta.{key} has the wrong type",
+                    [{"path": ["meta", key], "message": "wrong type"}],
+                )
+        elif key in schema.meta_keys:
+            custom[key] = value
+        else:
+            raise ValidationError(
+                f"{schema.type}: unknown meta key {key!r}",
+                [{"path": ["meta", key], "message": "unknown key"}],
+            )
+    if schema.meta is not None and custom:
+        schema.meta.load(custom)
+    return out

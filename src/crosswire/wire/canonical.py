@@ -1,0 +1,183 @@
+"""The canonical dialect: WS-Kit's ``{"type", "meta"?, "payload"?}`` in JSON text frames.
+
+:func:`decode` checks what every frame must satisfy, whatever its type: a JSON object, a
+non-empty string ``type``, no root keys but ``type``/``meta``/``payload``, ``meta`` an object
+whose standard keys have the right JSON types and which carries no server-stamped key. What
+depends on the message's schema (custom meta keys, the payload) is checked by the router.
+
+The ``encode_*`` functions build every frame the server sends. Each holds exactly the keys a
+strict WS-Kit client accepts, except progress frames, which carry their value under both
+``payload`` and ``data``: WS-Kit's server puts it in ``payload``, its client reads ``data``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..errors import ErrorCode, WsError
+
+__all__ = [
+    "ABORT",
+    "HEARTBEAT",
+    "HEARTBEAT_ACK",
+    "RPC_PROGRESS",
+    "BadFrame",
+    "Envelope",
+    "decode",
+    "encode_error",
+    "encode_heartbeat",
+    "encode_heartbeat_ack",
+    "encode_message",
+    "encode_progress",
+]
+
+RPC_PROGRESS = "$ws:rpc-progress"
+ABORT = "$ws:abort"
+HEARTBEAT = "__heartbeat"
+HEARTBEAT_ACK = "__heartbeat_ack"
+ERROR = "ERROR"
+RPC_ERROR = "RPC_ERROR"
+
+_ROOT_KEYS = frozenset({"type", "meta", "payload"})
+_RESERVED_META = frozenset({"clientId", "receivedAt"})
+#: Correlation ids longer than this are refused: they are echoed in every reply.
+MAX_CORRELATION_ID = 256
+
+
+class BadFrame(WsError):
+    """A frame that breaks the protocol; answered with an ``INVALID_ARGUMENT`` error.
+
+    ``correlation_id`` is the frame's ``meta.correlationId`` when it could be read, so that an
+    RPC caller gets its error at once instead of waiting for its timeout.
+    """
+
+    def __init__(self, message: str, *, correlation_id: str | None = None) -> None:
+        super().__init__(ErrorCode.INVALID_ARGUMENT, message)
+        self.correlation_id = correlation_id
+
+
+class Envelope:
+    """A decoded frame. ``meta`` is the client's meta (standard keys checked); ``payload`` is
+    the raw JSON value, ``has_payload`` whether the key was present."""
+
+    __slots__ = ("correlation_id", "has_payload", "meta", "payload", "type")
+
+    def __init__(self, type: str, meta: dict[str, Any], payload: Any, has_payload: bool) -> None:
+        self.type = type
+        self.meta = meta
+        self.payload = payload
+        self.has_payload = has_payload
+        cid = meta.get("correlationId")
+        self.correlation_id: str | None = cid
+
+    def __repr__(self) -> str:
+        return f"<Envelope {self.type} meta={sorted(self.meta)} payload={self.has_payload}>"
+
+
+def decode(data: str | bytes) -> Envelope:
+    """Parse one frame; raises :class:`BadFrame` with a message that says what is wrong."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadFrame(f"malformed JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise BadFrame('a frame is a JSON object: {"type": ..., "meta"?: {...}, "payload"?: ...}')
+    meta = obj.get("meta")
+    cid = _peek_correlation_id(meta)
+    kind = obj.get("type")
+    if type(kind) is not str or not kind:
+        raise BadFrame('missing "type": a frame needs a non-empty string type', correlation_id=cid)
+    if len(obj) > 1 and not _ROOT_KEYS.issuperset(obj):
+        extra = sorted(set(obj) - _ROOT_KEYS)
+        raise BadFrame(
+            f"unknown key(s) {extra} at the root: a frame has only type, meta and payload",
+            correlation_id=cid,
+        )
+    if meta is None:
+        if "meta" in obj:
+            raise BadFrame("meta must be an object, not null", correlation_id=cid)
+        meta = {}
+    elif type(meta) is not dict:
+        raise BadFrame("meta must be an object", correlation_id=cid)
+    elif meta:
+        _check_meta(meta, cid)
+    has_payload = "payload" in obj
+    return Envelope(kind, meta, obj.get("payload"), has_payload)
+
+
+def _peek_correlation_id(meta: Any) -> str | None:
+    if type(meta) is dict:
+        cid = meta.get("correlationId")
+        if type(cid) is str and 0 < len(cid) <= MAX_CORRELATION_ID:
+            return cid
+    return None
+
+
+def _check_meta(meta: dict[str, Any], cid: str | None) -> None:
+    if "correlationId" in meta:
+        value = meta["correlationId"]
+        if type(value) is not str or not value or len(value) > MAX_CORRELATION_ID:
+            raise BadFrame(
+                f"meta.correlationId must be a non-empty string of at most "
+                f"{MAX_CORRELATION_ID} characters"
+            )
+    if "timeoutMs" in meta:
+        value = meta["timeoutMs"]
+        if type(value) is not int or value <= 0:
+            raise BadFrame("meta.timeoutMs must be a positive integer", correlation_id=cid)
+    if "timestamp" in meta:
+        value = meta["timestamp"]
+        if type(value) not in (int, float):
+            raise BadFrame("meta.timestamp must be a number", correlation_id=cid)
+    stamped = _RESERVED_META.intersection(meta)
+    if stamped:
+        raise BadFrame(
+            f"meta.{min(stamped)} is stamped by the server and cannot be sent",
+            correlation_id=cid,
+        )
+
+
+def encode_message(
+    type: str, meta: dict[str, Any] | None, payload: orjson.Fragment | None
+) -> bytes:
+    """``{"type", "meta", "payload"?}``; ``payload`` is already validated JSON."""
+    if payload is None:
+        return orjson.dumps({"type": type, "meta": meta or {}})
+    return orjson.dumps({"type": type, "meta": meta or {}, "payload": payload})
+
+
+def encode_error(error: WsError, correlation_id: str | None) -> bytes:
+    """``ERROR`` (no correlation id) or ``RPC_ERROR`` (with ``meta.correlationId``)."""
+    if correlation_id is None:
+        return orjson.dumps({"type": ERROR, "meta": {}, "payload": error.to_payload()})
+    return orjson.dumps(
+        {
+            "type": RPC_ERROR,
+            "meta": {"correlationId": correlation_id},
+            "payload": error.to_payload(),
+        }
+    )
+
+
+def encode_progress(correlation_id: str, data: Any) -> bytes:
+    """A progress frame of an RPC, the value under both ``payload`` and ``data``."""
+    return orjson.dumps(
+        {
+            "type": RPC_PROGRESS,
+            "meta": {"correlationId": correlation_id},
+            "payload": data,
+            "data": data,
+        }
+    )
+
+
+def encode_heartbeat() -> bytes:
+    """The server's heartbeat; a client answers ``__heartbeat_ack``."""
+    return b'{"type":"__heartbeat"}'
+
+
+def encode_heartbeat_ack(now_ms: int) -> bytes:
+    """The answer to a client's ``__heartbeat``, with the server's clock."""
+    return orjson.dumps({"type": HEARTBEAT_ACK, "meta": {"ts": now_ms}})

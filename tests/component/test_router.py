@@ -1,0 +1,396 @@
+"""The router through the in-process test client: registration, middleware, contexts,
+lifecycle, errors. RPC semantics are in test_rpc.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from crosswire import (
+    Accept,
+    App,
+    ConfigurationError,
+    ErrorCode,
+    EventContext,
+    Limits,
+    Router,
+    WsError,
+    message,
+    rpc,
+)
+from crosswire.testing import TestClient
+
+Echo = message("ECHO", {"text": str})
+Ping = message("PING")
+Pong = message("PONG", {"n": int})
+Add = rpc("ADD", {"a": int, "b": int}, "ADD_RESULT", {"sum": int})
+Traced = message("TRACED", {"action": str}, meta={"traceId": str})
+
+
+def echo_router() -> Router:
+    router = Router()
+    router.on(Echo, lambda ctx: ctx.send(Echo, {"text": ctx.payload.text}))
+    router.rpc(Add, lambda ctx: ctx.reply({"sum": ctx.payload.a + ctx.payload.b}))
+    return router
+
+
+# -- registration -----------------------------------------------------------------------------
+
+
+def test_registration_errors_are_raised_at_startup() -> None:
+    router = Router()
+    with pytest.raises(ConfigurationError, match="has no response"):
+        router.rpc(Echo, lambda ctx: None)
+    with pytest.raises(ConfigurationError, match="use router.rpc"):
+        router.on(Add, lambda ctx: None)
+    with pytest.raises(ConfigurationError, match=r"handler must accept 1 positional"):
+        router.on(Echo, lambda: None)  # type: ignore[arg-type,misc]
+    with pytest.raises(ConfigurationError, match="middleware must accept 2"):
+        router.use(lambda ctx: None)  # type: ignore[arg-type,misc]
+    with pytest.raises(ConfigurationError, match="expected a schema"):
+        router.on("ECHO", lambda ctx: None)  # type: ignore[arg-type]
+    router.on(Echo, lambda ctx: None)
+    with pytest.raises(ConfigurationError, match="already has a handler"):
+        router.on(Echo, lambda ctx: None)
+
+    async def on_error(error: WsError, ctx: Any) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="plain functions"):
+        router.on_error(on_error)
+
+
+def test_a_router_needs_room_in_the_transport_limit() -> None:
+    with pytest.raises(ConfigurationError, match="max_payload_bytes"):
+        App(Router(max_payload_bytes=2_000_000), limits=Limits(max_message_size=1_000_000))
+
+
+# -- events, middleware --------------------------------------------------------------------
+
+
+async def test_event_handler_sees_typed_payload_meta_and_connection() -> None:
+    seen: list[Any] = []
+
+    def handle(ctx: EventContext[Any]) -> None:
+        seen.append((ctx.type, ctx.payload.action, dict(ctx.meta), ctx.client_id, ctx.is_rpc))
+        ctx.send(Pong, {"n": 1}, meta={"timestamp": 5})
+
+    router = Router().on(Traced, handle)
+    async with TestClient(router).connect() as conn:
+        await conn.send(Traced, {"action": "x"}, meta={"traceId": "t-1", "timestamp": 1})
+        pong = await conn.receive_as(Pong)
+        assert pong.payload.n == 1 and pong.meta == {"timestamp": 5}
+    (kind, action, meta, client_id, is_rpc) = seen[0]
+    assert (kind, action, is_rpc) == ("TRACED", "x", False)
+    assert meta["traceId"] == "t-1" and meta["timestamp"] == 1
+    assert meta["clientId"] == client_id and isinstance(meta["receivedAt"], int)
+
+
+async def test_middleware_order_short_circuit_and_route_middleware() -> None:
+    order: list[str] = []
+    router = Router()
+
+    async def outer(ctx: EventContext[Any], next: Any) -> None:
+        order.append(f"outer-before:{ctx.payload}")  # payload not validated yet
+        await next()
+        order.append("outer-after")
+
+    def gate(ctx: EventContext[Any], next: Any) -> Any:
+        if ctx.get_data("user") is None and ctx.type != "PING":
+            ctx.error("UNAUTHENTICATED", "log in first")
+            return None
+        return next()
+
+    def route_mw(ctx: EventContext[Any], next: Any) -> Any:
+        order.append("route")
+        return next()
+
+    router.use(outer).use(gate)
+    router.route(Echo).use(route_mw).on(lambda ctx: order.append(f"handler:{ctx.payload.text}"))
+    router.on(Ping, lambda ctx: ctx.assign_data({"user": "ada"}))
+    async with TestClient(router).connect() as conn:
+        await conn.send(Echo, {"text": "a"})
+        error = await conn.expect_error("UNAUTHENTICATED")
+        assert error.message == "log in first"
+        await conn.send(Ping)
+        await conn.send(Echo, {"text": "b"})
+        await asyncio.sleep(0.01)
+    assert order == [
+        "outer-before:None",
+        "outer-after",
+        "outer-before:None",
+        "outer-after",
+        "outer-before:None",
+        "route",
+        "handler:b",
+        "outer-after",
+    ]
+
+
+async def test_plain_routes_run_inline_and_async_ones_in_a_task() -> None:
+    where: list[str] = []
+
+    def plain(ctx: EventContext[Any]) -> None:
+        where.append("inline" if asyncio.current_task() is outer_task else "task")
+
+    async def awaiting(ctx: EventContext[Any]) -> None:
+        async with asyncio.timeout(1):  # belongs to the handler's own task
+            await asyncio.sleep(0)
+        where.append("inline" if asyncio.current_task() is outer_task else "task")
+
+    router = Router().on(Echo, plain).on(Ping, awaiting)
+    outer_task = asyncio.current_task()
+    async with TestClient(router).connect() as conn:
+        await conn.send(Echo, {"text": "x"})
+        await conn.send(Ping)
+        await asyncio.sleep(0.01)
+    assert where == ["inline", "task"]
+
+
+async def test_merge_off_and_reset() -> None:
+    def tag(ctx: EventContext[Any], next: Any) -> Any:
+        ctx.assign_data({"via": "chat"})
+        return next()
+
+    chat = Router()
+    chat.use(tag)
+    chat.on(Echo, lambda ctx: ctx.send(Echo, {"text": ctx.get_data("via")}))
+    main = Router().on(Ping, lambda ctx: ctx.send(Pong, {"n": 0 if ctx.get_data("via") else 1}))
+    main.merge(chat)
+    with pytest.raises(ConfigurationError, match="both routers handle"):
+        main.merge(Router().on(Echo, lambda ctx: None))
+    client = TestClient(main)
+    async with client.connect() as conn:
+        await conn.send(Ping)
+        assert (await conn.receive_as(Pong)).payload.n == 1  # chat's middleware not applied
+        await conn.send(Echo, {"text": "?"})
+        assert (await conn.receive_as(Echo)).payload.text == "chat"
+        main.off(Echo)
+        await conn.send(Echo, {"text": "?"})
+        await conn.expect_error("UNIMPLEMENTED")
+        main.reset()
+        await conn.send(Ping)
+        await conn.expect_error("UNIMPLEMENTED")
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+
+async def test_open_close_and_publish_from_outside() -> None:
+    log: list[Any] = []
+    router = Router()
+
+    def opened(ctx: Any) -> None:
+        ctx.subscribe("news")
+        ctx.send(Pong, {"n": 0})
+
+    router.on_open(opened)
+
+    async def closed(ctx: Any) -> None:
+        log.append(("close", ctx.code, ctx.reason, ctx.get_data("name")))
+
+    router.on_close(closed)
+    router.on(
+        Echo, lambda ctx: ctx.publish("news", Echo, {"text": ctx.payload.text}, exclude_self=True)
+    )
+    client = TestClient(router)
+    async with client.connect() as a, client.connect() as b:
+        for conn in (a, b):
+            assert (await conn.receive_as(Pong)).payload.n == 0
+        a.peer.context["name"] = "ada"
+        result = router.publish("news", Echo, {"text": "from cron"})
+        assert result.matched_local == 2 and result.ok
+        for conn in (a, b):
+            assert (await conn.receive_as(Echo)).payload.text == "from cron"
+        await a.send(Echo, {"text": "hello"})
+        assert (await b.receive_as(Echo)).payload.text == "hello"
+        await asyncio.sleep(0)
+        assert a.pending == []  # exclude_self
+        await a.close(4000, "bye")
+    await asyncio.sleep(0.01)
+    assert ("close", 4000, "bye", "ada") in log
+
+
+async def test_on_auth_false_rejects_with_unauthenticated_and_1008() -> None:
+    router = echo_router()
+    router.on_upgrade(lambda request: Accept(context={"user": request.query.get("user")}))
+    router.on_auth(lambda ctx: ctx.get_data("user") is not None)
+    client = TestClient(router)
+    async with client.connect(query="user=ada") as conn:
+        reply = await conn.request(Add, {"a": 2, "b": 2})
+        assert reply.payload.sum == 4
+    async with client.connect() as conn:
+        await conn.send(Echo, {"text": "x"})
+        await conn.expect_error("UNAUTHENTICATED")
+        await conn.expect_close(1008)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "says"),
+    [
+        ("{nope", "INVALID_ARGUMENT", "malformed JSON"),
+        ('{"meta": {}}', "INVALID_ARGUMENT", 'missing "type"'),
+        ('{"type": "NOPE"}', "UNIMPLEMENTED", "no handler for message type 'NOPE'"),
+        ('{"type": "ECHO", "payload": {"text": 5}}', "INVALID_ARGUMENT", "invalid payload"),
+        ('{"type": "ECHO", "payload": {"text": "a", "x": 1}}', "INVALID_ARGUMENT", "x"),
+        ('{"type": "ECHO"}', "INVALID_ARGUMENT", "needs a payload"),
+        ('{"type": "ECHO", "payload": {"text": "a"}, "extra": 1}', "INVALID_ARGUMENT", "root"),
+        (
+            '{"type": "ECHO", "meta": {"who": 1}, "payload": {"text": "a"}}',
+            "INVALID_ARGUMENT",
+            "meta key 'who'",
+        ),
+        (
+            '{"type": "ECHO", "meta": {"clientId": "me"}, "payload": {"text": "a"}}',
+            "INVALID_ARGUMENT",
+            "stamped",
+        ),
+        ('{"type": "$ws:nope"}', "INVALID_ARGUMENT", "reserved"),
+        ('{"type": "__sneaky"}', "INVALID_ARGUMENT", "reserved"),
+    ],
+)
+async def test_bad_input_gets_a_documented_error_and_the_connection_lives(
+    frame: str, code: str, says: str
+) -> None:
+    async with TestClient(echo_router()).connect() as conn:
+        await conn.send_raw(frame)
+        error = await conn.expect_error(code)
+        assert says in error.message
+        await conn.send(Echo, {"text": "still here"})
+        assert (await conn.receive_as(Echo)).payload.text == "still here"
+
+
+async def test_rpc_frames_with_errors_get_rpc_error_with_their_correlation_id() -> None:
+    async with TestClient(echo_router()).connect() as conn:
+        await conn.send_raw('{"type": "NOPE", "meta": {"correlationId": "q1"}}')
+        frame = await conn.receive()
+        assert frame.type == "RPC_ERROR" and frame.correlation_id == "q1"
+        await conn.send_raw('{"type": "ADD", "meta": {"correlationId": "q2"}, "payload": {"a": 1}}')
+        frame = await conn.receive()
+        assert frame.json == {
+            "type": "RPC_ERROR",
+            "meta": {"correlationId": "q2"},
+            "payload": {
+                "code": "INVALID_ARGUMENT",
+                "message": "invalid payload: Object missing required field `b` at b",
+                "details": {
+                    "issues": [{"path": ["b"], "message": "Object missing required field `b`"}]
+                },
+            },
+        }
+
+
+async def test_handler_exceptions_become_internal_without_details(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def boom(ctx: Any) -> None:
+        raise RuntimeError("db password is hunter2")
+
+    router = Router().on(Echo, boom)
+    with caplog.at_level(logging.ERROR, logger="crosswire.router"):
+        async with TestClient(router).connect() as conn:
+            await conn.send(Echo, {"text": "x"})
+            error = await conn.expect_error("INTERNAL")
+    assert error.message == "internal server error" and not error.details
+    assert "hunter2" not in str(error.to_payload())
+    assert "RuntimeError" in caplog.text  # the server's log has it
+
+    exposed = Router(expose_error_details=True).on(Echo, boom)
+    async with TestClient(exposed).connect() as conn:
+        await conn.send(Echo, {"text": "x"})
+        error = await conn.expect_error("INTERNAL")
+    assert error.message == "RuntimeError: db password is hunter2"
+
+
+async def test_ws_errors_from_handlers_keep_their_code_and_on_error_can_suppress() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(ctx: Any) -> None:
+        raise WsError("NOT_FOUND", "no such room", {"room": ctx.payload.text})
+
+    router = Router().on(Echo, handler).on(Ping, lambda ctx: 1 / 0)
+
+    def on_error(error: WsError, ctx: Any) -> bool | None:
+        seen.append((error.code, ctx.type if ctx is not None else None))
+        return False if error.code == ErrorCode.INTERNAL else None
+
+    router.on_error(on_error)
+    async with TestClient(router).connect() as conn:
+        await conn.send(Echo, {"text": "blue"})
+        error = await conn.expect_error("NOT_FOUND")
+        assert error.details == {"room": "blue"}
+        await conn.send(Ping)  # suppressed
+        await conn.send_raw("{bad")
+        await conn.expect_error("INVALID_ARGUMENT")
+        assert conn.pending == []
+    assert seen == [("NOT_FOUND", "ECHO"), ("INTERNAL", "PING"), ("INVALID_ARGUMENT", None)]
+
+
+async def test_outbound_payloads_are_validated_and_the_failure_is_internal() -> None:
+    router = Router().on(Echo, lambda ctx: ctx.send(Pong, {"n": "not a number"}))
+    async with TestClient(router).connect() as conn:
+        await conn.send(Echo, {"text": "x"})
+        await conn.expect_error("INTERNAL")  # a server bug, not the client's
+
+
+async def test_heartbeat_frames_and_stale_connections() -> None:
+    from crosswire import Heartbeat
+
+    stale: list[str] = []
+    router = Router(
+        heartbeat=Heartbeat(
+            interval=0.05, timeout=0.05, on_stale_connection=lambda cid, peer: stale.append(cid)
+        )
+    )
+    async with TestClient(router).connect() as conn:
+        await conn.send_raw('{"type": "__heartbeat"}')
+        ack = await conn.receive()
+        assert ack.type == "__heartbeat_ack" and isinstance(ack.meta["ts"], int)
+        ping = await conn.receive(timeout=1)  # idle: the server asks
+        assert ping.json == {"type": "__heartbeat"}
+        await conn.send_raw('{"type": "__heartbeat_ack"}')
+        assert (await conn.receive(timeout=1)).type == "__heartbeat"  # next idle period
+        code, reason = await conn.expect_close(4002, timeout=1)  # this time, no answer
+        assert reason == "heartbeat timeout"
+        assert stale == [conn.peer.id]
+
+
+async def test_payload_limit_calls_on_limit_exceeded_and_closes_1009() -> None:
+    seen: list[Any] = []
+    router = echo_router().on_limit_exceeded(seen.append)
+    router.max_payload_bytes = 100
+    async with TestClient(router).connect() as conn:
+        await conn.send(Echo, {"text": "x" * 200})
+        await conn.expect_close(1009)
+    (info,) = seen
+    assert (info.type, info.limit) == ("payload", 100) and info.observed > 200
+
+
+async def test_test_client_waits_have_a_default_timeout() -> None:
+    async with TestClient(echo_router(), timeout=0.05).connect() as conn:
+        with pytest.raises(TimeoutError):
+            await conn.receive()
+
+
+async def test_on_upgrade_refuses_before_the_websocket_opens() -> None:
+    from crosswire import Response
+    from crosswire.testing import Rejected
+
+    router = echo_router().on_upgrade(
+        lambda request: None if request.headers.get("x-key") == "k" else Response(401, "no key")
+    )
+    client = TestClient(router)
+    with pytest.raises(Rejected) as refused:
+        async with client.connect():
+            pass
+    assert refused.value.status == 401
+    async with client.connect(headers={"X-Key": "k"}) as conn:
+        assert (await conn.request(Add, {"a": 1, "b": 1})).payload.sum == 2
+    with pytest.raises(ConfigurationError, match="already has an on_upgrade"):
+        router.on_upgrade(lambda request: None)

@@ -1,0 +1,79 @@
+"""The canonical dialect's decoder and encoders, without a router."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from crosswire import WsError
+from crosswire.wire import canonical
+
+
+def test_decode_a_full_frame() -> None:
+    env = canonical.decode(
+        b'{"type":"ADD","meta":{"correlationId":"c1","timeoutMs":50,"timestamp":1.5},'
+        b'"payload":{"a":1}}'
+    )
+    assert (env.type, env.correlation_id, env.payload, env.has_payload) == (
+        "ADD",
+        "c1",
+        {"a": 1},
+        True,
+    )
+    bare = canonical.decode('{"type":"PING"}')
+    assert bare.meta == {} and not bare.has_payload and bare.correlation_id is None
+
+
+@pytest.mark.parametrize(
+    ("frame", "says", "cid"),
+    [
+        (b"{not json", "malformed JSON", None),
+        (b"[1, 2]", "a frame is a JSON object", None),
+        (b'{"payload": {}}', 'missing "type"', None),
+        (b'{"type": ""}', 'missing "type"', None),
+        (b'{"type": 7, "meta": {"correlationId": "c"}}', 'missing "type"', "c"),
+        (b'{"type": "A", "topic": "t"}', "unknown key(s) ['topic'] at the root", None),
+        (b'{"type": "A", "meta": null}', "meta must be an object", None),
+        (b'{"type": "A", "meta": [1]}', "meta must be an object", None),
+        (b'{"type": "A", "meta": {"correlationId": 5}}', "meta.correlationId must be", None),
+        (b'{"type": "A", "meta": {"correlationId": "c", "timeoutMs": 0}}', "timeoutMs", "c"),
+        (b'{"type": "A", "meta": {"timeoutMs": true}}', "timeoutMs", None),
+        (b'{"type": "A", "meta": {"timestamp": "now"}}', "timestamp", None),
+        (b'{"type": "A", "meta": {"clientId": "me"}}', "stamped by the server", None),
+        (b'{"type": "A", "meta": {"receivedAt": 1}}', "stamped by the server", None),
+    ],
+)
+def test_bad_frames_say_what_is_wrong(frame: bytes, says: str, cid: str | None) -> None:
+    with pytest.raises(canonical.BadFrame) as bad:
+        canonical.decode(frame)
+    assert says in bad.value.message
+    assert bad.value.code == "INVALID_ARGUMENT"
+    assert bad.value.correlation_id == cid
+
+
+def test_encoders_emit_exactly_the_protocol_keys() -> None:
+    assert orjson.loads(canonical.encode_message("PONG", None, None)) == {
+        "type": "PONG",
+        "meta": {},
+    }
+    assert orjson.loads(
+        canonical.encode_message("R", {"correlationId": "c"}, orjson.Fragment(b'{"x":1}'))
+    ) == {"type": "R", "meta": {"correlationId": "c"}, "payload": {"x": 1}}
+    assert orjson.loads(canonical.encode_error(WsError("NOT_FOUND", "gone"), None)) == {
+        "type": "ERROR",
+        "meta": {},
+        "payload": {"code": "NOT_FOUND", "message": "gone"},
+    }
+    assert orjson.loads(canonical.encode_error(WsError("CANCELLED"), "c9"))["meta"] == {
+        "correlationId": "c9"
+    }
+    assert orjson.loads(canonical.encode_progress("c", {"n": 1})) == {
+        "type": "$ws:rpc-progress",
+        "meta": {"correlationId": "c"},
+        "payload": {"n": 1},
+        "data": {"n": 1},
+    }
+    assert orjson.loads(canonical.encode_heartbeat_ack(123)) == {
+        "type": "__heartbeat_ack",
+        "meta": {"ts": 123},
+    }
