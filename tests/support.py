@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -105,12 +106,12 @@ class Log:
         return await asyncio.wait_for(wait(), TIMEOUT)
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+async def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:  # noqa: ASYNC109
     """Wait until ``condition()`` holds (checked every 10 ms), at most ``timeout`` seconds: for
-    server state no event announces."""
+    server state no event announces, so polling is the only way to observe it."""
 
     async def wait() -> None:
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - no event announces this state
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(wait(), timeout)
@@ -158,3 +159,27 @@ class Command:
 
 
 RunCommand = Callable[..., Awaitable[Command]]
+
+
+class CanonicalClient:
+    """A real WebSocket client speaking the canonical dialect, for tests over sockets."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self._next = 0
+
+    async def send(self, type: str, payload: Any = None, **meta: Any) -> None:
+        frame: dict[str, Any] = {"type": type}
+        if meta:
+            frame["meta"] = meta
+        if payload is not None:
+            frame["payload"] = payload
+        await self.ws.send(orjson.dumps(frame).decode())
+
+    async def receive(self) -> dict[str, Any]:
+        frame: dict[str, Any] = orjson.loads(await recv(self.ws))
+        return frame
+
+    def correlation_id(self) -> str:
+        self._next += 1
+        return f"c{self._next}"

@@ -178,6 +178,17 @@ class Router:
         self._on_limit: list[Handler] = []
         self._runs: dict[str, Callable[[Any], Any]] = {}
 
+    @property
+    def schemas(self) -> tuple[MessageSchema[Any], ...]:
+        """The schemas this router handles, and the responses of its RPCs (for docs and
+        conformance tests)."""
+        found: list[MessageSchema[Any]] = []
+        for route in self._routes.values():
+            found.append(route.schema)
+            if route.schema.response is not None:
+                found.append(route.schema.response)
+        return tuple(found)
+
     # -- registration ----------------------------------------------------------------------
 
     def on(self, schema: MessageSchema[P], handler: Callable[[EventContext[P]], Any]) -> Router:

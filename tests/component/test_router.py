@@ -44,7 +44,7 @@ def test_registration_errors_are_raised_at_startup() -> None:
     router = Router()
     with pytest.raises(ConfigurationError, match="has no response"):
         router.rpc(Echo, lambda ctx: None)
-    with pytest.raises(ConfigurationError, match="use router.rpc"):
+    with pytest.raises(ConfigurationError, match=r"use router\.rpc"):
         router.on(Add, lambda ctx: None)
     with pytest.raises(ConfigurationError, match=r"handler must accept 1 positional"):
         router.on(Echo, lambda: None)  # type: ignore[arg-type,misc]
@@ -356,7 +356,7 @@ async def test_heartbeat_frames_and_stale_connections() -> None:
         assert ping.json == {"type": "__heartbeat"}
         await conn.send_raw('{"type": "__heartbeat_ack"}')
         assert (await conn.receive(timeout=1)).type == "__heartbeat"  # next idle period
-        code, reason = await conn.expect_close(4002, timeout=1)  # this time, no answer
+        _, reason = await conn.expect_close(4002, timeout=1)  # this time, no answer
         assert reason == "heartbeat timeout"
         assert stale == [conn.peer.id]
 

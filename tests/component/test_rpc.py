@@ -1,0 +1,232 @@
+"""RPC semantics through the in-process client: correlation, deadlines, abort, disconnect,
+in-flight limit, progress, one-shot replies. test_echo_example.py does the same over sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+import pytest
+
+from crosswire import ErrorCode, Router, RpcContext, WsError, rpc
+from crosswire.testing import TestClient
+
+Add = rpc("ADD", {"a": int, "b": int}, "ADD_RESULT", {"sum": int})
+Wait = rpc("WAIT", {"seconds": float}, "WAITED", {"ok": bool})
+Steps = rpc("STEPS", {"n": int}, "STEPS_DONE", {"total": int})
+
+
+class Recorder:
+    """What the handlers saw, for assertions."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.changed = asyncio.Event()
+
+    def add(self, *event: Any) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    async def wait_for(self, name: str) -> tuple[Any, ...]:
+        async def wait() -> tuple[Any, ...]:
+            while True:
+                for event in self.events:
+                    if event[0] == name:
+                        return event  # type: ignore[no-any-return]
+                self.changed.clear()
+                await self.changed.wait()
+
+        return await asyncio.wait_for(wait(), 2)
+
+
+def make_router(rec: Recorder, **options: Any) -> Router:
+    router = Router(**options)
+    router.rpc(Add, lambda ctx: ctx.reply({"sum": ctx.payload.a + ctx.payload.b}))
+
+    async def wait(ctx: RpcContext[Any]) -> None:
+        ctx.on_cancel(lambda: rec.add("cancelled", ctx.correlation_id))
+        rec.add("started", ctx.correlation_id, ctx.time_remaining())
+        try:
+            await asyncio.sleep(ctx.payload.seconds)
+        except asyncio.CancelledError:
+            rec.add("handler saw CancelledError", ctx.correlation_id)
+            raise
+        ctx.reply({"ok": True})
+
+    async def steps(ctx: RpcContext[Any]) -> None:
+        for i in range(1, ctx.payload.n + 1):
+            ctx.progress({"step": i})
+            await asyncio.sleep(0)
+        ctx.reply({"total": ctx.payload.n})
+        rec.add("second reply", ctx.reply({"total": -1}), ctx.error("INTERNAL"), ctx.progress(9))
+
+    router.rpc(Wait, wait)
+    router.rpc(Steps, steps)
+    return router
+
+
+async def test_reply_is_correlated_and_typed() -> None:
+    async with TestClient(make_router(Recorder())).connect() as conn:
+        reply = await conn.request(Add, {"a": 2, "b": 3}, correlation_id="abc")
+        assert reply.correlation_id == "abc" and reply.payload.sum == 5
+        assert reply.json == {
+            "type": "ADD_RESULT",
+            "meta": {"correlationId": "abc"},
+            "payload": {"sum": 5},
+        }
+
+
+async def test_missing_correlation_id_is_synthesized() -> None:
+    async with TestClient(make_router(Recorder())).connect() as conn:
+        await conn.send_raw('{"type": "ADD", "payload": {"a": 1, "b": 1}}')
+        reply = await conn.receive()
+        assert reply.type == "ADD_RESULT" and reply.correlation_id == "srv-1"
+
+
+async def test_progress_comes_before_the_reply_and_later_answers_are_ignored() -> None:
+    rec = Recorder()
+    progress: list[Any] = []
+    async with TestClient(make_router(rec)).connect() as conn:
+        reply = await conn.request(Steps, {"n": 3}, on_progress=progress.append)
+        assert reply.payload.total == 3 and progress == [{"step": 1}, {"step": 2}, {"step": 3}]
+        assert await rec.wait_for("second reply") == ("second reply", False, False, False)
+        await asyncio.sleep(0.01)
+        assert conn.pending == []  # nothing after the terminal reply
+
+
+async def test_client_timeout_sets_the_deadline_and_cancels_the_handler() -> None:
+    rec = Recorder()
+    async with TestClient(make_router(rec)).connect() as conn:
+        with pytest.raises(WsError) as late:
+            await conn.request(Wait, {"seconds": 5}, timeout_ms=50, correlation_id="slow")
+        assert late.value.code is ErrorCode.DEADLINE_EXCEEDED
+        assert late.value.to_payload().get("retryable") is None  # inferred by the client
+        await rec.wait_for("handler saw CancelledError")
+    started = next(e for e in rec.events if e[0] == "started")
+    assert 0 < started[2] <= 0.05  # time_remaining() follows meta.timeoutMs
+    assert ("cancelled", "slow") in rec.events
+
+
+async def test_router_default_deadline() -> None:
+    rec = Recorder()
+    async with TestClient(make_router(rec, rpc_timeout=0.05)).connect() as conn:
+        with pytest.raises(WsError, match="deadline"):
+            await conn.request(Wait, {"seconds": 5})
+
+
+async def test_abort_cancels_the_handler_runs_on_cancel_and_answers_cancelled() -> None:
+    rec = Recorder()
+    async with TestClient(make_router(rec)).connect() as conn:
+        call = asyncio.ensure_future(conn.request(Wait, {"seconds": 5}, correlation_id="w1"))
+        await rec.wait_for("started")
+        await conn.abort("w1")
+        with pytest.raises(WsError) as cancelled:
+            await call
+        assert cancelled.value.code is ErrorCode.CANCELLED
+        assert ("cancelled", "w1") in rec.events
+        await rec.wait_for("handler saw CancelledError")
+        await conn.abort("w1")  # already over: ignored
+        await conn.abort("never-existed")
+        assert (await conn.request(Add, {"a": 1, "b": 0})).payload.sum == 1
+
+
+async def test_disconnect_cancels_every_call_in_flight() -> None:
+    rec = Recorder()
+    async with TestClient(make_router(rec)).connect() as conn:
+        for cid in ("d1", "d2"):
+            await conn.send(Wait, {"seconds": 5}, meta={"correlationId": cid})
+        await rec.wait_for("started")
+        await asyncio.sleep(0)
+    # the connection closed on leaving the block
+    await rec.wait_for("handler saw CancelledError")
+    assert {e[1] for e in rec.events if e[0] == "cancelled"} == {"d1", "d2"}
+
+
+async def test_in_flight_limit_and_duplicate_ids() -> None:
+    rec = Recorder()
+    async with TestClient(make_router(rec, max_inflight_rpcs=2)).connect() as conn:
+        for cid in ("f1", "f2"):
+            await conn.send(Wait, {"seconds": 5}, meta={"correlationId": cid})
+        await conn.send(Wait, {"seconds": 5}, meta={"correlationId": "f1"})
+        dup = await conn.receive()
+        assert (dup.type, dup.correlation_id, dup.payload["code"]) == (
+            "RPC_ERROR",
+            "f1",
+            "ALREADY_EXISTS",
+        )
+        with pytest.raises(WsError) as full:
+            await conn.request(Add, {"a": 1, "b": 2}, correlation_id="f3")
+        assert full.value.code is ErrorCode.RESOURCE_EXHAUSTED
+        assert full.value.retry_after_ms is not None
+        await conn.abort("f1")
+        await conn.receive()  # f1's CANCELLED
+        assert (await conn.request(Add, {"a": 1, "b": 2})).payload.sum == 3
+
+
+async def test_a_handler_that_returns_without_answering_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router = Router()
+    router.rpc(Add, lambda ctx: None)  # forgets to reply
+    with caplog.at_level(logging.WARNING, logger="crosswire.router"):
+        async with TestClient(router).connect() as conn:
+            with pytest.raises(WsError) as late:
+                await conn.request(Add, {"a": 1, "b": 1}, timeout_ms=50)
+    assert late.value.code is ErrorCode.DEADLINE_EXCEEDED
+    assert "returned without reply() or error()" in caplog.text
+
+
+async def test_a_late_reply_from_elsewhere_still_answers_the_call() -> None:
+    pending: list[RpcContext[Any]] = []
+    router = Router().rpc(Add, pending.append)
+    async with TestClient(router).connect() as conn:
+        call = asyncio.ensure_future(conn.request(Add, {"a": 4, "b": 4}))
+        await asyncio.sleep(0.01)
+        pending[0].reply({"sum": 8})
+        assert (await call).payload.sum == 8
+
+
+async def test_errors_in_rpc_handlers_answer_with_rpc_error() -> None:
+    router = Router()
+
+    async def fails(ctx: RpcContext[Any]) -> None:
+        await asyncio.sleep(0)
+        raise WsError("NOT_FOUND", "no such sum")
+
+    router.rpc(Add, fails)
+    async with TestClient(router).connect() as conn:
+        with pytest.raises(WsError, match="no such sum") as err:
+            await conn.request(Add, {"a": 1, "b": 1})
+        assert err.value.code is ErrorCode.NOT_FOUND
+
+
+async def test_progress_is_dropped_while_the_client_is_behind() -> None:
+    router = Router()
+    sent: list[bool] = []
+
+    def steps(ctx: RpcContext[Any]) -> None:
+        ctx.peer._write_paused = True  # as the transport reports when its buffer is full
+        sent.append(ctx.progress({"step": 1}))
+        ctx.peer._write_paused = False
+        sent.append(ctx.progress({"step": 2}))
+        ctx.reply({"total": 2})
+
+    router.rpc(Steps, steps)
+    progress: list[Any] = []
+    async with TestClient(router).connect() as conn:
+        await conn.request(Steps, {"n": 2}, on_progress=progress.append)
+    assert sent == [False, True] and progress == [{"step": 2}]
+
+
+async def test_progress_frames_carry_the_value_as_payload_and_data() -> None:
+    async with TestClient(make_router(Recorder())).connect() as conn:
+        await conn.send(Steps, {"n": 1}, meta={"correlationId": "p"})
+        frame = await conn.receive()
+        assert orjson.loads(frame.raw) == {
+            "type": "$ws:rpc-progress",
+            "meta": {"correlationId": "p"},
+            "payload": {"step": 1},
+            "data": {"step": 1},
+        }
