@@ -3,6 +3,8 @@
 //   node load.mjs --mode echo      --url ws://127.0.0.1:PORT/ --conns 10 --window 16
 //   node load.mjs --mode broadcast --url ws://127.0.0.1:PORT/ --subs 1000 --bwindow 8
 //   node load.mjs --mode idle      --url ws://127.0.0.1:PORT/ --conns 2000
+//   node load.mjs --mode rpc       --url ws://127.0.0.1:PORT/ --conns 10 --window 16
+//   node load.mjs --mode sio       --url http://127.0.0.1:PORT/ --conns 10 --window 16
 //
 // Options: --size (bytes per message, 100), --warmup (s, 0.5), --duration (s, 3),
 // --concurrency (handshakes in flight while connecting, 100).
@@ -14,9 +16,14 @@
 //
 // Server protocol: "sub" subscribes the connection to topic "b"; "pub:..." is broadcast to every
 // subscriber (the publisher is not one); anything else is echoed back.
+//
+// rpc: typed RPC in crosswire's canonical dialect: {"type":"ECHO","meta":{"correlationId"},
+// "payload":{"text"}} answered by ECHO_RESULT with the same correlationId (checked).
+// sio: socket.io (websocket transport): emit("echo", text, ack), the reply through the ack.
 
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
+import { io } from "socket.io-client";
 
 const DEFAULTS = {
   mode: "echo",
@@ -240,7 +247,89 @@ async function idle() {
   await closeAll(sockets);
 }
 
-const modes = { echo, broadcast, idle };
+// -- rpc: like echo, with typed requests and correlated replies -----------------------------------
+
+async function rpc() {
+  const text = "x".repeat(Math.max(1, opts.size - 60)); // the frame is about --size bytes
+  let received = 0;
+  let wrong = 0;
+  let sent = 0;
+  let running = true;
+  const sockets = await openMany(opts.conns, probe);
+  emit({ event: "connected", conns: sockets.length });
+  sockets.forEach((ws, c) => {
+    const socket = ws._socket;
+    let corked = false;
+    let next = 0;
+    const pending = new Set();
+    const uncork = () => {
+      corked = false;
+      socket.uncork();
+    };
+    const request = () => {
+      const id = `${c}-${next++}`;
+      pending.add(id);
+      ws.send(`{"type":"ECHO","meta":{"correlationId":"${id}"},"payload":{"text":"${text}"}}`);
+      sent++;
+    };
+    ws.on("message", (data) => {
+      const reply = JSON.parse(data);
+      if (reply.type !== "ECHO_RESULT" || !pending.delete(reply.meta.correlationId)) wrong++;
+      received++;
+      if (!running) return;
+      if (!corked) {
+        corked = true;
+        socket.cork();
+        process.nextTick(uncork);
+      }
+      request();
+    });
+    for (let i = 0; i < opts.window; i++) request();
+  });
+  const r = await measure(() => received);
+  running = false;
+  emit({ event: "result", mode: "rpc", conns: opts.conns, window: opts.window, wrong,
+         messages: r.count, ...r }); // prettier-ignore
+  for (let i = 0; i < 200 && received < sent; i++) await sleep(10);
+  await closeAll(sockets);
+}
+
+// -- sio: socket.io events answered through their ack -----------------------------------------------
+
+async function sio() {
+  const text = "x".repeat(Math.max(1, opts.size - 40));
+  let received = 0;
+  let sent = 0;
+  let running = true;
+  const clients = [];
+  for (let i = 0; i < opts.conns; i++) {
+    const client = io(opts.url, { transports: ["websocket"], reconnection: false, forceNew: true });
+    await new Promise((resolve, reject) => {
+      client.once("connect", resolve);
+      client.once("connect_error", reject);
+    });
+    clients.push(client);
+  }
+  emit({ event: "connected", conns: clients.length });
+  for (const client of clients) {
+    const request = () => {
+      client.emit("echo", text, () => {
+        received++;
+        if (running) request();
+      });
+      sent++;
+    };
+    for (let i = 0; i < opts.window; i++) request();
+  }
+  const r = await measure(() => received);
+  running = false;
+  emit({ event: "result", mode: "sio", conns: opts.conns, window: opts.window,
+         messages: r.count, ...r }); // prettier-ignore
+  for (let i = 0; i < 200 && received < sent; i++) await sleep(10);
+  for (const client of clients) client.close();
+}
+
+const modes = { echo, broadcast, idle, rpc, sio };
 if (!(opts.mode in modes)) throw new Error(`unknown mode ${opts.mode}`);
 modes[opts.mode]()
   .then(() => process.exit(0))

@@ -38,7 +38,17 @@ RESULTS = BENCH / "results"
 PYTHON = sys.executable
 BASES = ("websockets", "aiohttp", "picows")
 KINDS = ("raw", "crosswire")
-SCENARIOS = ("echo", "broadcast", "memory")
+SCENARIOS = ("echo", "broadcast", "memory", "rpc")
+#: The typed-RPC comparison (scenario "rpc"): every row against raw picows' echo.
+RPC_SERVERS = (
+    "raw-picows",
+    "typed-picows",
+    "typed-websockets",
+    "raw-websockets",
+    "socketio-aiohttp",
+)
+RPC_BASELINE = "raw-picows"
+RPC_GOAL = 0.5  # issue 3: typed RPC echo >= 0.5x raw picows
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SERVER_CPU = "0"
@@ -86,7 +96,7 @@ class Sample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-UNITS = {"echo": "msg/s", "broadcast": "deliveries/s", "memory": "KiB/conn"}
+UNITS = {"echo": "msg/s", "broadcast": "deliveries/s", "memory": "KiB/conn", "rpc": "msg/s"}
 
 
 @dataclass
@@ -153,6 +163,8 @@ class Summary:
             return f"echo, {self.param} conn"
         if self.scenario == "broadcast":
             return f"broadcast, {self.param} subs"
+        if self.scenario == "rpc":
+            return f"rpc echo, {self.param} conn"
         return f"memory, {self.param} idle"
 
 
@@ -257,8 +269,10 @@ def server(
 class Load:
     """One run of bench/load.mjs on CPU 1; reads its JSON lines."""
 
-    def __init__(self, port: int, args: list[str], *, stdin: bool = False) -> None:
-        argv = ["node", str(BENCH / "load.mjs"), "--url", f"ws://127.0.0.1:{port}/", *args]
+    def __init__(
+        self, port: int, args: list[str], *, stdin: bool = False, scheme: str = "ws"
+    ) -> None:
+        argv = ["node", str(BENCH / "load.mjs"), "--url", f"{scheme}://127.0.0.1:{port}/", *args]
         self.proc = subprocess.Popen(
             pinned(CLIENT_CPU, argv),
             stdout=subprocess.PIPE,
@@ -394,14 +408,44 @@ def run_memory(base: str, kind: str, s: Settings, profile: Path | None) -> list[
     ]  # fmt: skip
 
 
-RUNNERS = {"echo": run_echo, "broadcast": run_broadcast, "memory": run_memory}
+def run_rpc(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+    """Request/response at 1, 10 and 100 connections: typed RPC (typed-*), socket.io events
+    answered through their ack (socketio-*), or the plain echo of the raw servers."""
+    mode, scheme = {"typed": ("rpc", "ws"), "socketio": ("sio", "http")}.get(kind, ("echo", "ws"))
+    samples = []
+    with server(f"{kind}-{base}", profile) as (pid, port):
+        for conns in s.echo_conns:
+            args = ["--mode", mode, "--conns", str(conns), "--window", str(s.echo_window)]
+            load = Load(port, args + common(s), scheme=scheme)
+            try:
+                r, srv_cpu, other = measure(load, pid)
+            finally:
+                load.finish()
+            if r.get("wrong"):
+                print(f"\nwarning: {kind}-{base} sent {r['wrong']} replies that matched no request")
+            samples.append(
+                Sample("rpc", conns, base, kind, r["rate"], srv_cpu, r["client_cpu"], other)
+            )
+    return samples
+
+
+RUNNERS = {"echo": run_echo, "broadcast": run_broadcast, "memory": run_memory, "rpc": run_rpc}
 
 
 # -- reporting -------------------------------------------------------------------------------
 
 
 def raw_of(summaries: list[Summary], x: Summary) -> Summary | None:
-    """The raw-server row matching crosswire row ``x``."""
+    """The row ``x`` is compared with: for the hooks layer, the raw server it runs on; for
+    the RPC scenario, raw picows' echo."""
+    if x.scenario == "rpc":
+        if x.server == RPC_BASELINE:
+            return None
+        base_kind = tuple(RPC_BASELINE.split("-", 1))
+        for other in summaries:
+            if other.key == ("rpc", x.param, base_kind[1], base_kind[0]):
+                return other
+        return None
     if x.kind != "crosswire":
         return None
     for other in summaries:
@@ -441,7 +485,7 @@ def spread(x: Summary) -> str:
     return f"±{50 * (x.high - x.low) / x.value:.0f}%"
 
 
-HEADER = ["scenario", "server", "figure (median)", "spread", "crosswire/raw",
+HEADER = ["scenario", "server", "figure (median)", "spread", "vs raw",
           "server µs/msg", "by CPU", "server CPU", "client CPU", "others"]  # fmt: skip
 
 
@@ -488,8 +532,9 @@ GOAL = 0.9  # the project's goal: crosswire echo and fan-out >= 0.9x the raw ser
 
 
 def verdicts(summaries: list[Summary]) -> list[str]:
-    """Whether crosswire reaches GOAL x the raw server, by throughput and by CPU per message."""
-    lines = []
+    """Whether crosswire reaches GOAL x the raw server, by throughput and by CPU per message;
+    and the typed-RPC goal against raw picows."""
+    lines = rpc_verdicts(summaries)
     for base in BASES:
         rows = [
             x for x in summaries
@@ -512,6 +557,27 @@ def verdicts(summaries: list[Summary]) -> list[str]:
             f"by throughput, {cpu_below} of {len(cpu)} by CPU per message ({detail})"
             + (f"; below by throughput: {'; '.join(below)}" if below else "")
         )
+    return lines
+
+
+def rpc_verdicts(summaries: list[Summary]) -> list[str]:
+    lines = []
+    rows = {(x.server, x.param): x for x in summaries if x.scenario == "rpc"}
+    for (server_name, conns), x in sorted(rows.items()):
+        if not server_name.startswith("typed-"):
+            continue
+        q = ratio(summaries, x)
+        if q is None:
+            continue
+        verdict = "meets" if q >= RPC_GOAL else "MISSES"
+        line = (
+            f"typed RPC echo on {x.base}, {conns} conn: {x.value:,.0f} msg/s = {q:.2f}x raw "
+            f"picows ({verdict} the >= {RPC_GOAL}x goal)"
+        )
+        sio = rows.get(("socketio-aiohttp", conns))
+        if sio is not None and sio.value:
+            line += f"; {x.value / sio.value:.1f}x python-socketio"
+        lines.append(line)
     return lines
 
 
@@ -585,7 +651,9 @@ def main() -> None:
         "or full names like crosswire-picows",
     )
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated: echo,broadcast,memory"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated: echo,broadcast,memory,rpc",
     )
     parser.add_argument("--rounds", type=int, help="runs per server for echo and broadcast")
     parser.add_argument("--duration", type=float, help="seconds counted per run")
@@ -625,42 +693,52 @@ def main() -> None:
     patience = 120.0  # seconds this run may spend waiting for other processes to finish
     samples: list[Sample] = []
     profiles: list[Path] = []
+
+    def run_one(scenario: str, base: str, kind: str, rnd: int, rounds: int) -> None:
+        nonlocal patience
+        name = f"{kind}-{base}"
+        print(f"  {scenario:<9} {name:<21} {rnd + 1}/{rounds}:", end="", flush=True)
+        prof = None
+        if args.profile:
+            prof = RESULTS / f"profile-{scenario}-{name}.prof"
+            prof.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        got = RUNNERS[scenario](base, kind, settings, prof)
+        # Other processes took CPU meanwhile: wait for quiet and redo (twice at most, and no
+        # more than `patience` seconds of waiting in a whole run).
+        for _ in range(2):
+            busy = max((x.other_cpu or 0) for x in got)
+            if busy <= BUSY or patience <= 0:
+                break
+            print(f" [{busy:.0%} of a CPU busy elsewhere: waiting, redoing]", end="", flush=True)
+            w0 = time.monotonic()
+            wait_quiet(min(60.0, patience))
+            patience -= time.monotonic() - w0
+            got = RUNNERS[scenario](base, kind, settings, prof)
+        samples.extend(got)
+        if prof is not None and prof not in profiles:
+            profiles.append(prof)
+        unit = UNITS[scenario]
+        figures = ", ".join(f"{x.param}: {fmt_value(x.value, unit)}" for x in got)
+        print(f" {figures}  ({time.monotonic() - t0:.0f} s)")
+
     for base in BASES:
-        for scenario in scenarios:
+        for scenario in (x for x in scenarios if x != "rpc"):
             rounds = 1 if scenario == "memory" else settings.rounds
             for rnd in range(rounds):
                 # raw and crosswire alternate, and swap order every round, so that drift of
                 # the machine's speed hits both sides of a ratio alike.
                 kinds = KINDS if rnd % 2 == 0 else KINDS[::-1]
                 for kind in kinds:
-                    if (base, kind) not in pairs:
-                        continue
-                    name = f"{kind}-{base}"
-                    print(f"  {scenario:<9} {name:<21} {rnd + 1}/{rounds}:", end="", flush=True)
-                    prof = None
-                    if args.profile:
-                        prof = RESULTS / f"profile-{scenario}-{name}.prof"
-                        prof.parent.mkdir(parents=True, exist_ok=True)
-                    t0 = time.monotonic()
-                    got = RUNNERS[scenario](base, kind, settings, prof)
-                    # Other processes took CPU meanwhile: wait for quiet and redo (twice at
-                    # most, and no more than `patience` seconds of waiting in a whole run).
-                    for _ in range(2):
-                        busy = max((x.other_cpu or 0) for x in got)
-                        if busy <= BUSY or patience <= 0:
-                            break
-                        print(f" [{busy:.0%} of a CPU busy elsewhere: waiting, redoing]",
-                              end="", flush=True)  # fmt: skip
-                        w0 = time.monotonic()
-                        wait_quiet(min(60.0, patience))
-                        patience -= time.monotonic() - w0
-                        got = RUNNERS[scenario](base, kind, settings, prof)
-                    samples.extend(got)
-                    if prof is not None and prof not in profiles:
-                        profiles.append(prof)
-                    unit = UNITS[scenario]
-                    figures = ", ".join(f"{x.param}: {fmt_value(x.value, unit)}" for x in got)
-                    print(f" {figures}  ({time.monotonic() - t0:.0f} s)")
+                    if (base, kind) in pairs:
+                        run_one(scenario, base, kind, rnd, rounds)
+    if "rpc" in scenarios:
+        rpc_servers = [n for n in RPC_SERVERS if not args.only or n in args.only.split(",")]
+        for rnd in range(settings.rounds):
+            order = rpc_servers if rnd % 2 == 0 else rpc_servers[::-1]
+            for name in order:
+                kind, base = name.split("-", 1)
+                run_one("rpc", base, kind, rnd, settings.rounds)
     elapsed = time.monotonic() - started
 
     summaries = summarize(samples)

@@ -4,11 +4,16 @@ Run one per process: ``python bench/servers.py NAME`` (NAME in :data:`SERVERS`).
 listens on 127.0.0.1 with a free port, prints that port on stdout when ready and runs until
 SIGTERM/SIGINT. ``bench/run.py`` starts them pinned to one core with ``taskset -c 0``.
 
-Every server speaks the same protocol (text messages only):
+The raw and crosswire servers speak the same protocol (text messages only):
 
 * ``"sub"``: subscribe this connection to topic ``"b"`` (no reply);
 * ``"pub:..."``: send the whole message to every subscriber of ``"b"`` (the publisher is not one);
 * anything else: echo it back to the sender.
+
+The typed servers serve one RPC through a crosswire Router, in the canonical dialect: ``ECHO
+{text}`` answered by ``ECHO_RESULT {text}``, with pydantic models validating both ways. The
+socketio server answers the socket.io event ``echo`` through its ack (python-socketio on
+aiohttp).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ SERVERS = (
     "crosswire-websockets",
     "crosswire-aiohttp",
     "crosswire-picows",
+    "typed-websockets",
+    "typed-picows",
+    "socketio-aiohttp",
 )
 
 HOST = "127.0.0.1"
@@ -191,6 +199,59 @@ def crosswire_on(name: str) -> Callable[[], Awaitable[Started]]:
     return start
 
 
+def typed_app() -> object:
+    from pydantic import BaseModel
+
+    import crosswire
+
+    class EchoIn(BaseModel):
+        text: str
+
+    class EchoOut(BaseModel):
+        text: str
+
+    echo = crosswire.message("ECHO", EchoIn, response=crosswire.message("ECHO_RESULT", EchoOut))
+
+    def handle(ctx: crosswire.RpcContext[EchoIn]) -> None:
+        ctx.reply(EchoOut(text=ctx.payload.text))
+
+    return crosswire.App(crosswire.Router().rpc(echo, handle))
+
+
+def typed_on(name: str) -> Callable[[], Awaitable[Started]]:
+    async def start() -> Started:
+        import crosswire
+
+        srv = await crosswire.start(typed_app(), host=HOST, port=0, server=name)  # type: ignore[arg-type]
+        return srv.port, srv.aclose
+
+    return start
+
+
+async def socketio_aiohttp() -> Started:
+    import socketio
+    from aiohttp import web
+
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+
+    @sio.on("echo")  # type: ignore[misc]
+    async def echo(sid: str, text: str) -> str:
+        return text  # answered through the client's ack
+
+    app = web.Application()
+    sio.attach(app)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0, backlog=1024)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    async def stop() -> None:
+        await runner.cleanup()
+
+    return port, stop
+
+
 STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
     "raw-websockets": raw_websockets,
     "raw-aiohttp": raw_aiohttp,
@@ -198,6 +259,9 @@ STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
     "crosswire-websockets": crosswire_on("websockets"),
     "crosswire-aiohttp": crosswire_on("aiohttp"),
     "crosswire-picows": crosswire_on("picows"),
+    "typed-websockets": typed_on("websockets"),
+    "typed-picows": typed_on("picows"),
+    "socketio-aiohttp": socketio_aiohttp,
 }
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .errors import ErrorCode, ValidationError, WsError
+from .rpc import deadline_for
 from .schema import MessageSchema
 from .wire import canonical
 
@@ -46,9 +47,6 @@ _OUT_META: dict[str, type | tuple[type, ...]] = {
     "correlationId": str,
     "timestamp": (int, float),
 }
-#: Meta keys a received message may carry without its schema declaring them (the last two are
-#: the server's, added after decoding).
-_IN_META = frozenset({"correlationId", "timeoutMs", "timestamp", "clientId", "receivedAt"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +142,7 @@ class EventContext(ConnectionContext, Generic[P]):
     ``receivedAt`` (ms since the epoch).
     """
 
-    __slots__ = ("_envelope", "meta", "payload", "received_at", "schema", "type")
+    __slots__ = ("_envelope", "_meta", "payload", "received_at", "schema", "type")
 
     is_rpc = False
 
@@ -156,18 +154,29 @@ class EventContext(ConnectionContext, Generic[P]):
         envelope: canonical.Envelope,
         received_at: float,
     ) -> None:
-        super().__init__(router, session)
+        # Every slot set here, without super().__init__: this runs for every message.
+        self._router = router
+        self._session = session
+        self.peer = session.peer
         self.schema = schema
         self.type = envelope.type
         self._envelope = envelope
         #: The validated payload; ``None`` in middleware (before validation) and for schemas
         #: without a payload. Typed as the schema's payload type for handlers.
         self.payload: P = cast(P, None)
-        self.received_at = received_at  # seconds since the epoch
-        meta = envelope.meta
-        meta["clientId"] = self.peer.id
-        meta["receivedAt"] = int(received_at * 1000)
-        self.meta: dict[str, Any] = meta
+        #: When the message arrived, in seconds since the epoch.
+        self.received_at = received_at
+        self._meta: dict[str, Any] | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The client's meta, plus the server's ``clientId`` and ``receivedAt`` (ms)."""
+        meta = self._meta
+        if meta is None:
+            meta = self._meta = self._envelope.meta
+            meta["clientId"] = self.peer.id
+            meta["receivedAt"] = int(self.received_at * 1000)
+        return meta
 
     def _load(self) -> None:
         """Validate the payload and custom meta against the schema (after middleware)."""
@@ -186,14 +195,13 @@ class EventContext(ConnectionContext, Generic[P]):
                 f"{self.type} takes no payload",
                 [{"path": ["payload"], "message": "not allowed"}],
             )
-        meta = self.meta
-        if len(meta) > 2:  # more than the server's clientId and receivedAt
-            unknown = [k for k in meta if k not in _IN_META and k not in schema.meta_keys]
-            if unknown:
-                raise ValidationError(
-                    f"{self.type}: unknown meta key {unknown[0]!r}",
-                    [{"path": ["meta", k], "message": "unknown key"} for k in unknown],
-                )
+        meta = envelope.meta
+        if meta and not schema.allowed_meta.issuperset(meta):
+            unknown = [k for k in meta if k not in schema.allowed_meta]
+            raise ValidationError(
+                f"{self.type}: unknown meta key {unknown[0]!r}",
+                [{"path": ["meta", k], "message": "unknown key"} for k in unknown],
+            )
         if schema.meta is not None:
             schema.meta.load({k: v for k, v in meta.items() if k in schema.meta_keys})
 
@@ -226,11 +234,13 @@ class RpcContext(EventContext[P]):
 
     __slots__ = (
         "_cancel_callbacks",
+        "_deadline",
+        "_received_loop_time",
+        "_response",
         "_task",
         "_timer",
         "cancelled",
         "correlation_id",
-        "deadline",
         "done",
     )
 
@@ -244,12 +254,22 @@ class RpcContext(EventContext[P]):
         envelope: canonical.Envelope,
         received_at: float,
         correlation_id: str,
-        deadline: float,
+        received_loop_time: float,
     ) -> None:
-        super().__init__(router, session, schema, envelope, received_at)
+        # Every slot set here, without super().__init__: this runs for every call.
+        self._router = router
+        self._session = session
+        self.peer = session.peer
+        self.schema = schema
+        self.type = envelope.type
+        self._envelope = envelope
+        self.payload: P = cast(P, None)
+        self.received_at = received_at
+        self._meta: dict[str, Any] | None = None
         self.correlation_id = correlation_id
-        #: When the reply is due, in seconds of the event loop's clock.
-        self.deadline = deadline
+        self._response: MessageSchema[Any] = schema.response  # type: ignore[assignment]
+        self._received_loop_time = received_loop_time
+        self._deadline: float | None = None
         #: Whether a terminal reply or error has been sent (or the call was cancelled).
         self.done = False
         #: Whether the call was cancelled (abort, deadline or disconnect).
@@ -257,6 +277,19 @@ class RpcContext(EventContext[P]):
         self._cancel_callbacks: list[Callable[[], Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def deadline(self) -> float:
+        """When the reply is due, in seconds of the event loop's clock: ``meta.timeoutMs`` from
+        receipt, or the router's ``rpc_timeout``."""
+        deadline = self._deadline
+        if deadline is None:
+            deadline = self._deadline = deadline_for(
+                self._received_loop_time,
+                self._envelope.meta.get("timeoutMs"),
+                self._router.rpc_timeout,
+            )
+        return deadline
 
     def time_remaining(self) -> float:
         """Seconds left before the deadline (never negative)."""
@@ -272,13 +305,16 @@ class RpcContext(EventContext[P]):
                 "RPC %s %s: reply after the call ended, ignored", self.type, self.correlation_id
             )
             return False
-        response = self.schema.response if self.schema is not None else None
-        assert response is not None
-        out_meta = {"correlationId": self.correlation_id}
+        response = self._response
         if meta:
-            out_meta.update(_check_out_meta(response, meta))
-            out_meta["correlationId"] = self.correlation_id
-        frame = canonical.encode_message(response.type, out_meta, response.dump_payload(payload))
+            out_meta = {**_check_out_meta(response, meta), "correlationId": self.correlation_id}
+            frame = canonical.encode_message(
+                response.type, out_meta, response.dump_payload(payload)
+            )
+        else:
+            frame = canonical.encode_reply(
+                response.type, self.correlation_id, response.dump_payload_json(payload)
+            )
         self._router._finish_call(self)
         return self.peer._send_json(frame)
 

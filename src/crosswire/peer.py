@@ -169,6 +169,7 @@ class Peer:
         "_close_sent",
         "_drain_waiters",
         "_inbox",
+        "_on_data",
         "_on_message",
         "_reading_paused",
         "_session",
@@ -212,6 +213,9 @@ class Peer:
         self._on_message = app.hooks.message if app.inline_hooks else None
         #: State kept by the layer serving this peer (the router's per-connection state).
         self._session: Any = None
+        #: Set by that layer to take each frame raw, ``(peer, data, is_binary)``, before any
+        #: Message is built (the router's message path).
+        self._on_data: Callable[[Peer, str | bytes, bool], None] | None = None
 
     # -- what users read -------------------------------------------------------------------
 
@@ -373,6 +377,13 @@ class Peer:
     def _receive_data(self, data: str | bytes, is_binary: bool) -> None:
         """A whole message arrived: ``str`` for text (already checked to be UTF-8), ``bytes``
         for binary. The hot path of every adapter: one call, the Message built in place."""
+        on_data = self._on_data
+        if on_data is not None:  # a layer above the hooks (the router) takes raw frames
+            try:
+                on_data(self, data, is_binary)
+            except Exception as exc:
+                self._report_inline(exc)
+            return
         message = _new_message(Message)
         message._data = data
         message.is_binary = is_binary

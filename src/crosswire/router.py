@@ -34,7 +34,7 @@ from .errors import ConfigurationError, ErrorCode, ValidationError, WsError
 from .hooks import Hooks, check_callable, is_async_callable
 from .http import Request
 from .peer import CloseCode, Message, Peer
-from .rpc import CallTable, deadline_for
+from .rpc import CallTable
 from .schema import RESERVED_PREFIXES, MessageSchema
 from .wire import canonical
 
@@ -168,6 +168,7 @@ class Router:
         self.auto_send_error_on_throw = auto_send_error_on_throw
         self.expose_error_details = expose_error_details
         self._app: App | None = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set on open
         self._on_upgrade: Callable[[Request], Any] | None = None
         self._routes: dict[str, _Route] = {}
         self._middleware: list[Middleware] = []
@@ -357,8 +358,10 @@ class Router:
         )
 
     def _open(self, peer: Peer) -> None:
+        self._loop = asyncio.get_running_loop()
         session = Session(peer, self.max_inflight_rpcs)
         peer._session = session
+        peer._on_data = self._frame
         if self.heartbeat is not None:
             self._arm_heartbeat(session, self.heartbeat.interval)
         if self._on_open:
@@ -383,12 +386,18 @@ class Router:
                 self._run_plain(handler, ctx)
 
     def _message(self, peer: Peer, msg: Message) -> None:
+        """The message hook (for a peer whose frames come as Messages)."""
+        self._frame(peer, msg.raw, msg.is_binary)
+
+    def _frame(self, peer: Peer, raw: str | bytes, is_binary: bool) -> None:
+        """One frame from a client: the router's hot path."""
         session: Session = peer._session
         session.seen = True
-        raw = msg.raw
-        if len(raw) > self.max_payload_bytes // 4 and len(msg) > self.max_payload_bytes:
-            self._too_big(session, len(msg))
-            return
+        if len(raw) > self.max_payload_bytes // 4:
+            size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+            if size > self.max_payload_bytes:
+                self._too_big(session, size)
+                return
         try:
             envelope = canonical.decode(raw)
         except canonical.BadFrame as exc:
@@ -428,17 +437,15 @@ class Router:
         if cid is None:
             session.next_id += 1
             cid = f"srv-{session.next_id}"
+        loop = self._loop
+        ctx: RpcContext[Any] = RpcContext(
+            self, session, route.schema, envelope, time.time(), cid, loop.time()
+        )
         try:
-            session.calls.check_room(cid)
+            session.calls.admit(cid, ctx)
         except WsError as exc:
             self._fail(session, None, exc, cid)
             return
-        loop = asyncio.get_running_loop()
-        deadline = deadline_for(loop.time(), envelope.meta.get("timeoutMs"), self.rpc_timeout)
-        ctx: RpcContext[Any] = RpcContext(
-            self, session, route.schema, envelope, time.time(), cid, deadline
-        )
-        session.calls.add(cid, ctx)
         try:
             result = run(ctx)
         except Exception as exc:
@@ -452,7 +459,7 @@ class Router:
         if not task.done():  # (an eager task may already have finished)
             ctx._task = task
             if not ctx.done and ctx._timer is None:
-                ctx._timer = loop.call_at(deadline, self._expire, ctx)
+                ctx._timer = loop.call_at(ctx.deadline, self._expire, ctx)
 
     def _compile(self, route: _Route) -> Callable[[Any], Any]:
         """The callable that runs a route: (auth gate,) middleware, validation, handler.
@@ -470,7 +477,12 @@ class Router:
         is_async = is_async_callable(handler) or any(is_async_callable(m) for m in middleware)
 
         def innermost(ctx: EventContext[Any]) -> Any:
-            _load(ctx)
+            try:
+                ctx._load()
+            except ValidationError as exc:
+                raise WsError(
+                    ErrorCode.INVALID_ARGUMENT, str(exc), {"issues": exc.issues}
+                ) from None
             return handler(ctx)
 
         run: Callable[[Any], Any] = innermost
@@ -521,7 +533,7 @@ class Router:
     def _finish_call(self, ctx: RpcContext[Any]) -> None:
         """The call got its terminal reply or error."""
         ctx.done = True
-        ctx.peer._session.calls.pop(ctx.correlation_id)
+        ctx._session.calls.pop(ctx.correlation_id)
         if ctx._timer is not None:
             ctx._timer.cancel()
             ctx._timer = None
@@ -686,13 +698,6 @@ class Router:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         assert self._app is not None
         return self._app._spawn(coro, eager=True)
-
-
-def _load(ctx: EventContext[Any]) -> None:
-    try:
-        ctx._load()
-    except ValidationError as exc:
-        raise WsError(ErrorCode.INVALID_ARGUMENT, str(exc), {"issues": exc.issues}) from None
 
 
 def _cid(ctx: EventContext[Any]) -> str | None:

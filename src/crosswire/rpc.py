@@ -56,6 +56,13 @@ class CallTable(Generic[C]):
         """Admit a call (after :meth:`check_room`)."""
         self._calls[correlation_id] = call
 
+    def admit(self, correlation_id: str, call: C) -> None:
+        """:meth:`check_room`, then :meth:`add`: one step for the common case."""
+        calls = self._calls
+        if correlation_id in calls or len(calls) >= self.limit:
+            self.check_room(correlation_id)
+        calls[correlation_id] = call
+
     def pop(self, correlation_id: str) -> C | None:
         """Forget a call; returns it, or None if it was not in flight."""
         return self._calls.pop(correlation_id, None)

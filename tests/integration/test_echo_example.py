@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from examples import echo
 from websockets.asyncio.client import connect
 
 import crosswire
+from examples import echo
 from tests.support import CanonicalClient, RunCommand, Served, closed_with
 
 ROOT = Path(__file__).resolve().parents[2]

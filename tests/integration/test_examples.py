@@ -21,8 +21,10 @@ def readme_block(after: str) -> str:
     return found.group(1)
 
 
-def test_readme_shows_hello_verbatim() -> None:
-    assert readme_block("<!-- examples/hello.py -->") == (ROOT / "examples/hello.py").read_text()
+def test_readme_shows_the_examples_verbatim() -> None:
+    for example in ("hello", "echo"):
+        shown = readme_block(f"<!-- examples/{example}.py -->")
+        assert shown == (ROOT / f"examples/{example}.py").read_text(), example
 
 
 async def test_hello_example_echoes_and_broadcasts(crosswire_cmd: RunCommand) -> None:

@@ -50,7 +50,10 @@ class EagerTransport:
 
     ``extra_buffered`` reports the server's own write buffer (aiohttp); with it, a send counts
     as handed over once the server has it. Without it (ASGI), a send counts until its
-    coroutine has finished.
+    coroutine has finished. ``isolate_context`` runs each send's first step in a copy of the
+    caller's context: needed where unknown code may wrap the send (ASGI middleware such as
+    OpenTelemetry's sets context variables there); an adapter that calls its server's own send
+    directly can skip the copy, which is most of the cost of a fan-out.
     """
 
     def __init__(
@@ -62,8 +65,10 @@ class EagerTransport:
         close_timeout: float,
         send_buffer_limit: int,
         extra_buffered: Callable[[], int] | None = None,
+        isolate_context: bool = True,
     ) -> None:
         self._send_one = send_one
+        self._isolate_context = isolate_context
         self._send_close = send_close
         self._abort = abort
         self._close_timeout = close_timeout
@@ -168,9 +173,12 @@ class EagerTransport:
             self._backlog_bytes = _size(payload)
             self._start_task(None, 0)
             return
-        context = contextvars.copy_context()
+        context = contextvars.copy_context() if self._isolate_context else None
         try:
-            rest = context.run(step, self._send_one(payload, text))
+            if context is None:
+                rest = step(self._send_one(payload, text))
+            else:
+                rest = context.run(step, self._send_one(payload, text))
         except Exception as exc:
             self._lost(exc)
             return

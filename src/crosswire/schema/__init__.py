@@ -65,6 +65,12 @@ class MessageSchema(Generic[P]):
     response: MessageSchema[Any] | None = None
     #: Names of the custom meta keys (those of ``meta``), for quick checks.
     meta_keys: frozenset[str] = field(default=frozenset())
+    #: Every meta key a received message of this type may carry.
+    allowed_meta: frozenset[str] = field(default=frozenset())
+
+    def __post_init__(self) -> None:
+        allowed = frozenset(STANDARD_META_KEYS) | RESERVED_META_KEYS | self.meta_keys
+        object.__setattr__(self, "allowed_meta", allowed)
 
     @property
     def is_rpc(self) -> bool:
@@ -79,6 +85,13 @@ class MessageSchema(Generic[P]):
                 [{"path": ["payload"], "message": f"{self.type} takes no payload"}],
             )
         return self.payload.load(obj)
+
+    def dump_payload_json(self, value: Any) -> bytes | None:
+        """:meth:`dump_payload`, as bytes."""
+        if self.payload is None or value is None:
+            fragment = self.dump_payload(value)  # raises the right error, or None
+            return None if fragment is None else orjson.dumps(fragment)
+        return self.payload.dump_json(value)
 
     def dump_payload(self, value: Any) -> orjson.Fragment | None:
         """Validate a payload to send and return it as JSON (None when there is none)."""

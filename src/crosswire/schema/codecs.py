@@ -47,6 +47,9 @@ class PayloadCodec(Protocol[T_co]):
     def dump(self, value: Any) -> orjson.Fragment:
         """A payload to send (typed value or mapping), validated, as JSON."""
 
+    def dump_json(self, value: Any) -> bytes:
+        """The same as :meth:`dump`, as bytes."""
+
     def describe(self) -> dict[str, str]:
         """Field name -> type, for docs and error messages."""
 
@@ -124,9 +127,12 @@ class StructCodec(Generic[T]):
         return value
 
     def dump(self, value: Any) -> orjson.Fragment:
+        return orjson.Fragment(self.dump_json(value))
+
+    def dump_json(self, value: Any) -> bytes:
         if not isinstance(value, self.target):
             value = self.load(value if type(value) is dict else _as_dict(value, self.target))
-        return orjson.Fragment(self._encode(value))
+        return self._encode(value)
 
     def describe(self) -> dict[str, str]:
         hints = msgspec.structs.fields(self.target)  # type: ignore[arg-type]
@@ -136,10 +142,13 @@ class StructCodec(Generic[T]):
 class PydanticCodec(Generic[T]):
     """Payloads as pydantic models (``crosswire[pydantic]``)."""
 
-    __slots__ = ("_serializer", "_validator", "target")
+    __slots__ = ("_error", "_serializer", "_validate", "target")
 
     def __init__(self, model: type[T]) -> None:
         from pydantic import ConfigDict
+        from pydantic import ValidationError as PydanticValidationError
+
+        self._error = PydanticValidationError
 
         self.target = model
         if model.model_config.get("extra") != "forbid":  # type: ignore[attr-defined]
@@ -150,20 +159,18 @@ class PydanticCodec(Generic[T]):
                 {},
                 lambda ns: ns.update({"model_config": ConfigDict(extra="forbid")}),
             )
-        self._validator = model.__pydantic_validator__  # type: ignore[attr-defined]
+        self._validate = model.__pydantic_validator__.validate_python  # type: ignore[attr-defined]
         self._serializer = model.__pydantic_serializer__  # type: ignore[attr-defined]
 
     def load(self, obj: Any) -> T:
-        from pydantic import ValidationError as PydanticValidationError
-
         if type(obj) is not dict:
             raise ValidationError(
                 "payload must be an object",
                 [{"path": [], "message": f"expected an object, got {_json_kind(obj)}"}],
             )
         try:
-            value: T = self._validator.validate_python(obj)
-        except PydanticValidationError as exc:
+            value: T = self._validate(obj)
+        except self._error as exc:
             issues = [
                 {"path": list(err["loc"]), "message": err["msg"]}
                 for err in exc.errors(include_url=False, include_input=False)
@@ -177,9 +184,13 @@ class PydanticCodec(Generic[T]):
         return value
 
     def dump(self, value: Any) -> orjson.Fragment:
+        return orjson.Fragment(self.dump_json(value))
+
+    def dump_json(self, value: Any) -> bytes:
         if not isinstance(value, self.target):
             value = self.load(value if type(value) is dict else _as_dict(value, self.target))
-        return orjson.Fragment(self._serializer.to_json(value))
+        json: bytes = self._serializer.to_json(value)
+        return json
 
     def describe(self) -> dict[str, str]:
         fields = self.target.model_fields  # type: ignore[attr-defined]

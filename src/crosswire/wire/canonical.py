@@ -64,13 +64,19 @@ class Envelope:
 
     __slots__ = ("correlation_id", "has_payload", "meta", "payload", "type")
 
-    def __init__(self, type: str, meta: dict[str, Any], payload: Any, has_payload: bool) -> None:
+    def __init__(
+        self,
+        type: str,
+        meta: dict[str, Any],
+        payload: Any,
+        has_payload: bool,
+        correlation_id: str | None,
+    ) -> None:
         self.type = type
         self.meta = meta
         self.payload = payload
         self.has_payload = has_payload
-        cid = meta.get("correlationId")
-        self.correlation_id: str | None = cid
+        self.correlation_id = correlation_id
 
     def __repr__(self) -> str:
         return f"<Envelope {self.type} meta={sorted(self.meta)} payload={self.has_payload}>"
@@ -79,14 +85,31 @@ class Envelope:
 def decode(data: str | bytes) -> Envelope:
     """Parse one frame; raises :class:`BadFrame` with a message that says what is wrong."""
     try:
-        obj = orjson.loads(data)
+        obj = _loads(data)
     except orjson.JSONDecodeError as exc:
         raise BadFrame(f"malformed JSON: {exc}") from None
     if type(obj) is not dict:
         raise BadFrame('a frame is a JSON object: {"type": ..., "meta"?: {...}, "payload"?: ...}')
-    meta = obj.get("meta")
-    cid = _peek_correlation_id(meta)
     kind = obj.get("type")
+    meta = obj.get("meta")
+    cid = None
+    if type(meta) is dict:
+        cid = meta.get("correlationId")
+        # The common cases, checked in line: no meta keys, or only a valid correlationId.
+        if cid is None:
+            if meta:
+                _check_meta(meta, None)
+        elif type(cid) is str and 0 < len(cid) <= MAX_CORRELATION_ID:
+            if len(meta) > 1:
+                _check_meta(meta, cid)
+        else:
+            _check_meta(meta, None)  # raises: a bad correlationId
+    elif meta is None:
+        if "meta" in obj:
+            raise BadFrame("meta must be an object, not null")
+        meta = {}
+    else:
+        raise BadFrame("meta must be an object")
     if type(kind) is not str or not kind:
         raise BadFrame('missing "type": a frame needs a non-empty string type', correlation_id=cid)
     if len(obj) > 1 and not _ROOT_KEYS.issuperset(obj):
@@ -95,28 +118,28 @@ def decode(data: str | bytes) -> Envelope:
             f"unknown key(s) {extra} at the root: a frame has only type, meta and payload",
             correlation_id=cid,
         )
-    if meta is None:
-        if "meta" in obj:
-            raise BadFrame("meta must be an object, not null", correlation_id=cid)
-        meta = {}
-    elif type(meta) is not dict:
-        raise BadFrame("meta must be an object", correlation_id=cid)
-    elif meta:
-        _check_meta(meta, cid)
-    has_payload = "payload" in obj
-    return Envelope(kind, meta, obj.get("payload"), has_payload)
+    envelope = _new(Envelope)  # slots set here: no __init__ call for every frame
+    envelope.type = kind
+    envelope.meta = meta
+    envelope.correlation_id = cid
+    payload = obj.get("payload", _MISSING)
+    if payload is _MISSING:
+        envelope.payload = None
+        envelope.has_payload = False
+    else:
+        envelope.payload = payload
+        envelope.has_payload = True
+    return envelope
 
 
-def _peek_correlation_id(meta: Any) -> str | None:
-    if type(meta) is dict:
-        cid = meta.get("correlationId")
-        if type(cid) is str and 0 < len(cid) <= MAX_CORRELATION_ID:
-            return cid
-    return None
+_MISSING: Any = object()
+_loads = orjson.loads
+_new = object.__new__
 
 
 def _check_meta(meta: dict[str, Any], cid: str | None) -> None:
-    if "correlationId" in meta:
+    """Check the standard meta keys; ``cid`` is the correlation id once known to be valid."""
+    if cid is None and "correlationId" in meta:
         value = meta["correlationId"]
         if type(value) is not str or not value or len(value) > MAX_CORRELATION_ID:
             raise BadFrame(
@@ -146,6 +169,23 @@ def encode_message(
     if payload is None:
         return orjson.dumps({"type": type, "meta": meta or {}})
     return orjson.dumps({"type": type, "meta": meta or {}, "payload": payload})
+
+
+def encode_reply(type: str, correlation_id: str, payload: bytes | None) -> bytes:
+    """An RPC reply ``{"type", "meta": {"correlationId"}, "payload"?}``, from the payload's
+    JSON: joined from bytes, as it is sent once per call."""
+    prefix = _REPLY_PREFIX.get(type)
+    if prefix is None:
+        prefix = _REPLY_PREFIX[type] = (
+            b'{"type":' + orjson.dumps(type) + b',"meta":{"correlationId":'
+        )
+    if payload is None:
+        return prefix + orjson.dumps(correlation_id) + b"}}"
+    return prefix + orjson.dumps(correlation_id) + b'},"payload":' + payload + b"}"
+
+
+#: ``{"type":"<T>","meta":{"correlationId":`` per response type (bounded by the schemas).
+_REPLY_PREFIX: dict[str, bytes] = {}
 
 
 def encode_error(error: WsError, correlation_id: str | None) -> bytes:
