@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .errors import ErrorCode, ValidationError, WsError
 from .rpc import deadline_for
-from .schema import MessageSchema
+from .schema import MessageSchema, within
 from .wire import canonical
 
 if TYPE_CHECKING:
     from .peer import Peer
-    from .router import Router, Session
+    from .router import Dispatcher, Session
 
 __all__ = [
     "CloseContext",
@@ -64,10 +64,10 @@ class PublishResult:
 class ConnectionContext:
     """One connection, as seen by the router: its data, and what can be done with it."""
 
-    __slots__ = ("_router", "_session", "peer")
+    __slots__ = ("_dispatch", "_session", "peer")
 
-    def __init__(self, router: Router, session: Session) -> None:
-        self._router = router
+    def __init__(self, dispatch: Dispatcher, session: Session) -> None:
+        self._dispatch = dispatch
         self._session = session
         self.peer: Peer = session.peer
 
@@ -116,7 +116,7 @@ class ConnectionContext:
     ) -> PublishResult:
         """Send a message of ``schema`` to every subscriber of ``topic`` (encoded once)."""
         exclude = self.peer if exclude_self else None
-        return self._router._publish(topic, _frame(schema, payload, meta), exclude)
+        return self._dispatch._publish(topic, _frame(schema, payload, meta), exclude)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection."""
@@ -128,8 +128,8 @@ class CloseContext(ConnectionContext):
 
     __slots__ = ("code", "reason")
 
-    def __init__(self, router: Router, session: Session, code: int, reason: str) -> None:
-        super().__init__(router, session)
+    def __init__(self, dispatch: Dispatcher, session: Session, code: int, reason: str) -> None:
+        super().__init__(dispatch, session)
         self.code = code
         self.reason = reason
 
@@ -148,14 +148,14 @@ class EventContext(ConnectionContext, Generic[P]):
 
     def __init__(
         self,
-        router: Router,
+        dispatch: Dispatcher,
         session: Session,
         schema: MessageSchema[P] | None,
         envelope: canonical.Envelope,
         received_at: float,
     ) -> None:
         # Every slot set here, without super().__init__: this runs for every message.
-        self._router = router
+        self._dispatch = dispatch
         self._session = session
         self.peer = session.peer
         self.schema = schema
@@ -189,7 +189,10 @@ class EventContext(ConnectionContext, Generic[P]):
                     f"{self.type} needs a payload",
                     [{"path": ["payload"], "message": "required"}],
                 )
-            self.payload = schema.payload.load(envelope.payload)
+            try:
+                self.payload = schema.payload.load(envelope.payload)
+            except ValidationError as exc:
+                raise within("payload", exc) from None
         elif envelope.has_payload:
             raise ValidationError(
                 f"{self.type} takes no payload",
@@ -203,7 +206,10 @@ class EventContext(ConnectionContext, Generic[P]):
                 [{"path": ["meta", k], "message": "unknown key"} for k in unknown],
             )
         if schema.meta is not None:
-            schema.meta.load({k: v for k, v in meta.items() if k in schema.meta_keys})
+            try:
+                schema.meta.load({k: v for k, v in meta.items() if k in schema.meta_keys})
+            except ValidationError as exc:
+                raise within("meta", exc) from None
 
     def time_remaining(self) -> float:
         """Seconds left to answer: infinite for events."""
@@ -248,7 +254,7 @@ class RpcContext(EventContext[P]):
 
     def __init__(
         self,
-        router: Router,
+        dispatch: Dispatcher,
         session: Session,
         schema: MessageSchema[P],
         envelope: canonical.Envelope,
@@ -257,7 +263,7 @@ class RpcContext(EventContext[P]):
         received_loop_time: float,
     ) -> None:
         # Every slot set here, without super().__init__: this runs for every call.
-        self._router = router
+        self._dispatch = dispatch
         self._session = session
         self.peer = session.peer
         self.schema = schema
@@ -287,7 +293,7 @@ class RpcContext(EventContext[P]):
             deadline = self._deadline = deadline_for(
                 self._received_loop_time,
                 self._envelope.meta.get("timeoutMs"),
-                self._router.rpc_timeout,
+                self._dispatch.rpc_timeout,
             )
         return deadline
 
@@ -306,8 +312,11 @@ class RpcContext(EventContext[P]):
             )
             return False
         response = self._response
-        if meta:
-            out_meta = {**_check_out_meta(response, meta), "correlationId": self.correlation_id}
+        if meta or response.meta is not None:
+            out_meta = {
+                **_check_out_meta(response, meta or {}),
+                "correlationId": self.correlation_id,
+            }
             frame = canonical.encode_message(
                 response.type, out_meta, response.dump_payload(payload)
             )
@@ -315,7 +324,7 @@ class RpcContext(EventContext[P]):
             frame = canonical.encode_reply(
                 response.type, self.correlation_id, response.dump_payload_json(payload)
             )
-        self._router._finish_call(self)
+        self._dispatch._finish_call(self)
         return self.peer._send_json(frame)
 
     def error(
@@ -331,8 +340,9 @@ class RpcContext(EventContext[P]):
         error = WsError(code, message, details, retryable=retryable, retry_after_ms=retry_after_ms)
         if self.done:
             return False
-        self._router._finish_call(self)
-        return self.peer._send_json(canonical.encode_error(error, self.correlation_id))
+        frame = canonical.encode_error(error, self.correlation_id)  # before the call ends
+        self._dispatch._finish_call(self)
+        return self.peer._send_json(frame)
 
     def progress(self, data: Any = None) -> bool:
         """Send a non-terminal progress frame (any JSON value). Dropped (False) after the
@@ -340,7 +350,7 @@ class RpcContext(EventContext[P]):
         progress under backpressure."""
         if self.done:
             return False
-        if self._router.drop_progress_on_backpressure and self.peer._under_backpressure:
+        if self._dispatch.drop_progress_on_backpressure and self.peer._under_backpressure:
             return False
         return self.peer._send_json(canonical.encode_progress(self.correlation_id, data))
 
@@ -376,7 +386,7 @@ class RpcContext(EventContext[P]):
 def _frame(schema: MessageSchema[Any], payload: Any, meta: Mapping[str, Any] | None) -> bytes:
     if not isinstance(schema, MessageSchema):
         raise TypeError(f"expected a message schema, got {schema!r}")
-    out_meta = _check_out_meta(schema, meta) if meta else None
+    out_meta = _check_out_meta(schema, meta or {}) if meta or schema.meta is not None else None
     return canonical.encode_message(schema.type, out_meta, schema.dump_payload(payload))
 
 
@@ -399,6 +409,9 @@ def _check_out_meta(schema: MessageSchema[Any], meta: Mapping[str, Any]) -> dict
                 f"{schema.type}: unknown meta key {key!r}",
                 [{"path": ["meta", key], "message": "unknown key"}],
             )
-    if schema.meta is not None and custom:
-        schema.meta.load(custom)
+    if schema.meta is not None:
+        try:
+            schema.meta.load(custom)  # even empty: required custom keys must be there
+        except ValidationError as exc:
+            raise within("meta", exc) from None
     return out

@@ -280,7 +280,9 @@ async def test_rpc_frames_with_errors_get_rpc_error_with_their_correlation_id() 
                 "code": "INVALID_ARGUMENT",
                 "message": "invalid payload: Object missing required field `b` at b",
                 "details": {
-                    "issues": [{"path": ["b"], "message": "Object missing required field `b`"}]
+                    "issues": [
+                        {"path": ["payload", "b"], "message": "Object missing required field `b`"}
+                    ]
                 },
             },
         }

@@ -48,10 +48,10 @@ def test_wrong_types_and_missing_fields_are_rejected_with_a_path(chat_spec: Any)
     chat = message("CHAT", chat_spec)
     with pytest.raises(ValidationError) as wrong:
         chat.load_payload({"text": 5})
-    assert wrong.value.issues[0]["path"] == ["text"]
+    assert wrong.value.issues[0]["path"] == ["payload", "text"]
     with pytest.raises(ValidationError):
         chat.load_payload({})
-    with pytest.raises(ValidationError, match="payload must be an object"):
+    with pytest.raises(ValidationError, match="invalid payload: must be an object"):
         chat.load_payload(["text"])
 
 

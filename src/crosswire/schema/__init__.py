@@ -37,6 +37,7 @@ __all__ = [
     "StructCodec",
     "message",
     "rpc",
+    "within",
 ]
 
 P = TypeVar("P")
@@ -84,7 +85,10 @@ class MessageSchema(Generic[P]):
                 f"{self.type} has no payload",
                 [{"path": ["payload"], "message": f"{self.type} takes no payload"}],
             )
-        return self.payload.load(obj)
+        try:
+            return self.payload.load(obj)
+        except ValidationError as exc:
+            raise within("payload", exc) from None
 
     def dump_payload_json(self, value: Any) -> bytes | None:
         """:meth:`dump_payload`, as bytes."""
@@ -117,6 +121,12 @@ class MessageSchema(Generic[P]):
         if self.response is not None:
             text += f" -> {self.response!r}"
         return text
+
+
+def within(part: str, exc: ValidationError) -> ValidationError:
+    """``exc`` (from a payload or meta codec) with its paths starting at ``part``."""
+    issues = [{"path": [part, *i["path"]], "message": i["message"]} for i in exc.issues]
+    return ValidationError(f"invalid {part}: {exc}", issues)
 
 
 @overload

@@ -20,7 +20,6 @@ same: nested objects follow their own schema's rules).
 from __future__ import annotations
 
 import re
-import types
 from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar, get_args
 
@@ -72,20 +71,21 @@ def _msgspec_issue(exc: msgspec.ValidationError) -> dict[str, Any]:
 
 
 class StructCodec(Generic[T]):
-    """Payloads as msgspec Structs: fast, strict (``1`` is not ``True``, ``"1"`` is not 1)."""
+    """Payloads as msgspec Structs: fast, strict (``1`` is not ``True``, ``"1"`` is not 1).
 
-    __slots__ = ("_encode", "strict", "target")
+    Values are instances of the Struct given; a Struct that does not forbid unknown fields
+    itself still gets its unknown top-level keys refused here.
+    """
+
+    __slots__ = ("_allowed", "_decode", "_encode", "target")
 
     def __init__(self, struct: type[T]) -> None:
         self.target = struct
         config = struct.__struct_config__  # type: ignore[attr-defined]
-        if config.forbid_unknown_fields:
-            self.strict: type[Any] = struct
-        else:  # a subclass that refuses unknown keys; values are still instances of ``struct``
-            self.strict = types.new_class(
-                struct.__name__, (struct,), {"forbid_unknown_fields": True}
-            )
+        names = {f.encode_name for f in msgspec.structs.fields(struct)}  # type: ignore[arg-type]
+        self._allowed = None if config.forbid_unknown_fields else frozenset(names)
         self._encode = msgspec.json.Encoder().encode
+        self._decode = msgspec.json.Decoder(struct).decode
 
     @classmethod
     def from_fields(cls, name: str, fields: Mapping[str, Any]) -> StructCodec[Any]:
@@ -111,19 +111,15 @@ class StructCodec(Generic[T]):
 
     def load(self, obj: Any) -> T:
         if type(obj) is not dict:
-            raise ValidationError(
-                "payload must be an object",
-                [{"path": [], "message": f"expected an object, got {_json_kind(obj)}"}],
-            )
+            raise _not_an_object(obj)
+        allowed = self._allowed
+        if allowed is not None and not allowed.issuperset(obj):
+            raise _unknown_keys(obj, allowed)
         try:
-            value: T = msgspec.convert(obj, self.strict)
+            value: T = msgspec.convert(obj, self.target)
         except msgspec.ValidationError as exc:
             issue = _msgspec_issue(exc)
-            where = ".".join(str(p) for p in issue["path"])
-            raise ValidationError(
-                f"invalid payload: {issue['message']}" + (f" at {where}" if where else ""),
-                [issue],
-            ) from None
+            raise ValidationError(_described(issue), [issue]) from None
         return value
 
     def dump(self, value: Any) -> orjson.Fragment:
@@ -132,7 +128,15 @@ class StructCodec(Generic[T]):
     def dump_json(self, value: Any) -> bytes:
         if not isinstance(value, self.target):
             value = self.load(value if type(value) is dict else _as_dict(value, self.target))
-        return self._encode(value)
+            return self._encode(value)
+        # A Struct's constructor checks no types: check what will be sent.
+        data = self._encode(value)
+        try:
+            self._decode(data)
+        except msgspec.ValidationError as exc:
+            issue = _msgspec_issue(exc)
+            raise ValidationError(_described(issue), [issue]) from None
+        return data
 
     def describe(self) -> dict[str, str]:
         hints = msgspec.structs.fields(self.target)  # type: ignore[arg-type]
@@ -140,47 +144,46 @@ class StructCodec(Generic[T]):
 
 
 class PydanticCodec(Generic[T]):
-    """Payloads as pydantic models (``crosswire[pydantic]``)."""
+    """Payloads as pydantic models (``crosswire[pydantic]``).
 
-    __slots__ = ("_error", "_serializer", "_validate", "target")
+    Validation is pydantic's strict JSON mode unless the model's config says ``strict=False``:
+    ``"1"`` is not an int, an ISO string is a datetime. Fields are read and written by alias.
+    Unknown top-level keys are refused whatever the model's ``extra``; values are instances of
+    the model given. Model instances handed to a send are trusted: pydantic validated them when
+    they were built (and on assignment with ``validate_assignment``).
+    """
+
+    __slots__ = ("_allowed", "_error", "_serializer", "_strict", "_validator", "target")
 
     def __init__(self, model: type[T]) -> None:
-        from pydantic import ConfigDict
         from pydantic import ValidationError as PydanticValidationError
 
-        self._error = PydanticValidationError
-
         self.target = model
-        if model.model_config.get("extra") != "forbid":  # type: ignore[attr-defined]
-            # A subclass that refuses unknown keys; values are still instances of ``model``.
-            model = types.new_class(
-                model.__name__,
-                (model,),
-                {},
-                lambda ns: ns.update({"model_config": ConfigDict(extra="forbid")}),
-            )
-        self._validate = model.__pydantic_validator__.validate_python  # type: ignore[attr-defined]
+        self._error = PydanticValidationError
+        config = model.model_config  # type: ignore[attr-defined]
+        self._strict = config.get("strict", True) is not False
+        self._validator = model.__pydantic_validator__  # type: ignore[attr-defined]
         self._serializer = model.__pydantic_serializer__  # type: ignore[attr-defined]
+        self._allowed = None if config.get("extra") == "forbid" else _pydantic_names(model)
 
     def load(self, obj: Any) -> T:
         if type(obj) is not dict:
-            raise ValidationError(
-                "payload must be an object",
-                [{"path": [], "message": f"expected an object, got {_json_kind(obj)}"}],
-            )
+            raise _not_an_object(obj)
+        allowed = self._allowed
+        if allowed is not None and not allowed.issuperset(obj):
+            raise _unknown_keys(obj, allowed)
         try:
-            value: T = self._validate(obj)
+            if self._strict:
+                value: T = self._validator.validate_json(orjson.dumps(obj), strict=True)
+            else:
+                value = self._validator.validate_python(obj)
         except self._error as exc:
             issues = [
                 {"path": list(err["loc"]), "message": err["msg"]}
                 for err in exc.errors(include_url=False, include_input=False)
             ]
             first = issues[0] if issues else {"path": [], "message": "invalid"}
-            where = ".".join(str(p) for p in first["path"])
-            raise ValidationError(
-                f"invalid payload: {first['message']}" + (f" at {where}" if where else ""),
-                issues,
-            ) from None
+            raise ValidationError(_described(first), issues) from None
         return value
 
     def dump(self, value: Any) -> orjson.Fragment:
@@ -189,12 +192,12 @@ class PydanticCodec(Generic[T]):
     def dump_json(self, value: Any) -> bytes:
         if not isinstance(value, self.target):
             value = self.load(value if type(value) is dict else _as_dict(value, self.target))
-        json: bytes = self._serializer.to_json(value)
+        json: bytes = self._serializer.to_json(value, by_alias=True)
         return json
 
     def describe(self) -> dict[str, str]:
         fields = self.target.model_fields  # type: ignore[attr-defined]
-        return {name: _type_name(f.annotation) for name, f in fields.items()}
+        return {f.alias or name: _type_name(f.annotation) for name, f in fields.items()}
 
 
 def codec_for(owner: str, spec: Any) -> PayloadCodec[Any]:
@@ -222,6 +225,46 @@ def _is_pydantic_model(cls: type) -> bool:
 def _struct_name(owner: str) -> str:
     cleaned = re.sub(r"\W", "_", owner.title().replace("_", ""))
     return cleaned if cleaned.isidentifier() else f"Payload_{cleaned}"
+
+
+def _pydantic_names(model: Any) -> frozenset[str]:
+    """The top-level keys a pydantic model accepts: each field's alias (or name), and names too
+    when the model validates by name."""
+    config = model.model_config
+    by_name = bool(config.get("populate_by_name") or config.get("validate_by_name"))
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias or field.alias
+        if isinstance(alias, str):
+            names.add(alias)
+        elif alias is not None:  # AliasChoices / AliasPath: their first keys
+            for choice in getattr(alias, "choices", [alias]):
+                path = getattr(choice, "path", [choice])
+                if path and isinstance(path[0], str):
+                    names.add(path[0])
+        if alias is None or by_name:
+            names.add(name)
+    return frozenset(names)
+
+
+def _not_an_object(obj: Any) -> ValidationError:
+    return ValidationError(
+        "must be an object", [{"path": [], "message": f"expected an object, got {_json_kind(obj)}"}]
+    )
+
+
+def _unknown_keys(obj: dict[str, Any], allowed: frozenset[str]) -> ValidationError:
+    unknown = sorted(k for k in obj if k not in allowed)
+    issues: list[dict[str, Any]] = [
+        {"path": [k], "message": f"Object contains unknown field `{k}`"} for k in unknown
+    ]
+    return ValidationError(_described(issues[0]), issues)
+
+
+def _described(issue: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in issue["path"])
+    message = str(issue["message"])
+    return message + (f" at {where}" if where else "")
 
 
 def _admits_none(kind: Any) -> bool:

@@ -1,0 +1,117 @@
+"""Composing a route: the auth gate, middleware, payload validation and the handler, into one
+callable that runs a context.
+
+Middleware is ``(ctx, next)``; ``next()`` runs the rest of the chain and may be called once.
+When every piece is a plain function, the chain is plain: ``next()`` runs the rest at once and
+the chain runs inline. When any piece is ``async``, the chain is a coroutine (run in a task)
+and ``next()`` returns the rest as a coroutine: an async middleware awaits it; a plain one
+returns it (``return next()``). A plain middleware that calls ``next()`` without returning it
+still works, but its code after ``next()`` then runs before the handler: crosswire logs a
+warning once, as that code should be in an ``async`` middleware.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ..errors import ErrorCode, ValidationError, WsError
+from ..hooks import is_async_callable
+
+__all__ = ["Middleware", "compose"]
+
+logger = logging.getLogger("crosswire.router")
+
+Middleware = Callable[[Any, Callable[[], Any]], Any]
+Run = Callable[[Any], Any]
+
+
+def compose(handler: Callable[[Any], Any], middleware: list[Middleware]) -> Run:
+    """The callable running ``middleware`` (outermost first), validation, then ``handler``.
+
+    It returns ``None`` (or the handler's value) when everything ran inline, or an awaitable
+    that the caller must run in a task.
+    """
+
+    def innermost(ctx: Any) -> Any:
+        try:
+            ctx._load()
+        except ValidationError as exc:
+            raise WsError(ErrorCode.INVALID_ARGUMENT, str(exc), {"issues": exc.issues}) from None
+        return handler(ctx)
+
+    if is_async_callable(handler) or any(is_async_callable(m) for m in middleware):
+        chain = _as_coroutine(innermost)
+        for mw in reversed(middleware):
+            chain = _link_async(mw, chain)
+        return chain
+    run: Run = innermost
+    for mw in reversed(middleware):
+        run = _link_plain(mw, run)
+    return run
+
+
+def _link_plain(middleware: Middleware, downstream: Run) -> Run:
+    """A plain middleware in a plain chain: ``next()`` runs the rest at once."""
+
+    def link(ctx: Any) -> Any:
+        called = False
+
+        def next() -> Any:
+            nonlocal called
+            if called:
+                raise RuntimeError(f"next() called twice by middleware {middleware!r}")
+            called = True
+            return downstream(ctx)
+
+        return middleware(ctx, next)
+
+    return link
+
+
+def _as_coroutine(fn: Run) -> Callable[[Any], Coroutine[Any, Any, None]]:
+    async def run(ctx: Any) -> None:
+        result = fn(ctx)
+        if result is not None and inspect.isawaitable(result):
+            await result
+
+    return run
+
+
+_warned: set[int] = set()
+
+
+def _link_async(
+    middleware: Middleware, downstream: Callable[[Any], Coroutine[Any, Any, None]]
+) -> Callable[[Any], Coroutine[Any, Any, None]]:
+    """A middleware in a chain with something async (see the module docstring)."""
+
+    async def link(ctx: Any) -> None:
+        started: list[Coroutine[Any, Any, None]] = []
+
+        def next() -> Coroutine[Any, Any, None]:
+            if started:
+                raise RuntimeError(f"next() called twice by middleware {middleware!r}")
+            rest = downstream(ctx)
+            started.append(rest)
+            return rest
+
+        result = middleware(ctx, next)
+        if result is not None and inspect.isawaitable(result):
+            await result
+        for rest in started:
+            if inspect.getcoroutinestate(rest) == inspect.CORO_CREATED:
+                # A plain middleware called next() and did not return it.
+                if id(middleware) not in _warned:
+                    _warned.add(id(middleware))
+                    logger.warning(
+                        "middleware %r calls next() without returning it in a route with "
+                        "async code: its code after next() ran before the handler; make it "
+                        "`async def` and `await next()`, or `return next()`",
+                        middleware,
+                    )
+                await rest
+
+    return link

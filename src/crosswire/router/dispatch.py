@@ -1,0 +1,536 @@
+"""Serving a Router in one App: per-connection sessions, the per-frame pipeline, the RPC
+lifecycle, error answers, control frames and heartbeat.
+
+One :class:`Dispatcher` per App (``App(router)`` creates it through ``router.hooks_for``), so a
+router can be served by several Apps, one after another (tests) or at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..context import CloseContext, ConnectionContext, EventContext, PublishResult, RpcContext
+from ..errors import ErrorCode, WsError
+from ..hooks import Hooks
+from ..http import Request
+from ..peer import CloseCode, Message, Peer, ReadyState
+from ..rpc import CallTable
+from ..schema import RESERVED_PREFIXES
+from ..wire import canonical
+from .chain import compose
+
+if TYPE_CHECKING:
+    from ..app import App
+    from .router import Router, _Route
+
+__all__ = ["HEARTBEAT_TIMEOUT", "Dispatcher", "Session"]
+
+logger = logging.getLogger("crosswire.router")
+
+#: Close code for a connection that stopped answering heartbeats (as in seed 003).
+HEARTBEAT_TIMEOUT = 4002
+
+_OPEN = ReadyState.OPEN
+
+
+class Session:
+    """The router's state for one connection."""
+
+    __slots__ = (
+        "auth",
+        "calls",
+        "heartbeat",
+        "last_seen",
+        "next_id",
+        "peer",
+        "reading_paused",
+        "running",
+        "waiting_ack",
+    )
+
+    def __init__(self, peer: Peer, max_inflight: int) -> None:
+        self.peer = peer
+        self.calls: CallTable[RpcContext[Any]] = CallTable(max_inflight)
+        #: None: not checked yet; True/False: the verdict; a task: the check is running.
+        self.auth: bool | asyncio.Task[bool] | None = None
+        self.next_id = 0
+        self.last_seen = 0.0
+        self.waiting_ack = False
+        self.heartbeat: asyncio.TimerHandle | None = None
+        #: Handler tasks of this connection still running, and whether reading is paused
+        #: because there are too many.
+        self.running = 0
+        self.reading_paused = False
+
+
+class Dispatcher:
+    """Serves one router in one App."""
+
+    def __init__(self, router: Router, app: App) -> None:
+        self.router = router
+        self.app = app
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # on first open
+        # Options, read once: a router's options are fixed when it is served.
+        self.rpc_timeout = router.rpc_timeout
+        self.drop_progress_on_backpressure = router.drop_progress_on_backpressure
+        self.max_payload_bytes = router.max_payload_bytes
+        self.heartbeat = router.heartbeat
+        self.task_limit = app.limits.inbound_queue
+        self._runs: dict[str, Callable[[Any], Any]] = {}
+        self._generation = -1
+
+    def hooks(self) -> Hooks:
+        return Hooks(
+            upgrade=self._upgrade, open=self._open, message=self._message, close=self._close
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _upgrade(self, request: Request) -> Any:
+        handler = self.router._on_upgrade  # read now: it may be registered after App(router)
+        return None if handler is None else handler(request)
+
+    def _open(self, peer: Peer) -> None:
+        self.loop = asyncio.get_running_loop()
+        session = Session(peer, self.router.max_inflight_rpcs)
+        peer._session = session
+        peer._on_data = self._frame
+        if self.heartbeat is not None:
+            session.last_seen = self.loop.time()
+            self._arm_heartbeat(session, self.heartbeat.interval)
+        if self.router._on_open:
+            ctx = ConnectionContext(self, session)
+            for handler in self.router._on_open:
+                self._run_plain(handler, ctx)
+
+    def _close(self, peer: Peer, code: int, reason: str) -> None:
+        session: Session | None = peer._session
+        if session is None:
+            return
+        if session.heartbeat is not None:
+            session.heartbeat.cancel()
+        if isinstance(session.auth, asyncio.Task):
+            session.auth.cancel()
+        for call in session.calls.drain():
+            if not call.done:
+                call._cancel()
+            if call._timer is not None:
+                call._timer.cancel()
+        if self.router._on_close:
+            ctx = CloseContext(self, session, code, reason)
+            for handler in self.router._on_close:
+                self._run_plain(handler, ctx)
+
+    # -- frames ----------------------------------------------------------------------------
+
+    def _message(self, peer: Peer, msg: Message) -> None:
+        """The message hook (for a peer whose frames come as Messages)."""
+        self._frame(peer, msg.raw, msg.is_binary)
+
+    def _frame(self, peer: Peer, raw: str | bytes, is_binary: bool) -> None:
+        """One frame from a client: the router's hot path."""
+        if peer._state is not _OPEN:  # closing: what is still in flight is not handled
+            return
+        session: Session = peer._session
+        if self.heartbeat is not None:
+            session.last_seen = self.loop.time()
+        if len(raw) > self.max_payload_bytes // 4:
+            size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+            if size > self.max_payload_bytes:
+                self._too_big(session, size)
+                return
+        try:
+            envelope = canonical.decode(raw)
+        except canonical.BadFrame as exc:
+            self._fail(session, None, exc, exc.correlation_id)
+            return
+        router = self.router
+        if self._generation != router._generation:  # routes or middleware changed
+            self._runs.clear()
+            self._generation = router._generation
+        route = router._routes.get(envelope.type)
+        if route is None:
+            if envelope.type.startswith(RESERVED_PREFIXES):
+                self._control(session, envelope)
+            else:
+                unknown = WsError(
+                    ErrorCode.UNIMPLEMENTED, f"no handler for message type {envelope.type!r}"
+                )
+                self._fail(session, None, unknown, envelope.correlation_id)
+            return
+        run = self._runs.get(envelope.type) or self._compile(route)
+        if route.is_rpc:
+            self._call(session, route, envelope, run)
+            return
+        ctx: EventContext[Any] = EventContext(self, session, route.schema, envelope, time.time())
+        try:
+            result = run(ctx)
+        except Exception as exc:
+            self._fail(session, ctx, exc, None)
+            return
+        if result is not None and inspect.isawaitable(result):
+            self._spawn(session, self._finish_event(session, ctx, result), result)
+
+    def _compile(self, route: _Route) -> Callable[[Any], Any]:
+        middleware: list[Any] = []
+        if self.router._on_auth:
+            middleware.append(self._auth_gate)
+        middleware.extend(self.router._middleware)
+        middleware.extend(route.middleware)
+        run = compose(route.handler, middleware)
+        self._runs[route.schema.type] = run
+        return run
+
+    # -- RPC lifecycle ---------------------------------------------------------------------
+
+    def _call(
+        self,
+        session: Session,
+        route: _Route,
+        envelope: canonical.Envelope,
+        run: Callable[[Any], Any],
+    ) -> None:
+        cid = envelope.correlation_id
+        if cid is None:
+            session.next_id += 1
+            cid = f"srv-{session.next_id}"
+        loop = self.loop
+        ctx: RpcContext[Any] = RpcContext(
+            self, session, route.schema, envelope, time.time(), cid, loop.time()
+        )
+        try:
+            session.calls.admit(cid, ctx)
+        except WsError as exc:
+            self._answer(session, None, exc, cid)
+            return
+        try:
+            result = run(ctx)
+        except Exception as exc:
+            self._fail(session, ctx, exc, cid)
+            return
+        if result is None or not inspect.isawaitable(result):
+            if not ctx.done:
+                self._incomplete(ctx)
+            return
+        task = self._spawn(session, self._finish_call_task(session, ctx, result), result)
+        if not task.done():  # (an eager task may already have finished)
+            ctx._task = task
+            if not ctx.done and ctx._timer is None:
+                ctx._timer = loop.call_at(ctx.deadline, self._expire, ctx)
+
+    def _finish_call(self, ctx: RpcContext[Any]) -> None:
+        """The call got its terminal reply or error."""
+        ctx.done = True
+        ctx._session.calls.pop(ctx.correlation_id)
+        if ctx._timer is not None:
+            ctx._timer.cancel()
+            ctx._timer = None
+
+    def _incomplete(self, ctx: RpcContext[Any]) -> None:
+        """The handler returned without answering: say so, and keep the call open until its
+        deadline in case something else replies."""
+        logger.warning(
+            "RPC %s (correlationId %s) handler returned without reply() or error(); "
+            "the call stays open until its deadline",
+            ctx.type,
+            ctx.correlation_id,
+        )
+        if ctx._timer is None:
+            ctx._timer = self.loop.call_at(ctx.deadline, self._expire, ctx)
+
+    def _expire(self, ctx: RpcContext[Any]) -> None:
+        ctx._timer = None
+        if not ctx.done:
+            self._end_call(ctx, WsError(ErrorCode.DEADLINE_EXCEEDED, "the RPC's deadline passed"))
+
+    def _abort(self, session: Session, correlation_id: str | None) -> None:
+        if correlation_id is None:
+            return
+        ctx = session.calls.get(correlation_id)
+        if ctx is not None and not ctx.done:
+            self._end_call(ctx, WsError(ErrorCode.CANCELLED, "cancelled by the client"))
+
+    def _end_call(self, ctx: RpcContext[Any], error: WsError) -> None:
+        """Cancel a call in flight and answer it with ``error``."""
+        ctx._cancel()
+        ctx._session.calls.pop(ctx.correlation_id)
+        if ctx._timer is not None:
+            ctx._timer.cancel()
+            ctx._timer = None
+        self._answer(ctx._session, ctx, error, ctx.correlation_id)
+
+    async def _finish_call_task(
+        self, session: Session, ctx: RpcContext[Any], running: Awaitable[Any]
+    ) -> None:
+        try:
+            await running
+        except asyncio.CancelledError:
+            if ctx.cancelled:  # cancelled by the router: abort, deadline or disconnect
+                return
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # cancelled from outside (shutdown)
+                raise
+            # Something the handler awaited was cancelled by someone else.
+            cancelled = WsError(ErrorCode.CANCELLED, "the handler was cancelled")
+            self._fail(session, ctx, cancelled, ctx.correlation_id)
+            return
+        except Exception as exc:
+            self._fail(session, ctx, exc, ctx.correlation_id)
+            return
+        ctx._task = None
+        if not ctx.done:
+            self._incomplete(ctx)
+
+    async def _finish_event(
+        self, session: Session, ctx: EventContext[Any], running: Awaitable[Any]
+    ) -> None:
+        try:
+            await running
+        except Exception as exc:
+            self._fail(session, ctx, exc, None)
+
+    # -- the auth gate ---------------------------------------------------------------------
+
+    def _auth_gate(self, ctx: EventContext[Any], next: Callable[[], Any]) -> Any:
+        """Middleware in front of every route when there are ``on_auth`` handlers: their
+        verdict is taken once per connection; frames that arrive while an async check runs
+        wait for it."""
+        session: Session = ctx._session
+        verdict = session.auth
+        if verdict is None:
+            verdict = session.auth = self._check_auth(ctx, session)
+        if verdict is True:
+            return next()
+        if verdict is False:
+            return None
+        return self._after_auth(verdict, next)
+
+    def _check_auth(self, ctx: EventContext[Any], session: Session) -> bool | asyncio.Task[bool]:
+        handlers = self.router._on_auth
+        for i, handler in enumerate(handlers):
+            verdict = handler(ctx)
+            if inspect.isawaitable(verdict):  # async, or a plain function returning one
+                return self.loop.create_task(self._check_rest(ctx, session, verdict, i + 1))
+            if verdict is False:
+                self._refuse(session, ctx)
+                return False
+        return True
+
+    async def _check_rest(
+        self, ctx: EventContext[Any], session: Session, pending: Awaitable[Any], index: int
+    ) -> bool:
+        """Finish an auth check that went async: await the pending verdict, then run the
+        remaining handlers (from ``index``) in order."""
+        try:
+            verdict = await pending
+            if verdict is not False:
+                for handler in self.router._on_auth[index:]:
+                    verdict = handler(ctx)
+                    if inspect.isawaitable(verdict):
+                        verdict = await verdict
+                    if verdict is False:
+                        break
+        except Exception as exc:
+            session.auth = False
+            self._fail(session, ctx, exc, _cid(ctx))
+            ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
+            return False
+        if verdict is False:
+            session.auth = False
+            self._refuse(session, ctx)
+            return False
+        session.auth = True
+        return True
+
+    async def _after_auth(self, check: asyncio.Task[bool], next: Callable[[], Any]) -> None:
+        if await asyncio.shield(check):
+            result = next()
+            if result is not None and inspect.isawaitable(result):
+                await result
+
+    def _refuse(self, session: Session, ctx: EventContext[Any]) -> None:
+        error = WsError(ErrorCode.UNAUTHENTICATED, "not authenticated")
+        self._fail(session, ctx, error, _cid(ctx))
+        ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def _fail(
+        self,
+        session: Session,
+        ctx: EventContext[Any] | None,
+        exc: Exception,
+        correlation_id: str | None,
+    ) -> None:
+        """An exception from a handler, middleware or the protocol: answer it."""
+        error = self._as_ws_error(exc, ctx)
+        if isinstance(ctx, RpcContext):
+            if ctx.done:  # already answered: only report it
+                self._notify(error, ctx)
+                return
+            self._finish_call(ctx)
+        self._answer(session, ctx, error, correlation_id)
+
+    def _answer(
+        self,
+        session: Session,
+        ctx: EventContext[Any] | None,
+        error: WsError,
+        correlation_id: str | None,
+    ) -> None:
+        """Tell ``on_error`` handlers, then send the error unless one of them (or
+        ``auto_send_error_on_throw=False``) suppresses it."""
+        suppress = self._notify(error, ctx)
+        if self.router.auto_send_error_on_throw and not suppress:
+            session.peer._send_json(_encode_error(error, correlation_id))
+
+    def _notify(self, error: WsError, ctx: EventContext[Any] | None) -> bool:
+        """Run the ``on_error`` handlers; True if one asked to suppress the reply."""
+        suppress = False
+        for handler in self.router._on_error:
+            try:
+                verdict = handler(error, ctx)
+            except Exception:
+                logger.exception("an on_error handler raised")
+                continue
+            if inspect.iscoroutine(verdict):
+                verdict.close()
+                logger.warning(
+                    "on_error handler %r returned a coroutine; it must be plain", handler
+                )
+            elif verdict is False:
+                suppress = True
+        return suppress
+
+    def _as_ws_error(self, exc: Exception, ctx: EventContext[Any] | None) -> WsError:
+        if isinstance(exc, WsError):
+            return exc
+        where = f" in {ctx.type} handler" if ctx is not None else ""
+        logger.error("unhandled error%s", where, exc_info=exc)
+        if self.router.expose_error_details:
+            return WsError.wrap(
+                exc,
+                ErrorCode.INTERNAL,
+                f"{type(exc).__name__}: {exc}",
+                {"exception": type(exc).__name__},
+            )
+        return WsError.wrap(exc, ErrorCode.INTERNAL, "internal server error")
+
+    def _too_big(self, session: Session, size: int) -> None:
+        from .router import LimitExceeded
+
+        peer = session.peer
+        info = LimitExceeded("payload", peer.id, peer, size, self.max_payload_bytes)
+        for handler in self.router._on_limit:
+            self._run_plain(handler, info)
+        peer.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+
+    # -- control frames and heartbeat ------------------------------------------------------
+
+    def _control(self, session: Session, envelope: canonical.Envelope) -> None:
+        kind = envelope.type
+        if kind == canonical.ABORT:
+            self._abort(session, envelope.correlation_id)
+        elif kind == canonical.HEARTBEAT:
+            session.peer._send_json(canonical.encode_heartbeat_ack(int(time.time() * 1000)))
+        elif kind == canonical.HEARTBEAT_ACK:
+            session.waiting_ack = False
+        else:
+            error = WsError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"message type {kind!r} is reserved ({' and '.join(RESERVED_PREFIXES)} "
+                "prefixes are control frames)",
+            )
+            self._fail(session, None, error, envelope.correlation_id)
+
+    def _arm_heartbeat(self, session: Session, delay: float) -> None:
+        session.heartbeat = self.loop.call_later(delay, self._check_heartbeat, session)
+
+    def _check_heartbeat(self, session: Session) -> None:
+        heartbeat = self.heartbeat
+        assert heartbeat is not None
+        idle = self.loop.time() - session.last_seen
+        if idle < heartbeat.interval:  # a frame came: wait for the rest of the interval
+            session.waiting_ack = False
+            self._arm_heartbeat(session, heartbeat.interval - idle)
+        elif not session.waiting_ack:
+            session.waiting_ack = True
+            session.peer._send_json(canonical.encode_heartbeat())
+            self._arm_heartbeat(session, heartbeat.timeout)
+        else:
+            session.heartbeat = None
+            peer = session.peer
+            stale = heartbeat.on_stale_connection
+            if stale is not None:
+                self._run_plain(lambda p: stale(p.id, p), peer)
+            peer.close(HEARTBEAT_TIMEOUT, "heartbeat timeout")
+
+    # -- running user code -----------------------------------------------------------------
+
+    def _run_plain(self, handler: Callable[[Any], Any], arg: Any) -> None:
+        """Run a lifecycle handler (in a task if it is async); errors are logged, never
+        raised."""
+        try:
+            result = handler(arg)
+        except Exception:
+            logger.exception("%r raised", handler)
+            return
+        if result is not None and inspect.isawaitable(result):
+            self.app._spawn(_log_errors(result, handler), eager=True)
+
+    def _spawn(
+        self, session: Session, coro: Coroutine[Any, Any, None], running: Any
+    ) -> asyncio.Task[None]:
+        """A task for a handler; past ``Limits.inbound_queue`` of them on one connection, the
+        connection stops reading until half have finished (TCP backpressure)."""
+        task = self.app._spawn(coro, eager=True)
+        if task.done():
+            return task
+        session.running += 1
+        if session.running >= self.task_limit and not session.reading_paused:
+            session.reading_paused = True
+            session.peer._transport.pause_reading()
+        task.add_done_callback(lambda t: self._task_done(session, running))
+        return task
+
+    def _task_done(self, session: Session, running: Any) -> None:
+        if inspect.iscoroutine(running):
+            running.close()  # never started if the task was cancelled first: no warning
+        session.running -= 1
+        if session.reading_paused and session.running <= self.task_limit // 2:
+            session.reading_paused = False
+            if session.peer._state is not ReadyState.CLOSED:
+                session.peer._transport.resume_reading()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _publish(self, topic: str, frame: bytes, exclude: Peer | None) -> PublishResult:
+        return PublishResult(self.app.hub.publish_frame(topic, frame, text=True, exclude=exclude))
+
+
+def _encode_error(error: WsError, correlation_id: str | None) -> bytes:
+    try:
+        return canonical.encode_error(error, correlation_id)
+    except (TypeError, orjson.JSONEncodeError):
+        logger.exception("the details of %r cannot be sent as JSON; sending INTERNAL", error)
+        return canonical.encode_error(
+            WsError(ErrorCode.INTERNAL, "internal server error"), correlation_id
+        )
+
+
+def _cid(ctx: EventContext[Any]) -> str | None:
+    return ctx.correlation_id if isinstance(ctx, RpcContext) else None
+
+
+async def _log_errors(running: Awaitable[Any], handler: Callable[..., Any]) -> None:
+    try:
+        await running
+    except Exception:
+        logger.exception("%r raised", handler)

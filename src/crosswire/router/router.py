@@ -1,0 +1,355 @@
+"""The typed router (WS-Kit's, in Python): schemas in, handlers, middleware, RPC, errors.
+
+A router is served by an App, ``crosswire.App(router)``, on any server. For each text frame:
+
+    size limit -> decode (wire) -> control frames ($ws:abort, __heartbeat) -> route lookup
+    -> [RPC admission: in-flight limit, deadline] -> on_auth gate -> global middleware
+    -> route middleware -> payload validation -> handler -> reply / error / progress / send
+
+Handlers and middleware may be plain or ``async`` functions. A route whose middleware and
+handler are all plain functions runs inline, in the message hook, with no task; a route with
+anything ``async`` runs in a task of its own (started eagerly on Python 3.12+), so that it can
+await. RPC handlers running in a task are cancelled when the client sends ``$ws:abort``, when
+their deadline passes and when the connection ends. A connection with ``Limits.inbound_queue``
+handler tasks running stops reading until half of them have finished.
+
+``on_open`` handlers that await do not hold back the connection's messages: per-connection setup
+that message handlers rely on belongs in ``on_upgrade`` (``Accept(context=...)`` becomes
+``ctx.data``) or in a plain ``on_open``. Frames that arrive after the router has started closing
+a connection (1008, 1009, 4002) are not handled.
+
+Every failure is answered: a frame that breaks the protocol or fails validation gets
+``INVALID_ARGUMENT``, an unknown type ``UNIMPLEMENTED``, an exception in a handler ``INTERNAL``
+(its text only with ``expose_error_details``), a ``WsError`` raised by a handler its own code.
+RPCs get ``RPC_ERROR`` with their ``correlationId``, everything else ``ERROR``. ``on_error``
+handlers see every error first and may suppress the reply by returning ``False``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from ..context import EventContext, PublishResult, RpcContext, _frame
+from ..errors import ConfigurationError, WsError
+from ..hooks import Hooks, check_callable, is_async_callable
+from ..http import Request
+from ..peer import Peer
+from ..schema import MessageSchema
+from .chain import Middleware
+from .dispatch import Dispatcher
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["Heartbeat", "LimitExceeded", "RouteBuilder", "Router"]
+
+P = TypeVar("P")
+Handler = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """Opt-in heartbeat: after ``interval`` seconds without a frame from a client, send it
+    ``__heartbeat``; if nothing arrives within ``timeout`` more, call
+    ``on_stale_connection(client_id, peer)`` and close it with 4002."""
+
+    interval: float = 30.0
+    timeout: float = 5.0
+    on_stale_connection: Callable[[str, Peer], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ConfigurationError("Heartbeat.interval and .timeout must be > 0")
+        if self.on_stale_connection is not None:
+            check_callable(
+                "Heartbeat.on_stale_connection", self.on_stale_connection, 2, "client_id, peer"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitExceeded:
+    """What ``on_limit_exceeded`` handlers receive."""
+
+    type: Literal["payload", "rate"]
+    client_id: str
+    peer: Peer
+    observed: int
+    limit: int
+    retry_after_ms: int | None = None
+
+
+class _Route:
+    __slots__ = ("handler", "is_rpc", "middleware", "schema")
+
+    def __init__(
+        self,
+        schema: MessageSchema[Any],
+        handler: Handler,
+        middleware: tuple[Middleware, ...],
+        is_rpc: bool,
+    ) -> None:
+        self.schema = schema
+        self.handler = handler
+        self.middleware = middleware
+        self.is_rpc = is_rpc
+
+
+class RouteBuilder:
+    """``router.route(schema).use(mw).on(handler)``: middleware for one route."""
+
+    def __init__(self, router: Router, schema: MessageSchema[Any]) -> None:
+        self._router = router
+        self._schema = schema
+        self._middleware: list[Middleware] = []
+
+    def use(self, middleware: Middleware) -> RouteBuilder:
+        _check_middleware(middleware)
+        self._middleware.append(middleware)
+        return self
+
+    def on(self, handler: Handler) -> Router:
+        return self._router._add(self._schema, handler, tuple(self._middleware), is_rpc=False)
+
+    def rpc(self, handler: Handler) -> Router:
+        return self._router._add(self._schema, handler, tuple(self._middleware), is_rpc=True)
+
+
+class Router:
+    """Routes typed messages to handlers; serve it with ``crosswire.App(router)``.
+
+    Options (keyword-only): ``heartbeat`` (a :class:`Heartbeat`, off by default),
+    ``max_payload_bytes`` (larger frames call ``on_limit_exceeded`` and close with 1009),
+    ``rpc_timeout`` (seconds, when the client sends no ``meta.timeoutMs``),
+    ``max_inflight_rpcs`` (per connection; more get ``RESOURCE_EXHAUSTED``),
+    ``drop_progress_on_backpressure``, ``auto_send_error_on_throw``, ``expose_error_details``.
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat: Heartbeat | None = None,
+        max_payload_bytes: int = 1_000_000,
+        rpc_timeout: float = 30.0,
+        max_inflight_rpcs: int = 1000,
+        drop_progress_on_backpressure: bool = True,
+        auto_send_error_on_throw: bool = True,
+        expose_error_details: bool = False,
+    ) -> None:
+        if max_payload_bytes <= 0 or rpc_timeout <= 0 or max_inflight_rpcs <= 0:
+            raise ConfigurationError(
+                "max_payload_bytes, rpc_timeout and max_inflight_rpcs must be > 0"
+            )
+        self.heartbeat = heartbeat
+        self.max_payload_bytes = max_payload_bytes
+        self.rpc_timeout = rpc_timeout
+        self.max_inflight_rpcs = max_inflight_rpcs
+        self.drop_progress_on_backpressure = drop_progress_on_backpressure
+        self.auto_send_error_on_throw = auto_send_error_on_throw
+        self.expose_error_details = expose_error_details
+        #: The dispatchers serving this router, one per App (weak: they live with their App).
+        self._dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+        #: Bumped on every change of routes or middleware: dispatchers recompile their chains.
+        self._generation = 0
+        self._on_upgrade: Callable[[Request], Any] | None = None
+        self._routes: dict[str, _Route] = {}
+        self._middleware: list[Middleware] = []
+        self._on_open: list[Handler] = []
+        self._on_close: list[Handler] = []
+        self._on_auth: list[Handler] = []
+        self._on_error: list[Callable[[WsError, Any], Any]] = []
+        self._on_limit: list[Handler] = []
+
+    @property
+    def schemas(self) -> tuple[MessageSchema[Any], ...]:
+        """The schemas this router handles, and the responses of its RPCs (for docs and
+        conformance tests)."""
+        found: list[MessageSchema[Any]] = []
+        for route in self._routes.values():
+            found.append(route.schema)
+            if route.schema.response is not None:
+                found.append(route.schema.response)
+        return tuple(found)
+
+    # -- registration ----------------------------------------------------------------------
+
+    def on(self, schema: MessageSchema[P], handler: Callable[[EventContext[P]], Any]) -> Router:
+        """Handle messages of ``schema`` with ``handler(ctx: EventContext)``."""
+        return self._add(schema, handler, (), is_rpc=False)
+
+    def rpc(self, schema: MessageSchema[P], handler: Callable[[RpcContext[P]], Any]) -> Router:
+        """Handle RPC requests of ``schema`` (which needs a ``response``) with
+        ``handler(ctx: RpcContext)``."""
+        return self._add(schema, handler, (), is_rpc=True)
+
+    def route(self, schema: MessageSchema[Any]) -> RouteBuilder:
+        """Start registering ``schema`` with its own middleware."""
+        _check_schema(schema)
+        return RouteBuilder(self, schema)
+
+    def use(self, middleware: Middleware) -> Router:
+        """Add global middleware ``(ctx, next)``: runs for every message before validation;
+        ``await next()`` (or ``return next()``) to go on, return without it to stop."""
+        _check_middleware(middleware)
+        self._middleware.append(middleware)
+        self._generation += 1
+        return self
+
+    def off(self, schema: MessageSchema[Any]) -> Router:
+        """Stop handling ``schema``'s type."""
+        self._routes.pop(schema.type, None)
+        self._generation += 1
+        return self
+
+    def reset(self) -> Router:
+        """Forget every route, middleware and lifecycle handler (options stay)."""
+        self._routes.clear()
+        self._middleware.clear()
+        for handlers in (self._on_open, self._on_close, self._on_auth, self._on_error):
+            handlers.clear()
+        self._on_limit.clear()
+        self._on_upgrade = None
+        self._generation += 1
+        return self
+
+    def merge(self, other: Router) -> Router:
+        """Take ``other``'s routes and lifecycle handlers. ``other``'s global middleware keeps
+        applying to its own routes only. A type both routers handle is refused."""
+        clash = set(self._routes) & set(other._routes)
+        if clash:
+            raise ConfigurationError(f"both routers handle {sorted(clash)}")
+        if other._on_upgrade is not None:
+            if self._on_upgrade is not None:
+                raise ConfigurationError("both routers have an on_upgrade handler")
+            self._on_upgrade = other._on_upgrade
+        for kind, route in other._routes.items():
+            middleware = (*other._middleware, *route.middleware)
+            self._routes[kind] = _Route(route.schema, route.handler, middleware, route.is_rpc)
+        self._on_open.extend(other._on_open)
+        self._on_close.extend(other._on_close)
+        self._on_auth.extend(other._on_auth)
+        self._on_error.extend(other._on_error)
+        self._on_limit.extend(other._on_limit)
+        self._generation += 1
+        return self
+
+    def on_upgrade(self, handler: Callable[[Request], Any]) -> Router:
+        """The ``upgrade`` hook for this router's connections: ``handler(request)`` returns
+        ``None`` or ``Accept(context=...)`` to open (the context becomes ``ctx.data``) or a
+        ``Response`` to refuse. One per router."""
+        check_callable("on_upgrade handler", handler, 1, "request")
+        if self._on_upgrade is not None:
+            raise ConfigurationError("the router already has an on_upgrade handler")
+        self._on_upgrade = handler
+        return self
+
+    def on_open(self, handler: Handler) -> Router:
+        """``handler(ctx: ConnectionContext)`` when a connection opens."""
+        check_callable("on_open handler", handler, 1, "ctx")
+        self._on_open.append(handler)
+        return self
+
+    def on_close(self, handler: Handler) -> Router:
+        """``handler(ctx: CloseContext)`` when a connection ends."""
+        check_callable("on_close handler", handler, 1, "ctx")
+        self._on_close.append(handler)
+        return self
+
+    def on_auth(self, handler: Handler) -> Router:
+        """``handler(ctx) -> bool`` before a connection's first message is handled; ``False``
+        answers ``UNAUTHENTICATED`` and closes the connection with 1008."""
+        check_callable("on_auth handler", handler, 1, "ctx")
+        self._on_auth.append(handler)
+        self._generation += 1
+        return self
+
+    def on_error(self, handler: Callable[[WsError, Any], Any]) -> Router:
+        """``handler(error: WsError, ctx | None) -> bool | None`` for every error; returning
+        ``False`` suppresses the error reply. Must be a plain function."""
+        check_callable("on_error handler", handler, 2, "error, ctx")
+        if is_async_callable(handler):
+            raise ConfigurationError("on_error handlers must be plain functions (not async)")
+        self._on_error.append(handler)
+        return self
+
+    def on_limit_exceeded(self, handler: Handler) -> Router:
+        """``handler(info: LimitExceeded)`` when a client passes a limit."""
+        check_callable("on_limit_exceeded handler", handler, 1, "info")
+        self._on_limit.append(handler)
+        return self
+
+    def _add(
+        self,
+        schema: MessageSchema[Any],
+        handler: Handler,
+        middleware: tuple[Middleware, ...],
+        *,
+        is_rpc: bool,
+    ) -> Router:
+        _check_schema(schema)
+        what = "rpc" if is_rpc else "on"
+        if is_rpc and schema.response is None:
+            raise ConfigurationError(
+                f"router.rpc({schema.type}): the schema has no response; use "
+                f"rpc(...) or message(..., response=...), or router.on for events"
+            )
+        if not is_rpc and schema.response is not None:
+            raise ConfigurationError(
+                f"router.on({schema.type}): the schema is an RPC (it has a response); "
+                "use router.rpc"
+            )
+        check_callable(f"router.{what}({schema.type}) handler", handler, 1, "ctx")
+        if schema.type in self._routes:
+            raise ConfigurationError(
+                f"{schema.type} already has a handler; router.off(schema) first"
+            )
+        self._routes[schema.type] = _Route(schema, handler, middleware, is_rpc)
+        self._generation += 1
+        return self
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        schema: MessageSchema[Any],
+        payload: Any = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> PublishResult:
+        """Send a message of ``schema`` to every subscriber of ``topic``, from anywhere."""
+        return self._publish(topic, _frame(schema, payload, meta), None)
+
+    def _publish(self, topic: str, frame: bytes, exclude: Peer | None) -> PublishResult:
+        hubs = {id(d.app.hub): d.app.hub for d in self._dispatchers}
+        if not hubs:
+            raise ConfigurationError("the router is not served yet: crosswire.App(router)")
+        matched = sum(
+            hub.publish_frame(topic, frame, text=True, exclude=exclude) for hub in hubs.values()
+        )
+        return PublishResult(matched)
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def hooks_for(self, app: App) -> Hooks:
+        """The hooks that serve this router in ``app`` (called by ``App(router)``). A router
+        may be served by several Apps; options are read at this point."""
+        if app.limits.max_message_size < self.max_payload_bytes:
+            raise ConfigurationError(
+                f"Limits.max_message_size ({app.limits.max_message_size}) is below the "
+                f"router's max_payload_bytes ({self.max_payload_bytes})"
+            )
+        dispatcher = Dispatcher(self, app)
+        self._dispatchers.add(dispatcher)
+        return dispatcher.hooks()
+
+
+def _check_schema(schema: object) -> None:
+    if not isinstance(schema, MessageSchema):
+        raise ConfigurationError(f"expected a schema from message() or rpc(), got {schema!r}")
+
+
+def _check_middleware(middleware: object) -> None:
+    check_callable("middleware", middleware, 2, "ctx, next")

@@ -1,0 +1,311 @@
+"""Edge cases of the router found in review; each test reproduces what went wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import logging
+import pickle
+import warnings
+from typing import Any
+
+import msgspec
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from crosswire import (
+    Accept,
+    App,
+    ErrorCode,
+    EventContext,
+    Limits,
+    Response,
+    Router,
+    RpcContext,
+    ValidationError,
+    WsError,
+    message,
+    rpc,
+)
+from crosswire.testing import Rejected, TestClient
+
+Secret = message("SECRET")
+Data = message("DATA", {"v": str})
+Work = message("WORK", {"n": int})
+Slow = rpc("SLOW", {"seconds": float}, "SLOW_DONE", None)
+
+
+async def test_on_auth_that_returns_a_coroutine_from_a_plain_function_is_awaited() -> None:
+    """A decorated async check looks like a plain function; its coroutine must be awaited,
+    not taken for a yes."""
+
+    async def check(ctx: Any) -> bool:
+        return False
+
+    @functools.wraps(check)
+    def logged(ctx: Any) -> Any:  # a sync wrapper around an async check
+        return check(ctx)
+
+    router = Router().on(Secret, lambda ctx: ctx.send(Data, {"v": "the secret"}))
+    router.on_auth(logged)
+    async with TestClient(router).connect() as conn:
+        await conn.send(Secret)
+        await conn.expect_error("UNAUTHENTICATED")
+        await conn.expect_close(1008)
+
+
+async def test_async_on_auth_runs_once_for_frames_that_arrive_together() -> None:
+    checks: list[int] = []
+    gate = asyncio.Event()
+
+    async def check(ctx: Any) -> bool:
+        checks.append(1)
+        await gate.wait()
+        return len(checks) == 1  # a single-use ticket: only the first check passes
+
+    router = Router().on(Work, lambda ctx: ctx.send(Data, {"v": str(ctx.payload.n)}))
+    router.on_auth(check)
+    async with TestClient(router).connect() as conn:
+        for n in range(3):
+            await conn.send(Work, {"n": n})
+        gate.set()
+        got = [(await conn.receive_as(Data)).payload.v for _ in range(3)]
+    assert sorted(got) == ["0", "1", "2"] and checks == [1]
+
+
+async def test_async_handler_tasks_per_connection_are_bounded() -> None:
+    """Past Limits.inbound_queue running handler tasks, the connection stops reading."""
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def handle(ctx: EventContext[Any]) -> None:
+        started.append(ctx.payload.n)
+        await release.wait()
+
+    app = App(Router().on(Work, handle), limits=Limits(inbound_queue=4))
+    async with TestClient(app, timeout=0.2).connect() as conn:
+        for n in range(4):
+            await conn.send(Work, {"n": n})
+        with pytest.raises(TimeoutError):  # reading is paused: the next frame waits
+            await conn.send(Work, {"n": 4})
+        assert len(started) == 4
+        release.set()
+        await conn.send(Work, {"n": 5})
+        await asyncio.sleep(0.01)
+    assert sorted(started) == [0, 1, 2, 3, 5]
+
+
+async def test_frames_still_in_flight_when_the_router_closes_are_not_handled() -> None:
+    handled: list[str] = []
+    router = Router(max_payload_bytes=100).on(Data, lambda ctx: handled.append(ctx.payload.v))
+    async with TestClient(router).connect() as conn:
+        peer = conn.peer
+        peer._receive_data('{"type": "DATA", "payload": {"v": "' + "x" * 200 + '"}}', False)
+        # a frame the client sent before it saw the close: it must not run
+        peer._receive_data('{"type": "DATA", "payload": {"v": "transfer"}}', False)
+        await conn.expect_close(1009)
+    assert handled == []
+
+
+async def test_deadline_and_abort_go_through_on_error_and_can_be_suppressed() -> None:
+    seen: list[str] = []
+
+    async def slow(ctx: RpcContext[Any]) -> None:
+        await asyncio.sleep(ctx.payload.seconds)
+
+    def on_error(error: WsError, ctx: Any) -> bool:
+        seen.append(error.code)
+        return False
+
+    router = Router().rpc(Slow, slow)
+    router.on_error(on_error)
+    async with TestClient(router, timeout=0.3).connect() as conn:
+        await conn.send(Slow, {"seconds": 5}, meta={"correlationId": "d", "timeoutMs": 20})
+        await conn.send(Slow, {"seconds": 5}, meta={"correlationId": "a"})
+        await conn.abort("a")
+        await asyncio.sleep(0.1)
+        assert conn.pending == []
+    assert sorted(seen) == ["CANCELLED", "DEADLINE_EXCEEDED"]
+
+
+async def test_error_details_that_cannot_be_json_still_get_an_answer() -> None:
+    Get = rpc("GET", None, "GOT", None)
+    router = Router()
+    router.rpc(Get, lambda ctx: ctx.error("NOT_FOUND", "gone", {"when": object()}))
+
+    def raises(ctx: Any) -> None:
+        raise WsError("NOT_FOUND", "gone", {"when": object()})
+
+    router.on(Data, raises)
+    async with TestClient(router).connect() as conn:
+        with pytest.raises(WsError) as answered:
+            await conn.request(Get)
+        assert answered.value.code is ErrorCode.INTERNAL
+        await conn.send(Data, {"v": "x"})
+        await conn.expect_error("INTERNAL")
+
+
+async def test_pydantic_aliases_are_read_and_written_the_same_way() -> None:
+    class User(BaseModel):
+        user_id: int = Field(alias="userId")
+
+    Get = message("GET_USER", User, response=message("USER", User))
+    router = Router().rpc(Get, lambda ctx: ctx.reply(ctx.payload))
+    async with TestClient(router).connect() as conn:
+        reply = await conn.request(Get, {"userId": 7})
+    assert reply.json is not None and reply.json["payload"] == {"userId": 7}
+    assert reply.payload.user_id == 7
+
+
+def test_payloads_are_instances_of_the_users_own_class() -> None:
+    point = message("POINT", Point).load_payload({"x": 1, "y": 2})
+    assert type(point) is Point and point == Point(1, 2)
+    assert pickle.loads(pickle.dumps(point)) == point
+
+    user = message("USER", Named).load_payload({"name": "a"})
+    assert type(user) is Named and user == Named(name="a")
+    with pytest.raises(ValidationError, match="unknown field `extra`"):
+        message("POINT", Point).load_payload({"x": 1, "y": 2, "extra": 3})
+    with pytest.raises(ValidationError, match="unknown field `extra`"):
+        message("USER", Named).load_payload({"name": "a", "extra": 3})
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+class Named(BaseModel):
+    name: str
+
+
+def test_pydantic_is_strict_about_json_types_unless_the_model_says_otherwise() -> None:
+    import datetime
+
+    class Strict(BaseModel):
+        n: int
+        at: datetime.datetime | None = None
+
+    class Lax(BaseModel):
+        model_config = ConfigDict(strict=False)
+        n: int
+
+    strict = message("S", Strict)
+    with pytest.raises(ValidationError):
+        strict.load_payload({"n": "1"})
+    loaded = strict.load_payload({"n": 1, "at": "2026-11-23T10:00:00Z"})
+    assert loaded.at is not None and loaded.at.year == 2026  # ISO strings are JSON's datetimes
+    assert message("L", Lax).load_payload({"n": "1"}).n == 1
+
+
+async def test_outbound_checks_required_meta_and_struct_field_types() -> None:
+    Traced = message("TRACED", {"x": int}, meta={"traceId": str})
+
+    class Sum(msgspec.Struct):
+        total: int
+
+    Total = message("TOTAL", Sum)
+    router = Router()
+    router.on(Data, lambda ctx: ctx.send(Traced, {"x": 1}))  # required traceId missing
+    router.on(Work, lambda ctx: ctx.send(Total, Sum(total="many")))  # type: ignore[arg-type]
+    async with TestClient(router).connect() as conn:
+        await conn.send(Data, {"v": "x"})
+        await conn.expect_error("INTERNAL")
+        await conn.send(Work, {"n": 1})
+        await conn.expect_error("INTERNAL")
+
+
+async def test_plain_middleware_in_an_async_route_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    order: list[str] = []
+
+    def around(ctx: Any, next: Any) -> None:
+        order.append("before")
+        next()  # not returned
+        order.append("after")
+
+    async def handle(ctx: Any) -> None:
+        order.append("handler")
+
+    router = Router().use(around).on(Data, handle)
+    with caplog.at_level(logging.WARNING, logger="crosswire.router"):
+        async with TestClient(router).connect() as conn:
+            await conn.send(Data, {"v": "x"})
+            await asyncio.sleep(0.01)
+    assert order == ["before", "after", "handler"]
+    assert "calls next() without returning it" in caplog.text
+
+
+async def test_next_may_be_called_once() -> None:
+    calls: list[int] = []
+
+    def twice(ctx: Any, next: Any) -> Any:
+        next()
+        return next()
+
+    router = Router().use(twice).on(Data, lambda ctx: calls.append(1))
+    async with TestClient(router).connect() as conn:
+        await conn.send(Data, {"v": "x"})
+        await conn.expect_error("INTERNAL")
+    assert calls == [1]
+
+
+async def test_a_handler_whose_awaited_work_is_cancelled_gets_an_answer() -> None:
+    shared: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def waits(ctx: RpcContext[Any]) -> None:
+        await shared  # someone else's work, cancelled by someone else
+
+    router = Router().rpc(Slow, waits)
+    async with TestClient(router).connect() as conn:
+        call = asyncio.ensure_future(conn.request(Slow, {"seconds": 1}))
+        await asyncio.sleep(0.01)
+        shared.cancel()
+        with pytest.raises(WsError) as answered:
+            await asyncio.wait_for(call, 1)
+    assert answered.value.code is ErrorCode.CANCELLED
+
+
+async def test_one_router_serves_one_test_client_after_another() -> None:
+    router = Router().on(Data, lambda ctx: ctx.send(Data, {"v": ctx.payload.v}))
+    for _ in range(2):
+        async with TestClient(router).connect() as conn:
+            await conn.send(Data, {"v": "again"})
+            assert (await conn.receive_as(Data)).payload.v == "again"
+
+
+async def test_on_upgrade_registered_later_reset_and_merged() -> None:
+    router = Router().on(Data, lambda ctx: None)
+    client = TestClient(router)  # the App exists before on_upgrade is registered
+    router.on_upgrade(lambda request: Response(403, "closed"))
+    with pytest.raises(Rejected):
+        async with client.connect():
+            pass
+    router.reset()
+    router.on_upgrade(lambda request: Accept(context={"via": "merged"}))
+    main = Router().merge(router)
+    main.on(Data, lambda ctx: ctx.send(Data, {"v": ctx.get_data("via")}))
+    async with TestClient(main).connect() as conn:
+        await conn.send(Data, {"v": "?"})
+        assert (await conn.receive_as(Data)).payload.v == "merged"
+
+
+async def test_an_abort_right_behind_its_request_leaves_no_unawaited_coroutine() -> None:
+    async def slow(ctx: RpcContext[Any]) -> None:
+        await asyncio.sleep(5)
+
+    router = Router().rpc(Slow, slow)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with TestClient(router).connect() as conn:
+            peer = conn.peer
+            peer._receive_data(
+                '{"type":"SLOW","meta":{"correlationId":"s"},"payload":{"seconds":5}}', False
+            )
+            peer._receive_data('{"type":"$ws:abort","meta":{"correlationId":"s"}}', False)
+            await conn.expect_error("CANCELLED")
+            await asyncio.sleep(0.01)
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
