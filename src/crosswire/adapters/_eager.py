@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ..eager import Resume, step
+from ..eager import Resume
 from ..peer import high_water
 
 if TYPE_CHECKING:
@@ -50,10 +50,13 @@ class EagerTransport:
 
     ``extra_buffered`` reports the server's own write buffer (aiohttp); with it, a send counts
     as handed over once the server has it. Without it (ASGI), a send counts until its
-    coroutine has finished. ``isolate_context`` runs each send's first step in a copy of the
-    caller's context: needed where unknown code may wrap the send (ASGI middleware such as
-    OpenTelemetry's sets context variables there); an adapter that calls its server's own send
-    directly can skip the copy, which is most of the cost of a fan-out.
+    coroutine has finished.
+
+    Unless ``trusted_send``, each send's first step runs in a copy of the caller's context and
+    only inside a task: unknown code may wrap the send (ASGI middleware such as OpenTelemetry's
+    sets context variables there, and could look at the current task). An adapter that calls
+    its server's own send directly, which does neither, passes ``trusted_send=True`` and skips
+    both, which are most of the cost of a fan-out.
     """
 
     def __init__(
@@ -65,10 +68,10 @@ class EagerTransport:
         close_timeout: float,
         send_buffer_limit: int,
         extra_buffered: Callable[[], int] | None = None,
-        isolate_context: bool = True,
+        trusted_send: bool = False,
     ) -> None:
         self._send_one = send_one
-        self._isolate_context = isolate_context
+        self._trusted = trusted_send
         self._send_close = send_close
         self._abort = abort
         self._close_timeout = close_timeout
@@ -168,27 +171,33 @@ class EagerTransport:
             self._backlog_bytes += _size(payload)
             self._maybe_pause()
             return
-        if asyncio.current_task() is None:  # a timer callback: no task to run a step in
-            self._backlog = collections.deque([(payload, text)])
-            self._backlog_bytes = _size(payload)
-            self._start_task(None, 0)
-            return
-        context = contextvars.copy_context() if self._isolate_context else None
-        try:
+        context = None
+        if not self._trusted:
+            if asyncio.current_task() is None:  # a timer callback: no task to step it in
+                self._backlog = collections.deque([(payload, text)])
+                self._backlog_bytes = _size(payload)
+                self._start_task(None, 0)
+                return
+            context = contextvars.copy_context()
+        coro = self._send_one(payload, text)
+        try:  # step() inlined: this is every message's path
             if context is None:
-                rest = step(self._send_one(payload, text))
+                waiting_on = coro.send(None)
             else:
-                rest = context.run(step, self._send_one(payload, text))
+                waiting_on = context.run(coro.send, None)
+        except StopIteration:
+            return
         except Exception as exc:
             self._lost(exc)
             return
-        if rest is not None:  # it suspended: finish it, and what follows, in a task
-            # Handed to a server with its own buffer, the frame is counted there already.
-            in_flight = 0 if self._extra_buffered is not None else _size(payload)
-            self._backlog = collections.deque()
-            self._backlog_bytes = in_flight
-            self._start_task(rest, in_flight, context)
-            self._maybe_pause()
+        # It suspended: finish it, and what follows, in a task.
+        rest = Resume(coro, waiting_on)
+        # Handed to a server with its own buffer, the frame is counted there already.
+        in_flight = 0 if self._extra_buffered is not None else _size(payload)
+        self._backlog = collections.deque()
+        self._backlog_bytes = in_flight
+        self._start_task(rest, in_flight, context)
+        self._maybe_pause()
 
     def _start_task(
         self, first: Resume | None, in_flight: int, context: contextvars.Context | None = None

@@ -95,8 +95,9 @@ def handler(app: App) -> Handler:
             close_timeout=limits.close_timeout,
             send_buffer_limit=limits.send_buffer_limit,
             extra_buffered=(lambda: raw.get_write_buffer_size()) if raw is not None else None,
-            # send_one calls aiohttp's own send_frame, which sets no context variable.
-            isolate_context=False,
+            # send_one calls aiohttp's own send_frame, which neither sets context variables nor
+            # looks at the current task.
+            trusted_send=True,
         )
         peer = app.connect(
             transport,
