@@ -181,10 +181,7 @@ class EagerTransport:
             context = contextvars.copy_context()
         coro = self._send_one(payload, text)
         try:  # step() inlined: this is every message's path
-            if context is None:
-                waiting_on = coro.send(None)
-            else:
-                waiting_on = context.run(coro.send, None)
+            waiting_on = coro.send(None) if context is None else context.run(coro.send, None)
         except StopIteration:
             return
         except Exception as exc:
