@@ -119,7 +119,7 @@ def handler(app: App) -> Handler:
                 if transport.reading_paused:
                     await transport.wait_reading()
         except OSError:
-            pass
+            pass  # the connection ended: `finally` reports how
         finally:
             await transport.aclose()
             peer._closed(*received)

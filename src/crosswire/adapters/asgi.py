@@ -194,7 +194,7 @@ class ASGIApp:
             if task is not None:
                 task.uncancel()
         except OSError:
-            pass
+            pass  # the connection ended: `finally` reports how
         finally:
             disconnected = True  # from here on abort() cannot cancel this handler
             try:

@@ -165,7 +165,7 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
                 if not gate.is_set():
                     await gate.wait()
         except ConnectionClosed:
-            pass
+            pass  # the connection ended: `finally` reports how
         finally:
             if transport._closing is not None:
                 await transport._closing
