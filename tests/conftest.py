@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import crosswire
+from tests.redis_server import RedisServer
 from tests.support import COMMAND, SERVER_KINDS, Command, RunCommand, Served, serve_on
 
 
@@ -54,3 +55,12 @@ async def crosswire_cmd() -> AsyncIterator[RunCommand]:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server on a free port, killed at teardown."""
+    server = RedisServer(tmp_path)
+    await server.start()
+    yield server
+    await server.kill()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .app import App
 from .context import CloseContext, ConnectionContext, EventContext, PublishResult, RpcContext
 from .errors import (
+    BusError,
     ConfigurationError,
     CrosswireError,
     ErrorCode,
@@ -24,7 +25,7 @@ from .hooks import Hooks, define_hooks
 from .http import Accept, Headers, QueryParams, Request, Response
 from .limits import Limits
 from .peer import CloseCode, Message, Peer, ReadyState
-from .pubsub import Hub
+from .pubsub import Emitter, Hub
 from .router import Heartbeat, LimitExceeded, Router
 from .schema import MessageSchema, message, rpc
 from .server import RunningServer, serve, start
@@ -35,11 +36,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Accept",
     "App",
+    "BusError",
     "CloseCode",
     "CloseContext",
     "ConfigurationError",
     "ConnectionContext",
     "CrosswireError",
+    "Emitter",
     "ErrorCode",
     "EventContext",
     "Headers",

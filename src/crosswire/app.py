@@ -44,7 +44,10 @@ class App:
         self.limits = limits if limits is not None else Limits()
         self.hub = hub if hub is not None else Hub()
         self.http = http
+        #: Whether a peer joins the Hub (by id, in the broadcast group) as it opens.
+        self.admits_on_open = True
         if isinstance(hooks, HookProvider):  # a Router: it builds hooks for this App
+            self.admits_on_open = hooks.admits_on_open
             hooks = hooks.hooks_for(self)
         self.hooks = Hooks.of(hooks)
         #: True when every hook is a plain function: hooks then run inline, with no task.
@@ -62,7 +65,8 @@ class App:
         return self._peers
 
     def publish(self, topic: str, data: object) -> int:
-        """Send ``data`` to every local subscriber of ``topic``; returns how many."""
+        """Send ``data`` to every subscriber of ``topic`` (on every instance sharing the Hub's
+        bus); returns how many of this process it reached."""
         return self.hub.publish(topic, data)
 
     # -- the seam with server adapters -----------------------------------------------------
@@ -124,6 +128,8 @@ class App:
         transport.bind(peer)
         self._peers[peer.id] = peer
         self._no_peers.clear()
+        if self.admits_on_open:
+            self.hub.admit(peer)
         peer._opened()
         return peer
 
@@ -172,6 +178,7 @@ class App:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        await self.hub.aclose()
 
 
 def _upgrade_result(result: Any) -> Accept | Response:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+import orjson
+
 from .errors import ErrorCode, ValidationError, WsError
+from .pubsub.envelope import Kind, Publication
 from .rpc import deadline_for
 from .schema import MessageSchema, within
 from .wire import canonical
@@ -114,9 +117,11 @@ class ConnectionContext:
         meta: Mapping[str, Any] | None = None,
         exclude_self: bool = False,
     ) -> PublishResult:
-        """Send a message of ``schema`` to every subscriber of ``topic`` (encoded once)."""
-        exclude = self.peer if exclude_self else None
-        return self._dispatch._publish(topic, _frame(schema, payload, meta), exclude)
+        """Send a message of ``schema`` to every subscriber of ``topic``, on every instance
+        sharing the App's bus (validated and encoded once)."""
+        exclude = (self.peer.id,) if exclude_self else ()
+        pub = _publication("room", topic, schema, payload, meta, exclude)
+        return PublishResult(self._dispatch.app.hub.send(pub))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection."""
@@ -388,6 +393,28 @@ def _frame(schema: MessageSchema[Any], payload: Any, meta: Mapping[str, Any] | N
         raise TypeError(f"expected a message schema, got {schema!r}")
     out_meta = _check_out_meta(schema, meta or {}) if meta or schema.meta is not None else None
     return canonical.encode_message(schema.type, out_meta, schema.dump_payload(payload))
+
+
+def _publication(
+    kind: Kind,
+    target: str | None,
+    schema: MessageSchema[Any],
+    payload: Any,
+    meta: Mapping[str, Any] | None,
+    exclude: Collection[str],
+) -> Publication:
+    """A typed message to publish: validated (payload and meta) and encoded once, here."""
+    if not isinstance(schema, MessageSchema):
+        raise TypeError(f"expected a message schema, got {schema!r}")
+    out_meta = _check_out_meta(schema, meta or {}) if meta or schema.meta is not None else None
+    return Publication(
+        kind,
+        target,
+        event=schema.type,
+        data=schema.dump_payload_json(payload),
+        meta=orjson.dumps(out_meta) if out_meta else None,
+        exclude=frozenset(exclude),
+    )
 
 
 def _check_out_meta(schema: MessageSchema[Any], meta: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,9 @@ The tree::
      ├── ConfigurationError     hooks, schemas, handlers, limits or server options that cannot
      │                          work; raised at startup (registration), never while serving
      ├── ValidationError        a payload does not match its schema; ``issues`` says where
+     ├── BusError               the pub/sub bus (Redis) failed, refused or sent something
+     │                          unreadable; handed to the Hub's ``on_error``, raised only by
+     │                          ``flush()`` and the ``Emitter``
      └── WsError                an error to send to a client: ``code`` (an ErrorCode),
                                 ``message``, ``details``, retry hints; raise it in a handler
                                 or build one with ``WsError.wrap(exc, code, ...)``
@@ -27,6 +30,7 @@ from typing import Any
 
 __all__ = [
     "RETRYABLE_CODES",
+    "BusError",
     "ConfigurationError",
     "CrosswireError",
     "ErrorCode",
@@ -55,6 +59,12 @@ class ValidationError(CrosswireError):
     def __init__(self, message: str, issues: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.issues: list[dict[str, Any]] = issues or []
+
+
+class BusError(CrosswireError):
+    """The pub/sub bus failed: a connection to Redis was lost or refused, messages were
+    dropped, or a message on the bus could not be read. Serving goes on: the Hub reports these
+    to its ``on_error`` callback and reconnects by itself."""
 
 
 class ErrorCode(StrEnum):

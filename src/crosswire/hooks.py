@@ -60,6 +60,10 @@ DrainHook = Callable[["Peer"], Any]
 class HookProvider(Protocol):
     """Something that serves an App through hooks it builds for that App (a Router)."""
 
+    #: True when the App admits each peer to its Hub (addressable by id, in the broadcast
+    #: group) as it opens; False when the layer admits peers itself (after authentication).
+    admits_on_open: bool
+
     def hooks_for(self, app: App) -> Hooks:
         """The hooks serving ``app``; called once, when the App is created."""
 

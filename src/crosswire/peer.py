@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from .http import Request
+from .wire import events
 
 if TYPE_CHECKING:
     from .app import App
+    from .pubsub.envelope import Render
+    from .pubsub.hub import Transform
 
 __all__ = ["CloseCode", "Message", "Peer", "ReadyState", "Transport", "encode", "high_water"]
 
@@ -172,11 +175,14 @@ class Peer:
         "_on_data",
         "_on_message",
         "_reading_paused",
+        "_render",
         "_session",
         "_state",
         "_task",
         "_topics",
+        "_transform",
         "_transport",
+        "_user_id",
         "_wake",
         "_write_paused",
         "context",
@@ -216,6 +222,11 @@ class Peer:
         #: Set by that layer to take each frame raw, ``(peer, data, is_binary)``, before any
         #: Message is built (the router's message path).
         self._on_data: Callable[[Peer, str | bytes, bool], None] | None = None
+        #: How published events are rendered for this peer: its dialect (set by the layer).
+        self._render: Render = events.render
+        #: Outbound transform of what the Hub delivers (per-client encryption), or None.
+        self._transform: Transform | None = None
+        self._user_id: str | None = None
 
     # -- what users read -------------------------------------------------------------------
 
@@ -232,6 +243,11 @@ class Peer:
     def topics(self) -> frozenset[str]:
         """The topics this peer is subscribed to."""
         return frozenset(self._topics)
+
+    @property
+    def user_id(self) -> str | None:
+        """The user this connection belongs to, once :meth:`identify` said so."""
+        return self._user_id
 
     @property
     def buffered_amount(self) -> int:
@@ -278,11 +294,18 @@ class Peer:
             self._app.hub.unsubscribe(self, topic)
 
     def publish(self, topic: str, data: object) -> int:
-        """Send ``data`` to every subscriber of ``topic`` except this peer.
+        """Send ``data`` to every subscriber of ``topic`` except this peer, on every instance
+        that shares the App's bus.
 
         The message is encoded once. Returns the number of local peers it was written to.
         """
-        return self._app.hub.publish(topic, data, exclude=self)
+        return self._app.hub.publish(topic, data, exclude=(self.id,))
+
+    def identify(self, user_id: str | None) -> None:
+        """Say which user this connection belongs to (None: no user), so that messages to
+        that user (``hub.to_user``, ``Emitter.to_user``) reach it, on any instance."""
+        if self._state is ReadyState.OPEN or user_id is None:
+            self._app.hub.identify(self, user_id)
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close gracefully with ``code`` and ``reason``; the ``close`` hook follows."""
@@ -408,8 +431,7 @@ class Peer:
         self._state = ReadyState.CLOSED
         if self._close_sent is not None:
             code, reason = self._close_sent
-        for topic in self._topics:
-            self._app.hub.unsubscribe(self, topic)
+        self._app.hub.remove(self)
         self._topics.clear()
         self._app._forget(self)
         self._release_drain_waiters()

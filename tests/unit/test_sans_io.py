@@ -20,6 +20,8 @@ CORE = (
     "schema/codecs.py",
     "wire/__init__.py",
     "wire/canonical.py",
+    "wire/events.py",
+    "pubsub/envelope.py",
 )
 
 FORBIDDEN = {"asyncio", "socket", "selectors", "redis", "websockets", "aiohttp", "picows"}

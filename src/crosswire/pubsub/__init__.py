@@ -1,5 +1,39 @@
-"""Pub/sub: the :class:`Hub` owns topic subscriptions and local fan-out."""
+"""Pub/sub: the :class:`Hub` (local subscriptions, fan-out, addressing) over a
+:class:`Backend` that moves bytes between processes, and the :class:`Emitter` that publishes
+from processes without a server.
 
-from .hub import Hub
+Backends: none (this process only), :class:`MemoryBackend` (several Apps of one process on a
+:class:`MemoryBus`), :class:`RedisBackend` (``crosswire[redis]``; imported on first use).
+"""
 
-__all__ = ["Hub"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .backend import Backend
+from .emitter import Emitter
+from .envelope import Publication
+from .hub import Hub, Transform
+from .memory import MemoryBackend, MemoryBus
+
+if TYPE_CHECKING:
+    from .redis import RedisBackend
+
+__all__ = [
+    "Backend",
+    "Emitter",
+    "Hub",
+    "MemoryBackend",
+    "MemoryBus",
+    "Publication",
+    "RedisBackend",
+    "Transform",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisBackend":  # needs the redis extra: imported only when asked for
+        from .redis import RedisBackend
+
+        return RedisBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,31 +1,134 @@
-"""In-process topics: who is subscribed to what, and fan-out that never waits.
+"""The Hub: who is connected here, what they subscribe, and fan-out that never waits.
 
-A publish encodes its message once and writes it to each subscriber's send buffer; a slow
-subscriber is closed by its own buffer limit and never delays the others.
+Every App has one. It indexes the peers of this process by client id, by user id (once a peer
+is identified), by room (topic) and as the broadcast group, and delivers a
+:class:`~crosswire.pubsub.envelope.Publication` to the matching ones: rendered once per dialect
+and written to each recipient's send buffer, so that a slow peer, closed by its own buffer
+limit, never delays the others.
+
+With a :class:`~crosswire.pubsub.Backend` the Hub also delivers across processes: every
+publication is delivered here first, then published on the bus in seed 003's envelope; what
+arrives from the bus is delivered here unless this Hub sent it (``serverId``). A channel is
+subscribed while some local peer wants it: a room's from its first local member to its last,
+a user's while one of its connections is here, each admitted client's own, and the broadcast
+channel while the broadcast group is not empty.
+
+Peers with an outbound transform (per-client encryption) are written to one by one, in order,
+by a task per peer, with at most ``transform_concurrency`` transforms running at once in the
+whole Hub; the others keep the fast path.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import collections
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from ..errors import BusError
 from ..peer import ReadyState, encode
+from .backend import Backend
+from .envelope import Kind, Publication, channel_for, decode_envelope, encode_envelope
 
 if TYPE_CHECKING:
     from ..peer import Peer
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "Transform"]
+
+logger = logging.getLogger("crosswire.pubsub")
+
+#: An outbound transform: ``(peer, event, data)`` to the ``(event, data)`` to send instead, or
+#: None to send the original. For a raw frame, ``event`` is ``""`` and ``data`` its text or
+#: bytes. It may be async.
+Transform = Callable[
+    ["Peer", str, Any], "tuple[str, Any] | Awaitable[tuple[str, Any] | None] | None"
+]
+
+_OPEN = ReadyState.OPEN
+_NO_EXCLUDE: frozenset[str] = frozenset()
 
 
 class Hub:
-    """Topic subscriptions of the peers of one process."""
+    """Local subscriptions and fan-out for one App, and the bridge to a bus between processes.
 
-    __slots__ = ("_topics",)
+    ``backend`` is the bus (:class:`~crosswire.pubsub.MemoryBackend`,
+    :class:`~crosswire.pubsub.RedisBackend`); without one the Hub serves this process alone.
+    ``namespace`` prefixes the bus channels (seed 003's ``ws``). ``on_error`` receives every
+    :class:`~crosswire.BusError` (default: logged on ``crosswire.pubsub``).
+    ``transform_concurrency`` bounds the outbound transforms running at once, and
+    ``transform_queue`` the messages waiting for one peer's transform (past it, the peer is
+    closed as a slow consumer, 1013).
+    """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        namespace: str = "ws",
+        on_error: Callable[[BusError], None] | None = None,
+        transform_concurrency: int = 10,
+        transform_queue: int = 1024,
+    ) -> None:
+        if transform_concurrency < 1 or transform_queue < 1:
+            raise ValueError("transform_concurrency and transform_queue must be at least 1")
+        #: This Hub's id on the bus; what it receives back with this id it already delivered.
+        self.server_id = str(uuid.uuid4())
+        self.namespace = namespace
+        self._backend = backend
+        self._on_error = on_error
         self._topics: dict[str, dict[Peer, None]] = {}
+        self._clients: dict[str, Peer] = {}
+        self._users: dict[str, dict[Peer, None]] = {}
+        self._everyone: dict[Peer, None] = {}
+        self._transform_slots = asyncio.Semaphore(transform_concurrency)
+        self._transform_queue = transform_queue
+        self._outbox: dict[Peer, collections.deque[Publication]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        if backend is not None:
+            backend.bind(self._from_bus, self._report)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Hub {self.server_id[:8]} clients={len(self._clients)} "
+            f"rooms={len(self._topics)} backend={self._backend!r}>"
+        )
+
+    # -- membership (the App and the Peer call these) ---------------------------------------
+
+    def admit(self, peer: Peer) -> None:
+        """Make ``peer`` addressable by its id and a member of the broadcast group. The App
+        admits a peer when it opens; a layer with its own admission (the seed-003 rooms,
+        after authentication) admits it then."""
+        if peer.id in self._clients or peer._state is not _OPEN:
+            return
+        self._clients[peer.id] = peer
+        self._bus_subscribe("client", peer.id)
+        if not self._everyone:
+            self._bus_subscribe("broadcast", None)
+        self._everyone[peer] = None
+
+    def remove(self, peer: Peer) -> None:
+        """Forget ``peer`` everywhere (it closed)."""
+        for topic in peer._topics:
+            self.unsubscribe(peer, topic)
+        self.identify(peer, None)
+        if self._clients.pop(peer.id, None) is not None:
+            self._bus_unsubscribe("client", peer.id)
+        if self._everyone.pop(peer, 0) is None and not self._everyone:
+            self._bus_unsubscribe("broadcast", None)
+        self._outbox.pop(peer, None)
 
     def subscribe(self, peer: Peer, topic: str) -> None:
-        self._topics.setdefault(topic, {})[peer] = None
+        members = self._topics.get(topic)
+        if members is None:
+            members = self._topics[topic] = {}
+            self._bus_subscribe("room", topic)
+        members[peer] = None
 
     def unsubscribe(self, peer: Peer, topic: str) -> None:
         members = self._topics.get(topic)
@@ -33,6 +136,41 @@ class Hub:
             members.pop(peer, None)
             if not members:
                 del self._topics[topic]
+                self._bus_unsubscribe("room", topic)
+
+    def identify(self, peer: Peer, user_id: str | None) -> None:
+        """Index ``peer`` under ``user_id`` (None: under no user)."""
+        old = peer._user_id
+        if old == user_id:
+            return
+        if old is not None:
+            members = self._users.get(old)
+            if members is not None:
+                members.pop(peer, None)
+                if not members:
+                    del self._users[old]
+                    self._bus_unsubscribe("user", old)
+        peer._user_id = user_id
+        if user_id is not None:
+            members = self._users.get(user_id)
+            if members is None:
+                members = self._users[user_id] = {}
+                self._bus_subscribe("user", user_id)
+            members[peer] = None
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def client(self, client_id: str) -> Peer | None:
+        """The admitted peer of this process with this id, if any."""
+        return self._clients.get(client_id)
+
+    def clients_of(self, user_id: str) -> list[Peer]:
+        """The peers of this process identified as ``user_id``."""
+        return list(self._users.get(user_id, ()))
+
+    def members(self, topic: str) -> list[Peer]:
+        """The peers of this process subscribed to ``topic``."""
+        return list(self._topics.get(topic, ()))
 
     def subscriber_count(self, topic: str) -> int:
         """How many local peers are subscribed to ``topic``."""
@@ -42,37 +180,209 @@ class Hub:
         """Topics with at least one local subscriber."""
         return list(self._topics)
 
-    def publish(self, topic: str, data: object, *, exclude: Peer | None = None) -> int:
-        """Write ``data`` to every open subscriber of ``topic`` but ``exclude``.
+    # -- addressing: deliver here, then on the bus ------------------------------------------
 
-        ``data`` is encoded once (see :func:`~crosswire.peer.encode`). Returns how many peers it
-        was written to.
+    def publish(self, topic: str, data: object, *, exclude: Collection[str] = ()) -> int:
+        """Send ``data`` as a raw frame (as :meth:`~crosswire.Peer.send` would) to every
+        subscriber of ``topic`` on every instance, but the client ids in ``exclude``.
+
+        Encoded once. Returns how many peers of this process it was written to.
         """
-        if topic not in self._topics:
+        if topic not in self._topics and self._backend is None:
             return 0
         payload, text = encode(data)
-        return self.publish_frame(topic, payload, text=text, exclude=exclude)
+        return self.send(
+            Publication("room", topic, frame=payload, binary=not text, exclude=_ids(exclude))
+        )
 
-    def publish_frame(
-        self, topic: str, payload: bytes, *, text: bool, exclude: Peer | None = None
+    def to_room(
+        self, room: str, event: str, data: Any = None, *, exclude: Collection[str] = ()
     ) -> int:
-        """Write an encoded frame (UTF-8 ``payload`` for text) to every open subscriber of
-        ``topic`` but ``exclude``; returns how many peers it was written to."""
-        members = self._topics.get(topic)
+        """Send the event ``event`` with ``data`` to every member of ``room`` (a topic) on
+        every instance, but the client ids in ``exclude``; returns the local count."""
+        return self.send(Publication.of_event("room", room, event, data, exclude=exclude))
+
+    def to_client(self, client_id: str, event: str, data: Any = None) -> int:
+        """Send an event to one connection, on whichever instance it is; returns 1 if it is
+        here (and open), else 0."""
+        return self.send(Publication.of_event("client", client_id, event, data))
+
+    def to_user(
+        self, user_id: str, event: str, data: Any = None, *, exclude: Collection[str] = ()
+    ) -> int:
+        """Send an event to every connection of ``user_id`` on every instance."""
+        return self.send(Publication.of_event("user", user_id, event, data, exclude=exclude))
+
+    def broadcast(self, event: str, data: Any = None, *, exclude: Collection[str] = ()) -> int:
+        """Send an event to every admitted connection on every instance."""
+        return self.send(Publication.of_event("broadcast", None, event, data, exclude=exclude))
+
+    def send(self, pub: Publication) -> int:
+        """Deliver ``pub`` to its recipients here, then on the bus; returns the local count.
+
+        A message to one client that is connected here does not go on the bus.
+        """
+        count = self._deliver(pub)
+        backend = self._backend
+        if backend is not None and not (pub.kind == "client" and count):
+            backend.publish(
+                channel_for(self.namespace, pub.kind, pub.target),
+                encode_envelope(self.server_id, pub),
+            )
+        return count
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Wait until what was published is on the bus and what was subscribed is in effect
+        there (at once without a bus). Raises :class:`~crosswire.BusError` if a message was
+        dropped since the last flush. Safe to cancel."""
+        await self._drain_transforms()
+        if self._backend is not None:
+            await self._backend.flush()
+
+    async def aclose(self) -> None:
+        """Stop the transform tasks and close the bus connection."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._backend is not None:
+            await self._backend.aclose()
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def _deliver(self, pub: Publication) -> int:
+        kind = pub.kind
+        members: Iterable[Peer] | None
+        if kind == "room":
+            members = self._topics.get(pub.target)  # type: ignore[arg-type]
+        elif kind == "client":
+            peer = self._clients.get(pub.target)  # type: ignore[arg-type]
+            members = (peer,) if peer is not None else None
+        elif kind == "user":
+            members = self._users.get(pub.target)  # type: ignore[arg-type]
+        else:
+            members = self._everyone
         if not members:
             return 0
+        return self._fan_out(tuple(members), pub)
+
+    def _fan_out(self, members: tuple[Peer, ...], pub: Publication) -> int:
+        # The loop is Peer._write inlined: a fan-out to thousands of peers is this loop's cost.
+        # ``members`` is a copy: a write may close a slow peer, which leaves its rooms.
+        exclude = pub.exclude
+        frame = pub.frame
+        text = not pub.binary
+        payload = frame
+        last_render = None
         count = 0
-        open_ = ReadyState.OPEN
-        # Copy: a write may close a slow peer, which unsubscribes it. The loop is Peer._write
-        # inlined: a fan-out to thousands of peers is this loop's cost.
-        for peer in tuple(members):
-            if peer is not exclude and peer._state is open_:
-                transport = peer._transport
-                if text:
-                    transport.send_text(payload)
-                else:
-                    transport.send_binary(payload)
-                if peer._write_paused:
-                    peer._check_buffer()
-                count += 1
+        for peer in members:
+            if peer._state is not _OPEN or (exclude and peer.id in exclude):
+                continue
+            count += 1
+            if peer._transform is not None:
+                self._queue_transform(peer, pub)
+                continue
+            transport = peer._transport
+            if frame is None:
+                render = peer._render
+                if render is not last_render:
+                    payload = pub.render(render)
+                    last_render = render
+                transport.send_text(payload)  # type: ignore[arg-type]
+            elif text:
+                transport.send_text(frame)
+            else:
+                transport.send_binary(frame)
+            if peer._write_paused:
+                peer._check_buffer()
         return count
+
+    def _from_bus(self, channel: str, message: bytes) -> None:
+        try:
+            server_id, pub = decode_envelope(message)
+        except BusError as exc:
+            self._report(BusError(f"{exc} (channel {channel!r})"))
+            return
+        if server_id == self.server_id:
+            return  # delivered here when it was sent
+        try:
+            self._deliver(pub)
+        except Exception:
+            logger.exception("delivering %r from the bus failed", pub)
+
+    # -- outbound transforms -----------------------------------------------------------------
+
+    def _queue_transform(self, peer: Peer, pub: Publication) -> None:
+        queue = self._outbox.get(peer)
+        if queue is None:
+            queue = self._outbox[peer] = collections.deque()
+            task = asyncio.get_running_loop().create_task(self._transform_all(peer, queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if len(queue) >= self._transform_queue:
+            peer._overflow()
+            return
+        queue.append(pub)
+
+    async def _transform_all(self, peer: Peer, queue: collections.deque[Publication]) -> None:
+        """Transform and send ``peer``'s queue in order; ends when it is empty."""
+        try:
+            while queue and peer._state is _OPEN:
+                pub = queue[0]
+                async with self._transform_slots:
+                    out = await self._transform_one(peer, pub)
+                queue.popleft()
+                if out is not None and peer._state is _OPEN:
+                    peer._write(*out)
+        finally:
+            if self._outbox.get(peer) is queue:
+                del self._outbox[peer]
+
+    async def _transform_one(self, peer: Peer, pub: Publication) -> tuple[bytes, bool] | None:
+        """What to write to ``peer`` for ``pub``: ``(payload, is_text)``, or None to drop it."""
+        transform = peer._transform
+        assert transform is not None
+        event = pub.event
+        try:
+            result = transform(peer, event, pub.value())
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            logger.exception("peer %s: the outbound transform raised; message dropped", peer.id)
+            return None
+        if result is None:  # send the original, as the seed's transformer contract says
+            if pub.frame is not None:
+                return pub.frame, not pub.binary
+            return pub.render(peer._render), True
+        new_event, new_data = result
+        return peer._render(new_event, None, orjson.dumps(new_data)), True
+
+    async def _drain_transforms(self) -> None:
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    # -- the bus -----------------------------------------------------------------------------
+
+    def _bus_subscribe(self, kind: Kind, target: str | None) -> None:
+        if self._backend is not None:
+            self._backend.subscribe(channel_for(self.namespace, kind, target))
+
+    def _bus_unsubscribe(self, kind: Kind, target: str | None) -> None:
+        if self._backend is not None:
+            self._backend.unsubscribe(channel_for(self.namespace, kind, target))
+
+    def _report(self, error: BusError) -> None:
+        if self._on_error is None:
+            logger.error("pub/sub bus: %s", error)
+            return
+        try:
+            self._on_error(error)
+        except Exception:
+            logger.exception("the hub's on_error callback raised")
+
+
+def _ids(exclude: Collection[str]) -> frozenset[str]:
+    return frozenset(exclude) if exclude else _NO_EXCLUDE

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..context import CloseContext, ConnectionContext, EventContext, PublishResult, RpcContext
+from ..context import CloseContext, ConnectionContext, EventContext, RpcContext
 from ..errors import ErrorCode, WsError
 from ..hooks import Hooks
 from ..http import Request
@@ -102,6 +102,7 @@ class Dispatcher:
         session = Session(peer, self.router.max_inflight_rpcs)
         peer._session = session
         peer._on_data = self._frame
+        peer._render = canonical.render
         if self.heartbeat is not None:
             session.last_seen = self.loop.time()
             self._arm_heartbeat(session, self.heartbeat.interval)
@@ -508,11 +509,6 @@ class Dispatcher:
             session.reading_paused = False
             if session.peer._state is not ReadyState.CLOSED:
                 session.peer._transport.resume_reading()
-
-    # -- publishing ------------------------------------------------------------------------
-
-    def _publish(self, topic: str, frame: bytes, exclude: Peer | None) -> PublishResult:
-        return PublishResult(self.app.hub.publish_frame(topic, frame, text=True, exclude=exclude))
 
 
 def _encode_error(error: WsError, correlation_id: str | None) -> bytes:

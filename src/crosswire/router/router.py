@@ -28,15 +28,16 @@ handlers see every error first and may suppress the reply by returning ``False``
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ..context import EventContext, PublishResult, RpcContext, _frame
+from ..context import EventContext, PublishResult, RpcContext, _publication
 from ..errors import ConfigurationError, WsError
 from ..hooks import Hooks, check_callable, is_async_callable
 from ..http import Request
 from ..peer import Peer
+from ..pubsub.envelope import Publication
 from ..schema import MessageSchema
 from .chain import Middleware
 from .dispatch import Dispatcher
@@ -120,12 +121,20 @@ class RouteBuilder:
 class Router:
     """Routes typed messages to handlers; serve it with ``crosswire.App(router)``.
 
+    ``publish``, ``send_to_client``, ``send_to_user`` and ``broadcast`` reach connections on
+    every instance that shares the App's bus (:class:`~crosswire.Hub`), from handlers or from
+    anywhere else. A router served by several Apps of one process sends through each App's
+    Hub: give those Apps one bus only if they share one Hub.
+
     Options (keyword-only): ``heartbeat`` (a :class:`Heartbeat`, off by default),
     ``max_payload_bytes`` (larger frames call ``on_limit_exceeded`` and close with 1009),
     ``rpc_timeout`` (seconds, when the client sends no ``meta.timeoutMs``),
     ``max_inflight_rpcs`` (per connection; more get ``RESOURCE_EXHAUSTED``),
     ``drop_progress_on_backpressure``, ``auto_send_error_on_throw``, ``expose_error_details``.
     """
+
+    #: The App admits each connection to its Hub as it opens.
+    admits_on_open = True
 
     def __init__(
         self,
@@ -318,18 +327,52 @@ class Router:
         payload: Any = None,
         *,
         meta: Mapping[str, Any] | None = None,
+        exclude: Collection[str] = (),
     ) -> PublishResult:
-        """Send a message of ``schema`` to every subscriber of ``topic``, from anywhere."""
-        return self._publish(topic, _frame(schema, payload, meta), None)
+        """Send a message of ``schema`` to every subscriber of ``topic`` on every instance,
+        but the client ids in ``exclude``; usable from anywhere."""
+        return self._send(_publication("room", topic, schema, payload, meta, exclude))
 
-    def _publish(self, topic: str, frame: bytes, exclude: Peer | None) -> PublishResult:
+    def send_to_client(
+        self,
+        client_id: str,
+        schema: MessageSchema[Any],
+        payload: Any = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> PublishResult:
+        """Send a message of ``schema`` to one connection, on whichever instance it is."""
+        return self._send(_publication("client", client_id, schema, payload, meta, ()))
+
+    def send_to_user(
+        self,
+        user_id: str,
+        schema: MessageSchema[Any],
+        payload: Any = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        exclude: Collection[str] = (),
+    ) -> PublishResult:
+        """Send a message of ``schema`` to every connection identified as ``user_id``
+        (:meth:`~crosswire.Peer.identify`) on every instance."""
+        return self._send(_publication("user", user_id, schema, payload, meta, exclude))
+
+    def broadcast(
+        self,
+        schema: MessageSchema[Any],
+        payload: Any = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        exclude: Collection[str] = (),
+    ) -> PublishResult:
+        """Send a message of ``schema`` to every connection on every instance."""
+        return self._send(_publication("broadcast", None, schema, payload, meta, exclude))
+
+    def _send(self, pub: Publication) -> PublishResult:
         hubs = {id(d.app.hub): d.app.hub for d in self._dispatchers}
         if not hubs:
             raise ConfigurationError("the router is not served yet: crosswire.App(router)")
-        matched = sum(
-            hub.publish_frame(topic, frame, text=True, exclude=exclude) for hub in hubs.values()
-        )
-        return PublishResult(matched)
+        return PublishResult(sum(hub.send(pub) for hub in hubs.values()))
 
     # -- serving ---------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ __all__ = [
     "encode_heartbeat_ack",
     "encode_message",
     "encode_progress",
+    "render",
 ]
 
 RPC_PROGRESS = "$ws:rpc-progress"
@@ -169,6 +170,15 @@ def encode_message(
     if payload is None:
         return orjson.dumps({"type": type, "meta": meta or {}})
     return orjson.dumps({"type": type, "meta": meta or {}, "payload": payload})
+
+
+def render(event: str, meta: bytes | None, data: bytes | None) -> bytes:
+    """A published event in this dialect, ``{"type", "meta", "payload"?}``, joined from the
+    JSON of its parts (the Hub's :data:`~crosswire.pubsub.envelope.Render` for the dialect)."""
+    head = b'{"type":' + orjson.dumps(event) + b',"meta":' + (meta or b"{}")
+    if data is None:
+        return head + b"}"
+    return head + b',"payload":' + data + b"}"
 
 
 def encode_reply(type: str, correlation_id: str, payload: bytes | None) -> bytes:

@@ -1,0 +1,132 @@
+"""The Backend protocol: what the Hub needs from a bus between processes. It moves bytes.
+
+A backend knows channels and messages, never peers, rooms or dialects: the Hub above it owns
+local subscriptions and fan-out, and subscribes a channel only while some local peer wants
+it. The contract, which ``tests/contract/test_backends.py`` runs against every backend:
+
+* ``bind`` is called once, before anything else, with the function that takes each message
+  (``deliver(channel, message)``, called in the event loop, never concurrently) and the one
+  that takes errors (``report(BusError)``).
+* ``subscribe``/``unsubscribe`` are idempotent and do not block: they say which channels are
+  wanted, and the backend brings the bus in line in the background, again after every
+  reconnect.
+* ``publish`` does not block either: the message joins a bounded queue, sent in order. A
+  message published on a channel this backend subscribes comes back to it (the Hub drops its
+  own by ``serverId``). Delivery is at most once; what is lost is reported, never silent.
+* ``flush()`` waits until what was published before it is on the bus and what was subscribed
+  before it is in effect; it raises :class:`~crosswire.BusError` if a message published since
+  the previous flush was dropped. Safe to cancel.
+* ``aclose()`` stops the background work and closes connections; it is idempotent. Afterwards
+  ``publish`` drops and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from ..errors import BusError
+
+__all__ = ["Backend", "Deliver", "Ledger", "Report"]
+
+#: Takes one message from the bus: ``(channel, message)``.
+Deliver = Callable[[str, bytes], None]
+#: Takes an error of the bus.
+Report = Callable[[BusError], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A bus between processes; see the module docstring for the contract."""
+
+    def bind(self, deliver: Deliver, report: Report) -> None: ...
+
+    def subscribe(self, channel: str) -> None: ...
+
+    def unsubscribe(self, channel: str) -> None: ...
+
+    def publish(self, channel: str, message: bytes) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Ledger:
+    """Numbers a backend's publishes, so that ``flush()`` can wait for them and say what was
+    dropped. Messages are numbered from 1 in publish order; a backend settles them (sent to
+    the bus, or dropped) in order with :meth:`settle_through`, or drops one at once with
+    :meth:`drop`."""
+
+    __slots__ = (
+        "_ahead",
+        "_flushed",
+        "_last_dropped",
+        "_waiters",
+        "dropped",
+        "published",
+        "settled",
+    )
+
+    def __init__(self) -> None:
+        self.published = 0  #: number of the last message accepted
+        self.settled = 0  #: every message up to this number is settled
+        self.dropped = 0  #: how many were dropped, in all
+        self._ahead: set[int] = set()  # dropped at once while older ones were still queued
+        self._last_dropped = 0
+        self._flushed = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def accept(self) -> int:
+        """Number the next message."""
+        self.published += 1
+        return self.published
+
+    def settle_through(self, number: int, *, dropped: int = 0) -> None:
+        """Every message up to ``number`` is settled; ``dropped`` of the newly settled ones
+        were lost."""
+        if dropped:
+            self.dropped += dropped
+            self._last_dropped = max(self._last_dropped, number)
+        settled = max(self.settled, number)
+        while settled + 1 in self._ahead:
+            self._ahead.discard(settled + 1)
+            settled += 1
+        self.settled = settled
+        self.wake()
+
+    def drop(self, number: int) -> None:
+        """Message ``number`` was dropped before it was queued."""
+        self.dropped += 1
+        self._last_dropped = max(self._last_dropped, number)
+        if number == self.settled + 1:
+            self.settle_through(number)
+        else:
+            self._ahead.add(number)
+
+    def wake(self) -> None:
+        """Something changed: waiters check their condition again."""
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition()`` holds, checked after each :meth:`wake`. Safe to cancel."""
+        while not condition():
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
+
+    async def flush(self, ready: Callable[[], bool] = lambda: True) -> None:
+        """Wait until every message published so far is settled and ``ready()`` holds; raise
+        :class:`BusError` if one published since the previous flush was dropped."""
+        target = self.published
+        since = self._flushed
+        await self.wait_until(lambda: self.settled >= target and ready())
+        self._flushed = max(self._flushed, target)
+        if self._last_dropped > since:
+            raise BusError(
+                f"messages published before this flush were dropped ({self.dropped} in all)"
+            )

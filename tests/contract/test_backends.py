@@ -1,0 +1,170 @@
+"""The Backend contract (``crosswire.pubsub.backend``), run against every backend.
+
+Each test builds backends on one bus (one MemoryBus, or one real redis-server) and checks what
+the Hub relies on: channels carry bytes exactly, in order, only to subscribers; subscriptions
+follow subscribe/unsubscribe; flush means "on the bus, in effect"; errors are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from crosswire import BusError
+from crosswire.pubsub import Backend, MemoryBackend, MemoryBus
+from crosswire.pubsub.redis import RedisBackend
+from tests.redis_server import RedisServer
+from tests.support import TIMEOUT, eventually
+
+
+class Endpoint:
+    """One backend and what it received and reported."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.received: list[tuple[str, bytes]] = []
+        self.errors: list[BusError] = []
+        backend.bind(
+            lambda channel, message: self.received.append((channel, message)), self.errors.append
+        )
+
+    def messages(self, channel: str) -> list[bytes]:
+        return [m for c, m in self.received if c == channel]
+
+
+MakeEndpoint = Callable[[], Endpoint]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeEndpoint]:
+    """``make()`` is a new backend on the bus shared by the test."""
+    made: list[Endpoint] = []
+    server: RedisServer | None = None
+    if request.param == "memory":
+        bus = MemoryBus()
+
+        def factory() -> Backend:
+            return MemoryBackend(bus)
+    else:
+        server = RedisServer(tmp_path)
+        await server.start()
+        url = server.url
+
+        def factory() -> Backend:
+            return RedisBackend(url, health_check_interval=0.5)
+
+    def make_endpoint() -> Endpoint:
+        endpoint = Endpoint(factory())
+        made.append(endpoint)
+        return endpoint
+
+    yield make_endpoint
+    for endpoint in made:
+        await asyncio.wait_for(endpoint.backend.aclose(), TIMEOUT)
+    if server is not None:
+        await server.kill()
+
+
+async def flushed(*endpoints: Endpoint) -> None:
+    for endpoint in endpoints:
+        await asyncio.wait_for(endpoint.backend.flush(), TIMEOUT)
+
+
+async def test_a_message_reaches_every_subscriber_of_its_channel_as_the_same_bytes(
+    make: MakeEndpoint,
+) -> None:
+    a, b, c = make(), make(), make()
+    b.backend.subscribe("ws:room:r")
+    c.backend.subscribe("ws:room:r")
+    await flushed(b, c)
+    body = bytes(range(256)) * 4  # any bytes, not only UTF-8
+    a.backend.publish("ws:room:r", body)
+    await flushed(a)
+    await eventually(lambda: bool(b.received and c.received))
+    assert b.received == [("ws:room:r", body)]
+    assert c.received == [("ws:room:r", body)]
+    assert a.received == []  # not subscribed
+
+
+async def test_channels_are_separate_and_a_publisher_hears_its_own_channel(
+    make: MakeEndpoint,
+) -> None:
+    a, b = make(), make()
+    a.backend.subscribe("ws:room:x")
+    b.backend.subscribe("ws:room:y")
+    await flushed(a, b)
+    a.backend.publish("ws:room:x", b"to x")
+    a.backend.publish("ws:room:y", b"to y")
+    await flushed(a)
+    await eventually(lambda: bool(a.received and b.received))
+    assert a.received == [("ws:room:x", b"to x")]  # the Hub drops its own by serverId
+    assert b.received == [("ws:room:y", b"to y")]
+
+
+async def test_messages_of_one_publisher_arrive_in_order(make: MakeEndpoint) -> None:
+    a, b = make(), make()
+    b.backend.subscribe("ws:room:one")
+    b.backend.subscribe("ws:room:two")
+    await flushed(b)
+    for i in range(3000):
+        a.backend.publish("ws:room:one" if i % 3 else "ws:room:two", str(i).encode())
+    await flushed(a)
+    await eventually(lambda: len(b.received) == 3000)
+    assert [int(m) for _, m in b.received] == list(range(3000))
+
+
+async def test_after_unsubscribe_and_flush_nothing_more_arrives(make: MakeEndpoint) -> None:
+    a, b = make(), make()
+    b.backend.subscribe("ws:user:u")
+    b.backend.subscribe("ws:user:u")  # idempotent
+    await flushed(b)
+    a.backend.publish("ws:user:u", b"1")
+    await flushed(a)
+    await eventually(lambda: len(b.received) == 1)
+    b.backend.unsubscribe("ws:user:u")
+    b.backend.unsubscribe("ws:user:u")
+    await flushed(b)
+    a.backend.publish("ws:user:u", b"2")
+    b.backend.subscribe("ws:user:other")  # a later message on another channel: a marker
+    await flushed(b)
+    a.backend.publish("ws:user:other", b"marker")
+    await flushed(a)
+    await eventually(lambda: len(b.received) == 2)
+    assert b.received == [("ws:user:u", b"1"), ("ws:user:other", b"marker")]
+
+
+async def test_many_channels_subscribe_at_once(make: MakeEndpoint) -> None:
+    a, b = make(), make()
+    channels = [f"ws:client:{i}" for i in range(1200)]  # more than one SUBSCRIBE command
+    for channel in channels:
+        b.backend.subscribe(channel)
+    await flushed(b)
+    for channel in channels:
+        a.backend.publish(channel, channel.encode())
+    await flushed(a)
+    await eventually(lambda: len(b.received) == len(channels))
+    assert sorted(m.decode() for _, m in b.received) == sorted(channels)
+
+
+async def test_after_aclose_publishes_are_dropped_and_reported(make: MakeEndpoint) -> None:
+    a = make()
+    a.backend.subscribe("ws:broadcast")
+    await flushed(a)
+    await a.backend.aclose()
+    await a.backend.aclose()  # idempotent
+    a.backend.publish("ws:broadcast", b"late")
+    assert a.errors and isinstance(a.errors[-1], BusError)
+    with pytest.raises(BusError, match="dropped"):
+        await asyncio.wait_for(a.backend.flush(), TIMEOUT)
+
+
+async def test_flush_reports_a_drop_once(make: MakeEndpoint) -> None:
+    a = make()
+    await a.backend.aclose()
+    a.backend.publish("ws:broadcast", b"dropped")
+    with pytest.raises(BusError):
+        await asyncio.wait_for(a.backend.flush(), TIMEOUT)
+    await asyncio.wait_for(a.backend.flush(), TIMEOUT)  # nothing new was dropped

@@ -1,0 +1,145 @@
+"""Redis done right: what a Redis operator would check with ``redis-cli`` while crosswire
+instances run, and what happens when redis-server dies and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from crosswire import BusError
+from crosswire.pubsub.redis import RedisBackend
+from tests.integration.test_hub_across_instances import Cluster
+from tests.redis_server import RedisServer
+from tests.support import TIMEOUT, eventually
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    url = redis.url
+    made = Cluster(
+        lambda: RedisBackend(url, health_check_interval=0.3, reconnect_delay=(0.05, 0.3)), redis
+    )
+    yield made
+    for ws in made.clients:
+        await ws.close()
+    for inst in made.instances:
+        await asyncio.wait_for(inst.server.aclose(), TIMEOUT)
+    await redis.kill()
+
+
+async def numsub(redis: RedisServer, channel: str) -> int:
+    client = redis.client()
+    try:
+        [(_, count)] = await client.pubsub_numsub(channel)
+        return int(count)
+    finally:
+        await client.aclose()
+
+
+async def pubsub_connections(redis: RedisServer) -> int:
+    client = redis.client()
+    try:
+        return len(await client.client_list(_type="pubsub"))
+    finally:
+        await client.aclose()
+
+
+async def test_a_room_channel_lives_from_the_first_local_member_to_the_last(
+    cluster: Cluster,
+) -> None:
+    assert cluster.redis is not None
+    a, b = await cluster.instance(), await cluster.instance()
+    assert await numsub(cluster.redis, "ws:room:lobby") == 0
+    first = await cluster.client(a, rooms=("lobby",))
+    await cluster.settled()
+    assert await numsub(cluster.redis, "ws:room:lobby") == 1
+    second = await cluster.client(a, rooms=("lobby",))
+    other = await cluster.client(b, rooms=("lobby",))
+    await cluster.settled()
+    assert await numsub(cluster.redis, "ws:room:lobby") == 2  # one per instance, not per client
+
+    await first.send({"op": "leave", "room": "lobby"})
+    await other.send({"op": "leave", "room": "lobby"})
+    await eventually(lambda: b.hub.subscriber_count("lobby") == 0)
+    await cluster.settled()
+    assert await numsub(cluster.redis, "ws:room:lobby") == 1  # a still has `second`
+    await second.ws.close()  # the last member leaves by disconnecting
+    await eventually(lambda: a.hub.subscriber_count("lobby") == 0)
+    await cluster.settled()
+    assert await numsub(cluster.redis, "ws:room:lobby") == 0
+
+
+async def test_each_instance_keeps_one_subscriber_connection(cluster: Cluster) -> None:
+    assert cluster.redis is not None
+    instances = [await cluster.instance() for _ in range(3)]
+    for i, inst in enumerate(instances):
+        for j in range(5):
+            await cluster.client(inst, rooms=(f"room-{i}-{j}", "shared"), user=f"u{j}")
+    await cluster.settled()
+    assert await pubsub_connections(cluster.redis) == 3
+    assert await numsub(cluster.redis, "ws:room:shared") == 3
+    assert await numsub(cluster.redis, "ws:user:u1") == 3
+    assert await numsub(cluster.redis, "ws:broadcast") == 3
+
+
+async def test_after_redis_restarts_every_instance_resubscribes_and_delivery_resumes(
+    cluster: Cluster,
+) -> None:
+    redis = cluster.redis
+    assert redis is not None
+    a, b = await cluster.instance(), await cluster.instance()
+    alice = await cluster.client(a, rooms=("lobby",), user="alice")
+    bob = await cluster.client(b, rooms=("lobby",), user="bob")
+    await cluster.settled()
+    await alice.send({"op": "to_room", "room": "lobby", "event": "before", "data": 1})
+    assert await bob.receive() == {"event": "before", "data": 1}
+    assert await alice.receive() == {"event": "before", "data": 1}
+
+    await redis.kill()
+    # Both instances notice (their subscriber connections break) and report it; their
+    # clients stay connected.
+    await eventually(lambda: bool(a.errors) and bool(b.errors))
+    assert all(isinstance(e, BusError) for e in a.errors + b.errors)
+    await redis.start()
+
+    # Nothing is resent by hand: each instance reconnects and subscribes what it needs.
+    async def resubscribed() -> None:
+        while (  # noqa: ASYNC110 - Redis announces no subscription: poll it
+            await numsub(redis, "ws:room:lobby") != 2 or await numsub(redis, "ws:user:alice") != 1
+        ):
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(resubscribed(), TIMEOUT)
+    await bob.send({"op": "to_room", "room": "lobby", "event": "after", "data": 2})
+    assert await alice.receive() == {"event": "after", "data": 2}
+    assert await bob.receive() == {"event": "after", "data": 2}
+    await bob.send({"op": "to_user", "user": "alice", "event": "dm", "data": 3})
+    assert await alice.receive() == {"event": "dm", "data": 3}
+
+
+async def test_a_server_starts_while_redis_is_down_and_catches_up(cluster: Cluster) -> None:
+    redis = cluster.redis
+    assert redis is not None
+    await redis.kill()
+    a, b = await cluster.instance(), await cluster.instance()
+    alice = await cluster.client(a, rooms=("lobby",))  # local delivery needs no Redis
+    carol = await cluster.client(a, rooms=("lobby",))
+    bob = await cluster.client(b, rooms=("lobby",))
+    await carol.send({"op": "to_room", "room": "lobby", "event": "local", "data": 0})
+    assert await alice.receive() == {"event": "local", "data": 0}
+    await eventually(lambda: bool(a.errors))
+    await redis.start()
+    await cluster.settled()  # the queued publish went out; subscriptions are in effect
+    await alice.send({"op": "to_room", "room": "lobby", "event": "later", "data": 1})
+    # "local" waited in a's queue and went out once Redis was back: bob gets it if b had
+    # resubscribed by then (at most once), and "later" in any case, after it.
+    seen = [await bob.receive()]
+    if seen[0]["event"] == "local":
+        seen.append(await bob.receive())
+    assert seen[-1] == {"event": "later", "data": 1}
+    await bob.nothing_more()
