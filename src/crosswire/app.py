@@ -150,7 +150,7 @@ class App:
     async def shutdown(
         self,
         code: int = CloseCode.GOING_AWAY,
-        reason: str = "server shutting down",
+        reason: str = "Server shutting down",
         *,
         grace_period: float = 5.0,
     ) -> None:

@@ -52,7 +52,7 @@ class RunningServer:
         return f"ws://{host}:{self.port}"
 
     async def aclose(
-        self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "Server shutting down"
     ) -> None:
         """Close every peer with ``code`` (1001 by default), then stop listening."""
         if self._closed.is_set():

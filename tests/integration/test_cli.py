@@ -57,7 +57,7 @@ async def test_demo_serves_page_and_chat_then_sigterm_closes_1001(
         cmd.proc.send_signal(signal.SIGTERM)
         for ws in (ada, bob):
             code, reason = await closed_with(ws)
-            assert (code, reason) == (1001, "server shutting down")
+            assert (code, reason) == (1001, "Server shutting down")
     assert await cmd.exit_code() == 0
 
 

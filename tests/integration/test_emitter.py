@@ -144,7 +144,7 @@ async def test_the_emitter_writes_seed_003s_envelopes(redis_server: RedisServer)
         ),
         (
             "ws:room:r1",
-            {"serverId": "emitter", "type": "room", "target": "r1", "event": "e4", "data": None},
+            {"serverId": "emitter", "type": "room", "target": "r1", "event": "e4"},
         ),
         (
             "ws:broadcast",

@@ -100,12 +100,13 @@ class Publication:
         meta: bytes | None = None,
         exclude: Iterable[str] = (),
     ) -> Publication:
-        """An event whose ``data`` is any JSON-able value (encoded here, once)."""
+        """An event whose ``data`` is any JSON-able value (encoded here, once); None means
+        no data (the key is left out, as JavaScript leaves out an undefined value)."""
         return cls(
             kind,
             target,
             event=event,
-            data=orjson.dumps(data),
+            data=None if data is None else orjson.dumps(data),
             meta=meta,
             exclude=frozenset(exclude) if exclude else _NO_EXCLUDE,
         )

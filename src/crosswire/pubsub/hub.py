@@ -217,6 +217,11 @@ class Hub:
         """Send an event to every admitted connection on every instance."""
         return self.send(Publication.of_event("broadcast", None, event, data, exclude=exclude))
 
+    def to_peer(self, peer: Peer, event: str, data: Any = None) -> bool:
+        """Send an event to ``peer`` of this process (admitted or not), rendered in its
+        dialect and through its transform; False if it is not open."""
+        return self._fan_out((peer,), Publication.of_event("client", peer.id, event, data)) == 1
+
     def send(self, pub: Publication) -> int:
         """Deliver ``pub`` to its recipients here, then on the bus; returns the local count.
 

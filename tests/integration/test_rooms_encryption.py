@@ -1,0 +1,178 @@
+"""Per-client encryption of the rooms layer, checked by a client that implements the seed's
+scheme on its own (``cryptography``'s primitives, not crosswire's helper): ECDH P-256 with raw
+base64 points, HKDF-SHA256 with the server's salt, AES-256-GCM ``{"iv","ct"}``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from websockets.asyncio.client import connect
+
+import crosswire
+from crosswire.crypto import Encryption
+from crosswire.rooms import Identity, RoomClient, RoomServer
+from tests.integration.test_rooms import EventClient
+from tests.support import TIMEOUT, closed_with
+
+INFO = b"ignis-ecdh-p256-aes-256-gcm-v1"
+
+
+class SealedClient:
+    """A client that performs the handshake and opens what it receives."""
+
+    def __init__(self, client: EventClient) -> None:
+        self.client = client
+        self._private = ec.generate_private_key(ec.SECP256R1())
+        raw = self._private.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        self.public_key = base64.b64encode(raw).decode()
+        self._key: AESGCM | None = None
+
+    async def authenticate(self, token: str) -> dict[str, Any]:
+        connected = await self.client.authenticate({"token": token, "publicKey": self.public_key})
+        server_key = ec.EllipticCurvePublicKey.from_encoded_point(
+            ec.SECP256R1(), base64.b64decode(connected["serverPublicKey"])
+        )
+        secret = self._private.exchange(ec.ECDH(), server_key)
+        salt = base64.b64decode(connected["salt"])
+        assert len(salt) == 32
+        self._key = AESGCM(
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=INFO).derive(secret)
+        )
+        return connected
+
+    async def receive(self) -> Any:
+        frame = await self.client.receive()
+        assert frame["event"] == "encrypted", f"sent in clear: {frame}"
+        assert list(frame["data"]) == ["iv", "ct"]
+        iv = base64.b64decode(frame["data"]["iv"])
+        assert len(iv) == 12
+        assert self._key is not None
+        return orjson.loads(self._key.decrypt(iv, base64.b64decode(frame["data"]["ct"]), None))
+
+
+def auth(client: RoomClient, data: Any) -> Identity | None:
+    return Identity(user_id=data["token"]) if data.get("token") else None
+
+
+@pytest.fixture
+async def encrypted_server() -> AsyncIterator[tuple[RoomServer, str]]:
+    encryption = Encryption()
+    rooms = RoomServer(
+        authenticate=auth,
+        validate_rooms=lambda client, wanted: wanted,
+        require_encryption=True,
+        handshake=encryption.handshake,
+        outbound_transformer=encryption.transform,
+    )
+    server = await crosswire.start(crosswire.App(rooms))
+    yield rooms, server.url + "/ws"
+    await asyncio.wait_for(server.aclose(), TIMEOUT)
+
+
+@pytest.fixture
+async def dial() -> AsyncIterator[Callable[[str], Awaitable[EventClient]]]:
+    opened: list[EventClient] = []
+
+    async def open_(url: str) -> EventClient:
+        client = EventClient(await asyncio.wait_for(connect(url), TIMEOUT))
+        opened.append(client)
+        return client
+
+    yield open_
+    for client in opened:
+        await client.ws.close()
+
+
+async def test_after_the_handshake_every_message_is_sealed_for_its_client(
+    encrypted_server: tuple[RoomServer, str], dial: Callable[[str], Awaitable[EventClient]]
+) -> None:
+    rooms, url = encrypted_server
+    ann, ben = SealedClient(await dial(url)), SealedClient(await dial(url))
+    connected = await ann.authenticate("ann")
+    assert list(connected) == ["id", "userId", "time", "serverPublicKey", "salt"]
+    await ben.authenticate("ben")
+
+    assert rooms.to_room("ws-default", "news", {"text": "secret"}) == 2
+    assert await ann.receive() == {"event": "news", "data": {"text": "secret"}}
+    assert await ben.receive() == {"event": "news", "data": {"text": "secret"}}
+    rooms.to_user("ann", "dm", 1)
+    rooms.broadcast("all", None)
+    assert await ann.receive() == {"event": "dm", "data": 1}
+    assert await ann.receive() == {"event": "all"}  # in order, per client
+    # Errors after the handshake are sealed too.
+    await ann.client.send("join", {"rooms": 5})
+    assert await ann.receive() == {"event": "error", "data": {"message": "Invalid rooms"}}
+
+
+async def test_many_messages_to_many_encrypted_clients_arrive_in_order(
+    encrypted_server: tuple[RoomServer, str], dial: Callable[[str], Awaitable[EventClient]]
+) -> None:
+    rooms, url = encrypted_server
+    clients = [SealedClient(await dial(url)) for _ in range(25)]  # > the 10 transforms at once
+    for i, client in enumerate(clients):
+        await client.authenticate(f"user{i}")
+    for n in range(40):
+        rooms.to_room("ws-notification", "tick", n)
+    for client in clients:
+        assert [(await client.receive())["data"] for _ in range(40)] == list(range(40))
+
+
+async def test_a_failed_handshake_closes_4004(
+    encrypted_server: tuple[RoomServer, str], dial: Callable[[str], Awaitable[EventClient]]
+) -> None:
+    _, url = encrypted_server
+    for data in ({"token": "ann"}, {"token": "ann", "publicKey": "bm90IGEga2V5"}):
+        client = await dial(url)
+        await client.send("authenticate", data)
+        assert await client.receive() == {
+            "event": "error",
+            "data": {"message": "Encryption handshake failed"},
+        }
+        assert await closed_with(client.ws) == (4004, "Encryption required")
+
+
+async def test_encrypted_and_plain_clients_share_a_room(
+    dial: Callable[[str], Awaitable[EventClient]],
+) -> None:
+    """Without require_encryption nobody is sealed; a server can mix: here two RoomServers
+    on one in-process bus, one encrypting, one not, share the room ``lobby``."""
+    from crosswire import Hub
+    from crosswire.pubsub import MemoryBackend, MemoryBus
+
+    bus = MemoryBus()
+    encryption = Encryption()
+    sealed_rooms = RoomServer(
+        authenticate=auth,
+        require_encryption=True,
+        handshake=encryption.handshake,
+        outbound_transformer=encryption.transform,
+    )
+    plain_rooms = RoomServer(authenticate=auth)
+    servers = [
+        await crosswire.start(crosswire.App(r, hub=Hub(MemoryBackend(bus))))
+        for r in (sealed_rooms, plain_rooms)
+    ]
+    try:
+        sealed = SealedClient(await dial(servers[0].url + "/ws"))
+        plain = await dial(servers[1].url + "/ws")
+        await sealed.authenticate("s")
+        await plain.authenticate({"token": "p"})
+        for server in servers:
+            await asyncio.wait_for(server.app.hub.flush(), TIMEOUT)
+        plain_rooms.to_room("ws-default", "hello", "both")
+        assert await plain.receive() == {"event": "hello", "data": "both"}
+        assert await sealed.receive() == {"event": "hello", "data": "both"}
+    finally:
+        for server in servers:
+            await asyncio.wait_for(server.aclose(), TIMEOUT)
