@@ -2,6 +2,7 @@
 //
 //   node load.mjs --mode echo      --url ws://127.0.0.1:PORT/ --conns 10 --window 16
 //   node load.mjs --mode broadcast --url ws://127.0.0.1:PORT/ --subs 1000 --bwindow 8
+//                 [--puburl ws://127.0.0.1:OTHER/]   (the publisher on another instance)
 //   node load.mjs --mode idle      --url ws://127.0.0.1:PORT/ --conns 2000
 //   node load.mjs --mode rpc       --url ws://127.0.0.1:PORT/ --conns 10 --window 16
 //   node load.mjs --mode sio       --url http://127.0.0.1:PORT/ --conns 10 --window 16
@@ -32,6 +33,7 @@ const DEFAULTS = {
   window: 16,
   subs: 1000,
   bwindow: 8,
+  puburl: "",
   size: 100,
   warmup: 0.5,
   duration: 3,
@@ -212,7 +214,7 @@ async function broadcast() {
     await probe(ws); // echoed after "sub" was handled: the subscription is in place
   });
   subs.forEach((ws, i) => ws.on("message", () => onDelivery(i)));
-  pub = await openOne(opts.url);
+  pub = await openOne(opts.puburl || opts.url);
   pub.on("error", (err) => {
     emit({ event: "error", message: String(err) });
     process.exit(2);

@@ -3,12 +3,15 @@
     .venv/bin/python bench/run.py            # full run, about 5 minutes
     .venv/bin/python bench/run.py --quick    # short run, under a minute
     .venv/bin/python bench/run.py --only picows --scenarios echo --profile
+    .venv/bin/python bench/run.py --only picows --scenarios cluster   # fan-out through Redis
 
 Each server (bench/servers.py) runs in its own Python process pinned to CPU 0; the load
 generator (bench/load.mjs, Node + ws) runs pinned to CPU 1. Raw server and crosswire on that
 server alternate, each on a fresh server process, for several rounds; the table gives the
-median of each figure and the ratio crosswire / raw for the same underlying server. All runs
-also go to bench/results/latest.json. docs/performance.md explains the method.
+median of each figure and the ratio crosswire / raw for the same underlying server. The cluster
+scenario compares fan-out through two crosswire instances and a redis-server (publisher on
+one, subscribers on the other) with single-instance fan-out on the same server. All runs also
+go to bench/results/latest.json. docs/performance.md explains the method.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ RESULTS = BENCH / "results"
 PYTHON = sys.executable
 BASES = ("websockets", "aiohttp", "picows")
 KINDS = ("raw", "crosswire")
-SCENARIOS = ("echo", "broadcast", "memory", "rpc")
+SCENARIOS = ("echo", "broadcast", "memory", "rpc", "cluster")
+#: The cluster scenario: one instance ("crosswire") against two on Redis ("redis").
+CLUSTER_KINDS = ("crosswire", "redis")
+CLUSTER_GOAL = 0.7  # issue 4: fan-out through two instances and Redis >= 0.7x one instance
 #: The typed-RPC comparison (scenario "rpc"): every row against raw picows' echo.
 RPC_SERVERS = (
     "raw-picows",
@@ -96,7 +102,13 @@ class Sample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-UNITS = {"echo": "msg/s", "broadcast": "deliveries/s", "memory": "KiB/conn", "rpc": "msg/s"}
+UNITS = {
+    "echo": "msg/s",
+    "broadcast": "deliveries/s",
+    "memory": "KiB/conn",
+    "rpc": "msg/s",
+    "cluster": "deliveries/s",
+}
 
 
 @dataclass
@@ -165,6 +177,8 @@ class Summary:
             return f"broadcast, {self.param} subs"
         if self.scenario == "rpc":
             return f"rpc echo, {self.param} conn"
+        if self.scenario == "cluster":
+            return f"fan-out, {self.param} subs, {2 if self.kind == 'redis' else 1} instance(s)"
         return f"memory, {self.param} idle"
 
 
@@ -231,20 +245,25 @@ def rss_kib(pid: int) -> int:
 
 @contextlib.contextmanager
 def server(
-    name: str, profile: Path | None = None, *, kill: bool = False
+    name: str,
+    profile: Path | None = None,
+    *,
+    kill: bool = False,
+    cpu: str = SERVER_CPU,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[int, int]]:
-    """Start ``bench/servers.py NAME`` on CPU 0; yields ``(pid, port)``.
+    """Start ``bench/servers.py NAME`` on ``cpu`` (CPU 0); yields ``(pid, port)``.
 
     On exit the server gets SIGTERM (graceful), or SIGKILL with ``kill=True``: after a
     5,000-subscriber run a graceful shutdown only costs time. Profiled servers always stop
     gracefully, as they write their profile on the way out.
     """
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if profile is not None:
         env["BENCH_PROFILE"] = str(profile)
         kill = False
     proc = subprocess.Popen(
-        pinned(SERVER_CPU, [PYTHON, str(BENCH / "servers.py"), name]),
+        pinned(cpu, [PYTHON, str(BENCH / "servers.py"), name]),
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -429,7 +448,78 @@ def run_rpc(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sam
     return samples
 
 
-RUNNERS = {"echo": run_echo, "broadcast": run_broadcast, "memory": run_memory, "rpc": run_rpc}
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server on a free port, pinned to the load generator's CPU; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("the cluster scenario needs redis-server (python3 dev.py test installs it)")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(pinned(CLIENT_CPU, argv), stdout=subprocess.DEVNULL, cwd=RESULTS)
+    try:
+        for _ in range(200):
+            with socket.socket() as sock, contextlib.suppress(OSError):
+                sock.connect(("127.0.0.1", port))
+                break
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def run_cluster(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+    """Fan-out with every subscriber on one instance: the publisher on the same instance
+    ("crosswire"), or on a second instance that reaches it through Redis ("redis"). The
+    subscribers' instance runs on CPU 0 and is measured; the publisher's instance and
+    redis-server share CPU 1 with the load generator."""
+    samples = []
+    for subs in s.broadcast_subs:
+        args = ["--mode", "broadcast", "--subs", str(subs),
+                "--bwindow", str(s.broadcast_window)]  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            if kind == "redis":
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                env = {"BENCH_REDIS_URL": stack.enter_context(redis_server())}
+                pid, port = stack.enter_context(
+                    server(f"redis-{base}", profile, kill=True, env=env)
+                )
+                _, pub_port = stack.enter_context(
+                    server(f"redis-{base}", kill=True, cpu=CLIENT_CPU, env=env)
+                )
+                args += ["--puburl", f"ws://127.0.0.1:{pub_port}/"]
+            else:
+                pid, port = stack.enter_context(server(f"crosswire-{base}", profile, kill=True))
+            load = Load(port, args + common(s))
+            try:
+                r, srv_cpu, other = measure(load, pid)
+            except BaseException:
+                load.proc.kill()
+                raise
+            load.finish()
+        if not r.get("complete"):
+            print(f"\nwarning: {kind}-{base} lost or duplicated broadcasts with {subs} subscribers")
+        samples.append(
+            Sample(
+                "cluster", subs, base, kind, r["rate"], srv_cpu, r["client_cpu"], other,
+                {"broadcasts_per_s": r["broadcasts"] / r["seconds"], "complete": r["complete"]},
+            )
+        )  # fmt: skip
+    return samples
+
+
+RUNNERS = {
+    "echo": run_echo,
+    "broadcast": run_broadcast,
+    "memory": run_memory,
+    "rpc": run_rpc,
+    "cluster": run_cluster,
+}
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -444,6 +534,13 @@ def raw_of(summaries: list[Summary], x: Summary) -> Summary | None:
         base_kind = tuple(RPC_BASELINE.split("-", 1))
         for other in summaries:
             if other.key == ("rpc", x.param, base_kind[1], base_kind[0]):
+                return other
+        return None
+    if x.scenario == "cluster":
+        if x.kind != "redis":
+            return None
+        for other in summaries:
+            if other.key == ("cluster", x.param, x.base, "crosswire"):
                 return other
         return None
     if x.kind != "crosswire":
@@ -534,7 +631,7 @@ GOAL = 0.9  # the project's goal: crosswire echo and fan-out >= 0.9x the raw ser
 def verdicts(summaries: list[Summary]) -> list[str]:
     """Whether crosswire reaches GOAL x the raw server, by throughput and by CPU per message;
     and the typed-RPC goal against raw picows."""
-    lines = rpc_verdicts(summaries)
+    lines = rpc_verdicts(summaries) + cluster_verdicts(summaries)
     for base in BASES:
         rows = [
             x for x in summaries
@@ -556,6 +653,21 @@ def verdicts(summaries: list[Summary]) -> list[str]:
             f"crosswire on {base}: MISSES the >= {GOAL}x goal in {len(below)} of {len(rows)} "
             f"by throughput, {cpu_below} of {len(cpu)} by CPU per message ({detail})"
             + (f"; below by throughput: {'; '.join(below)}" if below else "")
+        )
+    return lines
+
+
+def cluster_verdicts(summaries: list[Summary]) -> list[str]:
+    lines = []
+    for x in summaries:
+        q = ratio(summaries, x) if x.scenario == "cluster" else None
+        if q is None:
+            continue
+        verdict = "meets" if q >= CLUSTER_GOAL else "MISSES"
+        lines.append(
+            f"fan-out to {x.param} subs through 2 instances + Redis on {x.base}: "
+            f"{x.value:,.0f} deliveries/s = {q:.2f}x one instance "
+            f"({verdict} the >= {CLUSTER_GOAL}x goal)"
         )
     return lines
 
@@ -653,7 +765,7 @@ def main() -> None:
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help="comma-separated: echo,broadcast,memory,rpc",
+        help="comma-separated: echo,broadcast,memory,rpc,cluster",
     )
     parser.add_argument("--rounds", type=int, help="runs per server for echo and broadcast")
     parser.add_argument("--duration", type=float, help="seconds counted per run")
@@ -725,12 +837,13 @@ def main() -> None:
     for base in BASES:
         for scenario in (x for x in scenarios if x != "rpc"):
             rounds = 1 if scenario == "memory" else settings.rounds
+            both = CLUSTER_KINDS if scenario == "cluster" else KINDS
             for rnd in range(rounds):
-                # raw and crosswire alternate, and swap order every round, so that drift of
-                # the machine's speed hits both sides of a ratio alike.
-                kinds = KINDS if rnd % 2 == 0 else KINDS[::-1]
+                # The two sides of a ratio alternate, and swap order every round, so that
+                # drift of the machine's speed hits both alike.
+                kinds = both if rnd % 2 == 0 else both[::-1]
                 for kind in kinds:
-                    if (base, kind) in pairs:
+                    if (base, "crosswire" if scenario == "cluster" else kind) in pairs:
                         run_one(scenario, base, kind, rnd, rounds)
     if "rpc" in scenarios:
         rpc_servers = [n for n in RPC_SERVERS if not args.only or n in args.only.split(",")]

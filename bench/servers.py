@@ -10,6 +10,10 @@ The raw and crosswire servers speak the same protocol (text messages only):
 * ``"pub:..."``: send the whole message to every subscriber of ``"b"`` (the publisher is not one);
 * anything else: echo it back to the sender.
 
+The redis servers are the crosswire ones with a Hub on the Redis at ``BENCH_REDIS_URL``: a
+publish reaches the subscribers of every instance. Their ``"probe"`` is answered once the
+subscriptions made before it are in effect on Redis.
+
 The typed servers serve one RPC through a crosswire Router, in the canonical dialect: ``ECHO
 {text}`` answered by ``ECHO_RESULT {text}``, with pydantic models validating both ways. The
 socketio server answers the socket.io event ``echo`` through its ack (python-socketio on
@@ -25,6 +29,7 @@ import resource
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 SERVERS = (
     "raw-websockets",
@@ -33,6 +38,9 @@ SERVERS = (
     "crosswire-websockets",
     "crosswire-aiohttp",
     "crosswire-picows",
+    "redis-websockets",
+    "redis-aiohttp",
+    "redis-picows",
     "typed-websockets",
     "typed-picows",
     "socketio-aiohttp",
@@ -174,8 +182,15 @@ async def raw_picows() -> Started:
 # -- crosswire ---------------------------------------------------------------------------------
 
 
-def crosswire_app() -> object:
+def crosswire_app(hub: Any = None) -> object:
+    """The hooks app; with a ``hub`` on a bus, ``"probe"`` waits for the subscriptions."""
     import crosswire
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def answer_when_subscribed(peer: crosswire.Peer, text: str) -> None:
+        await hub.flush()
+        peer.send(text)
 
     def message(peer: crosswire.Peer, msg: crosswire.Message) -> None:
         text = msg.text()
@@ -183,10 +198,14 @@ def crosswire_app() -> object:
             peer.subscribe("b")
         elif text.startswith("pub:"):
             peer.publish("b", text)
+        elif text == "probe" and hub is not None:
+            task = asyncio.get_running_loop().create_task(answer_when_subscribed(peer, text))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         else:
             peer.send(text)
 
-    return crosswire.App(crosswire.define_hooks(message=message))
+    return crosswire.App(crosswire.define_hooks(message=message), hub=hub)
 
 
 def crosswire_on(name: str) -> Callable[[], Awaitable[Started]]:
@@ -194,6 +213,19 @@ def crosswire_on(name: str) -> Callable[[], Awaitable[Started]]:
         import crosswire
 
         srv = await crosswire.start(crosswire_app(), host=HOST, port=0, server=name)  # type: ignore[arg-type]
+        return srv.port, srv.aclose
+
+    return start
+
+
+def redis_on(name: str) -> Callable[[], Awaitable[Started]]:
+    async def start() -> Started:
+        import crosswire
+        from crosswire.pubsub.redis import RedisBackend
+
+        hub = crosswire.Hub(RedisBackend(os.environ["BENCH_REDIS_URL"]))
+        app = crosswire_app(hub)
+        srv = await crosswire.start(app, host=HOST, port=0, server=name)  # type: ignore[arg-type]
         return srv.port, srv.aclose
 
     return start
@@ -259,6 +291,9 @@ STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
     "crosswire-websockets": crosswire_on("websockets"),
     "crosswire-aiohttp": crosswire_on("aiohttp"),
     "crosswire-picows": crosswire_on("picows"),
+    "redis-websockets": redis_on("websockets"),
+    "redis-aiohttp": redis_on("aiohttp"),
+    "redis-picows": redis_on("picows"),
     "typed-websockets": typed_on("websockets"),
     "typed-picows": typed_on("picows"),
     "socketio-aiohttp": socketio_aiohttp,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 from websockets.asyncio.client import connect
 
-from tests.support import RunCommand, recv
+from tests.redis_server import RedisServer
+from tests.support import TIMEOUT, RunCommand, recv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +26,7 @@ def readme_block(after: str) -> str:
 
 
 def test_readme_shows_the_examples_verbatim() -> None:
-    for example in ("hello", "echo"):
+    for example in ("hello", "echo", "rooms"):
         shown = readme_block(f"<!-- examples/{example}.py -->")
         assert shown == (ROOT / f"examples/{example}.py").read_text(), example
 
@@ -39,3 +43,45 @@ async def test_hello_example_echoes_and_broadcasts(crosswire_cmd: RunCommand) ->
         assert [await recv(b), await recv(c)] == ["hi everyone", "hi everyone"]
         await a.send("ping")
         assert await recv(a) == "ping"  # a got nothing from its own /all in between
+
+
+async def test_rooms_example_shares_a_room_between_two_processes_on_redis(
+    crosswire_cmd: RunCommand, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CROSSWIRE_REDIS_URL", redis_server.url)
+    first = await crosswire_cmd("run", "examples.rooms:app", "--port", "0", cwd=ROOT)
+    second = await crosswire_cmd("run", "examples.rooms:app", "--port", "0", cwd=ROOT)
+    await first.started()
+    await second.started()
+
+    async def say(ws: Any, event: str, data: Any) -> None:
+        await ws.send(orjson.dumps({"event": event, "data": data}).decode())
+
+    async with connect(first.ws_url) as ann, connect(second.ws_url) as ben:
+        for ws, name in ((ann, "ann"), (ben, "ben")):
+            await say(ws, "authenticate", {"token": name})
+            assert orjson.loads(await recv(ws))["event"] == "connected"
+            await say(ws, "join", {"rooms": ["lobby", "secret"]})
+            assert orjson.loads(await recv(ws)) == {
+                "event": "error",
+                "data": {"message": "Join rejected", "rooms": ["secret"]},
+            }
+
+        async def lobby_on_redis() -> None:
+            client = redis_server.client()
+            try:
+                while dict(await client.pubsub_numsub("ws:room:lobby"))[b"ws:room:lobby"] < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            finally:
+                await client.aclose()
+
+        await asyncio.wait_for(lobby_on_redis(), TIMEOUT)
+        await say(ann, "say", {"room": "lobby", "text": "hi ben"})
+        said = {"event": "said", "data": {"room": "lobby", "from": "ann", "text": "hi ben"}}
+        assert orjson.loads(await recv(ben)) == said
+        assert orjson.loads(await recv(ann)) == said
+        await say(ben, "say", {"room": "dev", "text": "?"})
+        assert orjson.loads(await recv(ben)) == {
+            "event": "error",
+            "data": {"message": "say needs a room you are in"},
+        }
