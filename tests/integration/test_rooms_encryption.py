@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 
 import crosswire
 from crosswire.crypto import Encryption
-from crosswire.rooms import Identity, RoomClient, RoomServer
+from crosswire.rooms import Handshake, Identity, RoomClient, RoomServer
 from tests.integration.test_rooms import EventClient
 from tests.support import TIMEOUT, closed_with
 
@@ -175,4 +175,65 @@ async def test_encrypted_and_plain_clients_share_a_room(
         assert await sealed.receive() == {"event": "hello", "data": "both"}
     finally:
         for server in servers:
+            await asyncio.wait_for(server.aclose(), TIMEOUT)
+
+
+async def test_transforms_run_with_bounded_concurrency_and_plain_clients_do_not_wait(
+    dial: Callable[[str], Awaitable[EventClient]],
+) -> None:
+    """A slow transformer: at most ``transform_concurrency`` run at once, each client's
+    messages stay in order, and a plain client in the same room gets its copy at once."""
+    from crosswire import Hub
+
+    running = 0
+    most = 0
+    release = asyncio.Event()
+
+    async def slow_seal(client: RoomClient, event: str, data: Any) -> tuple[str, Any]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        return "sealed", {"event": event, "data": data}
+
+    def handshake(client: RoomClient, data: Any) -> Handshake | None:
+        return Handshake(server_public_key="k", salt="s") if data.get("seal") else None
+
+    rooms = RoomServer(
+        authenticate=auth,
+        require_encryption=True,
+        handshake=handshake,
+        outbound_transformer=slow_seal,
+    )
+    plain_rooms = RoomServer(authenticate=auth)
+    from crosswire.pubsub import MemoryBackend, MemoryBus
+
+    bus = MemoryBus()
+    sealed_server = await crosswire.start(
+        crosswire.App(rooms, hub=Hub(MemoryBackend(bus), transform_concurrency=3))
+    )
+    plain_server = await crosswire.start(crosswire.App(plain_rooms, hub=Hub(MemoryBackend(bus))))
+    try:
+        sealed = [await dial(sealed_server.url + "/ws") for _ in range(8)]
+        for i, client in enumerate(sealed):
+            await client.authenticate({"token": f"s{i}", "seal": True})
+        plain = await dial(plain_server.url + "/ws")
+        await plain.authenticate({"token": "p"})
+        for server in (sealed_server, plain_server):
+            await asyncio.wait_for(server.app.hub.flush(), TIMEOUT)
+        for n in range(3):
+            rooms.to_room("ws-default", "tick", n)
+        assert [(await plain.receive())["data"] for _ in range(3)] == [0, 1, 2]
+        await asyncio.sleep(0.1)
+        assert most == 3  # 8 clients x 3 messages wait, 3 transforms at a time
+        release.set()
+        for client in sealed:
+            got = [await client.receive() for _ in range(3)]
+            assert got == [
+                {"event": "sealed", "data": {"event": "tick", "data": n}} for n in range(3)
+            ]
+        assert most == 3
+    finally:
+        for server in (sealed_server, plain_server):
             await asyncio.wait_for(server.aclose(), TIMEOUT)
