@@ -14,7 +14,11 @@ from typing import Any
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 import crosswire
 from crosswire.server import SERVERS
@@ -183,3 +187,75 @@ class CanonicalClient:
     def correlation_id(self) -> str:
         self._next += 1
         return f"c{self._next}"
+
+
+class RawClient:
+    """A client on websockets' sans-I/O protocol: it can send what a well-behaved client never
+    would (bytes that are not UTF-8 in a text frame, a reserved opcode) and it never answers
+    pings on its own."""
+
+    def __init__(self, protocol: ClientProtocol, reader: asyncio.StreamReader, writer: Any):
+        self.protocol = protocol
+        self.reader = reader
+        self.writer = writer
+        self._inbox: list[str | bytes] = []
+
+    @classmethod
+    async def connect(cls, url: str) -> RawClient:
+        uri = parse_uri(url)
+        protocol = ClientProtocol(uri)
+        protocol.send_request(protocol.connect())
+        reader, writer = await asyncio.open_connection(uri.host, uri.port)
+        client = cls(protocol, reader, writer)
+        client.flush()
+        protocol.receive_data(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT))
+        assert protocol.state is State.OPEN
+        return client
+
+    def flush(self) -> None:
+        """Write what the protocol has to send, in one write (so that the frames reach the
+        server in one read)."""
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+
+    async def messages(self, count: int) -> list[str | bytes]:
+        """The next ``count`` data messages from the server."""
+
+        async def read() -> list[str | bytes]:
+            received = self._inbox
+            while True:
+                for event in self.protocol.events_received():
+                    if not isinstance(event, Frame):  # the handshake's response
+                        continue
+                    if event.opcode is Opcode.TEXT:
+                        received.append(bytes(event.data).decode())
+                    elif event.opcode is Opcode.BINARY:
+                        received.append(bytes(event.data))
+                if len(received) >= count:
+                    break
+                data = await self.reader.read(65536)
+                assert data, f"connection closed after {len(received)} of {count} messages"
+                self.protocol.receive_data(data)
+            self._inbox = received[count:]
+            return received[:count]
+
+        return await asyncio.wait_for(read(), TIMEOUT)
+
+    def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def close_code(self) -> int | None:
+        """Read until the server's close frame; its code."""
+
+        async def read() -> int | None:
+            while self.protocol.close_rcvd is None:
+                data = await self.reader.read(65536)
+                if not data:
+                    break
+                self.protocol.receive_data(data)
+            rcvd = self.protocol.close_rcvd
+            return rcvd.code if rcvd is not None else None
+
+        return await asyncio.wait_for(read(), TIMEOUT)
+
+    def close(self) -> None:
+        self.writer.close()

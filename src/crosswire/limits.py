@@ -32,6 +32,12 @@ class Limits:
         from that socket until the hook catches up (TCP backpressure, nothing is dropped). The
         messages of the socket read that filled the queue still join it (picows hands over
         every frame of a read), so the bound is this plus one read's worth.
+    coalesce_writes:
+        When several messages arrive in one socket read, hold the connection's writes until
+        they are all handled, so that their replies leave in one TCP write (Linux
+        ``TCP_CORK``; websockets, picows and aiohttp servers). Nothing waits on a timer.
+        Cheaper for clients that pipeline; turn it off to have every reply leave the moment
+        it is sent.
     """
 
     max_message_size: int = 1024 * 1024
@@ -40,6 +46,7 @@ class Limits:
     ping_timeout: float | None = 20.0
     close_timeout: float = 5.0
     inbound_queue: int = 256
+    coalesce_writes: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "send_buffer_limit", "inbound_queue"):

@@ -14,14 +14,11 @@ from typing import Any
 import orjson
 import pytest
 from websockets.asyncio.client import connect
-from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.protocol import State
-from websockets.uri import parse_uri
 
 import crosswire
 from crosswire import Accept, App, Limits, Message, Peer, ReadyState, Response, define_hooks
-from tests.support import SERVER_KINDS, TIMEOUT, Log, closed_with, eventually, recv
+from tests.support import SERVER_KINDS, TIMEOUT, Log, RawClient, closed_with, eventually, recv
 
 #: Servers that drop a client which stops answering pings. hypercorn sends pings but never
 #: checks for pongs (docs/servers.md), so it is left out of the keepalive test.
@@ -452,53 +449,6 @@ async def test_plain_http_request(start_server: Any, kind: str) -> None:
                 assert resp.status == 200
                 assert resp.headers["Content-Type"] == "text/html"
                 assert await resp.text() == "<h1>hi</h1>"
-
-
-class RawClient:
-    """A client on websockets' sans-I/O protocol: it can send what a well-behaved client never
-    would (bytes that are not UTF-8 in a text frame, a reserved opcode) and it never answers
-    pings on its own."""
-
-    def __init__(self, protocol: ClientProtocol, reader: asyncio.StreamReader, writer: Any):
-        self.protocol = protocol
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, url: str) -> RawClient:
-        uri = parse_uri(url)
-        protocol = ClientProtocol(uri)
-        protocol.send_request(protocol.connect())
-        reader, writer = await asyncio.open_connection(uri.host, uri.port)
-        client = cls(protocol, reader, writer)
-        client.flush()
-        protocol.receive_data(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT))
-        assert protocol.state is State.OPEN
-        return client
-
-    def flush(self) -> None:
-        for data in self.protocol.data_to_send():
-            self.writer.write(data)
-
-    def send_raw(self, data: bytes) -> None:
-        self.writer.write(data)
-
-    async def close_code(self) -> int | None:
-        """Read until the server's close frame; its code."""
-
-        async def read() -> int | None:
-            while self.protocol.close_rcvd is None:
-                data = await self.reader.read(65536)
-                if not data:
-                    break
-                self.protocol.receive_data(data)
-            rcvd = self.protocol.close_rcvd
-            return rcvd.code if rcvd is not None else None
-
-        return await asyncio.wait_for(read(), TIMEOUT)
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def echo_and_log_close(log: Log) -> App:

@@ -13,6 +13,7 @@ from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 from ..app import App
 from ..http import Accept, Headers, Request, Response
 from ..peer import high_water
+from ._cork import Cork
 from ._eager import HIGH_WATER, EagerTransport
 
 __all__ = ["handler"]
@@ -105,6 +106,11 @@ def handler(app: App) -> Handler:
             Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
         )
         received: tuple[int, str] = (1006, "")
+        # Messages aiohttp has parsed and not yet handed over: while there are more, the
+        # replies are held and leave together (see _cork). A private attribute of aiohttp's
+        # reader; without it, every reply leaves at once.
+        pending = getattr(getattr(ws, "_reader", None), "_buffer", None)
+        cork = Cork.of(raw, limits.coalesce_writes) if pending is not None else None
         try:
             while True:
                 msg = await ws.receive()
@@ -115,12 +121,24 @@ def handler(app: App) -> Handler:
                 else:
                     received = _close_info(msg)
                     break
-                peer._receive_data(msg.data, is_binary)
+                if cork is None:
+                    peer._receive_data(msg.data, is_binary)
+                elif pending:
+                    cork.hold()
+                    peer._receive_data(msg.data, is_binary)
+                else:
+                    peer._receive_data(msg.data, is_binary)
+                    if cork.held:
+                        cork.release()
                 if transport.reading_paused:
+                    if cork is not None:
+                        cork.release()
                     await transport.wait_reading()
         except OSError:
             pass  # the connection ended: `finally` reports how
         finally:
+            if cork is not None:
+                cork.release()
             await transport.aclose()
             peer._closed(*received)
         return ws

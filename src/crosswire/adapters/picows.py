@@ -34,6 +34,7 @@ from ..errors import ConfigurationError
 from ..http import Accept, Headers, Request, Response
 from ..limits import Limits
 from ..peer import Peer, high_water
+from ._cork import Cork
 
 __all__ = ["create_server"]
 
@@ -105,6 +106,7 @@ class _Listener(WSListener):
         self._transport: _Transport | None = None
         self.peer: Peer | None = None
         self._receive: Callable[[str | bytes, bool], None] = _not_connected
+        self._cork: Cork | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = _Transport(transport, self._app.limits, self)
@@ -115,8 +117,26 @@ class _Listener(WSListener):
         )
         self.peer = self._app.connect(self._transport, request, self._accept)
         self._receive = self.peer._receive_data
+        self._cork = Cork.of(transport.underlying_transport, self._app.limits.coalesce_writes)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        cork = self._cork
+        if cork is None:
+            self._frame(transport, frame)
+        elif not frame.last_in_buffer:  # more frames of this read follow: hold the replies
+            if not cork.held:
+                cork.hold()
+            self._frame(transport, frame)
+
+        elif cork.held:  # the last frame of a read that had several: send the replies
+            try:
+                self._frame(transport, frame)
+            finally:
+                cork.release()
+        else:
+            self._frame(transport, frame)
+
+    def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if frame.fin and not self._parts:  # a whole message in one frame: the hot path
             if kind is _TEXT:

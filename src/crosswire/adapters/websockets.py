@@ -22,6 +22,7 @@ from websockets.typing import Subprotocol
 from ..app import App
 from ..http import Accept, Headers, Request, Response
 from ..peer import Peer, high_water
+from ._cork import Cork
 
 __all__ = ["create_server"]
 
@@ -159,14 +160,31 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         peer = app.connect(transport, _request(conn, conn.request), accept)
         gate = transport._read_gate
         receive = peer._receive_data
+        # Frames websockets has parsed and not yet handed over: while there are more, the
+        # replies are held and leave together (see _cork). A private attribute of the
+        # connection; without it, every reply leaves at once.
+        pending = getattr(getattr(conn, "recv_messages", None), "frames", None)
+        cork = Cork.of(conn.transport, limits.coalesce_writes) if pending is not None else None
         try:
             async for data in conn:
-                receive(data, type(data) is not str)
+                if cork is None:
+                    receive(data, type(data) is not str)
+                elif pending:
+                    cork.hold()
+                    receive(data, type(data) is not str)
+                else:
+                    receive(data, type(data) is not str)
+                    if cork.held:
+                        cork.release()
                 if not gate.is_set():
+                    if cork is not None:
+                        cork.release()
                     await gate.wait()
         except ConnectionClosed:
             pass  # the connection ended: `finally` reports how
         finally:
+            if cork is not None:
+                cork.release()
             if transport._closing is not None:
                 await transport._closing
             else:
