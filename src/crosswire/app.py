@@ -178,7 +178,9 @@ class App:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        await self.hub.aclose()
+        # What the close hooks published gets the rest of the grace period (at least a
+        # second) to reach the bus.
+        await self.hub.aclose(grace=max(1.0, deadline - loop.time()))
 
 
 def _upgrade_result(result: Any) -> Accept | Response:

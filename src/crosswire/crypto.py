@@ -132,6 +132,10 @@ class Encryption:
         return Handshake(server_public_key=server.public_b64, salt=base64.b64encode(salt).decode())
 
     def transform(self, client: RoomClient, event: str, data: Any) -> tuple[str, Any]:
-        """``(event, data)`` sealed for ``client``: ``("encrypted", {"iv", "ct"})``."""
+        """``(event, data)`` sealed for ``client``: ``("encrypted", {"iv", "ct"})``, where the
+        plaintext is the event's frame ``{"event", "data"}``. A raw frame (``hub.publish``;
+        ``event`` is ``""``) is sealed as it is: its text (UTF-8) or bytes."""
         key: AESGCM = client.data[_KEY]
+        if not event and isinstance(data, str | bytes):
+            return ENCRYPTED, encrypt(key, data.encode() if isinstance(data, str) else data)
         return ENCRYPTED, encrypt(key, events.encode(event, data))

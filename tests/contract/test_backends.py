@@ -168,3 +168,36 @@ async def test_flush_reports_a_drop_once(make: MakeEndpoint) -> None:
     with pytest.raises(BusError):
         await asyncio.wait_for(a.backend.flush(), TIMEOUT)
     await asyncio.wait_for(a.backend.flush(), TIMEOUT)  # nothing new was dropped
+
+
+async def test_flush_through_a_number_answers_for_that_message_only(make: MakeEndpoint) -> None:
+    a = make()
+    a.backend.subscribe("ws:room:x")
+    await flushed(a)
+    first = a.backend.publish("ws:room:x", b"one")
+    second = a.backend.publish("ws:room:x", b"two")
+    assert second == first + 1
+    await asyncio.wait_for(a.backend.flush(through=second), TIMEOUT)
+    await eventually(lambda: a.messages("ws:room:x") == [b"one", b"two"])
+    await a.backend.aclose()
+    dropped = a.backend.publish("ws:room:x", b"late")
+    with pytest.raises(BusError, match="dropped"):
+        await asyncio.wait_for(a.backend.flush(through=dropped), TIMEOUT)
+    # An earlier message that went out is still reported as sent.
+    await asyncio.wait_for(a.backend.flush(through=first), TIMEOUT)
+
+
+async def test_a_channel_left_and_joined_again_is_in_effect_after_flush(
+    make: MakeEndpoint,
+) -> None:
+    a, b = make(), make()
+    a.backend.subscribe("ws:room:again")
+    await flushed(a)
+    for _ in range(20):  # leave and join at once: flush waits for both answers
+        a.backend.unsubscribe("ws:room:again")
+        await asyncio.sleep(0)
+        a.backend.subscribe("ws:room:again")
+        await flushed(a)
+        b.backend.publish("ws:room:again", b"still here")
+        await flushed(b)
+    await eventually(lambda: len(a.messages("ws:room:again")) == 20)

@@ -188,3 +188,41 @@ async def test_an_emitter_that_cannot_publish_raises_bus_error(redis_server: Red
     await emitter.aclose()
     with pytest.raises(BusError, match="dropped"):
         await asyncio.wait_for(emitter.to_room("r", "e", 2), TIMEOUT)
+
+
+async def test_concurrent_emits_each_learn_the_fate_of_their_own_message(
+    redis_server: RedisServer,
+) -> None:
+    """With room for one queued message, of two emits at once the second is dropped: only it
+    raises, and the first (delivered) does not, so that a caller retrying on BusError sends
+    nothing twice."""
+    listener = redis_server.client()
+    pubsub = listener.pubsub()
+    await pubsub.subscribe("ws:room:a", "ws:room:b")
+    emitter = Emitter(RedisBackend(redis_server.url, max_queue=1))
+    try:
+        first, second = await asyncio.wait_for(
+            asyncio.gather(
+                emitter.to_room("a", "news", 1),
+                emitter.to_room("b", "news", 2),
+                return_exceptions=True,
+            ),
+            TIMEOUT,
+        )
+        assert first is None
+        assert isinstance(second, BusError)
+        received: list[bytes] = []
+
+        async def read() -> None:
+            while not received:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    received.append(message["channel"])
+
+        await asyncio.wait_for(read(), TIMEOUT)
+        assert received == [b"ws:room:a"]
+        await emitter.to_room("b", "news", 3)  # the next one goes out, and says nothing
+    finally:
+        await emitter.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()

@@ -7,8 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
+from websockets.asyncio.client import connect
 
+import crosswire
 from crosswire import BusError
 from crosswire.pubsub.redis import RedisBackend
 from tests.integration.test_hub_across_instances import Cluster
@@ -143,3 +146,70 @@ async def test_a_server_starts_while_redis_is_down_and_catches_up(cluster: Clust
         seen.append(await bob.receive())
     assert seen[-1] == {"event": "later", "data": 1}
     await bob.nothing_more()
+
+
+async def test_close_hooks_publish_during_shutdown_and_shutdown_returns(
+    redis_server: RedisServer,
+) -> None:
+    """Each of 20 peers' close hook sends to a room as the server shuts down: shutdown returns
+    (a cancellation lost inside redis-py once hung it) and every message reaches Redis."""
+    listener = redis_server.client()
+    pubsub = listener.pubsub()
+    await pubsub.subscribe("ws:room:audit")
+    errors: list[BusError] = []
+
+    def close(peer: crosswire.Peer, code: int, reason: str) -> None:
+        peer._app.hub.to_room("audit", "left", peer.id)
+
+    app = crosswire.App(
+        crosswire.define_hooks(close=close),
+        hub=crosswire.Hub(RedisBackend(redis_server.url), on_error=errors.append),
+    )
+    server = await crosswire.start(app)
+    clients = [await connect(server.url + "/") for _ in range(20)]
+    try:
+        await asyncio.wait_for(server.aclose(), 3 * TIMEOUT)
+        left: set[str] = set()
+
+        async def read() -> None:
+            while len(left) < 20:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    left.add(orjson.loads(message["data"])["data"])
+
+        await asyncio.wait_for(read(), TIMEOUT)
+        assert errors == []
+    finally:
+        for ws in clients:
+            await ws.close()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()
+
+
+async def test_aclose_while_a_batch_waits_for_redis_reports_it_dropped(
+    redis_server: RedisServer,
+) -> None:
+    backend = RedisBackend(redis_server.url)
+    errors: list[BusError] = []
+    backend.bind(lambda channel, message: None, errors.append)
+    backend.publish("ws:room:a", b"{}")
+    await asyncio.wait_for(backend.flush(), TIMEOUT)
+    admin = redis_server.client()
+    # Redis stops answering for 3 s.
+    await admin.execute_command("CLIENT", "PAUSE", "3000", "ALL")  # type: ignore[no-untyped-call]
+    try:
+        number = backend.publish("ws:room:a", b"{}")
+        await asyncio.sleep(0.2)  # the batch is written, its answer due
+        waiting = asyncio.create_task(backend.flush())
+        await asyncio.wait_for(backend.aclose(), TIMEOUT)
+        with pytest.raises(BusError, match="dropped"):
+            await asyncio.wait_for(waiting, TIMEOUT)
+        with pytest.raises(BusError, match="dropped"):
+            await asyncio.wait_for(backend.flush(through=number), TIMEOUT)
+        assert any("not on Redis yet" in str(e) for e in errors)
+        late = backend.publish("ws:room:a", b"{}")
+        with pytest.raises(BusError, match="dropped"):
+            await asyncio.wait_for(backend.flush(through=late), TIMEOUT)
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+        await admin.aclose()

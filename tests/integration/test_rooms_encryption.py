@@ -40,6 +40,11 @@ class SealedClient:
 
     async def authenticate(self, token: str) -> dict[str, Any]:
         connected = await self.client.authenticate({"token": token, "publicKey": self.public_key})
+        await self.authenticate_with(connected)
+        return connected
+
+    async def authenticate_with(self, connected: dict[str, Any]) -> None:
+        """Derive the key from the ``connected`` event's data."""
         server_key = ec.EllipticCurvePublicKey.from_encoded_point(
             ec.SECP256R1(), base64.b64decode(connected["serverPublicKey"])
         )
@@ -49,16 +54,19 @@ class SealedClient:
         self._key = AESGCM(
             HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=INFO).derive(secret)
         )
-        return connected
 
     async def receive(self) -> Any:
+        return orjson.loads(await self.receive_raw())
+
+    async def receive_raw(self) -> bytes:
+        """The plaintext of the next (sealed) frame."""
         frame = await self.client.receive()
         assert frame["event"] == "encrypted", f"sent in clear: {frame}"
         assert list(frame["data"]) == ["iv", "ct"]
         iv = base64.b64decode(frame["data"]["iv"])
         assert len(iv) == 12
         assert self._key is not None
-        return orjson.loads(self._key.decrypt(iv, base64.b64decode(frame["data"]["ct"]), None))
+        return self._key.decrypt(iv, base64.b64decode(frame["data"]["ct"]), None)
 
 
 def auth(client: RoomClient, data: Any) -> Identity | None:
@@ -237,3 +245,111 @@ async def test_transforms_run_with_bounded_concurrency_and_plain_clients_do_not_
     finally:
         for server in (sealed_server, plain_server):
             await asyncio.wait_for(server.aclose(), TIMEOUT)
+
+
+async def test_nothing_reaches_a_client_in_clear_while_its_handshake_runs(
+    dial: Callable[[str], Awaitable[EventClient]],
+) -> None:
+    """Until its handshake is done, a client is still authenticating: it cannot join rooms and
+    is in none, so no room message can reach it unsealed."""
+    encryption = Encryption()
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow_handshake(client: RoomClient, data: Any) -> Handshake | None:
+        started.set()
+        await gate.wait()  # e.g. a key service
+        return encryption.handshake(client, data)
+
+    rooms = RoomServer(
+        authenticate=auth,
+        validate_rooms=lambda client, wanted: wanted,
+        require_encryption=True,
+        handshake=slow_handshake,
+        outbound_transformer=encryption.transform,
+    )
+    server = await crosswire.start(crosswire.App(rooms))
+    try:
+        ann = SealedClient(await dial(server.url + "/ws"))
+        await ann.client.send("authenticate", {"token": "ann", "publicKey": ann.public_key})
+        await asyncio.wait_for(started.wait(), TIMEOUT)  # authenticated, handshake running
+        await ann.client.send("join", {"rooms": ["secret"]})
+        assert await ann.client.receive() == {
+            "event": "error",
+            "data": {"message": "Not authenticated"},
+        }
+        assert rooms.to_room("secret", "payroll", {"salary": 1}) == 0
+        assert rooms.to_room("ws-default", "payroll", {"salary": 2}) == 0
+        assert rooms.to_user("ann", "payroll", {"salary": 3}) == 0
+        gate.set()
+        connected = await ann.client.receive()
+        assert connected["event"] == "connected"
+        await ann.authenticate_with(connected["data"])
+        rooms.to_room("ws-default", "news", 4)
+        assert await ann.receive() == {"event": "news", "data": 4}
+    finally:
+        await asyncio.wait_for(server.aclose(), TIMEOUT)
+
+
+async def test_a_handshake_that_never_ends_closes_4001(
+    dial: Callable[[str], Awaitable[EventClient]],
+) -> None:
+    async def stuck(client: RoomClient, data: Any) -> Handshake | None:
+        await asyncio.Event().wait()
+        return None
+
+    rooms = RoomServer(
+        authenticate=auth,
+        require_encryption=True,
+        handshake=stuck,
+        outbound_transformer=Encryption().transform,
+        auth_timeout=0.1,
+    )
+    server = await crosswire.start(crosswire.App(rooms))
+    try:
+        client = await dial(server.url + "/ws")
+        await client.send("authenticate", {"token": "ann", "publicKey": "x"})
+        assert await closed_with(client.ws) == (4001, "Authentication timeout")
+    finally:
+        await asyncio.wait_for(server.aclose(), TIMEOUT)
+
+
+async def test_raw_frames_are_sealed_as_they_are(
+    encrypted_server: tuple[RoomServer, str], dial: Callable[[str], Awaitable[EventClient]]
+) -> None:
+    rooms, url = encrypted_server
+    ann = SealedClient(await dial(url))
+    await ann.authenticate("ann")
+    assert rooms.app.hub.publish("ws-default", "plain text") == 1
+    assert rooms.app.hub.publish("ws-default", b"\x00\x01") == 1
+    assert await ann.receive_raw() == b"plain text"
+    assert await ann.receive_raw() == b"\x00\x01"
+
+
+async def test_a_transform_that_returns_nonsense_loses_that_message_only(
+    dial: Callable[[str], Awaitable[EventClient]], caplog: pytest.LogCaptureFixture
+) -> None:
+    def transform(client: RoomClient, event: str, data: Any) -> Any:
+        if data == 1:
+            return ("e", {1, 2})  # a set: not JSON
+        if data == 2:
+            return "not a pair"
+        return ("wrapped", data)
+
+    rooms = RoomServer(
+        authenticate=auth,
+        require_encryption=True,
+        handshake=lambda client, data: Handshake(server_public_key="k", salt="s"),
+        outbound_transformer=transform,
+    )
+    app = crosswire.App(rooms)
+    server = await crosswire.start(app)
+    try:
+        client = await dial(server.url + "/ws")
+        await client.authenticate({"token": "ann"})
+        for n in (1, 2, 3, 4):
+            rooms.to_room("ws-default", "m", n)
+        assert await client.receive() == {"event": "wrapped", "data": 3}
+        assert await client.receive() == {"event": "wrapped", "data": 4}
+        assert caplog.text.count("message dropped") == 2
+    finally:
+        await asyncio.wait_for(server.aclose(), TIMEOUT)

@@ -10,20 +10,23 @@ it. The contract, which ``tests/contract/test_backends.py`` runs against every b
 * ``subscribe``/``unsubscribe`` are idempotent and do not block: they say which channels are
   wanted, and the backend brings the bus in line in the background, again after every
   reconnect.
-* ``publish`` does not block either: the message joins a bounded queue, sent in order. A
-  message published on a channel this backend subscribes comes back to it (the Hub drops its
-  own by ``serverId``). Delivery is at most once; what is lost is reported, never silent.
+* ``publish`` does not block either: the message joins a bounded queue, sent in order, and
+  ``publish`` returns its number (increasing by one with each publish). A message published
+  on a channel this backend subscribes comes back to it (the Hub drops its own by
+  ``serverId``). Delivery is at most once; what is lost is reported, never silent.
 * ``flush()`` waits until what was published before it is on the bus and what was subscribed
   before it is in effect; it raises :class:`~crosswire.BusError` if a message published since
-  the previous flush was dropped. Safe to cancel.
-* ``aclose()`` stops the background work and closes connections; it is idempotent. Afterwards
+  the previous flush was dropped. ``flush(through=n)`` waits for the messages up to number
+  ``n`` and raises only if message ``n`` was dropped. Safe to cancel.
+* ``aclose()`` stops the background work and closes connections; it is idempotent and
+  bounded in time. Messages not yet on the bus then are dropped and reported; afterwards
   ``publish`` drops and reports.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 from ..errors import BusError
@@ -46,9 +49,9 @@ class Backend(Protocol):
 
     def unsubscribe(self, channel: str) -> None: ...
 
-    def publish(self, channel: str, message: bytes) -> None: ...
+    def publish(self, channel: str, message: bytes) -> int: ...
 
-    async def flush(self) -> None: ...
+    async def flush(self, *, through: int | None = None) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -57,11 +60,17 @@ class Ledger:
     """Numbers a backend's publishes, so that ``flush()`` can wait for them and say what was
     dropped. Messages are numbered from 1 in publish order; a backend settles them (sent to
     the bus, or dropped) in order with :meth:`settle_through`, or drops one at once with
-    :meth:`drop`."""
+    :meth:`drop`. The numbers of dropped messages are kept (the last :data:`KEEP` of them),
+    so that a caller can ask about its own message."""
+
+    #: Dropped message numbers remembered; older ones count as dropped when asked about.
+    KEEP = 10_000
 
     __slots__ = (
         "_ahead",
+        "_dropped",
         "_flushed",
+        "_forgotten",
         "_last_dropped",
         "_waiters",
         "dropped",
@@ -74,6 +83,8 @@ class Ledger:
         self.settled = 0  #: every message up to this number is settled
         self.dropped = 0  #: how many were dropped, in all
         self._ahead: set[int] = set()  # dropped at once while older ones were still queued
+        self._dropped: dict[int, None] = {}  # numbers of dropped messages, oldest first
+        self._forgotten = 0  # dropped numbers up to this one are no longer in _dropped
         self._last_dropped = 0
         self._flushed = 0
         self._waiters: list[asyncio.Future[None]] = []
@@ -83,12 +94,11 @@ class Ledger:
         self.published += 1
         return self.published
 
-    def settle_through(self, number: int, *, dropped: int = 0) -> None:
-        """Every message up to ``number`` is settled; ``dropped`` of the newly settled ones
-        were lost."""
-        if dropped:
-            self.dropped += dropped
-            self._last_dropped = max(self._last_dropped, number)
+    def settle_through(self, number: int, *, dropped: Iterable[int] = ()) -> None:
+        """Every message up to ``number`` is settled; those numbered in ``dropped`` (newly
+        settled ones) were lost."""
+        for lost in dropped:
+            self._record(lost)
         settled = max(self.settled, number)
         while settled + 1 in self._ahead:
             self._ahead.discard(settled + 1)
@@ -98,12 +108,24 @@ class Ledger:
 
     def drop(self, number: int) -> None:
         """Message ``number`` was dropped before it was queued."""
-        self.dropped += 1
-        self._last_dropped = max(self._last_dropped, number)
+        self._record(number)
         if number == self.settled + 1:
             self.settle_through(number)
         else:
             self._ahead.add(number)
+
+    def was_dropped(self, number: int) -> bool:
+        """Whether message ``number`` (settled) was dropped."""
+        return number in self._dropped or number <= self._forgotten
+
+    def _record(self, number: int) -> None:
+        self.dropped += 1
+        self._last_dropped = max(self._last_dropped, number)
+        self._dropped[number] = None
+        if len(self._dropped) > self.KEEP:
+            oldest = next(iter(self._dropped))
+            del self._dropped[oldest]
+            self._forgotten = max(self._forgotten, oldest)
 
     def wake(self) -> None:
         """Something changed: waiters check their condition again."""
@@ -119,9 +141,21 @@ class Ledger:
             self._waiters.append(fut)
             await fut
 
-    async def flush(self, ready: Callable[[], bool] = lambda: True) -> None:
+    async def flush(
+        self, ready: Callable[[], bool] = lambda: True, *, through: int | None = None
+    ) -> None:
         """Wait until every message published so far is settled and ``ready()`` holds; raise
-        :class:`BusError` if one published since the previous flush was dropped."""
+        :class:`BusError` if one published since the previous flush was dropped.
+
+        With ``through``, wait for the messages up to that number only, and raise only if
+        message ``through`` itself was dropped (what one publisher asks about its own
+        message, whatever others publish meanwhile).
+        """
+        if through is not None:
+            await self.wait_until(lambda: self.settled >= through and ready())
+            if self.was_dropped(through):
+                raise BusError(f"the message was dropped ({self.dropped} dropped in all)")
+            return
         target = self.published
         since = self._flushed
         await self.wait_until(lambda: self.settled >= target and ready())

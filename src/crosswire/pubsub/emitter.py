@@ -74,14 +74,16 @@ class Emitter:
         await self.aclose()
 
     async def _emit(self, pub: Publication) -> None:
-        self._backend.publish(
+        number = self._backend.publish(
             channel_for(self._namespace, pub.kind, pub.target), encode_envelope(EMITTER_ID, pub)
         )
         try:
-            await self._backend.flush()
+            # Only this message: concurrent calls each learn the fate of their own.
+            await self._backend.flush(through=number)
         except BusError as exc:
-            if self._last_error is not None:
-                raise BusError(f"{exc}: {self._last_error}") from self._last_error
+            cause, self._last_error = self._last_error, None
+            if cause is not None:
+                raise BusError(f"{exc}: {cause}") from cause
             raise
 
     def _remember(self, error: BusError) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import logging
 import uuid
@@ -246,8 +247,13 @@ class Hub:
         if self._backend is not None:
             await self._backend.flush()
 
-    async def aclose(self) -> None:
-        """Stop the transform tasks and close the bus connection."""
+    async def aclose(self, *, grace: float = 5.0) -> None:
+        """Send what is still waiting (transforms, the bus queue) for up to ``grace``
+        seconds, then stop the transform tasks and close the bus connection. What could not
+        be sent by then is dropped and reported to ``on_error``."""
+        with contextlib.suppress(TimeoutError, BusError):  # drops are reported already
+            async with asyncio.timeout(grace):
+                await self.flush()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -355,15 +361,20 @@ class Hub:
             result = transform(peer, event, pub.value())
             if inspect.isawaitable(result):
                 result = await result
+            if result is None:  # send the original, as the seed's transformer contract says
+                if pub.frame is not None:
+                    return pub.frame, not pub.binary
+                return pub.render(peer._render), True
+            new_event, new_data = result
+            return peer._render(new_event, None, orjson.dumps(new_data)), True
         except Exception:
-            logger.exception("peer %s: the outbound transform raised; message dropped", peer.id)
+            # One message is lost, never the peer's queue: the next ones are transformed.
+            logger.exception(
+                "peer %s: the outbound transform raised or returned something that is not "
+                "(event, JSON-able data); message dropped",
+                peer.id,
+            )
             return None
-        if result is None:  # send the original, as the seed's transformer contract says
-            if pub.frame is not None:
-                return pub.frame, not pub.binary
-            return pub.render(peer._render), True
-        new_event, new_data = result
-        return peer._render(new_event, None, orjson.dumps(new_data)), True
 
     async def _drain_transforms(self) -> None:
         while self._tasks:

@@ -77,17 +77,18 @@ class MemoryBackend:
             self._channels.discard(channel)
             self._bus._leave(channel, self)
 
-    def publish(self, channel: str, message: bytes) -> None:
+    def publish(self, channel: str, message: bytes) -> int:
         ledger = self._ledger
         number = ledger.accept()
         if self._closed or number - ledger.settled > self._max_queue:
             ledger.drop(number)
             self._fail(BusError("memory bus: closed or queue full; a message was dropped"))
-            return
+            return number
         asyncio.get_running_loop().call_soon(self._carry, number, channel, message)
+        return number
 
-    async def flush(self) -> None:
-        await self._ledger.flush()
+    async def flush(self, *, through: int | None = None) -> None:
+        await self._ledger.flush(through=through)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -69,7 +69,11 @@ class RedisBackend:
         self._wanted: set[str] = set()  # channels the Hub wants
         self._sent: set[str] = set()  # channels SUBSCRIBEd on the current connection
         self._active: set[str] = set()  # channels Redis confirmed
+        #: SUBSCRIBE/UNSUBSCRIBE confirmations still due on the current connection.
+        self._unconfirmed = 0
         self._queue: deque[tuple[int, str, bytes]] = deque()
+        #: The batch being written, until Redis answered it.
+        self._in_flight: list[tuple[int, str, bytes]] = []
         self._ledger = Ledger()
         self._subscriptions_changed = asyncio.Event()
         self._queue_filled = asyncio.Event()
@@ -99,36 +103,46 @@ class RedisBackend:
             self._wanted.discard(channel)
             self._subscriptions_changed.set()
 
-    def publish(self, channel: str, message: bytes) -> None:
+    def publish(self, channel: str, message: bytes) -> int:
         number = self._ledger.accept()
         if self._closed or len(self._queue) >= self._max_queue:
             self._ledger.drop(number)
             self._fail("the publish queue is full or closed; a message was dropped")
-            return
+            return number
         self._queue.append((number, channel, message))
         self._queue_filled.set()
         self._start()
+        return number
 
-    async def flush(self) -> None:
-        """Wait until every message published so far is on Redis and every subscription made
-        so far is confirmed by Redis. While Redis is away this waits; safe to cancel."""
+    async def flush(self, *, through: int | None = None) -> None:
+        """Wait until every message published so far (or up to number ``through``) is on
+        Redis and every subscription made so far is confirmed by Redis. While Redis is away
+        this waits; safe to cancel."""
         self._start()
-        await self._ledger.flush(lambda: self._active == self._wanted)
+        await self._ledger.flush(self._in_line, through=through)
+
+    def _in_line(self) -> bool:
+        """Whether Redis has confirmed exactly the channels wanted, with nothing pending."""
+        return self._closed or (self._unconfirmed == 0 and self._active == self._wanted)
 
     async def aclose(self) -> None:
-        """Stop both connections; messages still queued are dropped. Idempotent."""
+        """Stop both connections, within about a second. Messages not yet on Redis (queued, or
+        in a batch Redis has not answered: it may have got them) are dropped and reported.
+        Idempotent."""
         self._closed = True
+        self._queue_filled.set()
+        self._subscriptions_changed.set()
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._queue:
-            self._ledger.settle_through(self._queue[-1][0], dropped=len(self._queue))
-            self._queue.clear()
+        await _stop(tasks)
+        lost = [number for number, _, _ in (*self._in_flight, *self._queue)]
+        self._in_flight = []
+        self._queue.clear()
+        # Everything accepted is settled now; what is published from here on is dropped.
+        self._ledger.settle_through(self._ledger.published, dropped=lost)
+        if lost:
+            self._fail(f"closed with {len(lost)} messages not on Redis yet; dropped")
         self._wanted.clear()
         self._active.clear()
-        self._ledger.wake()
         await self._pool.disconnect()
 
     # -- background work -------------------------------------------------------------------
@@ -146,7 +160,7 @@ class RedisBackend:
     async def _subscriber(self) -> None:
         """Keep one subscriber connection, reconnecting and resubscribing after every loss."""
         delay = self._reconnect_delay[0]
-        while True:
+        while not self._closed:
             conn = self._connection()
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
@@ -157,7 +171,10 @@ class RedisBackend:
             finally:
                 self._sent.clear()
                 self._active.clear()
+                self._unconfirmed = 0
                 await conn.disconnect(nowait=True)
+            if self._closed:
+                return
             await asyncio.sleep(_jitter(delay))
             delay = min(delay * 2, self._reconnect_delay[1])
 
@@ -204,10 +221,12 @@ class RedisBackend:
                 for i in range(0, len(added), _CHUNK):
                     chunk = added[i : i + _CHUNK]
                     self._sent.update(chunk)
+                    self._unconfirmed += len(chunk)
                     await conn.send_command("SUBSCRIBE", *chunk, check_health=False)
                 for i in range(0, len(removed), _CHUNK):
                     chunk = removed[i : i + _CHUNK]
                     self._sent.difference_update(chunk)
+                    self._unconfirmed += len(chunk)
                     await conn.send_command("UNSUBSCRIBE", *chunk, check_health=False)
                 if ping_due:
                     ping_due = False
@@ -236,17 +255,24 @@ class RedisBackend:
                         logger.exception("delivering a message from Redis failed")
             elif kind == b"subscribe":
                 self._active.add(response[1].decode())
-                self._ledger.wake()
+                self._confirmed()
             elif kind == b"unsubscribe":
                 self._active.discard(response[1].decode())
-                self._ledger.wake()
+                self._confirmed()
+
+    def _confirmed(self) -> None:
+        self._unconfirmed = max(0, self._unconfirmed - 1)
+        self._ledger.wake()
 
     async def _publisher(self) -> None:
         """Send the queue in order, one pipelined batch per round trip."""
         delay = self._reconnect_delay[0]
         conn: AbstractConnection | None = None
         try:
-            while True:
+            # Ends on the flag as well as on cancellation: a cancellation can be lost inside
+            # redis-py (asyncio.wait_for on Python 3.11 swallows one that arrives as the
+            # write completes), and aclose must not wait forever.
+            while not self._closed:
                 if not self._queue:
                     self._queue_filled.clear()
                     await self._queue_filled.wait()
@@ -264,14 +290,17 @@ class RedisBackend:
                         continue
                     delay = self._reconnect_delay[0]
                 count = min(len(self._queue), self._max_batch)
-                batch = [self._queue.popleft() for _ in range(count)]
+                batch = self._in_flight = [self._queue.popleft() for _ in range(count)]
                 try:
                     packed = conn.pack_commands([("PUBLISH", ch, msg) for _, ch, msg in batch])
                     await conn.send_packed_command(packed, check_health=False)
                     for _ in batch:
                         await conn.read_response()
                 except _LOST as exc:
-                    self._ledger.settle_through(batch[-1][0], dropped=len(batch))
+                    self._in_flight = []
+                    self._ledger.settle_through(
+                        batch[-1][0], dropped=[number for number, _, _ in batch]
+                    )
                     self._fail(
                         f"lost the connection to Redis while publishing; "
                         f"{len(batch)} messages dropped",
@@ -280,7 +309,9 @@ class RedisBackend:
                     await conn.disconnect(nowait=True)
                     conn = None
                     continue
-                self._ledger.settle_through(batch[-1][0])
+                if self._in_flight is batch:  # (aclose settles it if it got there first)
+                    self._in_flight = []
+                    self._ledger.settle_through(batch[-1][0])
         finally:
             if conn is not None:
                 await conn.disconnect(nowait=True)
@@ -297,6 +328,20 @@ class RedisBackend:
             self._report(error)
         else:
             logger.warning("%s", error)
+
+
+async def _stop(tasks: list[asyncio.Task[None]], patience: float = 1.0) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again while they run (a library call
+    may lose a cancellation); gives up on them after ``patience`` seconds."""
+    deadline = asyncio.get_running_loop().time() + patience
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.05)
+        if pending and asyncio.get_running_loop().time() > deadline:
+            logger.warning("redis: %d background tasks did not stop; leaving them", len(pending))
+            return
 
 
 def _jitter(delay: float) -> float:

@@ -50,6 +50,7 @@ class RoomClient:
     """
 
     __slots__ = (
+        "_auth_task",
         "_auth_timer",
         "_handlers_running",
         "_reading_paused",
@@ -77,6 +78,8 @@ class RoomClient:
         self.connected_at = now
         self.last_activity = now
         self._auth_timer: asyncio.TimerHandle | None = None
+        #: The authentication (and handshake) running for this client, if any.
+        self._auth_task: asyncio.Task[None] | None = None
         self._handlers_running = 0
         self._reading_paused = False
 

@@ -230,6 +230,8 @@ class RoomServer:
             return
         if client._auth_timer is not None:
             client._auth_timer.cancel()
+        if client._auth_task is not None:  # authenticate or handshake still running
+            client._auth_task.cancel()
         client.state = ClientState.DISCONNECTED
         if self.on_disconnected is not None:
             self._call(client, self.on_disconnected, client)
@@ -270,7 +272,9 @@ class RoomServer:
         client._auth_timer = self._loop.call_later(
             self.auth_timeout * 3, self._auth_expired, client, ClientState.AUTHENTICATING
         )
-        self.app._spawn(self._run_authentication(client, {} if data is None else data))
+        client._auth_task = self.app._spawn(
+            self._run_authentication(client, {} if data is None else data)
+        )
 
     def _auth_expired(self, client: RoomClient, state: ClientState) -> None:
         if client.state is state:
@@ -295,7 +299,8 @@ class RoomServer:
             return
         client.user_id = identity.user_id
         client.metadata = identity.metadata
-        client.state = ClientState.AUTHENTICATED
+        # Still AUTHENTICATING during the handshake: no join, no message, nothing sent to
+        # it in clear, and the authentication timer still runs.
         if self.require_encryption and not await self._set_up_encryption(client, data):
             return
         self._admit(client)
@@ -330,6 +335,7 @@ class RoomServer:
     def _admit(self, client: RoomClient) -> None:
         """Make an authenticated client addressable, put it in its rooms, say ``connected``."""
         peer = client.peer
+        client.state = ClientState.AUTHENTICATED
         if client.user_id is not None:
             peer.identify(client.user_id)
         self.app.hub.admit(peer)
