@@ -23,6 +23,7 @@ from .wire import events
 
 if TYPE_CHECKING:
     from .app import App
+    from .cork import Cork
     from .pubsub.envelope import Render
     from .pubsub.hub import Transform
 
@@ -64,7 +65,12 @@ class Transport(Protocol):
     high-water mark no larger than ``Limits.send_buffer_limit`` (see :func:`high_water`), and
     ``peer._resume_writing()`` when it has drained; the peer compares ``buffered_amount()``
     with the limit only in between, so a write costs one call when the client keeps up.
+
+    ``cork`` is the connection's :class:`~crosswire.cork.Cork` when its writes can be held
+    for a batch (see :mod:`crosswire.cork`), else None.
     """
+
+    cork: Cork | None
 
     def bind(self, peer: Peer) -> None:
         """The peer this transport serves; called before the ``open`` hook runs, so that the

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from .app import App
+from .cork import Cork
 from .errors import ErrorCode, WsError
 from .hooks import HookProvider
 from .http import Accept, Headers, Request, Response
@@ -71,6 +72,7 @@ class _MemoryTransport:
     def __init__(self, conn: TestConnection) -> None:
         self._conn = conn
         self.peer: Peer | None = None
+        self.cork: Cork | None = None  # nothing to hold: there is no socket
 
     def bind(self, peer: Peer) -> None:
         self.peer = peer

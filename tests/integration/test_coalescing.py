@@ -1,9 +1,9 @@
-"""Write coalescing (``Limits.coalesce_writes``, ``crosswire/adapters/_cork.py``): the replies
-to the messages of one socket read leave together, and the socket is never left held.
+"""Write coalescing (``Limits.coalesce_writes``, ``crosswire/cork.py``): what one turn of the
+event loop writes to a socket leaves together, and no socket is left held.
 
 The websockets, picows and aiohttp servers know when more messages of the same read wait; the
 tests send several frames in one TCP write and look at what the server did while handling
-each one (the kernel's ``TCP_CORK`` state of the server's socket) and at what the client got.
+each one (the kernel's ``TCP_CORK`` state of the server's sockets) and at what the clients got.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from crosswire import App, Limits, Message, Peer, define_hooks
-from crosswire.adapters._cork import Cork
+from crosswire.cork import Cork
 from tests.support import TIMEOUT, RawClient, serve_on
 
 pytestmark = pytest.mark.skipif(
@@ -180,3 +180,48 @@ async def test_no_cork_where_it_cannot_work() -> None:
     finally:
         transport.close()
         b.close()
+
+
+@pytest.mark.parametrize("kind", COALESCING)
+async def test_a_burst_of_publishes_is_held_for_every_subscriber_until_the_turn_ends(
+    kind: str, sockets: list[Any]
+) -> None:
+    """Publishes that arrive in one read hold each subscriber's socket as the fan-out writes
+    to it; every subscriber gets every message, in order, and nothing stays held."""
+    held_after_publish: list[list[bool]] = []
+
+    def message(peer: Peer, msg: Message) -> None:
+        text = msg.text()
+        if text == "sub":
+            peer.subscribe("room")
+            peer.send("subscribed")
+        else:
+            peer.publish("room", text)
+            held_after_publish.append([corked(s) for s in sockets[1:]])
+
+    served = await serve_on(App(define_hooks(message=message)), kind)
+    try:
+        publisher = await RawClient.connect(served.url)
+        subscribers = [await RawClient.connect(served.url) for _ in range(3)]
+        for sub in subscribers:
+            sub.protocol.send_text(b"sub")
+            sub.flush()
+            assert await sub.messages(1) == ["subscribed"]
+        burst = [f"news {i}" for i in range(10)]
+        for text in burst:
+            publisher.protocol.send_text(text.encode())
+        publisher.flush()  # one read on the server
+        for sub in subscribers:
+            assert await sub.messages(10) == burst
+        assert held_after_publish == [[True, True, True]] * 10
+        assert not any(corked(s) for s in sockets)
+
+        publisher.protocol.send_text(b"alone")  # one publish in its read: written at once
+        publisher.flush()
+        for sub in subscribers:
+            assert await sub.messages(1) == ["alone"]
+        assert held_after_publish[-1] == [False, False, False]
+        for client in (publisher, *subscribers):
+            client.close()
+    finally:
+        await served.aclose()

@@ -28,6 +28,7 @@ from ..eager import Resume
 from ..peer import high_water
 
 if TYPE_CHECKING:
+    from ..cork import Cork
     from ..peer import Peer
 
 __all__ = ["HIGH_WATER", "EagerTransport"]
@@ -91,6 +92,7 @@ class EagerTransport:
         self._read_gate = asyncio.Event()
         self._read_gate.set()
         self.peer: Peer | None = None
+        self.cork: Cork | None = None
 
     # -- Transport -------------------------------------------------------------------------
 

@@ -11,9 +11,9 @@ from typing import Any
 from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 
 from ..app import App
+from ..cork import Cork
 from ..http import Accept, Headers, Request, Response
 from ..peer import high_water
-from ._cork import Cork
 from ._eager import HIGH_WATER, EagerTransport
 
 __all__ = ["handler"]
@@ -106,11 +106,14 @@ def handler(app: App) -> Handler:
             Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
         )
         received: tuple[int, str] = (1006, "")
-        # Messages aiohttp has parsed and not yet handed over: while there are more, the
-        # replies are held and leave together (see _cork). A private attribute of aiohttp's
-        # reader; without it, every reply leaves at once.
+        cork = transport.cork = Cork.of(raw, limits.coalesce_writes)
+        writes = app.hub.writes
+        # Messages aiohttp has parsed and not yet handed over: while there are more, what
+        # this turn of the loop writes is held and leaves together (crosswire.cork). A
+        # private attribute of aiohttp's reader; without it, nothing is held for its reads.
         pending = getattr(getattr(ws, "_reader", None), "_buffer", None)
-        cork = Cork.of(raw, limits.coalesce_writes) if pending is not None else None
+        if cork is None:
+            pending = None
         try:
             while True:
                 msg = await ws.receive()
@@ -121,24 +124,14 @@ def handler(app: App) -> Handler:
                 else:
                     received = _close_info(msg)
                     break
-                if cork is None:
-                    peer._receive_data(msg.data, is_binary)
-                elif pending:
-                    cork.hold()
-                    peer._receive_data(msg.data, is_binary)
-                else:
-                    peer._receive_data(msg.data, is_binary)
-                    if cork.held:
-                        cork.release()
+                if pending:
+                    writes.hold(cork)  # type: ignore[arg-type]
+                peer._receive_data(msg.data, is_binary)
                 if transport.reading_paused:
-                    if cork is not None:
-                        cork.release()
                     await transport.wait_reading()
         except OSError:
             pass  # the connection ended: `finally` reports how
         finally:
-            if cork is not None:
-                cork.release()
             await transport.aclose()
             peer._closed(*received)
         return ws

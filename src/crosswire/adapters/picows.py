@@ -30,11 +30,11 @@ from picows import (
 )
 
 from ..app import App
+from ..cork import Cork
 from ..errors import ConfigurationError
 from ..http import Accept, Headers, Request, Response
 from ..limits import Limits
 from ..peer import Peer, high_water
-from ._cork import Cork
 
 __all__ = ["create_server"]
 
@@ -54,11 +54,15 @@ class _Transport:
         "_raw",
         "_timeout",
         "_ws",
+        "cork",
         "send_binary",
         "send_text",
     )
 
-    def __init__(self, ws: WSTransport, limits: Limits, listener: _Listener) -> None:
+    def __init__(
+        self, ws: WSTransport, limits: Limits, listener: _Listener, cork: Cork | None
+    ) -> None:
+        self.cork = cork
         self._ws = ws
         self._listener = listener
         self._raw = ws.underlying_transport
@@ -107,9 +111,11 @@ class _Listener(WSListener):
         self.peer: Peer | None = None
         self._receive: Callable[[str | bytes, bool], None] = _not_connected
         self._cork: Cork | None = None
+        self._writes = app.hub.writes
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        self._transport = _Transport(transport, self._app.limits, self)
+        self._cork = Cork.of(transport.underlying_transport, self._app.limits.coalesce_writes)
+        self._transport = _Transport(transport, self._app.limits, self, self._cork)
         # picows does not expose the client address during its handshake; add it now.
         peername = transport.underlying_transport.get_extra_info("peername")
         request = dataclasses.replace(
@@ -117,26 +123,12 @@ class _Listener(WSListener):
         )
         self.peer = self._app.connect(self._transport, request, self._accept)
         self._receive = self.peer._receive_data
-        self._cork = Cork.of(transport.underlying_transport, self._app.limits.coalesce_writes)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        cork = self._cork
-        if cork is None:
-            self._frame(transport, frame)
-        elif not frame.last_in_buffer:  # more frames of this read follow: hold the replies
-            if not cork.held:
-                cork.hold()
-            self._frame(transport, frame)
-
-        elif cork.held:  # the last frame of a read that had several: send the replies
-            try:
-                self._frame(transport, frame)
-            finally:
-                cork.release()
-        else:
-            self._frame(transport, frame)
-
-    def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if not frame.last_in_buffer and self._cork is not None:
+            # More frames of this read follow: what this turn of the loop writes is held and
+            # leaves together (crosswire.cork).
+            self._writes.hold(self._cork)
         kind = frame.msg_type
         if frame.fin and not self._parts:  # a whole message in one frame: the hot path
             if kind is _TEXT:

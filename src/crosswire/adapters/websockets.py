@@ -20,9 +20,9 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from ..app import App
+from ..cork import Cork
 from ..http import Accept, Headers, Request, Response
 from ..peer import Peer, high_water
-from ._cork import Cork
 
 __all__ = ["create_server"]
 
@@ -47,9 +47,10 @@ class _Connection(ServerConnection):
 
 
 class _Transport:
-    __slots__ = ("_closing", "_conn", "_protocol", "_read_gate", "_transport")
+    __slots__ = ("_closing", "_conn", "_protocol", "_read_gate", "_transport", "cork")
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, cork: Cork | None) -> None:
+        self.cork = cork
         self._conn = conn
         self._protocol = conn.protocol
         self._transport = conn.transport
@@ -153,38 +154,31 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
     async def handler(conn: ServerConnection) -> None:
         assert isinstance(conn, _Connection) and conn.request is not None
         accept = conn.accept or Accept()
-        transport = _Transport(conn)
+        cork = Cork.of(conn.transport, limits.coalesce_writes)
+        transport = _Transport(conn, cork)
         accept = Accept(
             headers=accept.headers, subprotocol=conn.subprotocol, context=accept.context
         )
         peer = app.connect(transport, _request(conn, conn.request), accept)
         gate = transport._read_gate
         receive = peer._receive_data
-        # Frames websockets has parsed and not yet handed over: while there are more, the
-        # replies are held and leave together (see _cork). A private attribute of the
-        # connection; without it, every reply leaves at once.
+        writes = app.hub.writes
+        # Frames websockets has parsed and not yet handed over: while there are more, what
+        # this turn of the loop writes is held and leaves together (crosswire.cork). A
+        # private attribute of the connection; without it, nothing is held for its reads.
         pending = getattr(getattr(conn, "recv_messages", None), "frames", None)
-        cork = Cork.of(conn.transport, limits.coalesce_writes) if pending is not None else None
+        if cork is None:
+            pending = None
         try:
             async for data in conn:
-                if cork is None:
-                    receive(data, type(data) is not str)
-                elif pending:
-                    cork.hold()
-                    receive(data, type(data) is not str)
-                else:
-                    receive(data, type(data) is not str)
-                    if cork.held:
-                        cork.release()
+                if pending:
+                    writes.hold(cork)  # type: ignore[arg-type]
+                receive(data, type(data) is not str)
                 if not gate.is_set():
-                    if cork is not None:
-                        cork.release()
                     await gate.wait()
         except ConnectionClosed:
             pass  # the connection ended: `finally` reports how
         finally:
-            if cork is not None:
-                cork.release()
             if transport._closing is not None:
                 await transport._closing
             else:

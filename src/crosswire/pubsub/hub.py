@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..cork import WriteBatch
 from ..errors import BusError
 from ..peer import ReadyState, encode
 from .backend import Backend
@@ -90,6 +91,10 @@ class Hub:
         self._transform_queue = transform_queue
         self._outbox: dict[Peer, collections.deque[Publication]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The sockets held during this turn of the event loop (crosswire.cork): server
+        #: adapters open it when a read brings several messages, and a fan-out meanwhile
+        #: holds every socket it writes to, so that a burst leaves in one write per socket.
+        self.writes = WriteBatch()
         if backend is not None:
             backend.bind(self._from_bus, self._report)
 
@@ -289,6 +294,8 @@ class Hub:
         payload = frame
         last_render = None
         count = 0
+        writes = self.writes
+        batch = writes.held
         for peer in members:
             if peer._state is not _OPEN or (exclude and peer.id in exclude):
                 continue
@@ -297,6 +304,10 @@ class Hub:
                 self._queue_transform(peer, pub)
                 continue
             transport = peer._transport
+            if batch is not None:
+                cork = transport.cork
+                if cork is not None and not cork.held:
+                    writes.add(cork)
             if frame is None:
                 render = peer._render
                 if render is not last_render:

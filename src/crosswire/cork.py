@@ -1,0 +1,105 @@
+"""Write coalescing: what a turn of the event loop writes to a socket leaves in one TCP write.
+
+Every ``send()`` to a socket that is not held is its own system call and its own TCP segment;
+on loopback or a virtual machine a segment costs more CPU, on both ends, than the Python that
+produced the message. Two cases make many small writes in one turn of the loop:
+
+* a client that pipelines: several of its messages arrive in one read, and each reply would
+  leave on its own;
+* a burst of publishes: several messages to the same room arrive together, and every member
+  would get one segment per message.
+
+So when a server adapter sees more messages of the same read waiting, it opens the Hub's
+:class:`WriteBatch` for this turn of the loop: the reading connection's socket is held
+(:class:`Cork`, Linux ``TCP_CORK``: the kernel queues what is written), and so is every socket
+the Hub writes to during the batch. At the end of the turn (``loop.call_soon``) every held
+socket is released, which sends what it queued at once. Nothing waits on a timer: a message
+leaves at most one turn of the loop later than it would have. A read with one message, or a
+publish outside a batch, is written at once, as before.
+
+``Limits(coalesce_writes=False)`` turns it off; on systems without ``TCP_CORK``, and on
+sockets that are not TCP, there is nothing to hold and writes leave at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+__all__ = ["Cork", "WriteBatch"]
+
+_CORK: int | None = getattr(socket, "TCP_CORK", None)
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+class Cork:
+    """Holds one TCP socket's writes while a batch is open."""
+
+    __slots__ = ("_setsockopt", "held")
+
+    def __init__(self, sock: Any) -> None:
+        self._setsockopt = sock.setsockopt
+        #: Whether writes are being held now.
+        self.held = False
+
+    @classmethod
+    def of(cls, transport: asyncio.BaseTransport | None, enabled: bool = True) -> Cork | None:
+        """A cork for ``transport``'s socket, or None when coalescing is off or impossible
+        (no ``TCP_CORK`` on this system, a Unix socket, a transport without a socket)."""
+        if not enabled or _CORK is None or transport is None:
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None or sock.family not in _TCP_FAMILIES:
+            return None
+        return cls(sock)
+
+    def hold(self) -> None:
+        """Queue what is written from now on, until :meth:`release`."""
+        if not self.held:
+            self.held = True
+            with contextlib.suppress(OSError):  # the connection is gone: nothing to hold
+                self._setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+
+    def release(self) -> None:
+        """Send everything queued since :meth:`hold`, and stop holding."""
+        if self.held:
+            self.held = False
+            with contextlib.suppress(OSError):
+                self._setsockopt(socket.IPPROTO_TCP, _CORK, 0)
+
+
+class WriteBatch:
+    """The sockets held during this turn of the event loop; released together at its end.
+
+    ``held`` is None outside a batch. :meth:`hold` opens the batch (if it is not open) and
+    holds a socket in it; writers that only join an open batch (the Hub's fan-out) check
+    ``held`` and call :meth:`add`.
+    """
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        #: The corks held in the open batch, or None when no batch is open.
+        self.held: list[Cork] | None = None
+
+    def hold(self, cork: Cork) -> None:
+        """Open the batch for this turn of the loop, if needed, and hold ``cork`` in it."""
+        if self.held is None:
+            self.held = []
+            asyncio.get_running_loop().call_soon(self.release)
+        self.add(cork)
+
+    def add(self, cork: Cork) -> None:
+        """Hold ``cork`` in the open batch (there must be one)."""
+        if not cork.held:
+            cork.hold()
+            self.held.append(cork)  # type: ignore[union-attr]
+
+    def release(self) -> None:
+        """Close the batch: send what every held socket queued."""
+        held, self.held = self.held, None
+        if held:
+            for cork in held:
+                cork.release()
