@@ -84,11 +84,16 @@ class WriteBatch:
         #: The corks held in the open batch, or None when no batch is open.
         self.held: list[Cork] | None = None
 
-    def hold(self, cork: Cork) -> None:
-        """Open the batch for this turn of the loop, if needed, and hold ``cork`` in it."""
+    def open(self) -> None:
+        """Open the batch for this turn of the loop, if it is not open."""
         if self.held is None:
             self.held = []
             asyncio.get_running_loop().call_soon(self.release)
+
+    def hold(self, cork: Cork) -> None:
+        """Open the batch for this turn of the loop, if needed, and hold ``cork`` in it."""
+        if self.held is None:
+            self.open()
         self.add(cork)
 
     def add(self, cork: Cork) -> None:

@@ -28,7 +28,8 @@ class Endpoint:
         self.received: list[tuple[str, bytes]] = []
         self.errors: list[BusError] = []
         backend.bind(
-            lambda channel, message: self.received.append((channel, message)), self.errors.append
+            lambda channel, message, more: self.received.append((channel, message)),
+            self.errors.append,
         )
 
     def messages(self, channel: str) -> list[bytes]:

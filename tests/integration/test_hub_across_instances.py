@@ -261,7 +261,7 @@ async def test_an_unreadable_message_on_the_bus_is_reported_and_serving_goes_on(
     member = await cluster.client(b, rooms=("r",))
     await cluster.settled()
     backend = cluster.new_backend()
-    backend.bind(lambda channel, message: None, lambda error: None)
+    backend.bind(lambda channel, message, more: None, lambda error: None)
     try:
         for junk in (
             b"not json",

@@ -191,7 +191,7 @@ async def test_aclose_while_a_batch_waits_for_redis_reports_it_dropped(
 ) -> None:
     backend = RedisBackend(redis_server.url)
     errors: list[BusError] = []
-    backend.bind(lambda channel, message: None, errors.append)
+    backend.bind(lambda channel, message, more: None, errors.append)
     backend.publish("ws:room:a", b"{}")
     await asyncio.wait_for(backend.flush(), TIMEOUT)
     admin = redis_server.client()
@@ -213,3 +213,27 @@ async def test_aclose_while_a_batch_waits_for_redis_reports_it_dropped(
     finally:
         await admin.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
         await admin.aclose()
+
+
+async def test_a_burst_from_redis_is_delivered_with_the_more_hint(
+    redis_server: RedisServer,
+) -> None:
+    """Messages that reach the subscriber connection together are delivered saying that more
+    follow (so that the Hub holds its writes for the burst); the last one says none do."""
+    hints: list[bool] = []
+    receiver = RedisBackend(redis_server.url)
+    receiver.bind(lambda channel, message, more: hints.append(more), lambda error: None)
+    receiver.subscribe("ws:room:burst")
+    await asyncio.wait_for(receiver.flush(), TIMEOUT)
+    sender = RedisBackend(redis_server.url)
+    sender.bind(lambda channel, message, more: None, lambda error: None)
+    try:
+        for i in range(200):
+            sender.publish("ws:room:burst", b"%d" % i)  # one pipelined batch
+        await asyncio.wait_for(sender.flush(), TIMEOUT)
+        await eventually(lambda: len(hints) == 200)
+        assert any(hints)
+        assert hints[-1] is False
+    finally:
+        await sender.aclose()
+        await receiver.aclose()

@@ -5,8 +5,10 @@ local subscriptions and fan-out, and subscribes a channel only while some local 
 it. The contract, which ``tests/contract/test_backends.py`` runs against every backend:
 
 * ``bind`` is called once, before anything else, with the function that takes each message
-  (``deliver(channel, message)``, called in the event loop, never concurrently) and the one
-  that takes errors (``report(BusError)``).
+  (``deliver(channel, message, more)``, called in the event loop, never concurrently) and the
+  one that takes errors (``report(BusError)``). ``more`` is a hint: True when the backend
+  already holds further messages that it delivers right after this one (the Hub then holds
+  its writes for the burst, see :mod:`crosswire.cork`); False when it does not know.
 * ``subscribe``/``unsubscribe`` are idempotent and do not block: they say which channels are
   wanted, and the backend brings the bus in line in the background, again after every
   reconnect.
@@ -33,8 +35,9 @@ from ..errors import BusError
 
 __all__ = ["Backend", "Deliver", "Ledger", "Report"]
 
-#: Takes one message from the bus: ``(channel, message)``.
-Deliver = Callable[[str, bytes], None]
+#: Takes one message from the bus: ``(channel, message, more)``, ``more`` saying whether
+#: others are ready to follow at once.
+Deliver = Callable[[str, bytes, bool], None]
 #: Takes an error of the bus.
 Report = Callable[[BusError], None]
 

@@ -90,5 +90,5 @@ class Emitter:
         self._last_error = error
 
 
-def _ignore(channel: str, message: bytes) -> None:
+def _ignore(channel: str, message: bytes, more: bool) -> None:
     """An Emitter subscribes nothing; nothing arrives."""

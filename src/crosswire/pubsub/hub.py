@@ -322,7 +322,9 @@ class Hub:
                 peer._check_buffer()
         return count
 
-    def _from_bus(self, channel: str, message: bytes) -> None:
+    def _from_bus(self, channel: str, message: bytes, more: bool = False) -> None:
+        if more and self.writes.held is None:  # a burst from the bus: one write per socket
+            self.writes.open()
         try:
             server_id, pub = decode_envelope(message)
         except BusError as exc:

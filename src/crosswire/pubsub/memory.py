@@ -101,7 +101,7 @@ class MemoryBackend:
 
     def _receive(self, channel: str, message: bytes) -> None:
         if self._deliver is not None:
-            self._deliver(channel, message)
+            self._deliver(channel, message, False)
 
     def _fail(self, error: BusError) -> None:
         if self._report is not None:

@@ -250,7 +250,7 @@ class RedisBackend:
             if kind == b"message":
                 if deliver is not None:
                     try:
-                        deliver(response[1].decode(), response[2])
+                        deliver(response[1].decode(), response[2], _buffered(conn))
                     except Exception:
                         logger.exception("delivering a message from Redis failed")
             elif kind == b"subscribe":
@@ -328,6 +328,17 @@ class RedisBackend:
             self._report(error)
         else:
             logger.warning("%s", error)
+
+
+def _buffered(conn: AbstractConnection) -> bool:
+    """Whether the connection's parser holds more of what Redis sent (more messages to
+    deliver at once); False when it cannot tell. Reads redis-py's private parser state."""
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if reader is not None and hasattr(reader, "has_data"):  # hiredis
+        return bool(reader.has_data())
+    buffer = getattr(parser, "_buffer", None)
+    return isinstance(buffer, bytes) and getattr(parser, "_pos", 0) < len(buffer)
 
 
 async def _stop(tasks: list[asyncio.Task[None]], patience: float = 1.0) -> None:
