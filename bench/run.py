@@ -778,6 +778,10 @@ def main() -> None:
     )
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument(
+        "--no-coalesce", action="store_true",
+        help="crosswire servers with Limits(coalesce_writes=False): every write leaves at once",
+    )  # fmt: skip
+    parser.add_argument(
         "--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON"
     )
     args = parser.parse_args()
@@ -795,6 +799,8 @@ def main() -> None:
     if unknown := set(scenarios) - set(SCENARIOS):
         sys.exit(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
     pairs = select(args.only)
+    if args.no_coalesce:
+        os.environ["BENCH_COALESCE"] = "0"  # read by bench/servers.py
 
     ensure_node_deps()
     raise_fd_limit()

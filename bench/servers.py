@@ -182,6 +182,14 @@ async def raw_picows() -> Started:
 # -- crosswire ---------------------------------------------------------------------------------
 
 
+def limits() -> Any:
+    """crosswire's default limits; ``BENCH_COALESCE=0`` (``run.py --no-coalesce``) turns write
+    coalescing off, so that every write leaves at once as in the raw servers."""
+    import crosswire
+
+    return crosswire.Limits(coalesce_writes=os.environ.get("BENCH_COALESCE") != "0")
+
+
 def crosswire_app(hub: Any = None) -> object:
     """The hooks app; with a ``hub`` on a bus, ``"probe"`` waits for the subscriptions."""
     import crosswire
@@ -205,7 +213,7 @@ def crosswire_app(hub: Any = None) -> object:
         else:
             peer.send(text)
 
-    return crosswire.App(crosswire.define_hooks(message=message), hub=hub)
+    return crosswire.App(crosswire.define_hooks(message=message), hub=hub, limits=limits())
 
 
 def crosswire_on(name: str) -> Callable[[], Awaitable[Started]]:
@@ -247,7 +255,7 @@ def typed_app() -> object:
     def handle(ctx: crosswire.RpcContext[EchoIn]) -> None:
         ctx.reply(EchoOut(text=ctx.payload.text))
 
-    return crosswire.App(crosswire.Router().rpc(echo, handle))
+    return crosswire.App(crosswire.Router().rpc(echo, handle), limits=limits())
 
 
 def typed_on(name: str) -> Callable[[], Awaitable[Started]]:

@@ -126,7 +126,11 @@ def handler(app: App) -> Handler:
                     break
                 if pending:
                     writes.hold(cork)  # type: ignore[arg-type]
-                peer._receive_data(msg.data, is_binary)
+                    peer._receive_data(msg.data, is_binary)
+                else:
+                    peer._receive_data(msg.data, is_binary)
+                    if cork is not None and cork.held:
+                        cork.release()  # the last of the read: its replies leave now
                 if transport.reading_paused:
                     await transport.wait_reading()
         except OSError:

@@ -125,10 +125,26 @@ class _Listener(WSListener):
         self._receive = self.peer._receive_data
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if not frame.last_in_buffer and self._cork is not None:
+        cork = self._cork
+        if cork is None:
+            self._frame(transport, frame)
+        elif not frame.last_in_buffer:
             # More frames of this read follow: what this turn of the loop writes is held and
             # leaves together (crosswire.cork).
-            self._writes.hold(self._cork)
+            self._writes.hold(cork)
+            self._frame(transport, frame)
+        elif cork.held:
+            # The last frame of the read: this connection's replies leave now, so that its
+            # client gets to work while the others are handled; the rest of the batch (the
+            # sockets a fan-out wrote to) leaves at the end of the turn.
+            try:
+                self._frame(transport, frame)
+            finally:
+                cork.release()
+        else:
+            self._frame(transport, frame)
+
+    def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if frame.fin and not self._parts:  # a whole message in one frame: the hot path
             if kind is _TEXT:

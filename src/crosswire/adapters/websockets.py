@@ -173,7 +173,11 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
             async for data in conn:
                 if pending:
                     writes.hold(cork)  # type: ignore[arg-type]
-                receive(data, type(data) is not str)
+                    receive(data, type(data) is not str)
+                else:
+                    receive(data, type(data) is not str)
+                    if cork is not None and cork.held:
+                        cork.release()  # the last of the read: its replies leave now
                 if not gate.is_set():
                     await gate.wait()
         except ConnectionClosed:
