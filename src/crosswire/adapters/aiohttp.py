@@ -114,6 +114,7 @@ def handler(app: App) -> Handler:
         pending = getattr(getattr(ws, "_reader", None), "_buffer", None)
         if cork is None:
             pending = None
+        first = True
         try:
             while True:
                 msg = await ws.receive()
@@ -124,13 +125,17 @@ def handler(app: App) -> Handler:
                 else:
                     received = _close_info(msg)
                     break
-                if pending:
-                    writes.hold(cork)  # type: ignore[arg-type]
-                    peer._receive_data(msg.data, is_binary)
-                else:
+                if not pending:
+                    first = True
                     peer._receive_data(msg.data, is_binary)
                     if cork is not None and cork.held:
                         cork.release()  # the last of the read: its replies leave now
+                elif first:  # the first of several: its reply leaves at once
+                    first = False
+                    peer._receive_data(msg.data, is_binary)
+                else:
+                    writes.hold(cork)  # type: ignore[arg-type]
+                    peer._receive_data(msg.data, is_binary)
                 if transport.reading_paused:
                     await transport.wait_reading()
         except OSError:

@@ -169,15 +169,20 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         pending = getattr(getattr(conn, "recv_messages", None), "frames", None)
         if cork is None:
             pending = None
+        first = True
         try:
             async for data in conn:
-                if pending:
-                    writes.hold(cork)  # type: ignore[arg-type]
-                    receive(data, type(data) is not str)
-                else:
+                if not pending:
+                    first = True
                     receive(data, type(data) is not str)
                     if cork is not None and cork.held:
                         cork.release()  # the last of the read: its replies leave now
+                elif first:  # the first of several: its reply leaves at once
+                    first = False
+                    receive(data, type(data) is not str)
+                else:
+                    writes.hold(cork)  # type: ignore[arg-type]
+                    receive(data, type(data) is not str)
                 if not gate.is_set():
                     await gate.wait()
         except ConnectionClosed:
