@@ -114,7 +114,6 @@ def handler(app: App) -> Handler:
         pending = getattr(getattr(ws, "_reader", None), "_buffer", None)
         if cork is None:
             pending = None
-        first = True
         try:
             while True:
                 msg = await ws.receive()
@@ -126,16 +125,14 @@ def handler(app: App) -> Handler:
                     received = _close_info(msg)
                     break
                 if not pending:
-                    first = True
                     peer._receive_data(msg.data, is_binary)
                     if cork is not None and cork.held:
                         cork.release()  # the last of the read: its replies leave now
-                elif first:  # the first of several: its reply leaves at once
-                    first = False
+                elif cork.held:  # type: ignore[union-attr]  # a later one of the read
                     peer._receive_data(msg.data, is_binary)
-                else:
+                else:  # the first of several: its reply leaves at once, then hold
+                    peer._receive_data(msg.data, is_binary)
                     writes.hold(cork)  # type: ignore[arg-type]
-                    peer._receive_data(msg.data, is_binary)
                 if transport.reading_paused:
                     await transport.wait_reading()
         except OSError:

@@ -111,7 +111,6 @@ class _Listener(WSListener):
         self.peer: Peer | None = None
         self._receive: Callable[[str | bytes, bool], None] = _not_connected
         self._cork: Cork | None = None
-        self._first = True
         self._writes = app.hub.writes
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -130,27 +129,25 @@ class _Listener(WSListener):
         if cork is None:
             self._frame(transport, frame)
         elif not frame.last_in_buffer:
-            if self._first:
-                # The first of several frames in this read: its reply leaves at once, so that
-                # the client has work while the rest are handled.
-                self._first = False
+            if cork.held:  # a later frame of this read: its replies are held
                 self._frame(transport, frame)
-                return
-            # More frames follow: what this turn of the loop writes is held and leaves
-            # together (crosswire.cork).
-            self._writes.hold(cork)
-            self._frame(transport, frame)
+            else:
+                # The first of several frames in this read: its reply leaves at once, so that
+                # the client has work while the rest are handled; then what this turn of the
+                # loop writes to the connection is held and leaves together (crosswire.cork).
+                # (Held until this read's last frame, or the end of the turn if picows takes
+                # that one itself, a ping or a pong.)
+                self._frame(transport, frame)
+                self._writes.hold(cork)
         elif cork.held:
             # The last frame of the read: this connection's replies leave now, so that its
             # client gets to work while the others are handled; the rest of the batch (the
             # sockets a fan-out wrote to) leaves at the end of the turn.
-            self._first = True
             try:
                 self._frame(transport, frame)
             finally:
                 cork.release()
         else:
-            self._first = True
             self._frame(transport, frame)
 
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:

@@ -169,20 +169,17 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         pending = getattr(getattr(conn, "recv_messages", None), "frames", None)
         if cork is None:
             pending = None
-        first = True
         try:
             async for data in conn:
                 if not pending:
-                    first = True
                     receive(data, type(data) is not str)
                     if cork is not None and cork.held:
                         cork.release()  # the last of the read: its replies leave now
-                elif first:  # the first of several: its reply leaves at once
-                    first = False
+                elif cork.held:  # type: ignore[union-attr]  # a later one of the read
                     receive(data, type(data) is not str)
-                else:
+                else:  # the first of several: its reply leaves at once, then hold
+                    receive(data, type(data) is not str)
                     writes.hold(cork)  # type: ignore[arg-type]
-                    receive(data, type(data) is not str)
                 if not gate.is_set():
                     await gate.wait()
         except ConnectionClosed:

@@ -305,7 +305,7 @@ class Hub:
                 continue
             transport = peer._transport
             if batch is not None:
-                cork = transport.cork
+                cork = getattr(transport, "cork", None)  # (a transport may have none)
                 if cork is not None and not cork.held:
                     writes.add(cork)
             if frame is None:
