@@ -9,9 +9,10 @@ each one (the kernel's ``TCP_CORK`` state of the server's sockets) and at what t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -62,18 +63,38 @@ def recording_app(seen: list[tuple[str, bool]], sockets: list[Any], **options: A
     return App(define_hooks(message=message, error=lambda peer, exc: None), **options)
 
 
+@contextlib.asynccontextmanager
+async def recording(
+    kind: str, sockets: list[Any], **options: Any
+) -> AsyncIterator[tuple[list[tuple[str, bool]], RawClient]]:
+    """A server of :func:`recording_app` on ``kind`` and one raw client of it; yields what the
+    server saw (message, held?) and the client."""
+    seen: list[tuple[str, bool]] = []
+    served = await serve_on(recording_app(seen, sockets, **options), kind)
+    try:
+        client = await RawClient.connect(served.url)
+        try:
+            yield seen, client
+        finally:
+            client.close()
+    finally:
+        await served.aclose()
+
+
+def send_in_one_write(client: RawClient, *texts: str) -> None:
+    """Text frames in one TCP write: the server reads them at once."""
+    for text in texts:
+        client.protocol.send_text(text.encode())
+    client.flush()
+
+
 @pytest.mark.parametrize("kind", COALESCING)
 async def test_replies_to_one_read_are_held_until_the_last_is_handled(
     kind: str, sockets: list[Any]
 ) -> None:
-    seen: list[tuple[str, bool]] = []
-    served = await serve_on(recording_app(seen, sockets), kind)
-    try:
-        client = await RawClient.connect(served.url)
+    async with recording(kind, sockets) as (seen, client):
         batch = [f"m{i}" for i in range(20)]
-        for text in batch:
-            client.protocol.send_text(text.encode())
-        client.flush()  # one TCP write: the server reads the 20 frames at once
+        send_in_one_write(client, *batch)
         assert await client.messages(20) == [t.upper() for t in batch]
         # The first message's reply left at once (the client gets to work); the others were
         # handled with the socket held...
@@ -81,50 +102,32 @@ async def test_replies_to_one_read_are_held_until_the_last_is_handled(
         # ...and released after the last one.
         assert not corked(sockets[0])
 
-        client.protocol.send_text(b"alone")  # a read with one message: nothing is held
-        client.flush()
+        send_in_one_write(client, "alone")  # a read with one message: nothing is held
         assert await client.messages(1) == ["ALONE"]
         assert seen[-1] == ("alone", False)
-        client.close()
-    finally:
-        await served.aclose()
 
 
 @pytest.mark.parametrize("kind", COALESCING)
 async def test_an_error_in_the_middle_of_a_read_leaves_nothing_held(
     kind: str, sockets: list[Any]
 ) -> None:
-    seen: list[tuple[str, bool]] = []
-    served = await serve_on(recording_app(seen, sockets), kind)
-    try:
-        client = await RawClient.connect(served.url)
-        for text in ("a", "b", "boom", "c", "d"):
-            client.protocol.send_text(text.encode())
-        client.flush()
+    async with recording(kind, sockets) as (_, client):
+        send_in_one_write(client, "a", "b", "boom", "c", "d")
         assert await client.messages(4) == ["A", "B", "C", "D"]
         assert not corked(sockets[0])
-        client.close()
-    finally:
-        await served.aclose()
 
 
 @pytest.mark.parametrize("kind", ["picows", "aiohttp"])  # websockets: docs/servers.md
 async def test_a_close_frame_in_the_same_read_gets_every_reply_first(
     kind: str, sockets: list[Any]
 ) -> None:
-    seen: list[tuple[str, bool]] = []
-    served = await serve_on(recording_app(seen, sockets), kind)
-    try:
-        client = await RawClient.connect(served.url)
+    async with recording(kind, sockets) as (_, client):
         for text in ("x", "y", "z"):
             client.protocol.send_text(text.encode())
         client.protocol.send_close(1000, "bye")
         client.flush()
         assert await client.messages(3) == ["X", "Y", "Z"]
         assert await client.close_code() == 1000
-        client.close()
-    finally:
-        await served.aclose()
 
 
 @pytest.mark.parametrize("kind", COALESCING)
@@ -133,10 +136,7 @@ async def test_a_read_that_ends_in_a_ping_does_not_hold_the_next_first_reply(
 ) -> None:
     """The server answers a ping itself and the adapter never sees it: the read's last data
     message is not its last frame. The next read still starts afresh."""
-    seen: list[tuple[str, bool]] = []
-    served = await serve_on(recording_app(seen, sockets), kind)
-    try:
-        client = await RawClient.connect(served.url)
+    async with recording(kind, sockets) as (seen, client):
         client.protocol.send_text(b"a")
         client.protocol.send_text(b"b")
         client.protocol.send_ping(b"p")
@@ -144,32 +144,19 @@ async def test_a_read_that_ends_in_a_ping_does_not_hold_the_next_first_reply(
         assert await client.messages(2) == ["A", "B"]
         await asyncio.sleep(0.05)  # a turn of the server's loop
         assert not corked(sockets[0])
-        for text in (b"n1", b"n2", b"n3"):
-            client.protocol.send_text(text)
-        client.flush()
+        send_in_one_write(client, "n1", "n2", "n3")
         assert await client.messages(3) == ["N1", "N2", "N3"]
         assert seen[2:] == [("n1", False), ("n2", True), ("n3", True)]
-        client.close()
-    finally:
-        await served.aclose()
 
 
 @pytest.mark.parametrize("kind", COALESCING)
 async def test_coalesce_writes_off_holds_nothing(kind: str, sockets: list[Any]) -> None:
-    seen: list[tuple[str, bool]] = []
-    app = recording_app(seen, sockets, limits=Limits(coalesce_writes=False))
-    served = await serve_on(app, kind)
-    try:
-        client = await RawClient.connect(served.url)
-        for text in ("p", "q", "r"):
-            client.protocol.send_text(text.encode())
-        client.flush()
+    limits = Limits(coalesce_writes=False)
+    async with recording(kind, sockets, limits=limits) as (seen, client):
+        send_in_one_write(client, "p", "q", "r")
         assert await client.messages(3) == ["P", "Q", "R"]
         assert sockets == []
         assert seen == [("p", False), ("q", False), ("r", False)]
-        client.close()
-    finally:
-        await served.aclose()
 
 
 async def test_a_held_socket_sends_nothing_until_released() -> None:
@@ -232,13 +219,10 @@ async def test_a_burst_of_publishes_is_held_for_every_subscriber_until_the_turn_
         publisher = await RawClient.connect(served.url)
         subscribers = [await RawClient.connect(served.url) for _ in range(3)]
         for sub in subscribers:
-            sub.protocol.send_text(b"sub")
-            sub.flush()
+            send_in_one_write(sub, "sub")
             assert await sub.messages(1) == ["subscribed"]
         burst = [f"news {i}" for i in range(10)]
-        for text in burst:
-            publisher.protocol.send_text(text.encode())
-        publisher.flush()  # one read on the server
+        send_in_one_write(publisher, *burst)
         for sub in subscribers:
             assert await sub.messages(10) == burst
         # The first publish of the burst is written at once; so is each subscriber's first
@@ -247,8 +231,7 @@ async def test_a_burst_of_publishes_is_held_for_every_subscriber_until_the_turn_
         assert held_after_publish == [[False, False, False]] * 2 + [[True, True, True]] * 8
         assert not any(corked(s) for s in sockets)
 
-        publisher.protocol.send_text(b"alone")  # one publish in its read: written at once
-        publisher.flush()
+        send_in_one_write(publisher, "alone")  # one publish in its read: written at once
         for sub in subscribers:
             assert await sub.messages(1) == ["alone"]
         assert held_after_publish[-1] == [False, False, False]
