@@ -103,6 +103,18 @@ class WriteBatch:
             cork.hold()
             self.held.append(cork)  # type: ignore[union-attr]
 
+    def after_message(self, cork: Cork, more: bool) -> None:
+        """A server adapter handled a message of the connection ``cork`` belongs to; ``more``
+        says whether further messages of the same read wait. The first of several is written
+        at once (its client gets to work); after it the connection is held, and after the
+        read's last message it is released. (Adapters call this only when ``more`` or
+        ``cork.held``: a lone message costs nothing.)"""
+        if more:
+            if not cork.held:
+                self.hold(cork)
+        elif cork.held:
+            cork.release()
+
     def add(self, cork: Cork) -> None:
         """A write to ``cork``'s socket is about to happen in the open batch (there must be
         one). The first write of the batch to a socket leaves at once; from the second on,

@@ -33,8 +33,9 @@ class Limits:
         messages of the socket read that filled the queue still join it (picows hands over
         every frame of a read), so the bound is this plus one read's worth.
     coalesce_writes:
-        When several messages arrive in one socket read, hold the connection's writes until
-        they are all handled, so that their replies leave in one TCP write (Linux
+        When several messages arrive in one socket read, send the first reply at once and
+        hold the connection's writes until the rest are handled, so that their replies leave
+        in one TCP write; a burst of publishes reaches each subscriber the same way (Linux
         ``TCP_CORK``; websockets, picows and aiohttp servers). Nothing waits on a timer.
         Cheaper for clients that pipeline; turn it off to have every reply leave the moment
         it is sent.

@@ -112,8 +112,8 @@ def handler(app: App) -> Handler:
         # this turn of the loop writes is held and leaves together (crosswire.cork). A
         # private attribute of aiohttp's reader; without it, nothing is held for its reads.
         pending = getattr(getattr(ws, "_reader", None), "_buffer", None)
-        if cork is None:
-            pending = None
+        if pending is None:
+            cork = None  # (fan-outs to this connection can still hold it: transport.cork)
         try:
             while True:
                 msg = await ws.receive()
@@ -124,15 +124,9 @@ def handler(app: App) -> Handler:
                 else:
                     received = _close_info(msg)
                     break
-                if not pending:
-                    peer._receive_data(msg.data, is_binary)
-                    if cork is not None and cork.held:
-                        cork.release()  # the last of the read: its replies leave now
-                elif cork.held:  # type: ignore[union-attr]  # a later one of the read
-                    peer._receive_data(msg.data, is_binary)
-                else:  # the first of several: its reply leaves at once, then hold
-                    peer._receive_data(msg.data, is_binary)
-                    writes.hold(cork)  # type: ignore[arg-type]
+                peer._receive_data(msg.data, is_binary)
+                if cork is not None and (pending or cork.held):
+                    writes.after_message(cork, bool(pending))
                 if transport.reading_paused:
                     await transport.wait_reading()
         except OSError:

@@ -125,30 +125,17 @@ class _Listener(WSListener):
         self._receive = self.peer._receive_data
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # Several frames in one read: their replies leave together (crosswire.cork). If
+        # picows takes a read's last frame itself (a ping or a pong), the connection is
+        # released at the end of the turn instead.
         cork = self._cork
-        if cork is None:
+        try:
             self._frame(transport, frame)
-        elif not frame.last_in_buffer:
-            if cork.held:  # a later frame of this read: its replies are held
-                self._frame(transport, frame)
-            else:
-                # The first of several frames in this read: its reply leaves at once, so that
-                # the client has work while the rest are handled; then what this turn of the
-                # loop writes to the connection is held and leaves together (crosswire.cork).
-                # (Held until this read's last frame, or the end of the turn if picows takes
-                # that one itself, a ping or a pong.)
-                self._frame(transport, frame)
-                self._writes.hold(cork)
-        elif cork.held:
-            # The last frame of the read: this connection's replies leave now, so that its
-            # client gets to work while the others are handled; the rest of the batch (the
-            # sockets a fan-out wrote to) leaves at the end of the turn.
-            try:
-                self._frame(transport, frame)
-            finally:
-                cork.release()
-        else:
-            self._frame(transport, frame)
+        finally:
+            if cork is not None:
+                more = not frame.last_in_buffer
+                if more or cork.held:
+                    self._writes.after_message(cork, more)
 
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type

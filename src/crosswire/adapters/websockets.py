@@ -167,19 +167,13 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         # this turn of the loop writes is held and leaves together (crosswire.cork). A
         # private attribute of the connection; without it, nothing is held for its reads.
         pending = getattr(getattr(conn, "recv_messages", None), "frames", None)
-        if cork is None:
-            pending = None
+        if pending is None:
+            cork = None  # (fan-outs to this connection can still hold it: transport.cork)
         try:
             async for data in conn:
-                if not pending:
-                    receive(data, type(data) is not str)
-                    if cork is not None and cork.held:
-                        cork.release()  # the last of the read: its replies leave now
-                elif cork.held:  # type: ignore[union-attr]  # a later one of the read
-                    receive(data, type(data) is not str)
-                else:  # the first of several: its reply leaves at once, then hold
-                    receive(data, type(data) is not str)
-                    writes.hold(cork)  # type: ignore[arg-type]
+                receive(data, type(data) is not str)
+                if cork is not None and (pending or cork.held):
+                    writes.after_message(cork, bool(pending))
                 if not gate.is_set():
                     await gate.wait()
         except ConnectionClosed:
