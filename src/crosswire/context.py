@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
@@ -168,7 +168,7 @@ class EventContext(ConnectionContext, Generic[P]):
         self._envelope = envelope
         #: The validated payload; ``None`` in middleware (before validation) and for schemas
         #: without a payload. Typed as the schema's payload type for handlers.
-        self.payload: P = cast(P, None)
+        self.payload: P = None  # type: ignore[assignment]
         #: When the message arrived, in seconds since the epoch.
         self.received_at = received_at
         self._meta: dict[str, Any] | None = None
@@ -274,7 +274,7 @@ class RpcContext(EventContext[P]):
         self.schema = schema
         self.type = envelope.type
         self._envelope = envelope
-        self.payload: P = cast(P, None)
+        self.payload: P = None  # type: ignore[assignment]
         self.received_at = received_at
         self._meta: dict[str, Any] | None = None
         self.correlation_id = correlation_id
@@ -285,7 +285,7 @@ class RpcContext(EventContext[P]):
         self.done = False
         #: Whether the call was cancelled (abort, deadline or disconnect).
         self.cancelled = False
-        self._cancel_callbacks: list[Callable[[], Any]] = []
+        self._cancel_callbacks: list[Callable[[], Any]] | None = None  # made on first use
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -326,9 +326,13 @@ class RpcContext(EventContext[P]):
                 response.type, out_meta, response.dump_payload(payload)
             )
         else:
-            frame = canonical.encode_reply(
-                response.type, self.correlation_id, response.dump_payload_json(payload)
-            )
+            codec = response.payload
+            data: bytes | None
+            if codec is not None and payload is not None:  # the common case, in line
+                data = codec.dump_json(payload)
+            else:
+                data = response.dump_payload_json(payload)  # None, or the right error
+            frame = canonical.encode_reply(response.type, self.correlation_id, data)
         self._dispatch._finish_call(self)
         return self.peer._send_json(frame)
 
@@ -361,11 +365,14 @@ class RpcContext(EventContext[P]):
 
     def on_cancel(self, callback: Callable[[], Any]) -> Callable[[], None]:
         """Run ``callback`` if the call is cancelled; returns a function that unregisters it."""
-        self._cancel_callbacks.append(callback)
+        if self._cancel_callbacks is None:
+            self._cancel_callbacks = []
+        callbacks = self._cancel_callbacks
+        callbacks.append(callback)
 
         def unregister() -> None:
-            if callback in self._cancel_callbacks:
-                self._cancel_callbacks.remove(callback)
+            if callback in callbacks:
+                callbacks.remove(callback)
 
         return unregister
 
@@ -373,7 +380,7 @@ class RpcContext(EventContext[P]):
         """Cancel the call: callbacks, then the handler's task."""
         self.cancelled = True
         self.done = True
-        callbacks, self._cancel_callbacks = self._cancel_callbacks, []
+        callbacks, self._cancel_callbacks = self._cancel_callbacks or [], []
         for callback in callbacks:
             try:
                 callback()

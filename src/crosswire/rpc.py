@@ -8,8 +8,7 @@ refused with ``ALREADY_EXISTS`` (its replies could not be told apart).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from .errors import ErrorCode, WsError
 
@@ -29,55 +28,45 @@ def deadline_for(now: float, timeout_ms: int | None, default_timeout: float) -> 
     return now + min(timeout_ms / 1000.0, MAX_TIMEOUT)
 
 
-class CallTable(Generic[C]):
-    """The calls in flight on one connection, by correlation id."""
+class CallTable(dict[str, C]):
+    """The calls in flight on one connection, by correlation id: a dict (``get``, ``pop``,
+    ``len`` are the dict's own, with no Python frame on the hot path) that knows its limit.
 
-    __slots__ = ("_calls", "limit")
+    Admitting a call is :meth:`admit`, or in line on a hot path::
+
+        if cid in table or len(table) >= table.limit:
+            table.check_room(cid)  # raises
+        table[cid] = call
+    """
+
+    __slots__ = ("limit",)
 
     def __init__(self, limit: int) -> None:
+        super().__init__()
         self.limit = limit
-        self._calls: dict[str, C] = {}
 
     def check_room(self, correlation_id: str) -> None:
         """Raise the error for a new call that cannot be admitted, if any."""
-        if correlation_id in self._calls:
+        if correlation_id in self:
             raise WsError(
                 ErrorCode.ALREADY_EXISTS,
                 f"an RPC with correlationId {correlation_id!r} is already in flight",
             )
-        if len(self._calls) >= self.limit:
+        if len(self) >= self.limit:
             raise WsError(
                 ErrorCode.RESOURCE_EXHAUSTED,
                 f"too many RPCs in flight on this connection (limit {self.limit})",
                 retry_after_ms=100,
             )
 
-    def add(self, correlation_id: str, call: C) -> None:
-        """Admit a call (after :meth:`check_room`)."""
-        self._calls[correlation_id] = call
-
     def admit(self, correlation_id: str, call: C) -> None:
-        """:meth:`check_room`, then :meth:`add`: one step for the common case."""
-        calls = self._calls
-        if correlation_id in calls or len(calls) >= self.limit:
+        """Add a call, or raise the error that refuses it (:meth:`check_room`)."""
+        if correlation_id in self or len(self) >= self.limit:
             self.check_room(correlation_id)
-        calls[correlation_id] = call
-
-    def pop(self, correlation_id: str) -> C | None:
-        """Forget a call; returns it, or None if it was not in flight."""
-        return self._calls.pop(correlation_id, None)
-
-    def get(self, correlation_id: str) -> C | None:
-        return self._calls.get(correlation_id)
+        self[correlation_id] = call
 
     def drain(self) -> list[C]:
         """Forget every call and return them (the connection is gone)."""
-        calls = list(self._calls.values())
-        self._calls.clear()
+        calls = list(self.values())
+        self.clear()
         return calls
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def __iter__(self) -> Iterator[C]:
-        return iter(list(self._calls.values()))

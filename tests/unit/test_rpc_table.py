@@ -16,16 +16,16 @@ def test_deadline_from_client_timeout_or_default() -> None:
 
 def test_limit_and_duplicates_are_refused_with_their_codes() -> None:
     table: CallTable[str] = CallTable(limit=2)
-    table.check_room("a")
-    table.add("a", "call-a")
+    table.admit("a", "call-a")
     with pytest.raises(WsError) as dup:
         table.check_room("a")
     assert dup.value.code is ErrorCode.ALREADY_EXISTS
-    table.add("b", "call-b")
+    table.admit("b", "call-b")
     with pytest.raises(WsError) as full:
-        table.check_room("c")
+        table.admit("c", "call-c")
     assert full.value.code is ErrorCode.RESOURCE_EXHAUSTED
     assert full.value.retry_after_ms is not None
-    assert table.pop("a") == "call-a" and table.pop("a") is None
-    table.check_room("c")
-    assert table.drain() == ["call-b"] and len(table) == 0
+    assert "c" not in table
+    assert table.pop("a") == "call-a" and table.pop("a", None) is None
+    table.admit("c", "call-c")
+    assert table.drain() == ["call-b", "call-c"] and len(table) == 0

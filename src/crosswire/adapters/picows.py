@@ -130,7 +130,15 @@ class _Listener(WSListener):
         # released at the end of the turn instead.
         cork = self._cork
         try:
-            self._frame(transport, frame)
+            if frame.msg_type is _TEXT and frame.fin and not self._parts:  # the hot path
+                try:
+                    text = frame.get_payload_as_utf8_text()
+                except UnicodeDecodeError:
+                    self._invalid_utf8()
+                else:
+                    self._receive(text, False)
+            else:
+                self._frame(transport, frame)
         finally:
             if cork is not None:
                 more = not frame.last_in_buffer
@@ -138,19 +146,11 @@ class _Listener(WSListener):
                     self._writes.after_message(cork, more)
 
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """Every frame but a whole text message (handled in :meth:`on_ws_frame`)."""
         kind = frame.msg_type
-        if frame.fin and not self._parts:  # a whole message in one frame: the hot path
-            if kind is _TEXT:
-                try:
-                    text = frame.get_payload_as_utf8_text()
-                except UnicodeDecodeError:
-                    self._invalid_utf8()
-                    return
-                self._receive(text, False)
-                return
-            if kind is _BINARY:
-                self._receive(frame.get_payload_as_bytes(), True)
-                return
+        if kind is _BINARY and frame.fin and not self._parts:
+            self._receive(frame.get_payload_as_bytes(), True)
+            return
         peer = self.peer
         assert peer is not None
         if kind is _TEXT or kind is _BINARY or kind is _CONT:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ErrorCode, ValidationError, WsError
 from ..hooks import is_async_callable
+from ..schema import MessageSchema, within
 
 __all__ = ["Middleware", "compose"]
 
@@ -28,16 +29,30 @@ Middleware = Callable[[Any, Callable[[], Any]], Any]
 Run = Callable[[Any], Any]
 
 
-def compose(handler: Callable[[Any], Any], middleware: list[Middleware]) -> Run:
-    """The callable running ``middleware`` (outermost first), validation, then ``handler``.
+def compose(
+    schema: MessageSchema[Any], handler: Callable[[Any], Any], middleware: list[Middleware]
+) -> Run:
+    """The callable running ``middleware`` (outermost first), validation of a message of
+    ``schema``, then ``handler``.
 
     It returns ``None`` (or the handler's value) when everything ran inline, or an awaitable
     that the caller must run in a task.
     """
+    codec = schema.payload
+    load = codec.load if codec is not None and schema.meta is None else None
+    allowed_meta = schema.allowed_meta
 
     def innermost(ctx: Any) -> Any:
+        envelope = ctx._envelope
         try:
-            ctx._load()
+            # The common case of ctx._load() in line: a payload, and only standard meta keys.
+            if load is not None and envelope.has_payload and allowed_meta.issuperset(envelope.meta):
+                try:
+                    ctx.payload = load(envelope.payload)
+                except ValidationError as exc:
+                    raise within("payload", exc) from None
+            else:
+                ctx._load()
         except ValidationError as exc:
             raise WsError(ErrorCode.INVALID_ARGUMENT, str(exc), {"issues": exc.issues}) from None
         return handler(ctx)

@@ -77,6 +77,7 @@ class Dispatcher:
         self.router = router
         self.app = app
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # on first open
+        self.clock: Callable[[], float] = time.monotonic  # the loop's clock, set on first open
         # Options, read once: a router's options are fixed when it is served.
         self.rpc_timeout = router.rpc_timeout
         self.drop_progress_on_backpressure = router.drop_progress_on_backpressure
@@ -98,7 +99,13 @@ class Dispatcher:
         return None if handler is None else handler(request)
 
     def _open(self, peer: Peer) -> None:
-        self.loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # the first open (or an App served again in a new loop)
+            self.loop = loop
+            # The loop's clock, read for every RPC: asyncio's own is time.monotonic, called
+            # directly (no Python frame); another loop's (uvloop) is its own method.
+            default = type(loop).time is asyncio.BaseEventLoop.time
+            self.clock = time.monotonic if default else loop.time
         session = Session(peer, self.router.max_inflight_rpcs)
         peer._session = session
         peer._on_data = self._frame
@@ -185,7 +192,7 @@ class Dispatcher:
             middleware.append(self._auth_gate)
         middleware.extend(self.router._middleware)
         middleware.extend(route.middleware)
-        run = compose(route.handler, middleware)
+        run = compose(route.schema, route.handler, middleware)
         self._runs[route.schema.type] = run
         return run
 
@@ -202,15 +209,17 @@ class Dispatcher:
         if cid is None:
             session.next_id += 1
             cid = f"srv-{session.next_id}"
-        loop = self.loop
         ctx: RpcContext[Any] = RpcContext(
-            self, session, route.schema, envelope, time.time(), cid, loop.time()
+            self, session, route.schema, envelope, time.time(), cid, self.clock()
         )
-        try:
-            session.calls.admit(cid, ctx)
-        except WsError as exc:
-            self._answer(session, None, exc, cid)
-            return
+        calls = session.calls
+        if cid in calls or len(calls) >= calls.limit:
+            try:
+                calls.check_room(cid)
+            except WsError as exc:
+                self._answer(session, None, exc, cid)
+                return
+        calls[cid] = ctx
         try:
             result = run(ctx)
         except Exception as exc:
@@ -224,12 +233,12 @@ class Dispatcher:
         if not task.done():  # (an eager task may already have finished)
             ctx._task = task
             if not ctx.done and ctx._timer is None:
-                ctx._timer = loop.call_at(ctx.deadline, self._expire, ctx)
+                ctx._timer = self.loop.call_at(ctx.deadline, self._expire, ctx)
 
     def _finish_call(self, ctx: RpcContext[Any]) -> None:
         """The call got its terminal reply or error."""
         ctx.done = True
-        ctx._session.calls.pop(ctx.correlation_id)
+        ctx._session.calls.pop(ctx.correlation_id, None)
         if ctx._timer is not None:
             ctx._timer.cancel()
             ctx._timer = None
@@ -261,7 +270,7 @@ class Dispatcher:
     def _end_call(self, ctx: RpcContext[Any], error: WsError) -> None:
         """Cancel a call in flight and answer it with ``error``."""
         ctx._cancel()
-        ctx._session.calls.pop(ctx.correlation_id)
+        ctx._session.calls.pop(ctx.correlation_id, None)
         if ctx._timer is not None:
             ctx._timer.cancel()
             ctx._timer = None

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
+from msgspec import UNSET, UnsetType
 
 from ..errors import ErrorCode, WsError
 
@@ -83,8 +85,60 @@ class Envelope:
         return f"<Envelope {self.type} meta={sorted(self.meta)} payload={self.has_payload}>"
 
 
+class _Frame(msgspec.Struct, forbid_unknown_fields=True):
+    """The shape of a frame, decoded in one pass by msgspec (the fast path of :func:`decode`)."""
+
+    type: str
+    meta: dict[str, Any] = {}  # msgspec gives each frame its own empty dict
+    payload: Any | UnsetType = UNSET
+
+
+_decode_frame = msgspec.json.Decoder(_Frame).decode
+
+
 def decode(data: str | bytes) -> Envelope:
-    """Parse one frame; raises :class:`BadFrame` with a message that says what is wrong."""
+    """Parse one frame; raises :class:`BadFrame` with a message that says what is wrong.
+
+    A well-formed frame is decoded by msgspec straight into its shape (root keys, JSON types
+    of ``type`` and ``meta``); anything msgspec refuses is decoded again by :func:`_explain`,
+    which says what is wrong.
+    """
+    try:
+        frame = _decode_frame(data)
+    except Exception:  # msgspec's errors, and UnicodeError/RecursionError on odd input
+        return _explain(data)
+    kind = frame.type
+    if not kind:
+        return _explain(data)
+    meta = frame.meta
+    cid = meta.get("correlationId") if meta else None
+    # The common cases, checked in line: no meta keys, or only a valid correlationId.
+    if cid is None:
+        if meta:
+            _check_meta(meta, None)
+    elif type(cid) is str and 0 < len(cid) <= MAX_CORRELATION_ID:
+        if len(meta) > 1:
+            _check_meta(meta, cid)
+    else:
+        _check_meta(meta, None)  # raises: a bad correlationId
+    envelope = _new(Envelope)  # slots set here: no __init__ call for every frame
+    envelope.type = kind
+    envelope.meta = meta
+    envelope.correlation_id = cid
+    payload = frame.payload
+    if payload is UNSET:
+        envelope.payload = None
+        envelope.has_payload = False
+    else:
+        envelope.payload = payload
+        envelope.has_payload = True
+    return envelope
+
+
+def _explain(data: str | bytes) -> Envelope:
+    """Decode a frame msgspec refused, checking each rule in turn to say which one it breaks
+    (it returns an Envelope only where msgspec is stricter than JSON, which cannot happen for
+    well-formed UTF-8 JSON)."""
     try:
         obj = _loads(data)
     except orjson.JSONDecodeError as exc:
@@ -96,15 +150,9 @@ def decode(data: str | bytes) -> Envelope:
     cid = None
     if type(meta) is dict:
         cid = meta.get("correlationId")
-        # The common cases, checked in line: no meta keys, or only a valid correlationId.
-        if cid is None:
-            if meta:
-                _check_meta(meta, None)
-        elif type(cid) is str and 0 < len(cid) <= MAX_CORRELATION_ID:
-            if len(meta) > 1:
-                _check_meta(meta, cid)
-        else:
-            _check_meta(meta, None)  # raises: a bad correlationId
+        if cid is not None and (type(cid) is not str or not 0 < len(cid) <= MAX_CORRELATION_ID):
+            cid = None
+        _check_meta(meta, cid)
     elif meta is None:
         if "meta" in obj:
             raise BadFrame("meta must be an object, not null")
@@ -119,18 +167,9 @@ def decode(data: str | bytes) -> Envelope:
             f"unknown key(s) {extra} at the root: a frame has only type, meta and payload",
             correlation_id=cid,
         )
-    envelope = _new(Envelope)  # slots set here: no __init__ call for every frame
-    envelope.type = kind
-    envelope.meta = meta
-    envelope.correlation_id = cid
     payload = obj.get("payload", _MISSING)
-    if payload is _MISSING:
-        envelope.payload = None
-        envelope.has_payload = False
-    else:
-        envelope.payload = payload
-        envelope.has_payload = True
-    return envelope
+    has_payload = payload is not _MISSING
+    return Envelope(kind, meta, payload if has_payload else None, has_payload, cid)
 
 
 _MISSING: Any = object()
