@@ -26,13 +26,13 @@ sockets that are not TCP, there is nothing to hold and writes leave at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from typing import Any
 
 __all__ = ["Cork", "WriteBatch"]
 
 _CORK: int | None = getattr(socket, "TCP_CORK", None)
+_TCP = socket.IPPROTO_TCP
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
@@ -42,7 +42,9 @@ class Cork:
     __slots__ = ("_setsockopt", "held", "written")
 
     def __init__(self, sock: Any) -> None:
-        self._setsockopt = sock.setsockopt
+        # asyncio hands out its TransportSocket wrapper, whose setsockopt is a Python method
+        # around the socket's: call the socket's own (twice per batch).
+        self._setsockopt = getattr(sock, "_sock", sock).setsockopt
         #: Whether writes are being held now.
         self.held = False
         #: Whether the open batch wrote to this socket once already (see WriteBatch.add).
@@ -63,15 +65,19 @@ class Cork:
         """Queue what is written from now on, until :meth:`release`."""
         if not self.held:
             self.held = True
-            with contextlib.suppress(OSError):  # the connection is gone: nothing to hold
-                self._setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+            try:  # noqa: SIM105 (contextlib.suppress would cost three Python calls here)
+                self._setsockopt(_TCP, _CORK, 1)
+            except OSError:  # the connection is gone: nothing to hold
+                pass
 
     def release(self) -> None:
         """Send everything queued since :meth:`hold`, and stop holding."""
         if self.held:
             self.held = False
-            with contextlib.suppress(OSError):
-                self._setsockopt(socket.IPPROTO_TCP, _CORK, 0)
+            try:  # noqa: SIM105 (as in hold)
+                self._setsockopt(_TCP, _CORK, 0)
+            except OSError:  # the connection is gone: nothing to send
+                pass
 
 
 class WriteBatch:
@@ -107,8 +113,9 @@ class WriteBatch:
         """A server adapter handled a message of the connection ``cork`` belongs to; ``more``
         says whether further messages of the same read wait. The first of several is written
         at once (its client gets to work); after it the connection is held, and after the
-        read's last message it is released. (Adapters call this only when ``more`` or
-        ``cork.held``: a lone message costs nothing.)"""
+        read's last message it is released. (Adapters call this only when ``more`` is not
+        ``cork.held``: otherwise there is nothing to do, and a lone message, or a message in
+        the middle of a read, costs nothing.)"""
         if more:
             if not cork.held:
                 self.hold(cork)

@@ -125,7 +125,7 @@ def handler(app: App) -> Handler:
                     received = _close_info(msg)
                     break
                 peer._receive_data(msg.data, is_binary)
-                if cork is not None and (pending or cork.held):
+                if cork is not None and bool(pending) is not cork.held:
                     writes.after_message(cork, bool(pending))
                 if transport.reading_paused:
                     await transport.wait_reading()

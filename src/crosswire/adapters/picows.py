@@ -142,7 +142,7 @@ class _Listener(WSListener):
         finally:
             if cork is not None:
                 more = not frame.last_in_buffer
-                if more or cork.held:
+                if more is not cork.held:
                     self._writes.after_message(cork, more)
 
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:

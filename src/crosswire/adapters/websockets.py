@@ -172,7 +172,7 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         try:
             async for data in conn:
                 receive(data, type(data) is not str)
-                if cork is not None and (pending or cork.held):
+                if cork is not None and bool(pending) is not cork.held:
                     writes.after_message(cork, bool(pending))
                 if not gate.is_set():
                     await gate.wait()

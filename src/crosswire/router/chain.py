@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from msgspec import UNSET
+
 from ..errors import ErrorCode, ValidationError, WsError
 from ..hooks import is_async_callable
 from ..schema import MessageSchema, within
@@ -46,9 +48,10 @@ def compose(
         envelope = ctx._envelope
         try:
             # The common case of ctx._load() in line: a payload, and only standard meta keys.
-            if load is not None and envelope.has_payload and allowed_meta.issuperset(envelope.meta):
+            payload = envelope.payload
+            if load is not None and payload is not UNSET and allowed_meta.issuperset(envelope.meta):
                 try:
-                    ctx.payload = load(envelope.payload)
+                    ctx.payload = load(payload)
                 except ValidationError as exc:
                     raise within("payload", exc) from None
             else:

@@ -39,6 +39,9 @@ HEARTBEAT_TIMEOUT = 4002
 
 _OPEN = ReadyState.OPEN
 
+#: A route, and the callable that runs its middleware, validation and handler.
+_Compiled = tuple["_Route", Callable[[Any], Any]]
+
 
 class Session:
     """The router's state for one connection."""
@@ -84,7 +87,10 @@ class Dispatcher:
         self.max_payload_bytes = router.max_payload_bytes
         self.heartbeat = router.heartbeat
         self.task_limit = app.limits.inbound_queue
-        self._runs: dict[str, Callable[[Any], Any]] = {}
+        #: Frames bigger than this (in characters or bytes) are measured against the limit.
+        self._unchecked_size = self.max_payload_bytes // 4
+        #: Each message type's route and the chain that runs it, compiled on first use.
+        self._runs: dict[str, _Compiled] = {}
         self._generation = -1
 
     def hooks(self) -> Hooks:
@@ -149,7 +155,7 @@ class Dispatcher:
         session: Session = peer._session
         if self.heartbeat is not None:
             session.last_seen = self.loop.time()
-        if len(raw) > self.max_payload_bytes // 4:
+        if len(raw) > self._unchecked_size:
             size = len(raw.encode()) if isinstance(raw, str) else len(raw)
             if size > self.max_payload_bytes:
                 self._too_big(session, size)
@@ -159,21 +165,15 @@ class Dispatcher:
         except canonical.BadFrame as exc:
             self._fail(session, None, exc, exc.correlation_id)
             return
-        router = self.router
-        if self._generation != router._generation:  # routes or middleware changed
+        if self._generation != self.router._generation:  # routes or middleware changed
             self._runs.clear()
-            self._generation = router._generation
-        route = router._routes.get(envelope.type)
-        if route is None:
-            if envelope.type.startswith(RESERVED_PREFIXES):
-                self._control(session, envelope)
-            else:
-                unknown = WsError(
-                    ErrorCode.UNIMPLEMENTED, f"no handler for message type {envelope.type!r}"
-                )
-                self._fail(session, None, unknown, envelope.correlation_id)
-            return
-        run = self._runs.get(envelope.type) or self._compile(route)
+            self._generation = self.router._generation
+        compiled = self._runs.get(envelope.type)
+        if compiled is None:
+            compiled = self._compile(session, envelope)
+            if compiled is None:  # answered: a control frame, or a type without a route
+                return
+        route, run = compiled
         if route.is_rpc:
             self._call(session, route, envelope, run)
             return
@@ -186,15 +186,30 @@ class Dispatcher:
         if result is not None and inspect.isawaitable(result):
             self._spawn(session, self._finish_event(session, ctx, result), result)
 
-    def _compile(self, route: _Route) -> Callable[[Any], Any]:
+    def _compile(self, session: Session, envelope: canonical.Envelope) -> _Compiled | None:
+        """The route of a frame whose type has not been seen since the routes last changed,
+        and the chain that runs it; None once a frame without a route has been answered."""
+        router = self.router
+        route = router._routes.get(envelope.type)
+        if route is None:
+            if envelope.type.startswith(RESERVED_PREFIXES):
+                self._control(session, envelope)
+            else:
+                unknown = WsError(
+                    ErrorCode.UNIMPLEMENTED, f"no handler for message type {envelope.type!r}"
+                )
+                self._fail(session, None, unknown, envelope.correlation_id)
+            return None
         middleware: list[Any] = []
-        if self.router._on_auth:
+        if router._on_auth:
             middleware.append(self._auth_gate)
-        middleware.extend(self.router._middleware)
+        middleware.extend(router._middleware)
         middleware.extend(route.middleware)
-        run = compose(route.schema, route.handler, middleware)
-        self._runs[route.schema.type] = run
-        return run
+        compiled = self._runs[route.schema.type] = (
+            route,
+            compose(route.schema, route.handler, middleware),
+        )
+        return compiled
 
     # -- RPC lifecycle ---------------------------------------------------------------------
 
@@ -205,7 +220,7 @@ class Dispatcher:
         envelope: canonical.Envelope,
         run: Callable[[Any], Any],
     ) -> None:
-        cid = envelope.correlation_id
+        cid = envelope.meta.get("correlationId")  # (checked by canonical.decode)
         if cid is None:
             session.next_id += 1
             cid = f"srv-{session.next_id}"

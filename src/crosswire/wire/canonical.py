@@ -61,39 +61,31 @@ class BadFrame(WsError):
         self.correlation_id = correlation_id
 
 
-class Envelope:
-    """A decoded frame. ``meta`` is the client's meta (standard keys checked); ``payload`` is
-    the raw JSON value, ``has_payload`` whether the key was present."""
-
-    __slots__ = ("correlation_id", "has_payload", "meta", "payload", "type")
-
-    def __init__(
-        self,
-        type: str,
-        meta: dict[str, Any],
-        payload: Any,
-        has_payload: bool,
-        correlation_id: str | None,
-    ) -> None:
-        self.type = type
-        self.meta = meta
-        self.payload = payload
-        self.has_payload = has_payload
-        self.correlation_id = correlation_id
-
-    def __repr__(self) -> str:
-        return f"<Envelope {self.type} meta={sorted(self.meta)} payload={self.has_payload}>"
-
-
-class _Frame(msgspec.Struct, forbid_unknown_fields=True):
-    """The shape of a frame, decoded in one pass by msgspec (the fast path of :func:`decode`)."""
+class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """A decoded frame, as msgspec reads it in one pass: the root keys and the JSON types of
+    ``type`` and ``meta`` are checked by the decoder; :func:`decode` checks the standard meta
+    keys. ``payload`` is the raw JSON value, or ``UNSET`` when the frame has none."""
 
     type: str
     meta: dict[str, Any] = {}  # msgspec gives each frame its own empty dict
     payload: Any | UnsetType = UNSET
 
+    @property
+    def has_payload(self) -> bool:
+        """Whether the frame has a ``payload`` key (``null`` included)."""
+        return self.payload is not UNSET
 
-_decode_frame = msgspec.json.Decoder(_Frame).decode
+    @property
+    def correlation_id(self) -> str | None:
+        """``meta.correlationId``: valid when present (:func:`decode` refuses a bad one)."""
+        cid: str | None = self.meta.get("correlationId")
+        return cid
+
+    def __repr__(self) -> str:
+        return f"<Envelope {self.type} meta={sorted(self.meta)} payload={self.has_payload}>"
+
+
+_decode_frame = msgspec.json.Decoder(Envelope).decode
 
 
 def decode(data: str | bytes) -> Envelope:
@@ -104,14 +96,15 @@ def decode(data: str | bytes) -> Envelope:
     which says what is wrong.
     """
     try:
-        frame = _decode_frame(data)
+        envelope = _decode_frame(data)
     except Exception:  # msgspec's errors, and UnicodeError/RecursionError on odd input
         return _explain(data)
-    kind = frame.type
-    if not kind:
+    if not envelope.type:
         return _explain(data)
-    meta = frame.meta
-    cid = meta.get("correlationId") if meta else None
+    meta = envelope.meta
+    if not meta:
+        return envelope
+    cid = meta.get("correlationId")
     # The common cases, checked in line: no meta keys, or only a valid correlationId.
     if cid is None:
         if meta:
@@ -121,17 +114,6 @@ def decode(data: str | bytes) -> Envelope:
             _check_meta(meta, cid)
     else:
         _check_meta(meta, None)  # raises: a bad correlationId
-    envelope = _new(Envelope)  # slots set here: no __init__ call for every frame
-    envelope.type = kind
-    envelope.meta = meta
-    envelope.correlation_id = cid
-    payload = frame.payload
-    if payload is UNSET:
-        envelope.payload = None
-        envelope.has_payload = False
-    else:
-        envelope.payload = payload
-        envelope.has_payload = True
     return envelope
 
 
@@ -167,14 +149,10 @@ def _explain(data: str | bytes) -> Envelope:
             f"unknown key(s) {extra} at the root: a frame has only type, meta and payload",
             correlation_id=cid,
         )
-    payload = obj.get("payload", _MISSING)
-    has_payload = payload is not _MISSING
-    return Envelope(kind, meta, payload if has_payload else None, has_payload, cid)
+    return Envelope(kind, meta, obj.get("payload", UNSET))
 
 
-_MISSING: Any = object()
 _loads = orjson.loads
-_new = object.__new__
 
 
 def _check_meta(meta: dict[str, Any], cid: str | None) -> None:
