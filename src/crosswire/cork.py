@@ -88,12 +88,14 @@ class WriteBatch:
     ``held`` and call :meth:`add` before each write.
     """
 
-    __slots__ = ("_written", "held")
+    __slots__ = ("held", "written")
 
     def __init__(self) -> None:
         #: The corks held in the open batch, or None when no batch is open.
         self.held: list[Cork] | None = None
-        self._written: list[Cork] = []
+        #: The corks written once in the open batch (not held): their ``written`` flags are
+        #: reset when the batch closes.
+        self.written: list[Cork] = []
 
     def open(self) -> None:
         """Open the batch for this turn of the loop, if it is not open."""
@@ -130,7 +132,7 @@ class WriteBatch:
             return
         if not cork.written:
             cork.written = True
-            self._written.append(cork)
+            self.written.append(cork)
             return
         cork.hold()
         self.held.append(cork)  # type: ignore[union-attr]
@@ -141,7 +143,7 @@ class WriteBatch:
         if held:
             for cork in held:
                 cork.release()
-        if self._written:
-            for cork in self._written:
+        if self.written:
+            for cork in self.written:
                 cork.written = False
-            self._written.clear()
+            self.written.clear()

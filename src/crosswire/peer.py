@@ -67,7 +67,8 @@ class Transport(Protocol):
     with the limit only in between, so a write costs one call when the client keeps up.
 
     ``cork`` is the connection's :class:`~crosswire.cork.Cork` when its writes can be held
-    for a batch (see :mod:`crosswire.cork`), else None.
+    for a batch (see :mod:`crosswire.cork`), else None; the peer reads it once, when it is
+    created.
     """
 
     cork: Cork | None
@@ -176,6 +177,7 @@ class Peer:
     __slots__ = (
         "_app",
         "_close_sent",
+        "_cork",
         "_drain_waiters",
         "_inbox",
         "_on_data",
@@ -208,6 +210,8 @@ class Peer:
     ) -> None:
         self._app = app
         self._transport = transport
+        #: The transport's cork (its socket's writes held in a batch), or None.
+        self._cork: Cork | None = getattr(transport, "cork", None)  # (custom ones may lack it)
         self.id: str = str(uuid.uuid4())
         self.request = request
         self.subprotocol = subprotocol

@@ -100,13 +100,13 @@ def handler(app: App) -> Handler:
             # looks at the current task.
             trusted_send=True,
         )
+        cork = transport.cork = Cork.of(raw, limits.coalesce_writes)  # before the peer reads it
         peer = app.connect(
             transport,
             request,
             Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
         )
         received: tuple[int, str] = (1006, "")
-        cork = transport.cork = Cork.of(raw, limits.coalesce_writes)
         writes = app.hub.writes
         # Messages aiohttp has parsed and not yet handed over: while there are more, what
         # this turn of the loop writes is held and leaves together (crosswire.cork). A

@@ -305,9 +305,14 @@ class Hub:
                 continue
             transport = peer._transport
             if batch is not None:
-                cork = getattr(transport, "cork", None)  # (a transport may have none)
-                if cork is not None and not cork.held:
-                    writes.add(cork)
+                cork = peer._cork
+                if cork is not None and not cork.held:  # WriteBatch.add, in line
+                    if cork.written:
+                        cork.hold()
+                        batch.append(cork)
+                    else:
+                        cork.written = True
+                        writes.written.append(cork)
             if frame is None:
                 render = peer._render
                 if render is not last_render:
