@@ -9,15 +9,19 @@ produced the message. Two cases make many small writes in one turn of the loop:
 * a burst of publishes: several messages to the same room arrive together, and every member
   would get one segment per message.
 
-So when a server adapter sees more messages of the same read waiting, it handles the first
-(its reply leaves at once, and the client has work), then opens the Hub's :class:`WriteBatch`
-for this turn of the loop: the reading connection's socket is held (:class:`Cork`, Linux
-``TCP_CORK``: the kernel queues what is written) until the read's last message is handled.
-During the batch a socket the Hub's fan-out writes to a second time is held too (its first
-write leaves at once: a socket written once costs nothing more). At the end of the turn
-(``loop.call_soon``) every held socket is released, which sends what it queued at once.
-Nothing waits on a timer: a message leaves at most one turn of the loop later than it would
-have. A read with one message, or a publish outside a batch, is written at once, as before.
+So when a server adapter sees more messages of the same read waiting, it opens the Hub's
+:class:`WriteBatch` for this turn of the loop before it handles the first of them. The
+reading connection's first reply leaves at once (its client gets work); after it the
+connection's socket is held (:class:`Cork`, Linux ``TCP_CORK``: the kernel queues what is
+written) until the read's last message is handled. Every socket the Hub's fan-out writes to
+during the batch is held from its first write. At the end of the turn (``loop.call_soon``)
+every held socket is released, which sends what it queued at once. Nothing waits on a timer:
+a message leaves at most one turn of the loop later than it would have. A read with one
+message, or a publish outside a batch, is written at once, as before.
+
+Holding a socket costs two ``setsockopt`` calls per batch; a recipient that gets two messages
+in the batch saves a segment, which costs more. A fan-out recipient that gets one message in
+a batch pays the calls for nothing (its message still leaves in one segment).
 
 ``Limits(coalesce_writes=False)`` turns it off; on systems without ``TCP_CORK``, and on
 sockets that are not TCP, there is nothing to hold and writes leave at once.
@@ -39,7 +43,7 @@ _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 class Cork:
     """Holds one TCP socket's writes while a batch is open."""
 
-    __slots__ = ("_setsockopt", "held", "written")
+    __slots__ = ("_setsockopt", "held")
 
     def __init__(self, sock: Any) -> None:
         # asyncio hands out its TransportSocket wrapper, whose setsockopt is a Python method
@@ -47,8 +51,6 @@ class Cork:
         self._setsockopt = getattr(sock, "_sock", sock).setsockopt
         #: Whether writes are being held now.
         self.held = False
-        #: Whether the open batch wrote to this socket once already (see WriteBatch.add).
-        self.written = False
 
     @classmethod
     def of(cls, transport: asyncio.BaseTransport | None, enabled: bool = True) -> Cork | None:
@@ -85,17 +87,14 @@ class WriteBatch:
 
     ``held`` is None outside a batch. :meth:`hold` opens the batch (if it is not open) and
     holds a socket in it; writers that only join an open batch (the Hub's fan-out) check
-    ``held`` and call :meth:`add` before each write.
+    ``held`` and hold each socket before they write to it.
     """
 
-    __slots__ = ("held", "written")
+    __slots__ = ("held",)
 
     def __init__(self) -> None:
         #: The corks held in the open batch, or None when no batch is open.
         self.held: list[Cork] | None = None
-        #: The corks written once in the open batch (not held): their ``written`` flags are
-        #: reset when the batch closes.
-        self.written: list[Cork] = []
 
     def open(self) -> None:
         """Open the batch for this turn of the loop, if it is not open."""
@@ -124,26 +123,9 @@ class WriteBatch:
         elif cork.held:
             cork.release()
 
-    def add(self, cork: Cork) -> None:
-        """A write to ``cork``'s socket is about to happen in the open batch (there must be
-        one). The first write of the batch to a socket leaves at once; from the second on,
-        the socket is held, so that a socket written once costs nothing more."""
-        if cork.held:
-            return
-        if not cork.written:
-            cork.written = True
-            self.written.append(cork)
-            return
-        cork.hold()
-        self.held.append(cork)  # type: ignore[union-attr]
-
     def release(self) -> None:
         """Close the batch: send what every held socket queued."""
         held, self.held = self.held, None
         if held:
             for cork in held:
                 cork.release()
-        if self.written:
-            for cork in self.written:
-                cork.written = False
-            self.written.clear()

@@ -124,6 +124,8 @@ def handler(app: App) -> Handler:
                 else:
                     received = _close_info(msg)
                     break
+                if cork is not None and pending and writes.held is None:
+                    writes.open()  # more in this read: what this message fans out is held
                 peer._receive_data(msg.data, is_binary)
                 if cork is not None and bool(pending) is not cork.held:
                     writes.after_message(cork, bool(pending))

@@ -125,10 +125,12 @@ class _Listener(WSListener):
         self._receive = self.peer._receive_data
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        # Several frames in one read: their replies leave together (crosswire.cork). If
-        # picows takes a read's last frame itself (a ping or a pong), the connection is
-        # released at the end of the turn instead.
+        # Several frames in one read: their replies, and what they fan out, leave together
+        # (crosswire.cork). If picows takes a read's last frame itself (a ping or a pong),
+        # the connection is released at the end of the turn instead.
         cork = self._cork
+        if cork is not None and self._writes.held is None and not frame.last_in_buffer:
+            self._writes.open()  # more frames in this read: what this one fans out is held
         try:
             if frame.msg_type is _TEXT and frame.fin and not self._parts:  # the hot path
                 try:

@@ -171,6 +171,8 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
             cork = None  # (fan-outs to this connection can still hold it: transport.cork)
         try:
             async for data in conn:
+                if cork is not None and pending and writes.held is None:
+                    writes.open()  # more in this read: what this message fans out is held
                 receive(data, type(data) is not str)
                 if cork is not None and bool(pending) is not cork.held:
                     writes.after_message(cork, bool(pending))

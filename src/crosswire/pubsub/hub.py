@@ -306,13 +306,9 @@ class Hub:
             transport = peer._transport
             if batch is not None:
                 cork = peer._cork
-                if cork is not None and not cork.held:  # WriteBatch.add, in line
-                    if cork.written:
-                        cork.hold()
-                        batch.append(cork)
-                    else:
-                        cork.written = True
-                        writes.written.append(cork)
+                if cork is not None and not cork.held:  # held until the batch ends
+                    cork.hold()
+                    batch.append(cork)
             if frame is None:
                 render = peer._render
                 if render is not last_render:
