@@ -367,11 +367,13 @@ class RpcContext(EventContext[P]):
         """Run ``callback`` if the call is cancelled; returns a function that unregisters it."""
         if self._cancel_callbacks is None:
             self._cancel_callbacks = []
-        callbacks = self._cancel_callbacks
-        callbacks.append(callback)
+        self._cancel_callbacks.append(callback)
 
         def unregister() -> None:
-            if callback in callbacks:
+            # The list of now: once the call is cancelled, the callbacks being run are
+            # another list, so unregistering during cancellation skips none of them.
+            callbacks = self._cancel_callbacks
+            if callbacks is not None and callback in callbacks:
                 callbacks.remove(callback)
 
         return unregister

@@ -25,7 +25,9 @@ def deadline_for(now: float, timeout_ms: int | None, default_timeout: float) -> 
     one (capped at a day), else the router's default."""
     if timeout_ms is None:
         return now + default_timeout
-    return now + min(timeout_ms / 1000.0, MAX_TIMEOUT)
+    if timeout_ms >= MAX_TIMEOUT * 1000:  # (any int: a huge one would overflow a float)
+        return now + MAX_TIMEOUT
+    return now + timeout_ms / 1000.0
 
 
 class CallTable(dict[str, C]):

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from .app import App
@@ -37,6 +38,9 @@ from .wire import canonical
 __all__ = ["Frame", "Rejected", "TestClient", "TestConnection"]
 
 DEFAULT_TIMEOUT = 2.0
+
+
+_read_json = msgspec.json.Decoder().decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +271,8 @@ class TestConnection:
             frame = Frame(type="<binary>", raw=data)
         else:
             try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError:
+                obj = _read_json(data)  # as the server reads JSON: integers exact
+            except (msgspec.DecodeError, UnicodeDecodeError):
                 obj = None
             if isinstance(obj, dict) and isinstance(obj.get("type"), str):
                 frame = Frame(obj["type"], obj.get("meta") or {}, obj.get("payload"), obj, data)

@@ -230,3 +230,56 @@ async def test_progress_frames_carry_the_value_as_payload_and_data() -> None:
             "payload": {"step": 1},
             "data": {"step": 1},
         }
+
+
+async def test_unregistering_during_cancellation_skips_no_callback() -> None:
+    ran: list[str] = []
+    router = Router()
+
+    async def handler(ctx: RpcContext[Any]) -> None:
+        def first() -> None:
+            ran.append("first")
+            unregister_first()  # a callback that removes itself as it runs
+
+        unregister_first = ctx.on_cancel(first)
+        ctx.on_cancel(lambda: ran.append("second"))
+        removed = ctx.on_cancel(lambda: ran.append("removed before"))
+        removed()
+        await asyncio.sleep(5)
+
+    router.rpc(Wait, handler)
+    async with TestClient(router).connect() as conn:
+        call = asyncio.ensure_future(conn.request(Wait, {"seconds": 5}, correlation_id="c"))
+        await asyncio.sleep(0.01)
+        await conn.abort("c")
+        with pytest.raises(WsError, match="cancelled"):
+            await call
+    assert ran == ["first", "second"]
+
+
+async def test_integers_beyond_64_bits_are_read_exactly_and_a_huge_timeout_is_a_day() -> None:
+    """JSON numbers are read as Python reads them: exactly. A timeoutMs of 400 digits is capped
+    at a day (it used to overflow the deadline); a pydantic int field gets the exact value."""
+    from pydantic import BaseModel
+
+    class Big(BaseModel):
+        n: int
+
+    class Got(BaseModel):
+        n: int
+        remaining: float
+
+    Echo = rpc("BIG", Big, "BIG_RESULT", Got)
+    router = Router().rpc(
+        Echo, lambda ctx: ctx.reply(Got(n=ctx.payload.n, remaining=ctx.time_remaining()))
+    )
+    huge = "9" * 400
+    async with TestClient(router).connect() as conn:
+        await conn.send_raw(
+            f'{{"type":"BIG","meta":{{"correlationId":"b","timeoutMs":{huge}}},'
+            f'"payload":{{"n":{2**70 + 1}}}}}'
+        )
+        reply = await conn.receive()
+    assert reply.type == "BIG_RESULT", reply
+    assert reply.payload["n"] == 2**70 + 1
+    assert 86_000 < reply.payload["remaining"] <= 86_400

@@ -53,6 +53,8 @@ class PayloadCodec(Protocol[T_co]):
         """Field name -> type, for docs and error messages."""
 
 
+_encode_json = msgspec.json.Encoder().encode
+
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
 
 
@@ -174,7 +176,8 @@ class PydanticCodec(Generic[T]):
             raise _unknown_keys(obj, allowed)
         try:
             if self._strict:
-                value: T = self._validator.validate_json(orjson.dumps(obj), strict=True)
+                # msgspec writes integers of any size, as the envelope decoder reads them.
+                value: T = self._validator.validate_json(_encode_json(obj), strict=True)
             else:
                 value = self._validator.validate_python(obj)
         except self._error as exc:
