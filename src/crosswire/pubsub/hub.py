@@ -306,9 +306,8 @@ class Hub:
             transport = peer._transport
             if batch is not None:
                 cork = peer._cork
-                if cork is not None and not cork.held:  # held until the batch ends
-                    cork.hold()
-                    batch.append(cork)
+                if cork is not None and not cork.held:
+                    writes.hold(cork)  # until the batch ends
             if frame is None:
                 render = peer._render
                 if render is not last_render:
