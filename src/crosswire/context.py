@@ -329,7 +329,11 @@ class RpcContext(EventContext[P]):
             codec = response.payload
             data: bytes | None
             if codec is not None and payload is not None:  # the common case, in line
-                data = codec.dump_json(payload)
+                trusted = codec.dump_trusted
+                if trusted is not None and type(payload) is codec.target:
+                    data = trusted(payload)
+                else:
+                    data = codec.dump_json(payload)
             else:
                 data = response.dump_payload_json(payload)  # None, or the right error
             frame = canonical.encode_reply(response.type, self.correlation_id, data)

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, computed_field
 
 from crosswire import ConfigurationError, ValidationError, message, rpc
 
@@ -76,6 +76,33 @@ def test_typed_instances_are_sent_as_they_are() -> None:
         ]
         == "x"
     )
+
+
+def test_model_instances_are_serialized_in_one_call_unless_an_alias_matters() -> None:
+    class Aliased(BaseModel):
+        user_id: int = Field(alias="userId")
+
+    class Computed(BaseModel):
+        first: str
+
+        @computed_field(alias="upperFirst")  # type: ignore[prop-decorator]
+        @property
+        def upper(self) -> str:
+            return self.first.upper()
+
+    plain = message("PLAIN", ChatModel).payload
+    assert plain is not None and plain.dump_trusted is not None
+    value = ChatModel(text="x")
+    assert plain.dump_trusted(value) == plain.dump_json(value) == b'{"text":"x","room":"lobby"}'
+    cases: list[tuple[type[BaseModel], BaseModel, dict[str, Any]]] = [
+        (Aliased, Aliased(userId=1), {"userId": 1}),
+        (Computed, Computed(first="a"), {"first": "a", "upperFirst": "A"}),
+    ]
+    for model, instance, sent in cases:
+        codec: Any = message("A", model).payload
+        assert codec is not None and codec.dump_trusted is None  # by alias: the general path
+        assert orjson.loads(codec.dump_json(instance)) == sent
+    assert message("S", ChatStruct).payload.dump_trusted is None  # type: ignore[union-attr]
 
 
 def test_msgspec_is_strict_about_types() -> None:

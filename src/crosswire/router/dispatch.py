@@ -89,9 +89,9 @@ class Dispatcher:
         self.task_limit = app.limits.inbound_queue
         #: Frames bigger than this (in characters or bytes) are measured against the limit.
         self._unchecked_size = self.max_payload_bytes // 4
-        #: Each message type's route and the chain that runs it, compiled on first use.
+        #: Each message type's route and the chain that runs it, compiled on first use (the
+        #: router clears it when its routes or middleware change).
         self._runs: dict[str, _Compiled] = {}
-        self._generation = -1
 
     def hooks(self) -> Hooks:
         return Hooks(
@@ -165,9 +165,6 @@ class Dispatcher:
         except canonical.BadFrame as exc:
             self._fail(session, None, exc, exc.correlation_id)
             return
-        if self._generation != self.router._generation:  # routes or middleware changed
-            self._runs.clear()
-            self._generation = self.router._generation
         compiled = self._runs.get(envelope.type)
         if compiled is None:
             compiled = self._compile(session, envelope)

@@ -160,8 +160,6 @@ class Router:
         self.expose_error_details = expose_error_details
         #: The dispatchers serving this router, one per App (weak: they live with their App).
         self._dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
-        #: Bumped on every change of routes or middleware: dispatchers recompile their chains.
-        self._generation = 0
         self._on_upgrade: Callable[[Request], Any] | None = None
         self._routes: dict[str, _Route] = {}
         self._middleware: list[Middleware] = []
@@ -203,13 +201,13 @@ class Router:
         ``await next()`` (or ``return next()``) to go on, return without it to stop."""
         _check_middleware(middleware)
         self._middleware.append(middleware)
-        self._generation += 1
+        self._changed()
         return self
 
     def off(self, schema: MessageSchema[Any]) -> Router:
         """Stop handling ``schema``'s type."""
         self._routes.pop(schema.type, None)
-        self._generation += 1
+        self._changed()
         return self
 
     def reset(self) -> Router:
@@ -220,7 +218,7 @@ class Router:
             handlers.clear()
         self._on_limit.clear()
         self._on_upgrade = None
-        self._generation += 1
+        self._changed()
         return self
 
     def merge(self, other: Router) -> Router:
@@ -241,7 +239,7 @@ class Router:
         self._on_auth.extend(other._on_auth)
         self._on_error.extend(other._on_error)
         self._on_limit.extend(other._on_limit)
-        self._generation += 1
+        self._changed()
         return self
 
     def on_upgrade(self, handler: Callable[[Request], Any]) -> Router:
@@ -271,7 +269,7 @@ class Router:
         answers ``UNAUTHENTICATED`` and closes the connection with 1008."""
         check_callable("on_auth handler", handler, 1, "ctx")
         self._on_auth.append(handler)
-        self._generation += 1
+        self._changed()
         return self
 
     def on_error(self, handler: Callable[[WsError, Any], Any]) -> Router:
@@ -315,7 +313,7 @@ class Router:
                 f"{schema.type} already has a handler; router.off(schema) first"
             )
         self._routes[schema.type] = _Route(schema, handler, middleware, is_rpc)
-        self._generation += 1
+        self._changed()
         return self
 
     # -- publishing ------------------------------------------------------------------------
@@ -375,6 +373,12 @@ class Router:
         return PublishResult(sum(hub.send(pub) for hub in hubs.values()))
 
     # -- serving ---------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """Routes, middleware or auth handlers changed: every dispatcher serving this router
+        compiles its chains again, on each type's next frame."""
+        for dispatcher in self._dispatchers:
+            dispatcher._runs.clear()
 
     def hooks_for(self, app: App) -> Hooks:
         """The hooks that serve this router in ``app`` (called by ``App(router)``). A router

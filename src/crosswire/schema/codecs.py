@@ -20,7 +20,7 @@ same: nested objects follow their own schema's rules).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar, get_args
 
 import msgspec
@@ -39,6 +39,8 @@ class PayloadCodec(Protocol[T_co]):
 
     #: What the schema validates into (a Struct or model class), for error messages.
     target: type[Any]
+    #: One compiled call serializing an instance of ``target`` that needs no check, or None.
+    dump_trusted: Callable[[Any], bytes] | None
 
     def load(self, obj: Any) -> T_co:
         """A received payload (JSON builtins) as the typed value; raises ValidationError."""
@@ -79,7 +81,7 @@ class StructCodec(Generic[T]):
     itself still gets its unknown top-level keys refused here.
     """
 
-    __slots__ = ("_allowed", "_decode", "_encode", "target")
+    __slots__ = ("_allowed", "_decode", "_encode", "dump_trusted", "target")
 
     def __init__(self, struct: type[T]) -> None:
         self.target = struct
@@ -88,6 +90,7 @@ class StructCodec(Generic[T]):
         self._allowed = None if config.forbid_unknown_fields else frozenset(names)
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(struct).decode
+        self.dump_trusted: Callable[[Any], bytes] | None = None  # a Struct's types are unchecked
 
     @classmethod
     def from_fields(cls, name: str, fields: Mapping[str, Any]) -> StructCodec[Any]:
@@ -155,7 +158,15 @@ class PydanticCodec(Generic[T]):
     they were built (and on assignment with ``validate_assignment``).
     """
 
-    __slots__ = ("_allowed", "_error", "_serializer", "_strict", "_validator", "target")
+    __slots__ = (
+        "_allowed",
+        "_error",
+        "_serializer",
+        "_strict",
+        "_validator",
+        "dump_trusted",
+        "target",
+    )
 
     def __init__(self, model: type[T]) -> None:
         from pydantic import ValidationError as PydanticValidationError
@@ -167,6 +178,11 @@ class PydanticCodec(Generic[T]):
         self._validator = model.__pydantic_validator__  # type: ignore[attr-defined]
         self._serializer = model.__pydantic_serializer__  # type: ignore[attr-defined]
         self._allowed = None if config.get("extra") == "forbid" else _pydantic_names(model)
+        # The serializer itself when by_alias=True changes nothing (a keyword argument would
+        # cost more than the Python call it saves).
+        self.dump_trusted: Callable[[Any], bytes] | None = (
+            None if _has_aliases(model) else self._serializer.to_json
+        )
 
     def load(self, obj: Any) -> T:
         if type(obj) is not dict:
@@ -228,6 +244,12 @@ def _is_pydantic_model(cls: type) -> bool:
 def _struct_name(owner: str) -> str:
     cleaned = re.sub(r"\W", "_", owner.title().replace("_", ""))
     return cleaned if cleaned.isidentifier() else f"Payload_{cleaned}"
+
+
+def _has_aliases(model: Any) -> bool:
+    """Whether any field or computed field of ``model`` is written under an alias."""
+    fields = [*model.model_fields.values(), *model.model_computed_fields.values()]
+    return any(getattr(f, "serialization_alias", None) or f.alias for f in fields)
 
 
 def _pydantic_names(model: Any) -> frozenset[str]:
