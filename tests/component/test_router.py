@@ -176,6 +176,24 @@ async def test_merge_off_and_reset() -> None:
         await conn.expect_error("UNIMPLEMENTED")
 
 
+async def test_middleware_and_auth_added_while_serving_apply_to_the_next_frame() -> None:
+    router = Router().on(Echo, lambda ctx: ctx.send(Echo, {"text": ctx.get_data("via", "-")}))
+    async with TestClient(router).connect() as conn:
+        await conn.send(Echo, {"text": "?"})
+        assert (await conn.receive_as(Echo)).payload.text == "-"
+
+        def tag(ctx: Any, next: Any) -> Any:
+            ctx.assign_data({"via": "mw"})
+            return next()
+
+        router.use(tag)  # the route's chain was compiled for the first frame: compiled again
+        await conn.send(Echo, {"text": "?"})
+        assert (await conn.receive_as(Echo)).payload.text == "mw"
+        router.on_auth(lambda ctx: False)
+        await conn.send(Echo, {"text": "?"})
+        await conn.expect_error("UNAUTHENTICATED")
+
+
 # -- lifecycle -------------------------------------------------------------------------------
 
 
