@@ -157,6 +157,15 @@ async def test_pydantic_aliases_are_read_and_written_the_same_way() -> None:
     assert reply.json is not None and reply.json["payload"] == {"userId": 7}
     assert reply.payload.user_id == 7
 
+    class Team(BaseModel):  # no alias of its own: its member's model has one
+        lead: User
+
+    GetTeam = message("GET_TEAM", User, response=message("TEAM", Team))
+    router.rpc(GetTeam, lambda ctx: ctx.reply(Team(lead=ctx.payload)))
+    async with TestClient(router).connect() as conn:
+        reply = await conn.request(GetTeam, {"userId": 8})
+    assert reply.json is not None and reply.json["payload"] == {"lead": {"userId": 8}}
+
 
 def test_payloads_are_instances_of_the_users_own_class() -> None:
     point = message("POINT", Point).load_payload({"x": 1, "y": 2})

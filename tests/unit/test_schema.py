@@ -94,9 +94,18 @@ def test_model_instances_are_serialized_in_one_call_unless_an_alias_matters() ->
     assert plain is not None and plain.dump_trusted is not None
     value = ChatModel(text="x")
     assert plain.dump_trusted(value) == plain.dump_json(value) == b'{"text":"x","room":"lobby"}'
+
+    class Nested(BaseModel):  # no alias of its own; its field's model has one
+        inner: Aliased
+
+    class Loose(BaseModel):  # Any may hold a model with aliases
+        data: Any
+
     cases: list[tuple[type[BaseModel], BaseModel, dict[str, Any]]] = [
         (Aliased, Aliased(userId=1), {"userId": 1}),
         (Computed, Computed(first="a"), {"first": "a", "upperFirst": "A"}),
+        (Nested, Nested(inner=Aliased(userId=2)), {"inner": {"userId": 2}}),
+        (Loose, Loose(data=Aliased(userId=3)), {"data": {"userId": 3}}),
     ]
     for model, instance, sent in cases:
         codec: Any = message("A", model).payload

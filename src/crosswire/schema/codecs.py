@@ -181,7 +181,9 @@ class PydanticCodec(Generic[T]):
         # The serializer itself when by_alias=True changes nothing (a keyword argument would
         # cost more than the Python call it saves).
         self.dump_trusted: Callable[[Any], bytes] | None = (
-            None if _has_aliases(model) else self._serializer.to_json
+            None
+            if _by_alias_matters(model.__pydantic_core_schema__)  # type: ignore[attr-defined]
+            else self._serializer.to_json
         )
 
     def load(self, obj: Any) -> T:
@@ -246,10 +248,22 @@ def _struct_name(owner: str) -> str:
     return cleaned if cleaned.isidentifier() else f"Payload_{cleaned}"
 
 
-def _has_aliases(model: Any) -> bool:
-    """Whether any field or computed field of ``model`` is written under an alias."""
-    fields = [*model.model_fields.values(), *model.model_computed_fields.values()]
-    return any(getattr(f, "serialization_alias", None) or f.alias for f in fields)
+def _by_alias_matters(schema: Any) -> bool:
+    """Whether ``by_alias=True`` can change what a pydantic core schema writes: a field or
+    computed field with an alias at any depth (nested models included), a value typed ``Any``
+    (it may hold a model with aliases), or a custom serializer that is told the options."""
+    if isinstance(schema, dict):
+        if "serialization_alias" in schema or schema.get("type") == "any":
+            return True
+        if schema.get("type") == "computed-field" and schema.get("alias"):
+            return True
+        serialization = schema.get("serialization")
+        if isinstance(serialization, dict) and serialization.get("info_arg"):
+            return True
+        return any(_by_alias_matters(value) for value in schema.values())
+    if isinstance(schema, list | tuple):
+        return any(_by_alias_matters(value) for value in schema)
+    return False
 
 
 def _pydantic_names(model: Any) -> frozenset[str]:
