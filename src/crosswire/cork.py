@@ -10,14 +10,15 @@ produced the message. Two cases make many small writes in one turn of the loop:
   would get one segment per message.
 
 So when a server adapter sees more messages of the same read waiting, it opens the Hub's
-:class:`WriteBatch` for this turn of the loop before it handles the first of them. The
-reading connection's first reply leaves at once (its client gets work); after it the
-connection's socket is held (:class:`Cork`, Linux ``TCP_CORK``: the kernel queues what is
-written) until the read's last message is handled. Every socket the Hub's fan-out writes to
-during the batch is held from its first write. At the end of the turn (``loop.call_soon``)
-every held socket is released, which sends what it queued at once. Nothing waits on a timer:
-a message leaves at most one turn of the loop later than it would have. A read with one
-message, or a publish outside a batch, is written at once, as before.
+:class:`WriteBatch` for this turn of the loop before it handles the first of them. The reading
+connection's first reply leaves at once (its client gets work); after it the connection's
+socket is held (:class:`Cork`, Linux ``TCP_CORK``: the kernel queues what is written) until the
+read's last message is handled; or, while the server reads from one connection at a time, every
+few messages (see :class:`WriteBatch`). Every socket the Hub's fan-out writes to during the
+batch is held from its first write. At the end of the turn (``loop.call_soon``) every held
+socket is released, which sends what it queued at once. Nothing waits on a timer: a message
+leaves at most one turn of the loop later than it would have. A read with one message, or a
+publish outside a batch, is written at once, as before.
 
 Holding a socket costs two ``setsockopt`` calls per batch; a recipient that gets two messages
 in the batch saves a segment, which costs more. A fan-out recipient that gets one message in
@@ -43,7 +44,7 @@ _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 class Cork:
     """Holds one TCP socket's writes while a batch is open."""
 
-    __slots__ = ("_setsockopt", "held")
+    __slots__ = ("_setsockopt", "held", "queued")
 
     def __init__(self, sock: Any) -> None:
         # asyncio hands out its TransportSocket wrapper, whose setsockopt is a Python method
@@ -51,6 +52,9 @@ class Cork:
         self._setsockopt = getattr(sock, "_sock", sock).setsockopt
         #: Whether writes are being held now.
         self.held = False
+        #: Messages of the current read queued since the socket was last held (counted only
+        #: while the server reads from one connection at a time: :class:`WriteBatch`).
+        self.queued = 0
 
     @classmethod
     def of(cls, transport: asyncio.BaseTransport | None, enabled: bool = True) -> Cork | None:
@@ -81,6 +85,18 @@ class Cork:
             except OSError:  # the connection is gone: nothing to send
                 pass
 
+    def flush(self) -> None:
+        """Send everything queued so far, and go on holding."""
+        self.release()
+        self.hold()
+
+
+#: While the server reads from one connection at a time, a held read lets its replies go after
+#: every this many (see :class:`WriteBatch`).
+SOLO_FLUSH = 4
+#: ... which it is taken to do once this many batches in a row held one read at most.
+SOLO_AFTER = 16
+
 
 class WriteBatch:
     """The sockets held during this turn of the event loop; released together at its end.
@@ -88,13 +104,28 @@ class WriteBatch:
     ``held`` is None outside a batch. :meth:`hold` opens the batch (if it is not open) and
     holds a socket in it; writers that only join an open batch (the Hub's fan-out) check
     ``held`` and hold each socket before they write to it.
+
+    ``solo`` says whether the last :data:`SOLO_AFTER` batches that held reads each held the
+    read of one connection: the server is then serving one client, which waits for replies
+    while the server works through its read. Holding the whole read would make the two take
+    turns, so a solo read's replies leave every :data:`SOLO_FLUSH` messages instead, for
+    adapters that call :meth:`after_message` for every message while ``solo`` (picows, which
+    handles a read's frames in one callback; aiohttp and websockets hand messages to a task per
+    connection and gained nothing from it when measured, see docs/performance.md). A single
+    batch with one read is no such sign: with several busy clients, a server whose connections
+    wake one by one (aiohttp's tasks) has many.
     """
 
-    __slots__ = ("held",)
+    __slots__ = ("held", "readers", "solo", "solo_run")
 
     def __init__(self) -> None:
         #: The corks held in the open batch, or None when no batch is open.
         self.held: list[Cork] | None = None
+        #: Connections whose read is held in the open batch.
+        self.readers = 0
+        #: Batches in a row that held one read at most, and whether there were enough.
+        self.solo_run = 0
+        self.solo = False
 
     def open(self) -> None:
         """Open the batch for this turn of the loop, if it is not open."""
@@ -115,17 +146,32 @@ class WriteBatch:
         says whether further messages of the same read wait. The first of several is written
         at once (its client gets to work); after it the connection is held, and after the
         read's last message it is released. (Adapters call this only when ``more`` is not
-        ``cork.held``: otherwise there is nothing to do, and a lone message, or a message in
-        the middle of a read, costs nothing.)"""
+        ``cork.held``, or while ``solo``: otherwise there is nothing to do, and a lone
+        message, or a message in the middle of a read, costs nothing.)"""
         if more:
             if not cork.held:
                 self.hold(cork)
+                self.readers += 1
+                cork.queued = 0
+            elif self.solo:
+                cork.queued += 1
+                if cork.queued >= SOLO_FLUSH:
+                    cork.queued = 0
+                    cork.flush()
         elif cork.held:
             cork.release()
 
     def release(self) -> None:
         """Close the batch: send what every held socket queued."""
         held, self.held = self.held, None
+        readers = self.readers
+        if readers == 1:
+            self.solo_run += 1
+            self.solo = self.solo_run >= SOLO_AFTER
+        elif readers:
+            self.solo_run = 0
+            self.solo = False
+        self.readers = 0  # (a batch of the Hub's alone, a burst from the bus, says nothing)
         if held:
             for cork in held:
                 cork.release()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from crosswire import App, Limits, Message, Peer, define_hooks
-from crosswire.cork import Cork
+from crosswire.cork import SOLO_AFTER, SOLO_FLUSH, Cork
 from tests.support import TIMEOUT, RawClient, serve_on
 
 pytestmark = pytest.mark.skipif(
@@ -237,5 +237,55 @@ async def test_a_burst_of_publishes_is_held_for_every_subscriber_until_the_turn_
         assert held_after_publish[-1] == [False, False, False]
         for client in (publisher, *subscribers):
             client.close()
+    finally:
+        await served.aclose()
+
+
+async def test_while_one_client_is_served_alone_a_long_read_leaves_every_few_replies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """picows: once the server has read from one connection at a time for a while, a long read
+    no longer waits for its last message: its replies leave every ``SOLO_FLUSH``, so that the
+    client (waiting for them) and the server work at the same time."""
+    log: list[str] = []
+    hold, release = Cork.hold, Cork.release
+
+    def logged_hold(self: Cork) -> None:
+        if not self.held:
+            log.append("hold")
+        hold(self)
+
+    def logged_release(self: Cork) -> None:
+        if self.held:
+            log.append("release")
+        release(self)
+
+    monkeypatch.setattr(Cork, "hold", logged_hold)
+    monkeypatch.setattr(Cork, "release", logged_release)
+
+    def message(peer: Peer, msg: Message) -> None:
+        log.append(msg.text())
+        peer.send(msg.text().upper())
+
+    served = await serve_on(App(define_hooks(message=message)), "picows")
+    try:
+        client = await RawClient.connect(served.url)
+        for i in range(SOLO_AFTER):  # reads of two messages, one client: the server is "solo"
+            send_in_one_write(client, f"w{i}a", f"w{i}b")
+            assert await client.messages(2) == [f"W{i}A", f"W{i}B"]
+        log.clear()
+        batch = [f"m{i}" for i in range(20)]
+        send_in_one_write(client, *batch)
+        assert await client.messages(20) == [t.upper() for t in batch]
+        assert log == [
+            "m0", "hold",  # the first reply leaves at once, then the socket is held
+            "m1", "m2", "m3", "m4", "release", "hold",  # ...and released every SOLO_FLUSH
+            "m5", "m6", "m7", "m8", "release", "hold",
+            "m9", "m10", "m11", "m12", "release", "hold",
+            "m13", "m14", "m15", "m16", "release", "hold",
+            "m17", "m18", "m19", "release",
+        ]  # fmt: skip
+        assert SOLO_FLUSH == 4
+        client.close()
     finally:
         await served.aclose()

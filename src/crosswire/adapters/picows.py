@@ -126,8 +126,9 @@ class _Listener(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         # Several frames in one read: their replies, and what they fan out, leave together
-        # (crosswire.cork). If picows takes a read's last frame itself (a ping or a pong),
-        # the connection is released at the end of the turn instead.
+        # (crosswire.cork); while the server serves one client, every few frames (every
+        # frame is reported then). If picows takes a read's last frame itself (a ping or a
+        # pong), the connection is released at the end of the turn instead.
         cork = self._cork
         if cork is not None and self._writes.held is None and not frame.last_in_buffer:
             self._writes.open()  # more frames in this read: what this one fans out is held
@@ -144,7 +145,7 @@ class _Listener(WSListener):
         finally:
             if cork is not None:
                 more = not frame.last_in_buffer
-                if more is not cork.held:
+                if more is not cork.held or (more and self._writes.solo):
                     self._writes.after_message(cork, more)
 
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
