@@ -714,16 +714,24 @@ def ensure_node_deps() -> None:
     subprocess.run([*cmd, "--no-audit", "--no-fund"], cwd=BENCH, check=True)
 
 
-def select(only: str | None) -> list[tuple[str, str]]:
-    """(base, kind) pairs to run; ``--only`` takes picows, raw, crosswire-aiohttp, ..."""
+def select(only: str | None) -> tuple[list[tuple[str, str]], list[str]]:
+    """(base, kind) pairs to run, and the servers of the rpc scenario. ``--only`` takes
+    picows, raw, crosswire-aiohttp, ... for the first; full names (typed-picows, ...) for the
+    second, which then also runs its baseline (raw picows) for the ratios."""
     pairs = [(base, kind) for base in BASES for kind in KINDS]
     if not only:
-        return pairs
+        return pairs, list(RPC_SERVERS)
     wanted = {w.strip() for w in only.split(",") if w.strip()}
     chosen = [(b, k) for b, k in pairs if wanted & {b, k, f"{k}-{b}"}]
-    if not chosen:
-        sys.exit(f"--only {only!r} matches no server; use e.g. picows, raw-aiohttp, crosswire")
-    return chosen
+    rpc = [n for n in RPC_SERVERS if n in wanted]
+    if rpc and RPC_BASELINE not in rpc:
+        rpc.insert(0, RPC_BASELINE)
+    if not chosen and not rpc:
+        sys.exit(
+            f"--only {only!r} matches no server; use e.g. picows, raw-aiohttp, crosswire, "
+            f"typed-picows"
+        )
+    return chosen, rpc
 
 
 def versions() -> dict[str, str]:
@@ -798,7 +806,7 @@ def main() -> None:
     scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
     if unknown := set(scenarios) - set(SCENARIOS):
         sys.exit(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
-    pairs = select(args.only)
+    pairs, rpc_servers = select(args.only)
     if args.no_coalesce:
         os.environ["BENCH_COALESCE"] = "0"  # read by bench/servers.py
 
@@ -852,7 +860,6 @@ def main() -> None:
                     if (base, "crosswire" if scenario == "cluster" else kind) in pairs:
                         run_one(scenario, base, kind, rnd, rounds)
     if "rpc" in scenarios:
-        rpc_servers = [n for n in RPC_SERVERS if not args.only or n in args.only.split(",")]
         for rnd in range(settings.rounds):
             order = rpc_servers if rnd % 2 == 0 else rpc_servers[::-1]
             for name in order:
