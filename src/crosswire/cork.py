@@ -94,7 +94,7 @@ class Cork:
 #: While the server reads from one connection at a time, a held read lets its replies go after
 #: every this many (see :class:`WriteBatch`).
 SOLO_FLUSH = 4
-#: ... which it is taken to do once this many batches in a row held one read at most.
+#: ... which it is taken to do once this many batches in a row held the read of one connection.
 SOLO_AFTER = 16
 
 
@@ -123,7 +123,8 @@ class WriteBatch:
         self.held: list[Cork] | None = None
         #: Connections whose read is held in the open batch.
         self.readers = 0
-        #: Batches in a row that held one read at most, and whether there were enough.
+        #: Batches in a row that held the read of one connection, and whether there were
+        #: enough of them (a batch holding several reads starts the count again).
         self.solo_run = 0
         self.solo = False
 
