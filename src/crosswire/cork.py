@@ -24,6 +24,13 @@ Holding a socket costs two ``setsockopt`` calls per batch; a recipient that gets
 in the batch saves a segment, which costs more. A fan-out recipient that gets one message in
 a batch pays the calls for nothing (its message still leaves in one segment).
 
+What holds a connection's writes is a :class:`Hold`. On websockets and aiohttp it is a
+:class:`Cork`: their frames are written through asyncio's transport, and the kernel queues them.
+picows writes each frame to the socket itself (a ``send()`` per frame, which ``TCP_CORK`` only
+keeps from leaving), so its adapter holds the frames in user space and writes a batch's frames
+to the connection in one call (``crosswire.adapters.picows``): a ``send()`` per connection and
+batch instead of one per message, and no ``setsockopt``.
+
 ``Limits(coalesce_writes=False)`` turns it off; on systems without ``TCP_CORK``, and on
 sockets that are not TCP, there is nothing to hold and writes leave at once.
 """
@@ -32,17 +39,38 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Cork", "WriteBatch"]
+__all__ = ["Cork", "Hold", "WriteBatch"]
 
 _CORK: int | None = getattr(socket, "TCP_CORK", None)
 _TCP = socket.IPPROTO_TCP
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
+class Hold(Protocol):
+    """One connection's writes, which a :class:`WriteBatch` can hold: while ``held``, what is
+    written to the connection waits; :meth:`release` sends it."""
+
+    #: Whether writes are being held now.
+    held: bool
+    #: Messages of the current read queued since the writes were last held (counted by
+    #: :class:`WriteBatch` while the server reads from one connection at a time).
+    queued: int
+
+    def hold(self) -> None:
+        """Hold what is written from now on, until :meth:`release`."""
+
+    def release(self) -> None:
+        """Send everything held since :meth:`hold`, and stop holding."""
+
+    def flush(self) -> None:
+        """Send everything held so far, and go on holding."""
+
+
 class Cork:
-    """Holds one TCP socket's writes while a batch is open."""
+    """Holds one TCP socket's writes while a batch is open: the kernel queues them
+    (``TCP_CORK``). A :class:`Hold`."""
 
     __slots__ = ("_setsockopt", "held", "queued")
 
@@ -119,8 +147,8 @@ class WriteBatch:
     __slots__ = ("held", "readers", "solo", "solo_run")
 
     def __init__(self) -> None:
-        #: The corks held in the open batch, or None when no batch is open.
-        self.held: list[Cork] | None = None
+        #: The connections held in the open batch, or None when no batch is open.
+        self.held: list[Hold] | None = None
         #: Connections whose read is held in the open batch.
         self.readers = 0
         #: Batches in a row that held the read of one connection, and whether there were
@@ -134,7 +162,7 @@ class WriteBatch:
             asyncio.get_running_loop().call_soon(self.release)
             self.held = []
 
-    def hold(self, cork: Cork) -> None:
+    def hold(self, cork: Hold) -> None:
         """Open the batch for this turn of the loop, if needed, and hold ``cork`` in it."""
         if self.held is None:
             self.open()
@@ -142,7 +170,7 @@ class WriteBatch:
             cork.hold()
             self.held.append(cork)  # type: ignore[union-attr]
 
-    def after_message(self, cork: Cork, more: bool) -> None:
+    def after_message(self, cork: Hold, more: bool) -> None:
         """A server adapter handled a message of the connection ``cork`` belongs to; ``more``
         says whether further messages of the same read wait. The first of several is written
         at once (its client gets to work); after it the connection is held, and after the

@@ -23,7 +23,7 @@ from .wire import events
 
 if TYPE_CHECKING:
     from .app import App
-    from .cork import Cork
+    from .cork import Hold
     from .pubsub.envelope import Render
     from .pubsub.hub import Transform
 
@@ -66,12 +66,13 @@ class Transport(Protocol):
     ``peer._resume_writing()`` when it has drained; the peer compares ``buffered_amount()``
     with the limit only in between, so a write costs one call when the client keeps up.
 
-    ``cork`` is the connection's :class:`~crosswire.cork.Cork` when its writes can be held
+    ``cork`` is the connection's :class:`~crosswire.cork.Hold` when its writes can be held
     for a batch (see :mod:`crosswire.cork`), else None; the peer reads it once, when it is
     created.
     """
 
-    cork: Cork | None
+    @property
+    def cork(self) -> Hold | None: ...
 
     def bind(self, peer: Peer) -> None:
         """The peer this transport serves; called before the ``open`` hook runs, so that the
@@ -211,7 +212,7 @@ class Peer:
         self._app = app
         self._transport = transport
         #: The transport's cork (its socket's writes held in a batch), or None.
-        self._cork: Cork | None = getattr(transport, "cork", None)  # (custom ones may lack it)
+        self._cork: Hold | None = getattr(transport, "cork", None)  # (custom ones may lack it)
         self.id: str = str(uuid.uuid4())
         self.request = request
         self.subprotocol = subprotocol

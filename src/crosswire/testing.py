@@ -27,7 +27,7 @@ import msgspec
 import orjson
 
 from .app import App
-from .cork import Cork
+from .cork import Hold
 from .errors import ErrorCode, WsError
 from .hooks import HookProvider
 from .http import Accept, Headers, Request, Response
@@ -76,7 +76,7 @@ class _MemoryTransport:
     def __init__(self, conn: TestConnection) -> None:
         self._conn = conn
         self.peer: Peer | None = None
-        self.cork: Cork | None = None  # nothing to hold: there is no socket
+        self.cork: Hold | None = None  # nothing to hold: there is no socket
 
     def bind(self, peer: Peer) -> None:
         self.peer = peer

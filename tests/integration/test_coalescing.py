@@ -3,7 +3,8 @@ event loop writes to a socket leaves together, and no socket is left held.
 
 The websockets, picows and aiohttp servers know when more messages of the same read wait; the
 tests send several frames in one TCP write and look at what the server did while handling
-each one (the kernel's ``TCP_CORK`` state of the server's sockets) and at what the clients got.
+each one (whether the connection's writes were held: by the kernel's ``TCP_CORK`` on websockets
+and aiohttp, in user space on picows) and at what the clients got.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from crosswire import App, Limits, Message, Peer, define_hooks
+from crosswire.adapters import picows as picows_adapter
 from crosswire.cork import SOLO_AFTER, SOLO_FLUSH, Cork
 from tests.support import TIMEOUT, RawClient, serve_on
 
@@ -49,13 +51,26 @@ def corked(sock: Any) -> bool:
     return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
 
 
-def recording_app(seen: list[tuple[str, bool]], sockets: list[Any], **options: Any) -> App:
-    """Echoes text upper-cased, after noting whether the socket was held at that moment;
-    ``boom`` raises in the hook."""
+def held(peer: Peer) -> bool:
+    """Whether the peer's writes are held now (by TCP_CORK, or picows' held frames)."""
+    hold = peer._cork
+    return hold is not None and hold.held
+
+
+def nothing_held(peers: list[Peer], sockets: list[Any]) -> bool:
+    """No peer's writes held, and no socket left corked in the kernel."""
+    return not any(held(p) for p in peers) and not any(corked(s) for s in sockets)
+
+
+def recording_app(seen: list[tuple[str, bool]], peers: list[Peer], **options: Any) -> App:
+    """Echoes text upper-cased, after noting whether the connection's writes were held at that
+    moment; ``boom`` raises in the hook. ``peers`` gets each peer on its first message."""
 
     def message(peer: Peer, msg: Message) -> None:
         text = msg.text()
-        seen.append((text, corked(sockets[-1]) if sockets else False))
+        if peer not in peers:
+            peers.append(peer)
+        seen.append((text, held(peer)))
         if text == "boom":
             raise RuntimeError("boom")
         peer.send(text.upper())
@@ -65,16 +80,17 @@ def recording_app(seen: list[tuple[str, bool]], sockets: list[Any], **options: A
 
 @contextlib.asynccontextmanager
 async def recording(
-    kind: str, sockets: list[Any], **options: Any
-) -> AsyncIterator[tuple[list[tuple[str, bool]], RawClient]]:
+    kind: str, **options: Any
+) -> AsyncIterator[tuple[list[tuple[str, bool]], RawClient, list[Peer]]]:
     """A server of :func:`recording_app` on ``kind`` and one raw client of it; yields what the
-    server saw (message, held?) and the client."""
+    server saw (message, held?), the client and the server's peer (once it got a message)."""
     seen: list[tuple[str, bool]] = []
-    served = await serve_on(recording_app(seen, sockets, **options), kind)
+    peers: list[Peer] = []
+    served = await serve_on(recording_app(seen, peers, **options), kind)
     try:
         client = await RawClient.connect(served.url)
         try:
-            yield seen, client
+            yield seen, client, peers
         finally:
             client.close()
     finally:
@@ -92,15 +108,15 @@ def send_in_one_write(client: RawClient, *texts: str) -> None:
 async def test_replies_to_one_read_are_held_until_the_last_is_handled(
     kind: str, sockets: list[Any]
 ) -> None:
-    async with recording(kind, sockets) as (seen, client):
+    async with recording(kind) as (seen, client, peers):
         batch = [f"m{i}" for i in range(20)]
         send_in_one_write(client, *batch)
         assert await client.messages(20) == [t.upper() for t in batch]
         # The first message's reply left at once (the client gets to work); the others were
-        # handled with the socket held...
+        # handled with the connection held...
         assert seen == [(batch[0], False)] + [(t, True) for t in batch[1:]]
         # ...and released after the last one.
-        assert not corked(sockets[0])
+        assert nothing_held(peers, sockets)
 
         send_in_one_write(client, "alone")  # a read with one message: nothing is held
         assert await client.messages(1) == ["ALONE"]
@@ -111,17 +127,15 @@ async def test_replies_to_one_read_are_held_until_the_last_is_handled(
 async def test_an_error_in_the_middle_of_a_read_leaves_nothing_held(
     kind: str, sockets: list[Any]
 ) -> None:
-    async with recording(kind, sockets) as (_, client):
+    async with recording(kind) as (_, client, peers):
         send_in_one_write(client, "a", "b", "boom", "c", "d")
         assert await client.messages(4) == ["A", "B", "C", "D"]
-        assert not corked(sockets[0])
+        assert nothing_held(peers, sockets)
 
 
 @pytest.mark.parametrize("kind", ["picows", "aiohttp"])  # websockets: docs/servers.md
-async def test_a_close_frame_in_the_same_read_gets_every_reply_first(
-    kind: str, sockets: list[Any]
-) -> None:
-    async with recording(kind, sockets) as (_, client):
+async def test_a_close_frame_in_the_same_read_gets_every_reply_first(kind: str) -> None:
+    async with recording(kind) as (_, client, _):
         for text in ("x", "y", "z"):
             client.protocol.send_text(text.encode())
         client.protocol.send_close(1000, "bye")
@@ -136,14 +150,14 @@ async def test_a_read_that_ends_in_a_ping_does_not_hold_the_next_first_reply(
 ) -> None:
     """The server answers a ping itself and the adapter never sees it: the read's last data
     message is not its last frame. The next read still starts afresh."""
-    async with recording(kind, sockets) as (seen, client):
+    async with recording(kind) as (seen, client, peers):
         client.protocol.send_text(b"a")
         client.protocol.send_text(b"b")
         client.protocol.send_ping(b"p")
         client.flush()
         assert await client.messages(2) == ["A", "B"]
         await asyncio.sleep(0.05)  # a turn of the server's loop
-        assert not corked(sockets[0])
+        assert nothing_held(peers, sockets)
         send_in_one_write(client, "n1", "n2", "n3")
         assert await client.messages(3) == ["N1", "N2", "N3"]
         assert seen[2:] == [("n1", False), ("n2", True), ("n3", True)]
@@ -152,10 +166,11 @@ async def test_a_read_that_ends_in_a_ping_does_not_hold_the_next_first_reply(
 @pytest.mark.parametrize("kind", COALESCING)
 async def test_coalesce_writes_off_holds_nothing(kind: str, sockets: list[Any]) -> None:
     limits = Limits(coalesce_writes=False)
-    async with recording(kind, sockets, limits=limits) as (seen, client):
+    async with recording(kind, limits=limits) as (seen, client, peers):
         send_in_one_write(client, "p", "q", "r")
         assert await client.messages(3) == ["P", "Q", "R"]
         assert sockets == []
+        assert peers[0]._cork is None
         assert seen == [("p", False), ("q", False), ("r", False)]
 
 
@@ -201,18 +216,20 @@ async def test_no_cork_where_it_cannot_work() -> None:
 async def test_a_burst_of_publishes_is_held_for_every_subscriber_until_the_turn_ends(
     kind: str, sockets: list[Any]
 ) -> None:
-    """Publishes that arrive in one read hold each subscriber's socket as the fan-out writes
-    to it; every subscriber gets every message, in order, and nothing stays held."""
+    """Publishes that arrive in one read hold each subscriber's connection as the fan-out
+    writes to it; every subscriber gets every message, in order, and nothing stays held."""
     held_after_publish: list[list[bool]] = []
+    members: list[Peer] = []
 
     def message(peer: Peer, msg: Message) -> None:
         text = msg.text()
         if text == "sub":
             peer.subscribe("room")
+            members.append(peer)
             peer.send("subscribed")
         else:
             peer.publish("room", text)
-            held_after_publish.append([corked(s) for s in sockets[1:]])
+            held_after_publish.append([held(p) for p in members])
 
     served = await serve_on(App(define_hooks(message=message)), kind)
     try:
@@ -229,7 +246,7 @@ async def test_a_burst_of_publishes_is_held_for_every_subscriber_until_the_turn_
         # before the first publish, and every subscriber's socket is held from its first
         # write until the turn ends (each subscriber gets the burst in one segment).
         assert held_after_publish == [[True, True, True]] * 10
-        assert not any(corked(s) for s in sockets)
+        assert nothing_held(members, sockets)
 
         send_in_one_write(publisher, "alone")  # one publish in its read: written at once
         for sub in subscribers:
@@ -248,20 +265,26 @@ async def test_while_one_client_is_served_alone_a_long_read_leaves_every_few_rep
     no longer waits for its last message: its replies leave every ``SOLO_FLUSH``, so that the
     client (waiting for them) and the server work at the same time."""
     log: list[str] = []
-    hold, release = Cork.hold, Cork.release
+    frames = picows_adapter._Frames
+    hold, release, flush = frames.hold, frames.release, frames.flush
 
-    def logged_hold(self: Cork) -> None:
+    def logged_hold(self: Any) -> None:
         if not self.held:
             log.append("hold")
         hold(self)
 
-    def logged_release(self: Cork) -> None:
+    def logged_release(self: Any) -> None:
         if self.held:
             log.append("release")
         release(self)
 
-    monkeypatch.setattr(Cork, "hold", logged_hold)
-    monkeypatch.setattr(Cork, "release", logged_release)
+    def logged_flush(self: Any) -> None:
+        log.append("flush")
+        flush(self)
+
+    monkeypatch.setattr(frames, "hold", logged_hold)
+    monkeypatch.setattr(frames, "release", logged_release)
+    monkeypatch.setattr(frames, "flush", logged_flush)
 
     def message(peer: Peer, msg: Message) -> None:
         log.append(msg.text())
@@ -278,14 +301,104 @@ async def test_while_one_client_is_served_alone_a_long_read_leaves_every_few_rep
         send_in_one_write(client, *batch)
         assert await client.messages(20) == [t.upper() for t in batch]
         assert log == [
-            "m0", "hold",  # the first reply leaves at once, then the socket is held
-            "m1", "m2", "m3", "m4", "release", "hold",  # ...and released every SOLO_FLUSH
-            "m5", "m6", "m7", "m8", "release", "hold",
-            "m9", "m10", "m11", "m12", "release", "hold",
-            "m13", "m14", "m15", "m16", "release", "hold",
+            "m0", "hold",  # the first reply leaves at once, then the connection is held
+            "m1", "m2", "m3", "m4", "flush",  # ...and what it holds is written every SOLO_FLUSH
+            "m5", "m6", "m7", "m8", "flush",
+            "m9", "m10", "m11", "m12", "flush",
+            "m13", "m14", "m15", "m16", "flush",
             "m17", "m18", "m19", "release",
         ]  # fmt: skip
         assert SOLO_FLUSH == 4
+        client.close()
+    finally:
+        await served.aclose()
+
+
+# -- picows: frames held in user space -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def counting_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many frames each write of held picows frames carried."""
+    writes: list[int] = []
+    write = picows_adapter._Frames._write
+
+    def counted(self: Any) -> None:
+        writes.append(len(self._frames))
+        write(self)
+
+    monkeypatch.setattr(picows_adapter._Frames, "_write", counted)
+    yield writes
+
+
+async def test_picows_writes_a_reads_held_replies_in_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """picows sends each frame with its own send(); while a batch holds the connection, the
+    adapter builds the frames itself and writes them together when the read ends. Frame sizes
+    around each header length (RFC 6455: 7-bit, 16-bit, 64-bit), text and binary, reach the
+    client (websockets' parser) intact and in order."""
+    sizes = [0, 1, 125, 126, 127, 65535, 65536, 70000]
+
+    def message(peer: Peer, msg: Message) -> None:
+        size = int(msg.text())
+        peer.send("t" * size)
+        peer.send(bytes([size % 251]) * size)
+
+    with counting_writes(monkeypatch) as writes:
+        served = await serve_on(App(define_hooks(message=message)), "picows")
+        try:
+            client = await RawClient.connect(served.url)
+            send_in_one_write(client, "0", *[str(size) for size in sizes])
+            expected: list[str | bytes] = ["", b""]
+            for size in sizes:
+                expected += ["t" * size, bytes([size % 251]) * size]
+            assert await client.messages(len(expected)) == expected
+            # The first message's two replies went through picows; the rest was held, and
+            # written in calls of at most FRAMES_FLUSH_AT bytes (more only for one big frame).
+            assert sum(writes) == len(expected) - 2
+            assert len(writes) < len(expected) - 2
+
+            writes.clear()
+            send_in_one_write(client, *["1"] * 10)  # small replies: one write for the read
+            assert await client.messages(20) == ["t", b"\x01"] * 10
+            assert writes == [18]
+            client.close()
+        finally:
+            await served.aclose()
+
+
+async def test_picows_a_close_from_the_server_follows_the_held_replies() -> None:
+    def message(peer: Peer, msg: Message) -> None:
+        if msg.text() == "bye":
+            peer.close(4000, "done")
+        else:
+            peer.send(msg.text().upper())
+
+    served = await serve_on(App(define_hooks(message=message)), "picows")
+    try:
+        client = await RawClient.connect(served.url)
+        send_in_one_write(client, "x", "y", "z", "bye", "lost")
+        assert await client.messages(3) == ["X", "Y", "Z"]
+        assert await client.close_code() == 4000
+    finally:
+        await served.aclose()
+
+
+async def test_picows_held_frames_count_in_the_buffered_amount() -> None:
+    """What a batch holds counts as buffered: a slow-consumer check sees it."""
+    amounts: list[int] = []
+
+    def message(peer: Peer, msg: Message) -> None:
+        peer.send("x" * 1000)
+        amounts.append(peer.buffered_amount)
+
+    served = await serve_on(App(define_hooks(message=message)), "picows")
+    try:
+        client = await RawClient.connect(served.url)
+        send_in_one_write(client, "a", "b", "c")
+        assert await client.messages(3) == ["x" * 1000] * 3
+        assert amounts[1:] == [1000, 2000]  # held after the first reply; sent at the end
         client.close()
     finally:
         await served.aclose()

@@ -4,6 +4,13 @@ picows hands over frames; this adapter reassembles fragmented messages, enforces
 ``max_message_size`` on the whole message (1009), checks UTF-8 of text messages (1007) and
 answers the closing handshake. Its handshake is synchronous, so the ``upgrade`` hook must be a
 plain function here (checked at startup). picows does not negotiate permessage-deflate.
+
+Write coalescing (:mod:`crosswire.cork`) holds frames here, in user space: picows writes each
+frame to the socket with its own ``send()``, and has no call that writes several. While a
+batch holds a connection, :class:`_Frames` builds its frames (the 2-10 byte header of an
+unmasked server frame, RFC 6455 section 5.2, before the payload) and writes them in one call
+when the batch ends. Everything else (the handshake, reading and parsing frames, control
+frames, closing) is picows'.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import struct
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
@@ -30,7 +38,7 @@ from picows import (
 )
 
 from ..app import App
-from ..cork import Cork
+from ..cork import Hold
 from ..errors import ConfigurationError
 from ..http import Accept, Headers, Request, Response
 from ..limits import Limits
@@ -46,12 +54,98 @@ _TEXT, _BINARY, _CONT, _CLOSE = (
 )
 
 
+#: First header byte of a whole (FIN) text and binary frame.
+_FIN_TEXT = 0x81
+_FIN_BINARY = 0x82
+_header_16 = struct.Struct("!BBH").pack
+_header_64 = struct.Struct("!BBQ").pack
+
+
+def _frame(first: int, payload: bytes) -> bytes:
+    """An unmasked frame (server to client) carrying ``payload`` whole."""
+    size = len(payload)
+    if size < 126:
+        return bytes((first, size)) + payload
+    if size < 65536:
+        return _header_16(first, 126, size) + payload
+    return _header_64(first, 127, size) + payload
+
+
+#: Held frames past this many bytes are written at once (the connection stays held).
+FRAMES_FLUSH_AT = 64 * 1024
+
+
+class _Frames:
+    """A connection's writes held in a batch (a :class:`~crosswire.cork.Hold`): while held,
+    the transport's ``send_text``/``send_binary`` append frames here instead of sending them
+    through picows, and :meth:`release` writes them in one call to the connection's asyncio
+    transport (after anything picows itself wrote earlier: that transport's buffer keeps the
+    order). Frames held when picows has sent a close frame (a protocol error, a keepalive
+    timeout) or lost the connection are dropped, as picows drops sends then."""
+
+    __slots__ = ("_frames", "_size", "_transport", "held", "queued")
+
+    def __init__(self, transport: _Transport) -> None:
+        self._transport = transport
+        self._frames: list[bytes] = []
+        self._size = 0
+        self.held = False
+        self.queued = 0
+
+    def hold(self) -> None:
+        if not self.held:
+            self.held = True
+            self._transport.send_text = self._text
+            self._transport.send_binary = self._binary
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            transport = self._transport
+            transport.send_text = transport._send_text
+            transport.send_binary = transport._send_binary
+            if self._frames:
+                self._write()
+
+    def flush(self) -> None:
+        if self._frames:
+            self._write()
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self._size
+
+    def _text(self, payload: str | bytes) -> None:
+        data = payload.encode() if type(payload) is str else payload
+        self._frames.append(_frame(_FIN_TEXT, data))  # type: ignore[arg-type]
+        self._size += len(data)
+        if self._size > FRAMES_FLUSH_AT:
+            self._write()
+
+    def _binary(self, payload: bytes) -> None:
+        self._frames.append(_frame(_FIN_BINARY, bytes(payload)))
+        self._size += len(payload)
+        if self._size > FRAMES_FLUSH_AT:
+            self._write()
+
+    def _write(self) -> None:
+        frames, self._frames, self._size = self._frames, [], 0
+        ws = self._transport._ws
+        if ws.is_close_frame_sent or ws.is_disconnected:
+            return
+        self._transport._raw.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+
 class _Transport:
     __slots__ = (
         "_closer",
+        "_frames",
         "_listener",
         "_loop",
         "_raw",
+        "_send_binary",
+        "_send_text",
         "_timeout",
         "_ws",
         "cork",
@@ -59,10 +153,7 @@ class _Transport:
         "send_text",
     )
 
-    def __init__(
-        self, ws: WSTransport, limits: Limits, listener: _Listener, cork: Cork | None
-    ) -> None:
-        self.cork = cork
+    def __init__(self, ws: WSTransport, limits: Limits, listener: _Listener, hold: bool) -> None:
         self._ws = ws
         self._listener = listener
         self._raw = ws.underlying_transport
@@ -71,18 +162,30 @@ class _Transport:
         self._loop = asyncio.get_running_loop()
         self._closer: asyncio.TimerHandle | None = None
         # picows' send is compiled: bound here, a send costs no Python frame of ours.
-        self.send_text = functools.partial(ws.send, _TEXT)
-        self.send_binary = functools.partial(ws.send, _BINARY)
+        self._send_text: Callable[[str | bytes], None] = functools.partial(ws.send, _TEXT)
+        self._send_binary: Callable[[bytes], None] = functools.partial(ws.send, _BINARY)
+        # Replaced by _Frames' own while a batch holds the connection.
+        self.send_text: Callable[[str | bytes], None] = self._send_text
+        self.send_binary: Callable[[bytes], None] = self._send_binary
+        self._frames = _Frames(self) if hold else None
+        self.cork: Hold | None = self._frames
 
     def buffered_amount(self) -> int:
-        return self._raw.get_write_buffer_size()
+        held = self._frames.size if self._frames is not None else 0
+        return int(self._raw.get_write_buffer_size()) + held
 
     def bind(self, peer: Peer) -> None:
         self._listener.peer = peer
 
+    def release(self) -> None:
+        """Write the held frames now (before a close frame, which picows sends itself)."""
+        if self._frames is not None:
+            self._frames.release()
+
     def close(self, code: int, reason: str) -> None:
         if self._ws.is_close_frame_sent:
             return
+        self.release()
         self._ws.send_close(cast(WSCloseCode, code), reason.encode())
         self.resume_reading()  # the client's close frame must be read
         self._closer = self._loop.call_later(self._timeout, self._ws.disconnect, False)
@@ -110,12 +213,14 @@ class _Listener(WSListener):
         self._transport: _Transport | None = None
         self.peer: Peer | None = None
         self._receive: Callable[[str | bytes, bool], None] = _not_connected
-        self._cork: Cork | None = None
+        self._cork: Hold | None = None
         self._writes = app.hub.writes
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        self._cork = Cork.of(transport.underlying_transport, self._app.limits.coalesce_writes)
-        self._transport = _Transport(transport, self._app.limits, self, self._cork)
+        # Frames are held in user space (_Frames): coalescing needs no TCP_CORK here.
+        hold = self._app.limits.coalesce_writes
+        self._transport = _Transport(transport, self._app.limits, self, hold)
+        self._cork = self._transport.cork
         # picows does not expose the client address during its handshake; add it now.
         peername = transport.underlying_transport.get_extra_info("peername")
         request = dataclasses.replace(
@@ -192,7 +297,10 @@ class _Listener(WSListener):
             self._receive(text, False)
 
     def _on_close(self, transport: WSTransport, frame: WSFrame) -> None:
-        # picows records the client's close frame; answering it is the listener's job.
+        # picows records the client's close frame; answering it is the listener's job, after
+        # the replies still held.
+        if self._transport is not None:
+            self._transport.release()
         if not transport.is_close_frame_sent:
             transport.send_close(frame.get_close_code(), frame.get_close_message())
         transport.disconnect()
