@@ -31,8 +31,9 @@ keeps from leaving), so its adapter holds the frames in user space and writes a 
 to the connection in one call (``crosswire.adapters.picows``): a ``send()`` per connection and
 batch instead of one per message, and no ``setsockopt``.
 
-``Limits(coalesce_writes=False)`` turns it off; on systems without ``TCP_CORK``, and on
-sockets that are not TCP, there is nothing to hold and writes leave at once.
+``Limits(coalesce_writes=False)`` turns it off. Where there is no ``TCP_CORK`` (systems
+other than Linux, sockets that are not TCP) websockets and aiohttp hold nothing and their
+writes leave at once; picows holds its frames everywhere.
 """
 
 from __future__ import annotations

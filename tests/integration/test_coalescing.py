@@ -355,7 +355,7 @@ async def test_picows_writes_a_reads_held_replies_in_one_call(
                 expected += ["t" * size, bytes([size % 251]) * size]
             assert await client.messages(len(expected)) == expected
             # The first message's two replies went through picows; the rest was held, and
-            # written in calls of at most FRAMES_FLUSH_AT bytes (more only for one big frame).
+            # written once more than FRAMES_FLUSH_AT bytes were held, and at the end.
             assert sum(writes) == len(expected) - 2
             assert len(writes) < len(expected) - 2
 
@@ -400,5 +400,62 @@ async def test_picows_held_frames_count_in_the_buffered_amount() -> None:
         assert await client.messages(3) == ["x" * 1000] * 3
         assert amounts[1:] == [1000, 2000]  # held after the first reply; sent at the end
         client.close()
+    finally:
+        await served.aclose()
+
+
+async def test_picows_holds_no_more_than_a_small_send_buffer_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a send buffer limit under 64 KiB, held frames are written once they pass it, so a
+    slow consumer is noticed as early as without holding."""
+
+    def message(peer: Peer, msg: Message) -> None:
+        peer.send("r" * 6000)
+
+    limits = Limits(send_buffer_limit=16 * 1024)
+    with counting_writes(monkeypatch) as writes:
+        served = await serve_on(App(define_hooks(message=message), limits=limits), "picows")
+        try:
+            client = await RawClient.connect(served.url)
+            send_in_one_write(client, *["m"] * 10)
+            assert await client.messages(10) == ["r" * 6000] * 10
+            # 9 held replies of 6,000 bytes: written each time more than 16 KiB are held.
+            assert writes == [3, 3, 3]
+            client.close()
+        finally:
+            await served.aclose()
+
+
+async def test_picows_a_connection_dropped_while_held_leaves_the_others_alone() -> None:
+    """``terminate()`` in the middle of a read forgets what that connection held; the batch
+    still releases everyone else's frames."""
+    members: list[Peer] = []
+
+    def message(peer: Peer, msg: Message) -> None:
+        text = msg.text()
+        if text == "sub":
+            peer.subscribe("room")
+            members.append(peer)
+            peer.send("subscribed")
+        elif text == "kill":
+            peer.terminate()
+        else:
+            peer.publish("room", text)
+            peer.send(text.upper())
+
+    served = await serve_on(App(define_hooks(message=message)), "picows")
+    try:
+        doomed = await RawClient.connect(served.url)
+        subscriber = await RawClient.connect(served.url)
+        send_in_one_write(subscriber, "sub")
+        assert await subscriber.messages(1) == ["subscribed"]
+        send_in_one_write(doomed, "a", "b", "kill")
+        assert await subscriber.messages(2) == ["a", "b"]
+        assert await doomed.close_code() is None  # dropped: no closing handshake
+        assert not any(held(p) for p in members)
+        send_in_one_write(subscriber, "after")  # (a publish skips its sender)
+        assert await subscriber.messages(1) == ["AFTER"]
+        subscriber.close()
     finally:
         await served.aclose()

@@ -80,20 +80,25 @@ class _Frames:
     the transport's ``send_text``/``send_binary`` append frames here instead of sending them
     through picows, and :meth:`release` writes them in one call to the connection's asyncio
     transport (after anything picows itself wrote earlier: that transport's buffer keeps the
-    order). Frames held when picows has sent a close frame (a protocol error, a keepalive
-    timeout) or lost the connection are dropped, as picows drops sends then."""
+    order). Held frames are written before a close frame that crosswire sends (a server close,
+    the answer to a client's close). When picows closes on its own (a protocol error in the
+    same read, a keepalive timeout), or the connection is lost or aborted, what is still held
+    is dropped: after a close frame no data frame may follow."""
 
-    __slots__ = ("_frames", "_size", "_transport", "held", "queued")
+    __slots__ = ("_flush_at", "_frames", "_size", "_transport", "held", "queued")
 
-    def __init__(self, transport: _Transport) -> None:
+    def __init__(self, transport: _Transport, flush_at: int) -> None:
         self._transport = transport
         self._frames: list[bytes] = []
         self._size = 0
+        #: Held bytes past which they are written at once (no more than the transport's
+        #: high-water mark, so that a slow consumer is noticed as early as without holding).
+        self._flush_at = flush_at
         self.held = False
         self.queued = 0
 
     def hold(self) -> None:
-        if not self.held:
+        if not self.held and not self._transport._ws.is_close_frame_sent:
             self.held = True
             self._transport.send_text = self._text
             self._transport.send_binary = self._binary
@@ -120,21 +125,27 @@ class _Frames:
         data = payload.encode() if type(payload) is str else payload
         self._frames.append(_frame(_FIN_TEXT, data))  # type: ignore[arg-type]
         self._size += len(data)
-        if self._size > FRAMES_FLUSH_AT:
+        if self._size > self._flush_at:
             self._write()
 
     def _binary(self, payload: bytes) -> None:
         self._frames.append(_frame(_FIN_BINARY, bytes(payload)))
         self._size += len(payload)
-        if self._size > FRAMES_FLUSH_AT:
+        if self._size > self._flush_at:
             self._write()
+
+    def drop(self) -> None:
+        """Forget what is held (the connection is being dropped)."""
+        self._frames, self._size = [], 0
+        self.release()
 
     def _write(self) -> None:
         frames, self._frames, self._size = self._frames, [], 0
-        ws = self._transport._ws
-        if ws.is_close_frame_sent or ws.is_disconnected:
+        transport = self._transport
+        ws = transport._ws
+        if ws.is_close_frame_sent or ws.is_disconnected or transport._raw.is_closing():
             return
-        self._transport._raw.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        transport._raw.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
 class _Transport:
@@ -157,7 +168,8 @@ class _Transport:
         self._ws = ws
         self._listener = listener
         self._raw = ws.underlying_transport
-        self._raw.set_write_buffer_limits(high=high_water(limits.send_buffer_limit, 64 * 1024))
+        high = high_water(limits.send_buffer_limit, 64 * 1024)
+        self._raw.set_write_buffer_limits(high=high)
         self._timeout = limits.close_timeout
         self._loop = asyncio.get_running_loop()
         self._closer: asyncio.TimerHandle | None = None
@@ -167,7 +179,7 @@ class _Transport:
         # Replaced by _Frames' own while a batch holds the connection.
         self.send_text: Callable[[str | bytes], None] = self._send_text
         self.send_binary: Callable[[bytes], None] = self._send_binary
-        self._frames = _Frames(self) if hold else None
+        self._frames = _Frames(self, min(FRAMES_FLUSH_AT, high)) if hold else None
         self.cork: Hold | None = self._frames
 
     def buffered_amount(self) -> int:
@@ -191,6 +203,8 @@ class _Transport:
         self._closer = self._loop.call_later(self._timeout, self._ws.disconnect, False)
 
     def abort(self) -> None:
+        if self._frames is not None:
+            self._frames.drop()
         self._ws.disconnect(False)
 
     def pause_reading(self) -> None:
