@@ -62,6 +62,13 @@ def nothing_held(peers: list[Peer], sockets: list[Any]) -> bool:
     return not any(held(p) for p in peers) and not any(corked(s) for s in sockets)
 
 
+def join_room(peer: Peer, members: list[Peer]) -> None:
+    """Subscribe ``peer`` to "room", note it, and tell its client."""
+    peer.subscribe("room")
+    members.append(peer)
+    peer.send("subscribed")
+
+
 def recording_app(seen: list[tuple[str, bool]], peers: list[Peer], **options: Any) -> App:
     """Echoes text upper-cased, after noting whether the connection's writes were held at that
     moment; ``boom`` raises in the hook. ``peers`` gets each peer on its first message."""
@@ -224,9 +231,7 @@ async def test_a_burst_of_publishes_is_held_for_every_subscriber_until_the_turn_
     def message(peer: Peer, msg: Message) -> None:
         text = msg.text()
         if text == "sub":
-            peer.subscribe("room")
-            members.append(peer)
-            peer.send("subscribed")
+            join_room(peer, members)
         else:
             peer.publish("room", text)
             held_after_publish.append([held(p) for p in members])
@@ -435,9 +440,7 @@ async def test_picows_a_connection_dropped_while_held_leaves_the_others_alone() 
     def message(peer: Peer, msg: Message) -> None:
         text = msg.text()
         if text == "sub":
-            peer.subscribe("room")
-            members.append(peer)
-            peer.send("subscribed")
+            join_room(peer, members)
         elif text == "kill":
             peer.terminate()
         else:
