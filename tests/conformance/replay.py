@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import shutil
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +37,60 @@ def load_router(target: str) -> crosswire.Router:
 
 
 async def replay(path: Path) -> tuple[crosswire.Router, list[dict[str, Any]]]:
-    """Run one fixture against a fresh router; returns the router and every frame the server
-    sent. Each ``expect`` step must match the next frame (see :func:`matches`)."""
+    """Run one fixture against a fresh router through the in-process test client; returns the
+    router and every frame the server sent. Each ``expect`` step must match the next frame
+    (see :func:`matches`), and nothing may be left unread."""
     fixture = load_fixture(path)
     router = load_router(fixture["router"])
-    received: list[dict[str, Any]] = []
     async with TestClient(router).connect() as conn:
-        for index, step in enumerate(fixture["steps"]):
-            if "send" in step:
-                await conn.send_raw(orjson.dumps(step["send"]).decode())
-            elif "send_raw" in step:
-                await conn.send_raw(step["send_raw"])
-            else:
-                frame = await conn.receive()
-                got = frame.json if frame.json is not None else {"raw": frame.raw}
-                received.append(got)
-                if not matches(step["expect"], got):
-                    raise AssertionError(
-                        f"{path.name} step {index}: expected {step['expect']}, got {got}"
-                    )
+
+        async def receive() -> dict[str, Any]:
+            frame = await conn.receive()
+            return frame.json if frame.json is not None else {"raw": frame.raw}
+
+        received = await run_steps(path, fixture, conn.send_raw, receive)
         leftover = conn.pending
         if leftover:
             raise AssertionError(f"{path.name}: unexpected frames {[f.json for f in leftover]}")
     return router, received
+
+
+async def replay_over(path: Path, ws: Any) -> list[dict[str, Any]]:
+    """The same steps over a real socket: ``ws`` is a websockets client connected to a server
+    of an App of the fixture's router."""
+
+    async def send(text: str) -> None:
+        await ws.send(text)
+
+    async def receive() -> dict[str, Any]:
+        got: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        return got
+
+    return await run_steps(path, load_fixture(path), send, receive)
+
+
+async def run_steps(
+    path: Path,
+    fixture: dict[str, Any],
+    send: Callable[[str], Awaitable[None]],
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """Send each ``send``/``send_raw`` step, check each ``expect`` step against the next frame;
+    returns every frame received."""
+    received: list[dict[str, Any]] = []
+    for index, step in enumerate(fixture["steps"]):
+        if "send" in step:
+            await send(orjson.dumps(step["send"]).decode())
+        elif "send_raw" in step:
+            await send(step["send_raw"])
+        else:
+            got = await receive()
+            received.append(got)
+            if not matches(step["expect"], got):
+                raise AssertionError(
+                    f"{path.name} step {index}: expected {step['expect']}, got {got}"
+                )
+    return received
 
 
 def matches(expected: Any, got: Any) -> bool:

@@ -1,5 +1,6 @@
-"""The canonical dialect, written down: every fixture in tests/fixtures/canonical is replayed,
-and every frame crosswire sends is checked by WS-Kit's own validators (strict client view)."""
+"""The canonical dialect, written down: every fixture in tests/fixtures/canonical is replayed
+(in-process, and over real sockets on websockets and picows), and every frame crosswire sends
+is checked by WS-Kit's own validators (strict client view)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
-from tests.conformance.replay import fixture_files, replay, validate_with_wskit, wskit_spec
+import crosswire
+from tests.conformance.replay import (
+    fixture_files,
+    load_fixture,
+    load_router,
+    replay,
+    replay_over,
+    validate_with_wskit,
+    wskit_spec,
+)
 
 FIXTURES = fixture_files("canonical")
 
@@ -16,6 +27,15 @@ FIXTURES = fixture_files("canonical")
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 async def test_fixture_replays(path: Path) -> None:
     await replay(path)
+
+
+@pytest.mark.parametrize("kind", ["websockets", "picows"])
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+async def test_fixture_replays_over_a_real_socket(path: Path, kind: str, start_server: Any) -> None:
+    router = load_router(load_fixture(path)["router"])
+    served = await start_server(crosswire.App(router), kind)
+    async with connect(served.url) as ws:
+        await replay_over(path, ws)
 
 
 async def test_every_frame_sent_is_accepted_by_a_strict_wskit_client() -> None:

@@ -111,3 +111,37 @@ async def test_crosswire_run_serves_the_example(crosswire_cmd: RunCommand) -> No
         assert (await client.receive())["payload"] == {"sum": 3}
         cmd.proc.send_signal(2)  # SIGINT
         assert (await closed_with(ws))[0] == 1001
+
+
+async def test_a_second_reply_is_ignored_and_a_forgotten_reply_is_reported(
+    start_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One-shot replies, over a real socket: a handler that replies twice sends one reply; a
+    handler that returns without replying is logged, and its call ends at its deadline."""
+    router = echo.create_router()
+
+    def twice(ctx: Any) -> None:
+        assert ctx.reply({"sum": ctx.payload.a + ctx.payload.b}) is True
+        assert ctx.reply({"sum": -1}) is False
+
+    router.off(echo.Add).rpc(echo.Add, twice)
+    forgetful = crosswire.rpc("FORGET", {"x": int}, "FORGOTTEN", {"x": int})
+    router.rpc(forgetful, lambda ctx: None)
+    served = await start_server(crosswire.App(router), "picows")
+    with caplog.at_level("WARNING", logger="crosswire.router"):
+        async with connect(served.url) as ws:
+            client = CanonicalClient(ws)
+            await client.send("ADD", {"a": 1, "b": 2}, correlationId="once")
+            assert await client.receive() == {
+                "type": "ADD_RESULT",
+                "meta": {"correlationId": "once"},
+                "payload": {"sum": 3},
+            }
+            await client.send("FORGET", {"x": 1}, correlationId="f", timeoutMs=100)
+            frame = await client.receive()  # nothing came in between: no second ADD_RESULT
+            assert (frame["type"], frame["meta"], frame["payload"]["code"]) == (
+                "RPC_ERROR",
+                {"correlationId": "f"},
+                "DEADLINE_EXCEEDED",
+            )
+    assert "returned without reply() or error()" in caplog.text
