@@ -122,8 +122,8 @@ class _Frames:
         return self._size
 
     def _text(self, payload: str | bytes) -> None:
-        data = payload.encode() if type(payload) is str else payload
-        self._frames.append(_frame(_FIN_TEXT, data))  # type: ignore[arg-type]
+        data = payload.encode() if isinstance(payload, str) else payload
+        self._frames.append(_frame(_FIN_TEXT, data))
         self._size += len(data)
         if self._size > self._flush_at:
             self._write()
