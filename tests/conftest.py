@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import crosswire
+from crosswire.testing import DEFAULT_TIMEOUT, TestClient
 from tests.redis_server import RedisServer
-from tests.support import COMMAND, SERVER_KINDS, Command, RunCommand, Served, serve_on
+from tests.support import (
+    CLIENT_KINDS,
+    COMMAND,
+    SERVER_KINDS,
+    Command,
+    MakeClient,
+    RunCommand,
+    Served,
+    SocketClient,
+    serve_on,
+)
 
 
 @pytest.fixture
@@ -32,6 +44,26 @@ async def start_server() -> AsyncIterator[Callable[[crosswire.App, str], Awaitab
 def kind(request: pytest.FixtureRequest) -> str:
     """Each server kind in turn: websockets, picows, aiohttp, uvicorn, hypercorn, starlette."""
     return str(request.param)
+
+
+@pytest.fixture(params=CLIENT_KINDS)
+async def make_client(request: pytest.FixtureRequest) -> AsyncIterator[MakeClient]:
+    """``make_client(router_or_app, timeout=...)`` gives a TestClient: in memory, then over a
+    real websockets server, then over picows (the test runs once for each); servers stop at
+    teardown."""
+    kind = str(request.param)
+    made: list[SocketClient] = []
+
+    def make(app: Any, *, timeout: float = DEFAULT_TIMEOUT) -> TestClient:
+        if kind == "memory":
+            return TestClient(app, timeout=timeout)
+        client = SocketClient(app, kind, timeout=timeout)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.aclose()
 
 
 @pytest.fixture

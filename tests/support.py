@@ -7,21 +7,22 @@ import contextlib
 import re
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
 import crosswire
-from crosswire.server import SERVERS
+from crosswire.server import SERVERS, RunningServer
+from crosswire.testing import DEFAULT_TIMEOUT, Rejected, TestClient, TestConnection
 
 #: Seconds any single wait in a test may take.
 TIMEOUT = 5
@@ -259,3 +260,117 @@ class RawClient:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class SocketClient(TestClient):
+    """:class:`crosswire.testing.TestClient` over a real socket: the App runs on server
+    ``kind`` on a free port (started on the first ``connect``), and each connection is a
+    websockets client. The same test body runs in memory and over the wire."""
+
+    __test__ = False
+
+    def __init__(self, app: Any, kind: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(app, timeout=timeout)
+        self.kind = kind
+        self._server: RunningServer | None = None
+
+    @contextlib.asynccontextmanager
+    async def connect(
+        self,
+        path: str = "/",
+        *,
+        query: str = "",
+        headers: Mapping[str, str] | None = None,
+        subprotocols: tuple[str, ...] = (),
+        remote_address: str = "127.0.0.1",
+    ) -> AsyncIterator[TestConnection]:
+        if self._server is None:
+            self._server = await crosswire.start(self.app, server=self.kind)  # type: ignore[arg-type]
+        url = self._server.url + path + (f"?{query}" if query else "")
+        before = set(self.app.peers)
+        try:
+            ws = await connect(
+                url,
+                additional_headers=dict(headers or {}),
+                subprotocols=list(subprotocols) or None,  # type: ignore[arg-type]
+                compression=None,
+                ping_interval=None,
+                open_timeout=self.timeout,
+                max_size=None,
+            )
+        except InvalidStatus as refused:
+            response = refused.response
+            raise Rejected(
+                crosswire.Response(response.status_code, bytes(response.body or b""))
+            ) from None
+        conn = SocketConnection(self.app, self.timeout, ws)
+        # The server's peer (for tests that look at it): it may be made just after the
+        # handshake's response has left, or be gone already if the server closed at once.
+        await eventually(lambda: bool(set(self.app.peers) - before) or conn.close_code is not None)
+        new = set(self.app.peers) - before
+        if new:
+            conn._peer = self.app.peers[new.pop()]
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def aclose(self) -> None:
+        """Stop the server, if one was started."""
+        if self._server is not None:
+            await asyncio.wait_for(self._server.aclose(), 15)
+            self._server = None
+
+
+class SocketConnection(TestConnection):
+    """A :class:`~crosswire.testing.TestConnection` whose frames go over a websockets
+    client; the close code is the one in the server's close frame (1006 if there was none)."""
+
+    __test__ = False
+
+    def __init__(self, app: crosswire.App, timeout: float, ws: ClientConnection) -> None:
+        super().__init__(app, timeout)
+        self.ws = ws
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for data in self.ws:
+                self._deliver(data, isinstance(data, bytes))
+        except ConnectionClosed:
+            pass
+        finally:
+            if self.close_code is None:
+                rcvd = self.ws.protocol.close_rcvd
+                self.close_code, self.close_reason = (
+                    (rcvd.code, rcvd.reason) if rcvd is not None else (1006, "")
+                )
+            self._arrived.set()
+
+    async def send_raw(self, data: str | bytes) -> None:
+        if self.close_code is not None:
+            raise ConnectionError("the connection is closed")
+        try:
+            await asyncio.wait_for(self.ws.send(data), self.timeout)
+        except ConnectionClosed as closed:
+            raise ConnectionError("the connection is closed") from closed
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+            await asyncio.wait_for(self.ws.close(code, reason), self.timeout)
+            self._arrived.set()
+        await asyncio.wait_for(self._reader, self.timeout)
+
+
+#: The ways the router tests reach a router: in memory, and over each kind of socket.
+CLIENT_KINDS = ("memory", "websockets", "picows")
+
+MakeClient = Callable[..., TestClient]
+
+
+async def settle(conn: TestConnection) -> None:
+    """Round-trip a ``__heartbeat``: once its ack is back, every frame the server sent before
+    it has arrived (so ``conn.pending`` is complete, in memory and over a socket alike)."""
+    await conn.send_raw('{"type": "__heartbeat"}')
+    await conn._take(lambda frame: frame.type == "__heartbeat_ack", None)

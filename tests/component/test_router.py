@@ -1,13 +1,18 @@
-"""The router through the in-process test client: registration, middleware, contexts,
-lifecycle, errors. RPC semantics are in test_rpc.py."""
+"""The router as a user's tests see it: registration, middleware, contexts, lifecycle, errors.
+Each test that takes ``make_client`` runs three times: in memory, and over a real websockets
+and a real picows server. RPC semantics are in test_rpc.py."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
+import msgspec
+import orjson
 import pytest
+from pydantic import BaseModel
 
 from crosswire import (
     Accept,
@@ -22,6 +27,7 @@ from crosswire import (
     rpc,
 )
 from crosswire.testing import TestClient
+from tests.support import MakeClient, eventually, settle
 
 Echo = message("ECHO", {"text": str})
 Ping = message("PING")
@@ -68,28 +74,87 @@ def test_a_router_needs_room_in_the_transport_limit() -> None:
         App(Router(max_payload_bytes=2_000_000), limits=Limits(max_message_size=1_000_000))
 
 
+# -- schemas ---------------------------------------------------------------------------------
+
+
+class Vec(msgspec.Struct):
+    x: int
+    y: int
+
+
+class Norm(BaseModel):
+    length2: int
+
+
+Measure = rpc("MEASURE", Vec, "MEASURED", Norm)  # a msgspec request, a pydantic response
+Swapped = message("SWAPPED", Vec)
+Named = message("NAMED", Norm)
+
+
+async def test_msgspec_and_pydantic_payloads_are_validated_both_ways(
+    make_client: MakeClient,
+) -> None:
+    def measure(ctx: Any) -> None:
+        vec = ctx.payload
+        assert type(vec) is Vec  # the user's own class
+        ctx.send(Swapped, Vec(vec.y, vec.x))
+        ctx.reply(Norm(length2=vec.x * vec.x + vec.y * vec.y))
+
+    router = Router().rpc(Measure, measure)
+    router.on(Named, lambda ctx: ctx.send(Swapped, {"x": ctx.payload.length2, "y": "many"}))
+    async with make_client(router).connect() as conn:
+        reply = await conn.request(Measure, {"x": 3, "y": 4})
+        assert reply.payload == Norm(length2=25)
+        assert reply.json is not None and reply.json["payload"] == {"length2": 25}
+        swapped = await conn.receive_as(Swapped)
+        assert swapped.payload == Vec(4, 3) and swapped.json is not None
+        assert swapped.json["payload"] == {"x": 4, "y": 3}
+
+        for bad, says in [  # what the test client would refuse to send: sent raw
+            ({"x": "3", "y": 4}, "Expected `int`, got `str`"),
+            ({"x": 3}, "missing required field `y`"),
+            ({"x": 3, "y": 4, "z": 5}, "unknown field `z`"),
+        ]:
+            frame = {"type": "MEASURE", "meta": {"correlationId": "m"}, "payload": bad}
+            await conn.send_raw(orjson.dumps(frame).decode())
+            error = await conn.expect_error("INVALID_ARGUMENT")
+            assert says in error.message
+        await conn.send(Named, {"length2": 1})
+        await conn.expect_error("INTERNAL")  # the outbound Vec is invalid: a server bug
+        await conn.send_raw('{"type": "NAMED", "payload": {"length2": 1, "extra": 0}}')
+        error = await conn.expect_error("INVALID_ARGUMENT")
+        assert "extra" in error.message  # pydantic refuses unknown keys too
+
+
 # -- events, middleware --------------------------------------------------------------------
 
 
-async def test_event_handler_sees_typed_payload_meta_and_connection() -> None:
+async def test_event_handler_sees_typed_payload_meta_and_connection(
+    make_client: MakeClient,
+) -> None:
     seen: list[Any] = []
 
     def handle(ctx: EventContext[Any]) -> None:
         seen.append((ctx.type, ctx.payload.action, dict(ctx.meta), ctx.client_id, ctx.is_rpc))
+        seen.append((ctx.received_at, dict(ctx.data)))
         ctx.send(Pong, {"n": 1}, meta={"timestamp": 5})
 
     router = Router().on(Traced, handle)
-    async with TestClient(router).connect() as conn:
+    router.on_upgrade(lambda request: Accept(context={"from": "upgrade"}))
+    async with make_client(router).connect() as conn:
+        before = time.time()
         await conn.send(Traced, {"action": "x"}, meta={"traceId": "t-1", "timestamp": 1})
         pong = await conn.receive_as(Pong)
+        after = time.time()
         assert pong.payload.n == 1 and pong.meta == {"timestamp": 5}
-    (kind, action, meta, client_id, is_rpc) = seen[0]
+    (kind, action, meta, client_id, is_rpc), (received_at, data) = seen
     assert (kind, action, is_rpc) == ("TRACED", "x", False)
     assert meta["traceId"] == "t-1" and meta["timestamp"] == 1
-    assert meta["clientId"] == client_id and isinstance(meta["receivedAt"], int)
+    assert meta["clientId"] == client_id and meta["receivedAt"] == int(received_at * 1000)
+    assert before <= received_at <= after and data == {"from": "upgrade"}
 
 
-async def test_middleware_order_short_circuit_and_route_middleware() -> None:
+async def test_middleware_order_short_circuit_and_route_middleware(make_client: MakeClient) -> None:
     order: list[str] = []
     router = Router()
 
@@ -111,13 +176,13 @@ async def test_middleware_order_short_circuit_and_route_middleware() -> None:
     router.use(outer).use(gate)
     router.route(Echo).use(route_mw).on(lambda ctx: order.append(f"handler:{ctx.payload.text}"))
     router.on(Ping, lambda ctx: ctx.assign_data({"user": "ada"}))
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send(Echo, {"text": "a"})
         error = await conn.expect_error("UNAUTHENTICATED")
         assert error.message == "log in first"
         await conn.send(Ping)
         await conn.send(Echo, {"text": "b"})
-        await asyncio.sleep(0.01)
+        await eventually(lambda: len(order) == 8)
     assert order == [
         "outer-before:None",
         "outer-after",
@@ -131,6 +196,7 @@ async def test_middleware_order_short_circuit_and_route_middleware() -> None:
 
 
 async def test_plain_routes_run_inline_and_async_ones_in_a_task() -> None:
+    """In memory only: "inline" is the task that delivered the frame, the test's own here."""
     where: list[str] = []
 
     def plain(ctx: EventContext[Any]) -> None:
@@ -150,7 +216,7 @@ async def test_plain_routes_run_inline_and_async_ones_in_a_task() -> None:
     assert where == ["inline", "task"]
 
 
-async def test_merge_off_and_reset() -> None:
+async def test_merge_off_and_reset(make_client: MakeClient) -> None:
     def tag(ctx: EventContext[Any], next: Any) -> Any:
         ctx.assign_data({"via": "chat"})
         return next()
@@ -162,7 +228,7 @@ async def test_merge_off_and_reset() -> None:
     main.merge(chat)
     with pytest.raises(ConfigurationError, match="both routers handle"):
         main.merge(Router().on(Echo, lambda ctx: None))
-    client = TestClient(main)
+    client = make_client(main)
     async with client.connect() as conn:
         await conn.send(Ping)
         assert (await conn.receive_as(Pong)).payload.n == 1  # chat's middleware not applied
@@ -176,9 +242,11 @@ async def test_merge_off_and_reset() -> None:
         await conn.expect_error("UNIMPLEMENTED")
 
 
-async def test_middleware_and_auth_added_while_serving_apply_to_the_next_frame() -> None:
+async def test_middleware_and_auth_added_while_serving_apply_to_the_next_frame(
+    make_client: MakeClient,
+) -> None:
     router = Router().on(Echo, lambda ctx: ctx.send(Echo, {"text": ctx.get_data("via", "-")}))
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send(Echo, {"text": "?"})
         assert (await conn.receive_as(Echo)).payload.text == "-"
 
@@ -197,7 +265,7 @@ async def test_middleware_and_auth_added_while_serving_apply_to_the_next_frame()
 # -- lifecycle -------------------------------------------------------------------------------
 
 
-async def test_open_close_and_publish_from_outside() -> None:
+async def test_open_close_and_publish_from_outside(make_client: MakeClient) -> None:
     log: list[Any] = []
     router = Router()
 
@@ -214,7 +282,8 @@ async def test_open_close_and_publish_from_outside() -> None:
     router.on(
         Echo, lambda ctx: ctx.publish("news", Echo, {"text": ctx.payload.text}, exclude_self=True)
     )
-    client = TestClient(router)
+    router.on(Ping, lambda ctx: ctx.unsubscribe("news"))
+    client = make_client(router)
     async with client.connect() as a, client.connect() as b:
         for conn in (a, b):
             assert (await conn.receive_as(Pong)).payload.n == 0
@@ -225,18 +294,24 @@ async def test_open_close_and_publish_from_outside() -> None:
             assert (await conn.receive_as(Echo)).payload.text == "from cron"
         await a.send(Echo, {"text": "hello"})
         assert (await b.receive_as(Echo)).payload.text == "hello"
-        await asyncio.sleep(0)
+        await settle(a)
         assert a.pending == []  # exclude_self
+        await b.send(Ping)
+        await settle(b)
+        assert router.publish("news", Echo, {"text": "a only"}).matched_local == 1
+        assert (await a.receive_as(Echo)).payload.text == "a only"
+        await settle(b)
+        assert b.pending == []  # b left the topic
         await a.close(4000, "bye")
-    await asyncio.sleep(0.01)
-    assert ("close", 4000, "bye", "ada") in log
+        await eventually(lambda: len(log) == 1)
+        assert log == [("close", 4000, "bye", "ada")]
 
 
-async def test_on_auth_false_rejects_with_unauthenticated_and_1008() -> None:
+async def test_on_auth_false_rejects_with_unauthenticated_and_1008(make_client: MakeClient) -> None:
     router = echo_router()
     router.on_upgrade(lambda request: Accept(context={"user": request.query.get("user")}))
     router.on_auth(lambda ctx: ctx.get_data("user") is not None)
-    client = TestClient(router)
+    client = make_client(router)
     async with client.connect(query="user=ada") as conn:
         reply = await conn.request(Add, {"a": 2, "b": 2})
         assert reply.payload.sum == 4
@@ -274,9 +349,9 @@ async def test_on_auth_false_rejects_with_unauthenticated_and_1008() -> None:
     ],
 )
 async def test_bad_input_gets_a_documented_error_and_the_connection_lives(
-    frame: str, code: str, says: str
+    frame: str, code: str, says: str, make_client: MakeClient
 ) -> None:
-    async with TestClient(echo_router()).connect() as conn:
+    async with make_client(echo_router()).connect() as conn:
         await conn.send_raw(frame)
         error = await conn.expect_error(code)
         assert says in error.message
@@ -284,8 +359,10 @@ async def test_bad_input_gets_a_documented_error_and_the_connection_lives(
         assert (await conn.receive_as(Echo)).payload.text == "still here"
 
 
-async def test_rpc_frames_with_errors_get_rpc_error_with_their_correlation_id() -> None:
-    async with TestClient(echo_router()).connect() as conn:
+async def test_rpc_frames_with_errors_get_rpc_error_with_their_correlation_id(
+    make_client: MakeClient,
+) -> None:
+    async with make_client(echo_router()).connect() as conn:
         await conn.send_raw('{"type": "NOPE", "meta": {"correlationId": "q1"}}')
         frame = await conn.receive()
         assert frame.type == "RPC_ERROR" and frame.correlation_id == "q1"
@@ -307,14 +384,14 @@ async def test_rpc_frames_with_errors_get_rpc_error_with_their_correlation_id() 
 
 
 async def test_handler_exceptions_become_internal_without_details(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, make_client: MakeClient
 ) -> None:
     def boom(ctx: Any) -> None:
         raise RuntimeError("db password is hunter2")
 
     router = Router().on(Echo, boom)
     with caplog.at_level(logging.ERROR, logger="crosswire.router"):
-        async with TestClient(router).connect() as conn:
+        async with make_client(router).connect() as conn:
             await conn.send(Echo, {"text": "x"})
             error = await conn.expect_error("INTERNAL")
     assert error.message == "internal server error" and not error.details
@@ -322,13 +399,15 @@ async def test_handler_exceptions_become_internal_without_details(
     assert "RuntimeError" in caplog.text  # the server's log has it
 
     exposed = Router(expose_error_details=True).on(Echo, boom)
-    async with TestClient(exposed).connect() as conn:
+    async with make_client(exposed).connect() as conn:
         await conn.send(Echo, {"text": "x"})
         error = await conn.expect_error("INTERNAL")
     assert error.message == "RuntimeError: db password is hunter2"
 
 
-async def test_ws_errors_from_handlers_keep_their_code_and_on_error_can_suppress() -> None:
+async def test_ws_errors_from_handlers_keep_their_code_and_on_error_can_suppress(
+    make_client: MakeClient,
+) -> None:
     seen: list[tuple[str, str | None]] = []
 
     def handler(ctx: Any) -> None:
@@ -341,7 +420,7 @@ async def test_ws_errors_from_handlers_keep_their_code_and_on_error_can_suppress
         return False if error.code == ErrorCode.INTERNAL else None
 
     router.on_error(on_error)
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send(Echo, {"text": "blue"})
         error = await conn.expect_error("NOT_FOUND")
         assert error.details == {"room": "blue"}
@@ -352,14 +431,16 @@ async def test_ws_errors_from_handlers_keep_their_code_and_on_error_can_suppress
     assert seen == [("NOT_FOUND", "ECHO"), ("INTERNAL", "PING"), ("INVALID_ARGUMENT", None)]
 
 
-async def test_outbound_payloads_are_validated_and_the_failure_is_internal() -> None:
+async def test_outbound_payloads_are_validated_and_the_failure_is_internal(
+    make_client: MakeClient,
+) -> None:
     router = Router().on(Echo, lambda ctx: ctx.send(Pong, {"n": "not a number"}))
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send(Echo, {"text": "x"})
         await conn.expect_error("INTERNAL")  # a server bug, not the client's
 
 
-async def test_heartbeat_frames_and_stale_connections() -> None:
+async def test_heartbeat_frames_and_stale_connections(make_client: MakeClient) -> None:
     from crosswire import Heartbeat
 
     stale: list[str] = []
@@ -368,7 +449,7 @@ async def test_heartbeat_frames_and_stale_connections() -> None:
             interval=0.05, timeout=0.05, on_stale_connection=lambda cid, peer: stale.append(cid)
         )
     )
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send_raw('{"type": "__heartbeat"}')
         ack = await conn.receive()
         assert ack.type == "__heartbeat_ack" and isinstance(ack.meta["ts"], int)
@@ -381,31 +462,33 @@ async def test_heartbeat_frames_and_stale_connections() -> None:
         assert stale == [conn.peer.id]
 
 
-async def test_payload_limit_calls_on_limit_exceeded_and_closes_1009() -> None:
+async def test_payload_limit_calls_on_limit_exceeded_and_closes_1009(
+    make_client: MakeClient,
+) -> None:
     seen: list[Any] = []
     router = echo_router().on_limit_exceeded(seen.append)
     router.max_payload_bytes = 100
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send(Echo, {"text": "x" * 200})
         await conn.expect_close(1009)
     (info,) = seen
     assert (info.type, info.limit) == ("payload", 100) and info.observed > 200
 
 
-async def test_test_client_waits_have_a_default_timeout() -> None:
-    async with TestClient(echo_router(), timeout=0.05).connect() as conn:
+async def test_test_client_waits_have_a_default_timeout(make_client: MakeClient) -> None:
+    async with make_client(echo_router(), timeout=0.05).connect() as conn:
         with pytest.raises(TimeoutError):
             await conn.receive()
 
 
-async def test_on_upgrade_refuses_before_the_websocket_opens() -> None:
+async def test_on_upgrade_refuses_before_the_websocket_opens(make_client: MakeClient) -> None:
     from crosswire import Response
     from crosswire.testing import Rejected
 
     router = echo_router().on_upgrade(
         lambda request: None if request.headers.get("x-key") == "k" else Response(401, "no key")
     )
-    client = TestClient(router)
+    client = make_client(router)
     with pytest.raises(Rejected) as refused:
         async with client.connect():
             pass

@@ -1,4 +1,6 @@
-"""Edge cases of the router found in review; each test reproduces what went wrong."""
+"""Edge cases of the router found in review; each test reproduces what went wrong. Tests that
+take ``make_client`` run in memory and over real websockets and picows servers; the two that
+hand the peer two frames in one read stay in memory."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from crosswire import (
     rpc,
 )
 from crosswire.testing import Rejected, TestClient
+from tests.support import MakeClient, eventually, settle
 
 Secret = message("SECRET")
 Data = message("DATA", {"v": str})
@@ -36,7 +39,9 @@ Work = message("WORK", {"n": int})
 Slow = rpc("SLOW", {"seconds": float}, "SLOW_DONE", None)
 
 
-async def test_on_auth_that_returns_a_coroutine_from_a_plain_function_is_awaited() -> None:
+async def test_on_auth_that_returns_a_coroutine_from_a_plain_function_is_awaited(
+    make_client: MakeClient,
+) -> None:
     """A decorated async check looks like a plain function; its coroutine must be awaited,
     not taken for a yes."""
 
@@ -49,13 +54,15 @@ async def test_on_auth_that_returns_a_coroutine_from_a_plain_function_is_awaited
 
     router = Router().on(Secret, lambda ctx: ctx.send(Data, {"v": "the secret"}))
     router.on_auth(logged)
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send(Secret)
         await conn.expect_error("UNAUTHENTICATED")
         await conn.expect_close(1008)
 
 
-async def test_async_on_auth_runs_once_for_frames_that_arrive_together() -> None:
+async def test_async_on_auth_runs_once_for_frames_that_arrive_together(
+    make_client: MakeClient,
+) -> None:
     checks: list[int] = []
     gate = asyncio.Event()
 
@@ -66,7 +73,7 @@ async def test_async_on_auth_runs_once_for_frames_that_arrive_together() -> None
 
     router = Router().on(Work, lambda ctx: ctx.send(Data, {"v": str(ctx.payload.n)}))
     router.on_auth(check)
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         for n in range(3):
             await conn.send(Work, {"n": n})
         gate.set()
@@ -74,7 +81,7 @@ async def test_async_on_auth_runs_once_for_frames_that_arrive_together() -> None
     assert sorted(got) == ["0", "1", "2"] and checks == [1]
 
 
-async def test_async_handler_tasks_per_connection_are_bounded() -> None:
+async def test_async_handler_tasks_per_connection_are_bounded(make_client: MakeClient) -> None:
     """Past Limits.inbound_queue running handler tasks, the connection stops reading."""
     release = asyncio.Event()
     started: list[int] = []
@@ -84,16 +91,35 @@ async def test_async_handler_tasks_per_connection_are_bounded() -> None:
         await release.wait()
 
     app = App(Router().on(Work, handle), limits=Limits(inbound_queue=4))
-    async with TestClient(app, timeout=0.2).connect() as conn:
-        for n in range(4):
-            await conn.send(Work, {"n": n})
-        with pytest.raises(TimeoutError):  # reading is paused: the next frame waits
-            await conn.send(Work, {"n": 4})
-        assert len(started) == 4
+    async with make_client(app).connect() as conn:
+
+        async def send_all() -> None:  # in memory, send itself waits while reading is paused
+            for n in range(6):
+                await conn.send(Work, {"n": n})
+
+        sending = asyncio.ensure_future(send_all())
+        await eventually(lambda: len(started) == 4)
+        await asyncio.sleep(0.05)
+        assert started == [0, 1, 2, 3]  # reading is paused: frames 4 and 5 wait
         release.set()
-        await conn.send(Work, {"n": 5})
-        await asyncio.sleep(0.01)
-    assert sorted(started) == [0, 1, 2, 3, 5]
+        await sending
+        await eventually(lambda: len(started) == 6)
+    assert started == [0, 1, 2, 3, 4, 5]  # nothing lost, in order
+
+
+async def test_the_in_memory_send_waits_while_reading_is_paused() -> None:
+    """In memory there is no socket buffer: ``send`` itself waits (up to the timeout)."""
+    release = asyncio.Event()
+
+    async def handle(ctx: EventContext[Any]) -> None:
+        await release.wait()
+
+    app = App(Router().on(Work, handle), limits=Limits(inbound_queue=1))
+    async with TestClient(app, timeout=0.1).connect() as conn:
+        await conn.send(Work, {"n": 0})
+        with pytest.raises(TimeoutError):
+            await conn.send(Work, {"n": 1})
+        release.set()
 
 
 async def test_frames_still_in_flight_when_the_router_closes_are_not_handled() -> None:
@@ -108,7 +134,9 @@ async def test_frames_still_in_flight_when_the_router_closes_are_not_handled() -
     assert handled == []
 
 
-async def test_deadline_and_abort_go_through_on_error_and_can_be_suppressed() -> None:
+async def test_deadline_and_abort_go_through_on_error_and_can_be_suppressed(
+    make_client: MakeClient,
+) -> None:
     seen: list[str] = []
 
     async def slow(ctx: RpcContext[Any]) -> None:
@@ -120,16 +148,19 @@ async def test_deadline_and_abort_go_through_on_error_and_can_be_suppressed() ->
 
     router = Router().rpc(Slow, slow)
     router.on_error(on_error)
-    async with TestClient(router, timeout=0.3).connect() as conn:
+    async with make_client(router, timeout=0.3).connect() as conn:
         await conn.send(Slow, {"seconds": 5}, meta={"correlationId": "d", "timeoutMs": 20})
         await conn.send(Slow, {"seconds": 5}, meta={"correlationId": "a"})
         await conn.abort("a")
-        await asyncio.sleep(0.1)
+        await eventually(lambda: len(seen) == 2)
+        await settle(conn)
         assert conn.pending == []
     assert sorted(seen) == ["CANCELLED", "DEADLINE_EXCEEDED"]
 
 
-async def test_error_details_that_cannot_be_json_still_get_an_answer() -> None:
+async def test_error_details_that_cannot_be_json_still_get_an_answer(
+    make_client: MakeClient,
+) -> None:
     Get = rpc("GET", None, "GOT", None)
     router = Router()
     router.rpc(Get, lambda ctx: ctx.error("NOT_FOUND", "gone", {"when": object()}))
@@ -138,7 +169,7 @@ async def test_error_details_that_cannot_be_json_still_get_an_answer() -> None:
         raise WsError("NOT_FOUND", "gone", {"when": object()})
 
     router.on(Data, raises)
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         with pytest.raises(WsError) as answered:
             await conn.request(Get)
         assert answered.value.code is ErrorCode.INTERNAL
@@ -146,13 +177,13 @@ async def test_error_details_that_cannot_be_json_still_get_an_answer() -> None:
         await conn.expect_error("INTERNAL")
 
 
-async def test_pydantic_aliases_are_read_and_written_the_same_way() -> None:
+async def test_pydantic_aliases_are_read_and_written_the_same_way(make_client: MakeClient) -> None:
     class User(BaseModel):
         user_id: int = Field(alias="userId")
 
     Get = message("GET_USER", User, response=message("USER", User))
     router = Router().rpc(Get, lambda ctx: ctx.reply(ctx.payload))
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         reply = await conn.request(Get, {"userId": 7})
     assert reply.json is not None and reply.json["payload"] == {"userId": 7}
     assert reply.payload.user_id == 7
@@ -162,7 +193,7 @@ async def test_pydantic_aliases_are_read_and_written_the_same_way() -> None:
 
     GetTeam = message("GET_TEAM", User, response=message("TEAM", Team))
     router.rpc(GetTeam, lambda ctx: ctx.reply(Team(lead=ctx.payload)))
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         reply = await conn.request(GetTeam, {"userId": 8})
     assert reply.json is not None and reply.json["payload"] == {"lead": {"userId": 8}}
 
@@ -208,7 +239,9 @@ def test_pydantic_is_strict_about_json_types_unless_the_model_says_otherwise() -
     assert message("L", Lax).load_payload({"n": "1"}).n == 1
 
 
-async def test_outbound_checks_required_meta_and_struct_field_types() -> None:
+async def test_outbound_checks_required_meta_and_struct_field_types(
+    make_client: MakeClient,
+) -> None:
     Traced = message("TRACED", {"x": int}, meta={"traceId": str})
 
     class Sum(msgspec.Struct):
@@ -218,7 +251,7 @@ async def test_outbound_checks_required_meta_and_struct_field_types() -> None:
     router = Router()
     router.on(Data, lambda ctx: ctx.send(Traced, {"x": 1}))  # required traceId missing
     router.on(Work, lambda ctx: ctx.send(Total, Sum(total="many")))  # type: ignore[arg-type]
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send(Data, {"v": "x"})
         await conn.expect_error("INTERNAL")
         await conn.send(Work, {"n": 1})
@@ -226,7 +259,7 @@ async def test_outbound_checks_required_meta_and_struct_field_types() -> None:
 
 
 async def test_plain_middleware_in_an_async_route_is_warned_about(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, make_client: MakeClient
 ) -> None:
     order: list[str] = []
 
@@ -240,14 +273,14 @@ async def test_plain_middleware_in_an_async_route_is_warned_about(
 
     router = Router().use(around).on(Data, handle)
     with caplog.at_level(logging.WARNING, logger="crosswire.router"):
-        async with TestClient(router).connect() as conn:
+        async with make_client(router).connect() as conn:
             await conn.send(Data, {"v": "x"})
-            await asyncio.sleep(0.01)
+            await eventually(lambda: len(order) == 3)
     assert order == ["before", "after", "handler"]
     assert "calls next() without returning it" in caplog.text
 
 
-async def test_next_may_be_called_once() -> None:
+async def test_next_may_be_called_once(make_client: MakeClient) -> None:
     calls: list[int] = []
 
     def twice(ctx: Any, next: Any) -> Any:
@@ -255,39 +288,43 @@ async def test_next_may_be_called_once() -> None:
         return next()
 
     router = Router().use(twice).on(Data, lambda ctx: calls.append(1))
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send(Data, {"v": "x"})
         await conn.expect_error("INTERNAL")
     assert calls == [1]
 
 
-async def test_a_handler_whose_awaited_work_is_cancelled_gets_an_answer() -> None:
+async def test_a_handler_whose_awaited_work_is_cancelled_gets_an_answer(
+    make_client: MakeClient,
+) -> None:
     shared: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiting = asyncio.Event()
 
     async def waits(ctx: RpcContext[Any]) -> None:
+        waiting.set()
         await shared  # someone else's work, cancelled by someone else
 
     router = Router().rpc(Slow, waits)
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         call = asyncio.ensure_future(conn.request(Slow, {"seconds": 1}))
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(waiting.wait(), 2)
         shared.cancel()
         with pytest.raises(WsError) as answered:
             await asyncio.wait_for(call, 1)
     assert answered.value.code is ErrorCode.CANCELLED
 
 
-async def test_one_router_serves_one_test_client_after_another() -> None:
+async def test_one_router_serves_one_test_client_after_another(make_client: MakeClient) -> None:
     router = Router().on(Data, lambda ctx: ctx.send(Data, {"v": ctx.payload.v}))
     for _ in range(2):
-        async with TestClient(router).connect() as conn:
+        async with make_client(router).connect() as conn:
             await conn.send(Data, {"v": "again"})
             assert (await conn.receive_as(Data)).payload.v == "again"
 
 
-async def test_on_upgrade_registered_later_reset_and_merged() -> None:
+async def test_on_upgrade_registered_later_reset_and_merged(make_client: MakeClient) -> None:
     router = Router().on(Data, lambda ctx: None)
-    client = TestClient(router)  # the App exists before on_upgrade is registered
+    client = make_client(router)  # the App exists before on_upgrade is registered
     router.on_upgrade(lambda request: Response(403, "closed"))
     with pytest.raises(Rejected):
         async with client.connect():
@@ -296,7 +333,7 @@ async def test_on_upgrade_registered_later_reset_and_merged() -> None:
     router.on_upgrade(lambda request: Accept(context={"via": "merged"}))
     main = Router().merge(router)
     main.on(Data, lambda ctx: ctx.send(Data, {"v": ctx.get_data("via")}))
-    async with TestClient(main).connect() as conn:
+    async with make_client(main).connect() as conn:
         await conn.send(Data, {"v": "?"})
         assert (await conn.receive_as(Data)).payload.v == "merged"
 

@@ -1,5 +1,6 @@
-"""RPC semantics through the in-process client: correlation, deadlines, abort, disconnect,
-in-flight limit, progress, one-shot replies. test_echo_example.py does the same over sockets."""
+"""RPC semantics: correlation, deadlines, abort, disconnect, in-flight limit, progress, one-shot
+replies. Tests that take ``make_client`` run in memory and over real websockets and picows
+servers; test_echo_example.py drives examples/echo.py over every server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from crosswire import ErrorCode, Router, RpcContext, WsError, rpc
 from crosswire.testing import TestClient
+from tests.support import MakeClient, eventually, settle
 
 Add = rpc("ADD", {"a": int, "b": int}, "ADD_RESULT", {"sum": int})
 Wait = rpc("WAIT", {"seconds": float}, "WAITED", {"ok": bool})
@@ -47,7 +49,8 @@ def make_router(rec: Recorder, **options: Any) -> Router:
 
     async def wait(ctx: RpcContext[Any]) -> None:
         ctx.on_cancel(lambda: rec.add("cancelled", ctx.correlation_id))
-        rec.add("started", ctx.correlation_id, ctx.time_remaining())
+        loop_now = asyncio.get_running_loop().time()
+        rec.add("started", ctx.correlation_id, ctx.time_remaining(), ctx.deadline - loop_now)
         try:
             await asyncio.sleep(ctx.payload.seconds)
         except asyncio.CancelledError:
@@ -67,8 +70,8 @@ def make_router(rec: Recorder, **options: Any) -> Router:
     return router
 
 
-async def test_reply_is_correlated_and_typed() -> None:
-    async with TestClient(make_router(Recorder())).connect() as conn:
+async def test_reply_is_correlated_and_typed(make_client: MakeClient) -> None:
+    async with make_client(make_router(Recorder())).connect() as conn:
         reply = await conn.request(Add, {"a": 2, "b": 3}, correlation_id="abc")
         assert reply.correlation_id == "abc" and reply.payload.sum == 5
         assert reply.json == {
@@ -78,27 +81,31 @@ async def test_reply_is_correlated_and_typed() -> None:
         }
 
 
-async def test_missing_correlation_id_is_synthesized() -> None:
-    async with TestClient(make_router(Recorder())).connect() as conn:
+async def test_missing_correlation_id_is_synthesized(make_client: MakeClient) -> None:
+    async with make_client(make_router(Recorder())).connect() as conn:
         await conn.send_raw('{"type": "ADD", "payload": {"a": 1, "b": 1}}')
         reply = await conn.receive()
         assert reply.type == "ADD_RESULT" and reply.correlation_id == "srv-1"
 
 
-async def test_progress_comes_before_the_reply_and_later_answers_are_ignored() -> None:
+async def test_progress_comes_before_the_reply_and_later_answers_are_ignored(
+    make_client: MakeClient,
+) -> None:
     rec = Recorder()
     progress: list[Any] = []
-    async with TestClient(make_router(rec)).connect() as conn:
+    async with make_client(make_router(rec)).connect() as conn:
         reply = await conn.request(Steps, {"n": 3}, on_progress=progress.append)
         assert reply.payload.total == 3 and progress == [{"step": 1}, {"step": 2}, {"step": 3}]
         assert await rec.wait_for("second reply") == ("second reply", False, False, False)
-        await asyncio.sleep(0.01)
+        await settle(conn)
         assert conn.pending == []  # nothing after the terminal reply
 
 
-async def test_client_timeout_sets_the_deadline_and_cancels_the_handler() -> None:
+async def test_client_timeout_sets_the_deadline_and_cancels_the_handler(
+    make_client: MakeClient,
+) -> None:
     rec = Recorder()
-    async with TestClient(make_router(rec)).connect() as conn:
+    async with make_client(make_router(rec)).connect() as conn:
         with pytest.raises(WsError) as late:
             await conn.request(Wait, {"seconds": 5}, timeout_ms=50, correlation_id="slow")
         assert late.value.code is ErrorCode.DEADLINE_EXCEEDED
@@ -106,19 +113,22 @@ async def test_client_timeout_sets_the_deadline_and_cancels_the_handler() -> Non
         await rec.wait_for("handler saw CancelledError")
     started = next(e for e in rec.events if e[0] == "started")
     assert 0 < started[2] <= 0.05  # time_remaining() follows meta.timeoutMs
+    assert 0 < started[3] <= 0.05  # and so does the deadline, on the loop's clock
     assert ("cancelled", "slow") in rec.events
 
 
-async def test_router_default_deadline() -> None:
+async def test_router_default_deadline(make_client: MakeClient) -> None:
     rec = Recorder()
-    async with TestClient(make_router(rec, rpc_timeout=0.05)).connect() as conn:
+    async with make_client(make_router(rec, rpc_timeout=0.05)).connect() as conn:
         with pytest.raises(WsError, match="deadline"):
             await conn.request(Wait, {"seconds": 5})
 
 
-async def test_abort_cancels_the_handler_runs_on_cancel_and_answers_cancelled() -> None:
+async def test_abort_cancels_the_handler_runs_on_cancel_and_answers_cancelled(
+    make_client: MakeClient,
+) -> None:
     rec = Recorder()
-    async with TestClient(make_router(rec)).connect() as conn:
+    async with make_client(make_router(rec)).connect() as conn:
         call = asyncio.ensure_future(conn.request(Wait, {"seconds": 5}, correlation_id="w1"))
         await rec.wait_for("started")
         await conn.abort("w1")
@@ -132,21 +142,20 @@ async def test_abort_cancels_the_handler_runs_on_cancel_and_answers_cancelled() 
         assert (await conn.request(Add, {"a": 1, "b": 0})).payload.sum == 1
 
 
-async def test_disconnect_cancels_every_call_in_flight() -> None:
+async def test_disconnect_cancels_every_call_in_flight(make_client: MakeClient) -> None:
     rec = Recorder()
-    async with TestClient(make_router(rec)).connect() as conn:
+    async with make_client(make_router(rec)).connect() as conn:
         for cid in ("d1", "d2"):
             await conn.send(Wait, {"seconds": 5}, meta={"correlationId": cid})
-        await rec.wait_for("started")
-        await asyncio.sleep(0)
+        await eventually(lambda: len([e for e in rec.events if e[0] == "started"]) == 2)
     # the connection closed on leaving the block
     await rec.wait_for("handler saw CancelledError")
     assert {e[1] for e in rec.events if e[0] == "cancelled"} == {"d1", "d2"}
 
 
-async def test_in_flight_limit_and_duplicate_ids() -> None:
+async def test_in_flight_limit_and_duplicate_ids(make_client: MakeClient) -> None:
     rec = Recorder()
-    async with TestClient(make_router(rec, max_inflight_rpcs=2)).connect() as conn:
+    async with make_client(make_router(rec, max_inflight_rpcs=2)).connect() as conn:
         for cid in ("f1", "f2"):
             await conn.send(Wait, {"seconds": 5}, meta={"correlationId": cid})
         await conn.send(Wait, {"seconds": 5}, meta={"correlationId": "f1"})
@@ -166,29 +175,29 @@ async def test_in_flight_limit_and_duplicate_ids() -> None:
 
 
 async def test_a_handler_that_returns_without_answering_is_reported(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, make_client: MakeClient
 ) -> None:
     router = Router()
     router.rpc(Add, lambda ctx: None)  # forgets to reply
     with caplog.at_level(logging.WARNING, logger="crosswire.router"):
-        async with TestClient(router).connect() as conn:
+        async with make_client(router).connect() as conn:
             with pytest.raises(WsError) as late:
                 await conn.request(Add, {"a": 1, "b": 1}, timeout_ms=50)
     assert late.value.code is ErrorCode.DEADLINE_EXCEEDED
     assert "returned without reply() or error()" in caplog.text
 
 
-async def test_a_late_reply_from_elsewhere_still_answers_the_call() -> None:
+async def test_a_late_reply_from_elsewhere_still_answers_the_call(make_client: MakeClient) -> None:
     pending: list[RpcContext[Any]] = []
     router = Router().rpc(Add, pending.append)
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         call = asyncio.ensure_future(conn.request(Add, {"a": 4, "b": 4}))
-        await asyncio.sleep(0.01)
+        await eventually(lambda: bool(pending))
         pending[0].reply({"sum": 8})
         assert (await call).payload.sum == 8
 
 
-async def test_errors_in_rpc_handlers_answer_with_rpc_error() -> None:
+async def test_errors_in_rpc_handlers_answer_with_rpc_error(make_client: MakeClient) -> None:
     router = Router()
 
     async def fails(ctx: RpcContext[Any]) -> None:
@@ -196,13 +205,14 @@ async def test_errors_in_rpc_handlers_answer_with_rpc_error() -> None:
         raise WsError("NOT_FOUND", "no such sum")
 
     router.rpc(Add, fails)
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         with pytest.raises(WsError, match="no such sum") as err:
             await conn.request(Add, {"a": 1, "b": 1})
         assert err.value.code is ErrorCode.NOT_FOUND
 
 
 async def test_progress_is_dropped_while_the_client_is_behind() -> None:
+    """In memory, with the flag the transport sets; test_backpressure.py fills a real socket."""
     router = Router()
     sent: list[bool] = []
 
@@ -220,8 +230,8 @@ async def test_progress_is_dropped_while_the_client_is_behind() -> None:
     assert sent == [False, True] and progress == [{"step": 2}]
 
 
-async def test_progress_frames_carry_the_value_as_payload_and_data() -> None:
-    async with TestClient(make_router(Recorder())).connect() as conn:
+async def test_progress_frames_carry_the_value_as_payload_and_data(make_client: MakeClient) -> None:
+    async with make_client(make_router(Recorder())).connect() as conn:
         await conn.send(Steps, {"n": 1}, meta={"correlationId": "p"})
         frame = await conn.receive()
         assert orjson.loads(frame.raw) == {
@@ -232,7 +242,7 @@ async def test_progress_frames_carry_the_value_as_payload_and_data() -> None:
         }
 
 
-async def test_unregistering_during_cancellation_skips_no_callback() -> None:
+async def test_unregistering_during_cancellation_skips_no_callback(make_client: MakeClient) -> None:
     ran: list[str] = []
     router = Router()
 
@@ -245,19 +255,23 @@ async def test_unregistering_during_cancellation_skips_no_callback() -> None:
         ctx.on_cancel(lambda: ran.append("second"))
         removed = ctx.on_cancel(lambda: ran.append("removed before"))
         removed()
+        ready.set()
         await asyncio.sleep(5)
 
+    ready = asyncio.Event()
     router.rpc(Wait, handler)
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         call = asyncio.ensure_future(conn.request(Wait, {"seconds": 5}, correlation_id="c"))
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(ready.wait(), 2)
         await conn.abort("c")
         with pytest.raises(WsError, match="cancelled"):
             await call
     assert ran == ["first", "second"]
 
 
-async def test_integers_beyond_64_bits_are_read_exactly_and_a_huge_timeout_is_a_day() -> None:
+async def test_integers_beyond_64_bits_are_read_exactly_and_a_huge_timeout_is_a_day(
+    make_client: MakeClient,
+) -> None:
     """JSON numbers are read as Python reads them: exactly. A timeoutMs of 400 digits is capped
     at a day (it used to overflow the deadline); a pydantic int field gets the exact value."""
     from pydantic import BaseModel
@@ -274,7 +288,7 @@ async def test_integers_beyond_64_bits_are_read_exactly_and_a_huge_timeout_is_a_
         Echo, lambda ctx: ctx.reply(Got(n=ctx.payload.n, remaining=ctx.time_remaining()))
     )
     huge = "9" * 400
-    async with TestClient(router).connect() as conn:
+    async with make_client(router).connect() as conn:
         await conn.send_raw(
             f'{{"type":"BIG","meta":{{"correlationId":"b","timeoutMs":{huge}}},'
             f'"payload":{{"n":{2**70 + 1}}}}}'
