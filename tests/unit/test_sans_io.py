@@ -22,6 +22,7 @@ CORE = (
     "wire/canonical.py",
     "wire/events.py",
     "pubsub/envelope.py",
+    "ratelimit/bucket.py",
 )
 
 FORBIDDEN = {"asyncio", "socket", "selectors", "redis", "websockets", "aiohttp", "picows"}

@@ -28,7 +28,7 @@ from .chain import compose
 
 if TYPE_CHECKING:
     from ..app import App
-    from .router import Router, _Route
+    from .router import LimitExceeded, Router, _Route
 
 __all__ = ["HEARTBEAT_TIMEOUT", "Dispatcher", "Session"]
 
@@ -449,10 +449,13 @@ class Dispatcher:
         from .router import LimitExceeded
 
         peer = session.peer
-        info = LimitExceeded("payload", peer.id, peer, size, self.max_payload_bytes)
+        self.report_limit(LimitExceeded("payload", peer.id, peer, size, self.max_payload_bytes))
+        peer.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+
+    def report_limit(self, info: LimitExceeded) -> None:
+        """Run the router's ``on_limit_exceeded`` handlers (errors are logged)."""
         for handler in self.router._on_limit:
             self._run_plain(handler, info)
-        peer.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
 
     # -- control frames and heartbeat ------------------------------------------------------
 

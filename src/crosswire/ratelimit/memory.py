@@ -1,0 +1,53 @@
+"""Rate-limit buckets in this process: one server, or tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .bucket import Bucket, Decision, Policy, take
+
+__all__ = ["MemoryRateLimiter"]
+
+
+class MemoryRateLimiter:
+    """Token buckets kept in a dict of this process (see :class:`~crosswire.ratelimit.Policy`).
+
+    Every instance of a server has its own buckets: behind a load balancer, use
+    :class:`~crosswire.ratelimit.RedisRateLimiter` so that a client's budget is shared.
+
+    At most ``max_keys`` buckets are kept; past that, the least recently used one is
+    forgotten (its key starts again with a full bucket). ``clock`` returns seconds
+    (``time.monotonic`` by default; tests pass their own).
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        tokens_per_second: float,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = Policy(capacity, tokens_per_second)
+        self._max_keys = max_keys
+        self._clock = clock
+        #: In order of last use, least recent first.
+        self._buckets: dict[str, Bucket] = {}
+
+    def consume(self, key: str, cost: int) -> Decision:
+        """Take ``cost`` tokens from ``key``'s bucket if it holds them (never waits)."""
+        buckets = self._buckets
+        decision, buckets[key] = take(
+            self.policy, buckets.pop(key, None), cost, self._clock() * 1000
+        )
+        if len(buckets) > self._max_keys:
+            del buckets[next(iter(buckets))]
+        return decision
+
+    async def aclose(self) -> None:
+        """Nothing to release; here so that every limiter closes the same way."""
+
+    def __len__(self) -> int:
+        """How many buckets are kept."""
+        return len(self._buckets)

@@ -1,0 +1,119 @@
+"""``rate_limit()``: middleware that takes tokens for each message before it is handled.
+
+It runs where it is added: ``router.use(rate_limit(...))`` for every message (before payload
+validation: a flood of invalid frames is limited too), or ``router.route(Schema).use(...)``
+for one type. A refused message is answered with ``RESOURCE_EXHAUSTED`` and ``retryAfterMs``
+(or ``FAILED_PRECONDITION`` when it costs more than the bucket can ever hold), the router's
+``on_limit_exceeded`` handlers get a ``LimitExceeded(type="rate")``, and the connection
+carries on. Control frames (heartbeat, abort) are never limited.
+
+A limiter whose ``consume`` returns a :class:`~crosswire.ratelimit.Decision` (in memory)
+decides inline, so the route stays inline; one that returns an awaitable (Redis) makes the
+route run in a task.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ..context import EventContext
+from ..errors import ConfigurationError, ErrorCode
+from ..router import LimitExceeded
+from .bucket import Decision, Policy
+
+__all__ = ["RateLimiter", "per_user", "per_user_per_type", "rate_limit"]
+
+Key = Callable[[EventContext[Any]], str]
+Cost = Callable[[EventContext[Any]], int]
+
+
+class RateLimiter(Protocol):
+    """What :func:`rate_limit` needs: a policy, and taking tokens from a key's bucket."""
+
+    policy: Policy
+
+    def consume(self, key: str, cost: int) -> Decision | Awaitable[Decision]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _who(ctx: EventContext[Any]) -> str:
+    peer = ctx.peer
+    if peer.user_id is not None:
+        return f"user:{peer.user_id}"
+    if peer.remote_address:
+        return f"ip:{peer.remote_address}"
+    return f"conn:{peer.id}"
+
+
+def per_user_per_type(ctx: EventContext[Any]) -> str:
+    """One bucket per user and message type (the default): ``user:<id>:<TYPE>`` once the
+    connection is identified (``peer.identify``), else ``ip:<address>:<TYPE>``. One type
+    cannot use up the budget of the others."""
+    return f"{_who(ctx)}:{ctx.type}"
+
+
+def per_user(ctx: EventContext[Any]) -> str:
+    """One bucket per user (or address) for every type: weigh types with ``cost``."""
+    return _who(ctx)
+
+
+def rate_limit(
+    limiter: RateLimiter, *, key: Key = per_user_per_type, cost: Cost | None = None
+) -> Callable[[EventContext[Any], Callable[[], Any]], Any]:
+    """Middleware taking ``cost(ctx)`` tokens (1 if not given; 0 lets the message through
+    untouched) from the bucket ``key(ctx)`` of ``limiter``. ``key`` and ``cost`` run before
+    the payload is validated: they see ``ctx.type``, ``ctx.meta``, ``ctx.data`` and
+    ``ctx.peer``, not ``ctx.payload``."""
+    policy = limiter.policy
+
+    def limited(ctx: EventContext[Any], next: Callable[[], Any]) -> Any:
+        n = 1 if cost is None else cost(ctx)
+        if type(n) is not int or n < 0:
+            raise ConfigurationError(f"a rate_limit cost must be an int >= 0, not {n!r}")
+        if n == 0:
+            return next()
+        decision = limiter.consume(key(ctx), n)
+        if isinstance(decision, Decision):
+            return next() if decision.allowed else _refuse(ctx, decision, n, policy)
+        return _decide_later(ctx, next, decision, n, policy)
+
+    return limited
+
+
+async def _decide_later(
+    ctx: EventContext[Any],
+    next: Callable[[], Any],
+    pending: Awaitable[Decision],
+    cost: int,
+    policy: Policy,
+) -> None:
+    decision = await pending
+    if not decision.allowed:
+        _refuse(ctx, decision, cost, policy)
+        return
+    rest = next()
+    if rest is not None and inspect.isawaitable(rest):
+        await rest
+
+
+def _refuse(ctx: EventContext[Any], decision: Decision, cost: int, policy: Policy) -> None:
+    wait = decision.retry_after_ms
+    info = LimitExceeded("rate", ctx.client_id, ctx.peer, cost, policy.capacity, wait)
+    ctx._dispatch.report_limit(info)
+    if wait is None:
+        ctx.error(
+            ErrorCode.FAILED_PRECONDITION,
+            f"this message costs {cost} tokens, more than the rate limit's capacity "
+            f"({policy.capacity})",
+            {"cost": cost, "capacity": policy.capacity},
+        )
+    else:
+        ctx.error(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            "rate limit exceeded",
+            {"cost": cost, "capacity": policy.capacity, "remaining": decision.remaining},
+            retry_after_ms=wait,
+        )
