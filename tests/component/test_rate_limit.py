@@ -1,0 +1,158 @@
+"""Rate limits as a client sees them (in memory, and over real websockets and picows
+servers): refusals with RESOURCE_EXHAUSTED and retryAfterMs, per-type buckets, costs, the
+on_limit_exceeded report, and the connection carrying on."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from crosswire import (
+    EventContext,
+    LimitExceeded,
+    Router,
+    RpcContext,
+    WsError,
+    is_retryable,
+    message,
+    rpc,
+)
+from crosswire.ratelimit import Decision, MemoryRateLimiter, per_user, rate_limit
+from tests.support import MakeClient, settle
+
+Chat = message("CHAT", {"text": str})
+Search = rpc("SEARCH", {"q": str}, "RESULTS", {"hits": int})
+
+
+class Clock:
+    """Seconds, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def chat_router(limiter: Any, **options: Any) -> tuple[Router, list[LimitExceeded]]:
+    exceeded: list[LimitExceeded] = []
+    router = Router()
+    router.use(rate_limit(limiter, **options))
+    router.on(Chat, lambda ctx: ctx.send(Chat, {"text": ctx.payload.text}))
+    router.rpc(Search, lambda ctx: ctx.reply({"hits": len(ctx.payload.q)}))
+    router.on_limit_exceeded(exceeded.append)
+    return router, exceeded
+
+
+async def test_past_the_burst_a_message_is_refused_with_when_to_retry(
+    make_client: MakeClient,
+) -> None:
+    clock = Clock()
+    limiter = MemoryRateLimiter(capacity=2, tokens_per_second=4, clock=clock)
+    router, exceeded = chat_router(limiter)
+    async with make_client(router).connect() as conn:
+        for text in ("a", "b"):
+            await conn.send(Chat, {"text": text})
+            assert (await conn.receive_as(Chat)).payload.text == text
+        await conn.send(Chat, {"text": "c"})
+        error = await conn.expect_error("RESOURCE_EXHAUSTED")
+        assert error.retry_after_ms == 250 and is_retryable(error.code)
+        assert error.details == {"cost": 1, "capacity": 2, "remaining": 0}
+
+        # RPCs have their own bucket (per type), and a refused call gets RPC_ERROR
+        for _ in range(2):
+            assert (await conn.request(Search, {"q": "abc"})).payload.hits == 3
+        with pytest.raises(WsError) as refused:
+            await conn.request(Search, {"q": "abc"}, correlation_id="s3")
+        assert refused.value.code == "RESOURCE_EXHAUSTED"
+        assert refused.value.retry_after_ms == 250
+
+        clock.now += 0.25  # one token back
+        await conn.send(Chat, {"text": "d"})
+        assert (await conn.receive_as(Chat)).payload.text == "d"
+        await settle(conn)
+        assert conn.pending == []
+    assert [(e.type, e.observed, e.limit, e.retry_after_ms) for e in exceeded] == [
+        ("rate", 1, 2, 250),
+        ("rate", 1, 2, 250),
+    ]
+    assert exceeded[0].client_id == exceeded[1].client_id
+
+
+async def test_costs_weigh_messages_zero_is_free_and_too_much_is_never_allowed(
+    make_client: MakeClient,
+) -> None:
+    costs = {"CHAT": 0, "SEARCH": 5}
+    limiter = MemoryRateLimiter(capacity=4, tokens_per_second=1, clock=Clock())
+    router, exceeded = chat_router(limiter, key=per_user, cost=lambda ctx: costs[ctx.type])
+    async with make_client(router).connect() as conn:
+        for n in range(10):  # free: never limited
+            await conn.send(Chat, {"text": str(n)})
+            assert (await conn.receive_as(Chat)).payload.text == str(n)
+        with pytest.raises(WsError) as refused:
+            await conn.request(Search, {"q": "x"})
+        assert refused.value.code == "FAILED_PRECONDITION" and not is_retryable(refused.value.code)
+        assert refused.value.details == {"cost": 5, "capacity": 4}
+        costs["SEARCH"] = -1  # a bug in the server's cost function: not the client's fault
+        with pytest.raises(WsError) as broken:
+            await conn.request(Search, {"q": "x"})
+        assert broken.value.code == "INTERNAL"
+        costs["SEARCH"] = 4
+        assert (await conn.request(Search, {"q": "x"})).payload.hits == 1
+    assert [(e.observed, e.retry_after_ms) for e in exceeded] == [(5, None)]
+
+
+async def test_one_route_limited_and_an_async_limiter(make_client: MakeClient) -> None:
+    class Remote:
+        """A limiter whose answer takes a round trip, as Redis's does."""
+
+        def __init__(self) -> None:
+            self.memory = MemoryRateLimiter(capacity=1, tokens_per_second=1, clock=Clock())
+            self.policy = self.memory.policy
+
+        async def consume(self, key: str, cost: int) -> Decision:
+            await asyncio.sleep(0)
+            return self.memory.consume(key, cost)
+
+        async def aclose(self) -> None:
+            pass
+
+    order: list[str] = []
+
+    async def search(ctx: RpcContext[Any]) -> None:
+        await asyncio.sleep(0)
+        ctx.reply({"hits": 0})
+
+    def chat(ctx: EventContext[Any]) -> None:
+        order.append(ctx.payload.text)
+        ctx.send(Chat, {"text": ctx.payload.text})
+
+    router = Router()
+    router.route(Search).use(rate_limit(Remote())).rpc(search)  # an async handler
+    router.route(Chat).use(rate_limit(Remote())).on(chat)  # a plain one
+    async with make_client(router).connect() as conn:
+        assert (await conn.request(Search, {"q": "x"})).payload.hits == 0
+        with pytest.raises(WsError, match="rate limit exceeded"):
+            await conn.request(Search, {"q": "x"})
+        await conn.send(Chat, {"text": "first"})
+        assert (await conn.receive_as(Chat)).payload.text == "first"
+        await conn.send(Chat, {"text": "second"})
+        await conn.expect_error("RESOURCE_EXHAUSTED")
+    assert order == ["first"]
+
+
+async def test_identified_users_share_a_budget_across_their_connections(
+    make_client: MakeClient,
+) -> None:
+    limiter = MemoryRateLimiter(capacity=1, tokens_per_second=1, clock=Clock())
+    router, _ = chat_router(limiter)
+    router.on_open(lambda ctx: ctx.peer.identify("ada"))
+    client = make_client(router)
+    async with client.connect() as first, client.connect() as second:
+        await first.send(Chat, {"text": "x"})
+        await first.receive_as(Chat)
+        await second.send(Chat, {"text": "y"})
+        await second.expect_error("RESOURCE_EXHAUSTED")  # same user, same bucket
+    assert len(limiter) == 1
