@@ -20,13 +20,12 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import orjson
 
 from .app import App
+from .client.frames import Frame, error_of, parse, typed
 from .cork import Hold
 from .errors import ErrorCode, WsError
 from .hooks import HookProvider
@@ -38,27 +37,6 @@ from .wire import canonical
 __all__ = ["Frame", "Rejected", "TestClient", "TestConnection"]
 
 DEFAULT_TIMEOUT = 2.0
-
-
-_read_json = msgspec.json.Decoder().decode
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """A frame the server sent. ``payload`` is the raw JSON value (validated and typed in the
-    frames :meth:`TestConnection.request` and :meth:`TestConnection.receive_as` return)."""
-
-    type: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    payload: Any = None
-    #: The whole frame as parsed JSON (``None`` for binary frames).
-    json: dict[str, Any] | None = None
-    raw: str | bytes = b""
-
-    @property
-    def correlation_id(self) -> str | None:
-        cid: str | None = self.meta.get("correlationId")
-        return cid
 
 
 class Rejected(Exception):
@@ -186,8 +164,8 @@ class TestConnection:
                     on_progress(frame.payload)
                 continue
             if frame.type == "RPC_ERROR":
-                raise _error_of(frame)
-            return _typed(frame, response)
+                raise error_of(frame)
+            return typed(frame, response)
 
     async def abort(self, correlation_id: str) -> None:
         """Ask the server to cancel an RPC in flight (``$ws:abort``)."""
@@ -207,14 +185,14 @@ class TestConnection:
         frame = await self.receive(timeout=timeout)
         if frame.type != schema.type:
             raise AssertionError(f"expected {schema.type}, got {frame.type}: {frame.json}")
-        return _typed(frame, schema)
+        return typed(frame, schema)
 
     async def expect_error(self, code: ErrorCode | str, *, timeout: float | None = None) -> WsError:
         """The next frame must be an ``ERROR`` or ``RPC_ERROR`` with ``code``; returns it."""
         frame = await self.receive(timeout=timeout)
         if frame.type not in ("ERROR", "RPC_ERROR"):
             raise AssertionError(f"expected an error {code}, got {frame.type}: {frame.json}")
-        error = _error_of(frame)
+        error = error_of(frame)
         if error.code != code:
             raise AssertionError(f"expected error {code}, got {error.code}: {error.message}")
         return error
@@ -267,18 +245,7 @@ class TestConnection:
         return await asyncio.wait_for(wait(), timeout if timeout is not None else self.timeout)
 
     def _deliver(self, data: str | bytes, binary: bool) -> None:
-        if binary:
-            frame = Frame(type="<binary>", raw=data)
-        else:
-            try:
-                obj = _read_json(data)  # as the server reads JSON: integers exact
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                obj = None
-            if isinstance(obj, dict) and isinstance(obj.get("type"), str):
-                frame = Frame(obj["type"], obj.get("meta") or {}, obj.get("payload"), obj, data)
-            else:
-                frame = Frame(type="<text>", payload=data, raw=data)
-        self._inbox.append(frame)
+        self._inbox.append(parse(data, binary))
         self._arrived.set()
 
     def _server_closed(self, code: int, reason: str) -> None:
@@ -329,20 +296,3 @@ class TestClient:
             yield conn
         finally:
             await conn.close()
-
-
-def _typed(frame: Frame, schema: MessageSchema[Any]) -> Frame:
-    payload = schema.load_payload(frame.payload) if schema.payload is not None else None
-    return Frame(frame.type, frame.meta, payload, frame.json, frame.raw)
-
-
-def _error_of(frame: Frame) -> WsError:
-    body = frame.payload if isinstance(frame.payload, dict) else {}
-    error = WsError(
-        body.get("code", ErrorCode.INTERNAL),
-        body.get("message", ""),
-        body.get("details"),
-        retryable=body.get("retryable"),
-        retry_after_ms=body.get("retryAfterMs"),
-    )
-    return error

@@ -23,6 +23,8 @@ CORE = (
     "wire/events.py",
     "pubsub/envelope.py",
     "ratelimit/bucket.py",
+    "client/backoff.py",
+    "client/frames.py",
 )
 
 FORBIDDEN = {"asyncio", "socket", "selectors", "redis", "websockets", "aiohttp", "picows"}

@@ -1,0 +1,19 @@
+"""The typed client (WS-Kit's ``wsClient``, in Python): requests with progress, deadlines and
+cancellation, typed handlers, a bounded queue while offline, reconnection with backoff, and a
+token attached to every attempt. See ``docs/client.md``.
+
+::
+
+    from crosswire.client import Client
+
+    async with Client("ws://127.0.0.1:8000/") as client:
+        reply = await client.request(Add, {"a": 1, "b": 2})
+"""
+
+from __future__ import annotations
+
+from .backoff import Reconnect
+from .client import Auth, Client, ClientState, ErrorContext
+from .frames import Frame
+
+__all__ = ["Auth", "Client", "ClientState", "ErrorContext", "Frame", "Reconnect"]

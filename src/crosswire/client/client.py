@@ -1,0 +1,581 @@
+"""The typed client: one WebSocket connection to a crosswire (or WS-Kit) server, kept open.
+
+One task owns the connection: it connects, reads, and reconnects with backoff after a loss it
+did not ask for. Everything else talks to it through the client's state: ``send`` writes at
+once when open and queues (bounded) otherwise; ``request`` registers a pending call, sends or
+queues its frame, and waits for the reply with a timeout. A lost connection fails every
+pending call with ``UNAVAILABLE`` (the server cancelled them), and queued frames are sent on
+the next open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from ..errors import ErrorCode, ValidationError, WsError
+from ..schema import RESERVED_META_KEYS, MessageSchema
+from ..wire import canonical
+from .backoff import Reconnect
+from .frames import Frame, error_of, parse, typed
+
+__all__ = ["Auth", "Client", "ClientState", "ErrorContext"]
+
+logger = logging.getLogger("crosswire.client")
+
+#: Close codes after which reconnecting cannot help: the server refused this client.
+NO_RECONNECT = frozenset({1002, 1003, 1007, 1008, 1009})
+
+
+class ClientState(StrEnum):
+    """Where the connection is. ``RECONNECTING``: an attempt is scheduled or under way after a
+    loss (or after a first attempt failed)."""
+
+    CLOSED = "closed"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    RECONNECTING = "reconnecting"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Auth:
+    """A token sent with every connection attempt: ``token()`` (plain or async) is called
+    each time; ``None`` sends none. ``attach="query"`` adds ``?access_token=<token>`` (the
+    name is ``query_param``); ``"protocol"`` offers the subprotocol ``bearer.<token>``
+    (``protocol_prefix``), after the client's own (``protocol_position="append"``) or before
+    them."""
+
+    token: Callable[[], str | Awaitable[str | None] | None]
+    attach: Literal["query", "protocol"] = "query"
+    query_param: str = "access_token"
+    protocol_prefix: str = "bearer."
+    protocol_position: Literal["prepend", "append"] = "append"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorContext:
+    """What went wrong, for ``on_error`` listeners.
+
+    ``parse``: a frame that is not a canonical message. ``validation``: a message whose payload
+    does not match the schema it was registered or requested with. ``overflow``: a message
+    dropped because the queue was full (or off) while offline. ``server``: an ``ERROR`` frame
+    (not the answer to a request). ``handler``: an ``on`` handler raised.
+    """
+
+    type: Literal["parse", "validation", "overflow", "server", "handler"]
+    details: Any = None
+
+
+Handler = Callable[[Frame], Any]
+ErrorListener = Callable[[Exception, ErrorContext], Any]
+
+
+class _Call:
+    """A request waiting for its reply."""
+
+    __slots__ = ("future", "on_progress", "response", "sent")
+
+    def __init__(
+        self,
+        response: MessageSchema[Any],
+        future: asyncio.Future[Frame],
+        on_progress: Callable[[Any], Any] | None,
+    ) -> None:
+        self.response = response
+        self.future = future
+        self.on_progress = on_progress
+        self.sent = False
+
+
+class Client:
+    """A typed client for the canonical dialect (``docs/client.md``).
+
+    ::
+
+        async with Client("ws://127.0.0.1:8000/") as client:
+            client.on(Chat, lambda frame: print(frame.payload.text))
+            reply = await client.request(Add, {"a": 1, "b": 2})
+
+    Options (keyword-only): ``subprotocols``, ``headers`` (sent with the handshake),
+    ``auth`` (:class:`Auth`), ``reconnect`` (:class:`~crosswire.client.Reconnect`),
+    ``queue`` (``"drop-newest"``, ``"drop-oldest"`` or ``"off"``: what happens to frames
+    sent while not connected when ``queue_size`` are already waiting), ``queue_size``,
+    ``pending_requests_limit``, ``request_timeout`` (seconds) and ``connect_timeout``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        subprotocols: tuple[str, ...] = (),
+        headers: Mapping[str, str] | None = None,
+        auth: Auth | None = None,
+        reconnect: Reconnect | None = None,
+        queue: Literal["drop-newest", "drop-oldest", "off"] = "drop-newest",
+        queue_size: int = 1000,
+        pending_requests_limit: int = 1000,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self._subprotocols = subprotocols
+        self._headers = dict(headers or {})
+        self._auth = auth
+        self._reconnect = reconnect if reconnect is not None else Reconnect()
+        self._queue_policy = queue
+        self._queue_size = queue_size
+        self._pending_limit = pending_requests_limit
+        self._request_timeout = request_timeout
+        self._connect_timeout = connect_timeout
+
+        self._state = ClientState.CLOSED
+        self._ws: ClientConnection | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._opened = asyncio.Event()
+        self._closing = False
+        self._last_error: BaseException | None = None
+        #: Frames waiting for a connection: (text, correlation id of a request or None).
+        self._queue: deque[tuple[str, str | None]] = deque()
+        self._calls: dict[str, _Call] = {}
+        self._next_id = 0
+        self._handlers: dict[str, tuple[MessageSchema[Any], Handler]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._state_listeners: list[Callable[[ClientState], Any]] = []
+        self._error_listeners: list[ErrorListener] = []
+        self._unhandled_listeners: list[Handler] = []
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    @property
+    def is_connected(self) -> bool:
+        return self._state is ClientState.OPEN
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose on the current connection."""
+        return self._ws.subprotocol if self._ws is not None else None
+
+    @property
+    def queued(self) -> int:
+        """How many frames wait for a connection."""
+        return len(self._queue)
+
+    # -- connecting ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, and keep the connection up (reconnecting per ``reconnect``) until
+        :meth:`close`. Returns once open; raises :class:`ConnectionError` if every allowed
+        attempt failed. Safe to cancel (the client keeps trying; :meth:`close` stops it)."""
+        if self._runner is None or self._runner.done():
+            self._closing = False
+            self._last_error = None
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+        await self.wait_open()
+
+    async def wait_open(self) -> None:
+        """Wait until the connection is open (at once if it is). Raises
+        :class:`ConnectionError` if the client stops trying first."""
+        runner = self._runner
+        if runner is None:
+            raise ConnectionError("the client is not connecting: call connect()")
+        if self._opened.is_set():
+            return
+        opened = asyncio.ensure_future(self._opened.wait())
+        try:
+            await asyncio.wait({opened, runner}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            opened.cancel()
+        if not self._opened.is_set():
+            raise ConnectionError(f"could not connect to {self.url}") from self._last_error
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection and stop reconnecting. Pending requests fail with
+        ``CANCELLED``; queued frames are dropped; running async handlers are cancelled."""
+        self._closing = True
+        runner = self._runner
+        if runner is not None and not runner.done():
+            ws = self._ws
+            if ws is not None:
+                self._set_state(ClientState.CLOSING)
+                with contextlib.suppress(ConnectionClosed, TimeoutError):
+                    await asyncio.wait_for(ws.close(code, reason), self._connect_timeout)
+            runner.cancel()
+            await asyncio.wait({runner})
+        self._runner = None
+        self._queue.clear()
+        self._fail_calls(WsError(ErrorCode.CANCELLED, "the client closed"))
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        self._set_state(ClientState.CLOSED)
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send(
+        self,
+        schema: MessageSchema[Any],
+        payload: Any = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Send a message of ``schema`` (validated first: raises
+        :class:`~crosswire.ValidationError`). True if it was written now; False if it was
+        queued for the next connection, or dropped (``on_error`` says so)."""
+        text = _encode(schema, payload, meta, None)
+        return await self._write_or_queue(text, None) == "sent"
+
+    async def request(
+        self,
+        schema: MessageSchema[Any],
+        payload: Any = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - also the server's deadline (timeoutMs)
+        meta: Mapping[str, Any] | None = None,
+        correlation_id: str | None = None,
+        on_progress: Callable[[Any], Any] | None = None,
+    ) -> Frame:
+        """Call an RPC and return its reply, the payload validated against
+        ``schema.response``.
+
+        The server learns the deadline (``meta.timeoutMs``). Raises
+        :class:`~crosswire.WsError`: the server's ``RPC_ERROR``, ``DEADLINE_EXCEEDED`` if no
+        reply came within ``timeout`` (default ``request_timeout``), ``UNAVAILABLE`` if the
+        connection was lost first or the frame could not be queued, ``RESOURCE_EXHAUSTED``
+        past ``pending_requests_limit``. Progress frames go to ``on_progress``. Cancelling
+        the call sends ``$ws:abort``, so the server stops the handler.
+        """
+        response = schema.response
+        if response is None:
+            raise TypeError(f"{schema.type} is not an RPC schema (it has no response)")
+        if len(self._calls) >= self._pending_limit:
+            raise WsError(ErrorCode.RESOURCE_EXHAUSTED, "too many requests pending")
+        seconds = self._request_timeout if timeout is None else timeout
+        cid = correlation_id or self._new_id()
+        if cid in self._calls:
+            raise ValueError(f"a request with correlation id {cid!r} is pending")
+        standard = {"correlationId": cid, "timeoutMs": max(1, int(seconds * 1000))}
+        text = _encode(schema, payload, meta, standard)
+        call = _Call(response, asyncio.get_running_loop().create_future(), on_progress)
+        self._calls[cid] = call
+        try:
+            async with asyncio.timeout(seconds):
+                if await self._write_or_queue(text, cid) == "dropped":
+                    raise WsError(ErrorCode.UNAVAILABLE, "not connected, and the queue is full")
+                return await call.future
+        except TimeoutError:
+            await self._abort(call, cid)
+            raise WsError(
+                ErrorCode.DEADLINE_EXCEEDED, f"no reply to {schema.type} within {seconds} s"
+            ) from None
+        except asyncio.CancelledError:
+            await self._abort(call, cid)
+            raise
+        finally:
+            self._calls.pop(cid, None)
+            self._unqueue(cid)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def on(self, schema: MessageSchema[Any], handler: Handler) -> Callable[[], None]:
+        """Call ``handler(frame)`` (plain or async) for every ``schema`` message; the frame's
+        payload is validated and typed. One handler per type. Returns a function that
+        unregisters it."""
+        if schema.type in self._handlers:
+            raise ValueError(f"{schema.type} already has a handler")
+        self._handlers[schema.type] = (schema, handler)
+
+        def unregister() -> None:
+            if self._handlers.get(schema.type, (None, None))[1] is handler:
+                del self._handlers[schema.type]
+
+        return unregister
+
+    def on_state(self, listener: Callable[[ClientState], Any]) -> Callable[[], None]:
+        """Call ``listener(state)`` on every change of state. Returns an unregister function."""
+        return _listen(self._state_listeners, listener)
+
+    def on_error(self, listener: ErrorListener) -> Callable[[], None]:
+        """Call ``listener(error, ErrorContext)`` for what cannot be raised to a caller (see
+        :class:`ErrorContext`). Without listeners, those are logged."""
+        return _listen(self._error_listeners, listener)
+
+    def on_unhandled(self, listener: Handler) -> Callable[[], None]:
+        """Call ``listener(frame)`` for messages no handler or request takes (raw payload)."""
+        return _listen(self._unhandled_listeners, listener)
+
+    # -- the connection's task -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._set_state(ClientState.CONNECTING if failures == 0 else ClientState.RECONNECTING)
+            try:
+                ws = await asyncio.wait_for(self._open(), self._connect_timeout)
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                self._last_error = exc
+                failures += 1
+                if not self._reconnect.allows(failures):
+                    logger.warning("client: could not connect to %s: %s", self.url, exc)
+                    self._queue.clear()
+                    self._fail_calls(WsError(ErrorCode.UNAVAILABLE, f"could not connect: {exc}"))
+                    self._set_state(ClientState.CLOSED)
+                    return
+                self._set_state(ClientState.RECONNECTING)
+                await asyncio.sleep(self._reconnect.delay(failures, random.random()))
+                continue
+            failures = 0
+            code = await self._serve(ws)
+            if self._closing:
+                return
+            self._fail_calls(WsError(ErrorCode.UNAVAILABLE, f"the connection was lost ({code})"))
+            if code in NO_RECONNECT or not self._reconnect.allows(1):
+                logger.warning("client: %s closed the connection with %d", self.url, code)
+                self._queue.clear()
+                self._set_state(ClientState.CLOSED)
+                return
+            failures = 1
+            self._set_state(ClientState.RECONNECTING)
+            await asyncio.sleep(self._reconnect.delay(1, random.random()))
+
+    async def _open(self) -> ClientConnection:
+        url, subprotocols = self.url, list(self._subprotocols)
+        token = await self._token()
+        if token is not None and self._auth is not None:
+            if self._auth.attach == "query":
+                separator = "&" if "?" in url else "?"
+                url = f"{url}{separator}{urlencode({self._auth.query_param: token})}"
+            else:
+                offered = self._auth.protocol_prefix + token
+                if self._auth.protocol_position == "append":
+                    subprotocols.append(offered)
+                else:
+                    subprotocols.insert(0, offered)
+        return await connect(
+            url,
+            subprotocols=subprotocols or None,  # type: ignore[arg-type]
+            additional_headers=self._headers,
+            open_timeout=None,  # the caller's wait_for bounds the attempt
+            ping_interval=None,  # the server's heartbeat and pings keep it alive
+            max_size=None,  # the server decides what it sends
+        )
+
+    async def _token(self) -> str | None:
+        if self._auth is None:
+            return None
+        token = self._auth.token()
+        if inspect.isawaitable(token):
+            token = await token
+        return token
+
+    async def _serve(self, ws: ClientConnection) -> int:
+        """Run one open connection until it closes; returns the close code."""
+        self._ws = ws
+        self._set_state(ClientState.OPEN)
+        self._opened.set()
+        try:
+            await self._flush(ws)
+            async for data in ws:
+                frame = parse(data, isinstance(data, bytes))
+                if frame.type == canonical.HEARTBEAT:
+                    ack = {"type": canonical.HEARTBEAT_ACK}
+                    await ws.send(orjson.dumps(ack).decode())
+                else:
+                    self._dispatch(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._ws = None
+            self._opened.clear()
+        received = ws.protocol.close_rcvd
+        return received.code if received is not None else 1006
+
+    async def _flush(self, ws: ClientConnection) -> None:
+        queue = self._queue
+        while queue:
+            text, cid = queue[0]
+            await ws.send(text)  # if the connection is lost here, the frame stays queued
+            if queue and queue[0][1] == cid and queue[0][0] is text:
+                queue.popleft()
+            call = self._calls.get(cid) if cid is not None else None
+            if call is not None:
+                call.sent = True
+
+    async def _write_or_queue(
+        self, text: str, cid: str | None
+    ) -> Literal["sent", "queued", "dropped"]:
+        ws = self._ws
+        if ws is not None and self._state is ClientState.OPEN and not self._queue:
+            with contextlib.suppress(ConnectionClosed):  # lost just now: queue it
+                await ws.send(text)
+                if cid is not None:
+                    self._calls[cid].sent = True
+                return "sent"
+        queue = self._queue
+        if self._queue_policy == "off" or (
+            len(queue) >= self._queue_size and self._queue_policy == "drop-newest"
+        ):
+            self._report(OverflowError("not connected: frame dropped"), "overflow", text)
+            return "dropped"
+        if len(queue) >= self._queue_size:  # drop-oldest
+            dropped, dropped_cid = queue.popleft()
+            self._report(OverflowError("queue full: oldest frame dropped"), "overflow", dropped)
+            if dropped_cid is not None and dropped_cid in self._calls:
+                error = WsError(ErrorCode.UNAVAILABLE, "dropped from the full queue")
+                _settle(self._calls[dropped_cid].future, error)
+        queue.append((text, cid))
+        return "queued"
+
+    def _unqueue(self, cid: str) -> None:
+        for item in self._queue:
+            if item[1] == cid:
+                self._queue.remove(item)
+                return
+
+    async def _abort(self, call: _Call, cid: str) -> None:
+        ws = self._ws
+        if call.sent and ws is not None:
+            frame = {"type": canonical.ABORT, "meta": {"correlationId": cid}}
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(orjson.dumps(frame).decode())
+
+    # -- what arrives ----------------------------------------------------------------------
+
+    def _dispatch(self, frame: Frame) -> None:
+        cid = frame.correlation_id
+        call = self._calls.get(cid) if cid is not None else None
+        if call is not None and not call.future.done():
+            if frame.type == canonical.RPC_PROGRESS:
+                if call.on_progress is not None:
+                    self._run_listener(call.on_progress, frame.payload, "handler")
+                return
+            if frame.type == canonical.RPC_ERROR:
+                call.future.set_exception(error_of(frame))
+                return
+            if frame.type == call.response.type:
+                try:
+                    call.future.set_result(typed(frame, call.response))
+                except ValidationError as exc:
+                    call.future.set_exception(exc)
+                    self._report(exc, "validation", frame.json)
+                return
+        if frame.type == "<text>":
+            self._report(ValueError("not a canonical frame"), "parse", frame.raw)
+        elif frame.type == canonical.ERROR:
+            self._report(error_of(frame), "server", frame.json)
+        elif (route := self._handlers.get(frame.type)) is not None:
+            schema, handler = route
+            try:
+                typed_frame = typed(frame, schema)
+            except ValidationError as exc:
+                self._report(exc, "validation", frame.json)
+                return
+            self._run_listener(handler, typed_frame, "handler")
+        else:
+            for listener in list(self._unhandled_listeners):
+                self._run_listener(listener, frame, "handler")
+
+    def _run_listener(self, listener: Callable[[Any], Any], arg: Any, what: Any) -> None:
+        try:
+            result = listener(arg)
+        except Exception as exc:
+            self._report(exc, what, None)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._await_listener(result, what))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _await_listener(self, result: Awaitable[Any], what: Any) -> None:
+        try:
+            await result
+        except Exception as exc:
+            self._report(exc, what, None)
+
+    def _report(self, error: Exception, what: Any, details: Any) -> None:
+        context = ErrorContext(what, details)
+        if not self._error_listeners:
+            logger.warning("client: %s error: %s", what, error)
+        for listener in list(self._error_listeners):
+            try:
+                listener(error, context)
+            except Exception:
+                logger.exception("client: an on_error listener raised")
+
+    # -- small helpers ---------------------------------------------------------------------
+
+    def _set_state(self, state: ClientState) -> None:
+        if state is self._state:
+            return
+        self._state = state
+        for listener in list(self._state_listeners):
+            try:
+                listener(state)
+            except Exception:
+                logger.exception("client: an on_state listener raised")
+
+    def _fail_calls(self, error: WsError) -> None:
+        for call in self._calls.values():
+            _settle(call.future, error)
+
+    def _new_id(self) -> str:
+        self._next_id += 1
+        return f"c{self._next_id}"
+
+
+def _encode(
+    schema: MessageSchema[Any],
+    payload: Any,
+    meta: Mapping[str, Any] | None,
+    standard: Mapping[str, Any] | None,
+) -> str:
+    frame: dict[str, Any] = {"type": schema.type}
+    full = {k: v for k, v in (meta or {}).items() if k not in RESERVED_META_KEYS}
+    if standard:
+        full.update(standard)
+    if full:
+        frame["meta"] = full
+    fragment = schema.dump_payload(payload)
+    if fragment is not None:
+        frame["payload"] = fragment
+    return orjson.dumps(frame).decode()
+
+
+def _settle(future: asyncio.Future[Frame], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _listen(listeners: list[Any], listener: Any) -> Callable[[], None]:
+    listeners.append(listener)
+
+    def unregister() -> None:
+        if listener in listeners:
+            listeners.remove(listener)
+
+    return unregister

@@ -1,0 +1,76 @@
+"""Frames as a client receives them: parsed once, typed against a schema when asked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ..errors import ErrorCode, WsError
+from ..schema import MessageSchema
+
+__all__ = ["Frame", "error_of", "parse", "typed"]
+
+_read_json = msgspec.json.Decoder().decode
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A frame the server sent. ``payload`` is the raw JSON value, or the validated, typed
+    payload in frames returned by ``request`` and ``receive_as``, and given to handlers."""
+
+    type: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    payload: Any = None
+    #: The whole frame as parsed JSON (``None`` for binary frames and text that is not a
+    #: canonical frame).
+    json: dict[str, Any] | None = None
+    raw: str | bytes = b""
+
+    @property
+    def correlation_id(self) -> str | None:
+        cid: str | None = self.meta.get("correlationId")
+        return cid
+
+
+def parse(data: str | bytes, binary: bool) -> Frame:
+    """A received message as a :class:`Frame`: ``type`` is ``"<binary>"`` for binary data and
+    ``"<text>"`` for text that is not a JSON object with a string ``type``. Integers are read
+    exactly, as the server reads them."""
+    if binary:
+        return Frame(type="<binary>", raw=data)
+    try:
+        obj = _read_json(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("type"), str):
+        meta = obj.get("meta")
+        return Frame(
+            obj["type"], meta if isinstance(meta, dict) else {}, obj.get("payload"), obj, data
+        )
+    return Frame(type="<text>", payload=data, raw=data)
+
+
+def typed(frame: Frame, schema: MessageSchema[Any]) -> Frame:
+    """``frame`` with its payload validated against ``schema`` (raises
+    :class:`~crosswire.ValidationError`)."""
+    payload = schema.load_payload(frame.payload) if schema.payload is not None else None
+    return Frame(frame.type, frame.meta, payload, frame.json, frame.raw)
+
+
+def error_of(frame: Frame) -> WsError:
+    """The :class:`~crosswire.WsError` an ``ERROR`` or ``RPC_ERROR`` frame carries."""
+    body = frame.payload if isinstance(frame.payload, dict) else {}
+    code = body.get("code", ErrorCode.INTERNAL)
+    retry_after = body.get("retryAfterMs")
+    try:
+        return WsError(
+            code,
+            str(body.get("message", "")),
+            body.get("details"),
+            retryable=body.get("retryable"),
+            retry_after_ms=retry_after,
+        )
+    except (ValueError, TypeError):  # a server that broke the retry rules: keep the code
+        return WsError(code, str(body.get("message", "")), body.get("details"))
