@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,26 @@ async def test_rooms_example_shares_a_room_between_two_processes_on_redis(
             "event": "error",
             "data": {"message": "say needs a room you are in"},
         }
+
+
+async def test_echo_client_example_talks_to_the_echo_example(crosswire_cmd: RunCommand) -> None:
+    cmd = await crosswire_cmd("run", "examples.echo:app", "--port", "0", cwd=ROOT)
+    await cmd.started()
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable)),
+        "-m",
+        "examples.echo_client",
+        cmd.ws_url + "/",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 0
+    assert out.decode().splitlines() == [
+        "echo: hello",
+        "1 + 2 = 3",
+        "counted 1",
+        "counted 2",
+        "counted 3",
+        "counted to 3",
+    ]

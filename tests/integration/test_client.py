@@ -1,0 +1,268 @@
+"""The typed client against real crosswire servers: requests, progress, deadlines, abort,
+errors, handlers, the offline queue, reconnection after a server restart, auth and heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import crosswire
+from crosswire import (
+    Accept,
+    Heartbeat,
+    Response,
+    Router,
+    RpcContext,
+    ValidationError,
+    WsError,
+    message,
+    rpc,
+)
+from crosswire.client import Auth, Client, ClientState, ErrorContext, Reconnect
+from examples import echo
+from tests.support import eventually
+
+Slow = rpc("SLOW", {"seconds": float}, "SLOW_DONE", None)
+Note = message("NOTE", {"text": str})
+Odd = message("ODD", {"n": int})  # the server sends it with a string: invalid for the client
+
+FAST = Reconnect(initial_delay=0.02, max_delay=0.1)
+
+pytestmark = pytest.mark.parametrize("kind", ["websockets", "picows"])
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def add(self, *event: Any) -> None:
+        self.events.append(event)
+
+    def named(self, name: str) -> list[Any]:
+        return [e for e in self.events if e[0] == name]
+
+
+def make_router(rec: Recorder) -> Router:
+    async def slow(ctx: RpcContext[Any]) -> None:
+        ctx.on_cancel(lambda: rec.add("cancelled", ctx.correlation_id))
+        rec.add("started", ctx.correlation_id, ctx.time_remaining())
+        await asyncio.sleep(ctx.payload.seconds)
+        ctx.reply()
+
+    router = Router().merge(echo.create_router())
+    router.rpc(Slow, slow)
+    router.on(Note, lambda ctx: rec.add("note", ctx.payload.text))
+    router.on_open(lambda ctx: ctx.send(Note, {"text": "welcome"}))
+    return router
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[crosswire.RunningServer]]:
+    running: list[crosswire.RunningServer] = []
+    yield running
+    for server in running:
+        await asyncio.wait_for(server.aclose(), 10)
+
+
+async def serve(
+    servers: list[crosswire.RunningServer], router: Router, kind: str, port: int = 0
+) -> crosswire.RunningServer:
+    server = await crosswire.start(crosswire.App(router), server=kind, port=port)  # type: ignore[arg-type]
+    servers.append(server)
+    return server
+
+
+async def test_events_requests_and_progress(kind: str, servers: Any) -> None:
+    rec = Recorder()
+    server = await serve(servers, make_router(rec), kind)
+    got: list[Any] = []
+    client = Client(server.url + "/", reconnect=FAST)
+    client.on(Note, lambda frame: got.append(frame.payload.text))  # before the welcome comes
+    client.on(echo.Echo, lambda frame: got.append(frame.payload.text))
+    async with client:
+        assert await client.send(echo.Echo, {"text": "hi"})
+        reply = await client.request(echo.Add, {"a": 2, "b": 3})
+        assert reply.payload.sum == 5 and reply.type == "ADD_RESULT"
+        steps: list[Any] = []
+        done = await client.request(echo.Count, {"to": 3, "delay_ms": 1}, on_progress=steps.append)
+        assert done.payload.total == 3 and steps == [{"n": 1}, {"n": 2}, {"n": 3}]
+        await eventually(lambda: len(got) == 2)
+        assert got == ["welcome", "hi"]  # the on_open message was typed and handled too
+        assert client.is_connected
+    assert not client.is_connected and client.state == "closed"
+
+
+async def test_the_deadline_reaches_the_server_and_cancelling_sends_abort(
+    kind: str, servers: Any
+) -> None:
+    rec = Recorder()
+    server = await serve(servers, make_router(rec), kind)
+    async with Client(server.url + "/", reconnect=FAST) as client:
+        with pytest.raises(WsError) as late:
+            await client.request(Slow, {"seconds": 5}, timeout=0.1, correlation_id="late")
+        assert late.value.code == "DEADLINE_EXCEEDED"
+        (_, _, remaining) = rec.named("started")[0]
+        assert 0 < remaining <= 0.1  # the server knew the client's deadline
+        await eventually(lambda: ("cancelled", "late") in rec.events)
+
+        call = asyncio.ensure_future(client.request(Slow, {"seconds": 5}, correlation_id="gone"))
+        await eventually(lambda: len(rec.named("started")) == 2)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await eventually(lambda: ("cancelled", "gone") in rec.events)  # $ws:abort arrived
+        assert (await client.request(echo.Add, {"a": 1, "b": 1})).payload.sum == 2
+
+
+async def test_errors_reach_the_caller_or_on_error(kind: str, servers: Any) -> None:
+    rec = Recorder()
+    router = make_router(rec)
+    router.off(echo.Echo).on(echo.Echo, lambda ctx: ctx.error("NOT_FOUND", "no such echo"))
+    router.rpc(rpc("FAIL", None, "NEVER", None), lambda ctx: ctx.error("PERMISSION_DENIED", "no"))
+    router.on(Odd, lambda ctx: ctx.peer.send({"type": "ODD", "payload": {"n": "seven"}}))
+    server = await serve(servers, router, kind)
+    errors: list[tuple[Exception, ErrorContext]] = []
+    unhandled: list[Any] = []
+    async with Client(server.url + "/", reconnect=FAST) as client:
+        client.on_error(lambda error, context: errors.append((error, context)))
+        client.on(Odd, lambda frame: unhandled.append(("handled?", frame)))
+        with pytest.raises(WsError) as denied:
+            await client.request(rpc("FAIL", None, "NEVER", None))
+        assert denied.value.code == "PERMISSION_DENIED"
+        with pytest.raises(ValidationError):  # refused before it is sent
+            await client.send(echo.Echo, {"text": 5})
+        await client.send(echo.Echo, {"text": "x"})
+        await client.send(Odd, {"n": 1})
+        await eventually(lambda: len(errors) == 2)
+        (server_error, server_ctx), (invalid, invalid_ctx) = errors
+        assert server_ctx.type == "server" and isinstance(server_error, WsError)
+        assert server_error.code == "NOT_FOUND"
+        assert invalid_ctx.type == "validation" and isinstance(invalid, ValidationError)
+        client.on_unhandled(unhandled.append)
+        await client.send(message("NOPE"))  # the server answers UNIMPLEMENTED: an ERROR
+        await eventually(lambda: len(errors) == 3)
+        assert errors[2][1].type == "server"
+    assert unhandled == []  # the invalid ODD reached no handler
+
+
+async def test_offline_frames_wait_in_the_queue_and_the_client_reconnects(
+    kind: str, servers: Any
+) -> None:
+    rec = Recorder()
+    first = await serve(servers, make_router(rec), kind)
+    states: list[ClientState] = []
+    client = Client(first.url + "/", reconnect=FAST)
+    client.on_state(states.append)
+    await client.connect()
+    try:
+        call = asyncio.ensure_future(client.request(Slow, {"seconds": 5}))
+        await eventually(lambda: len(rec.named("started")) == 1)
+        await first.aclose()  # the server goes away (1001)
+        with pytest.raises(WsError) as lost:
+            await asyncio.wait_for(call, 5)
+        assert lost.value.code == "UNAVAILABLE"
+        await eventually(lambda: client.state is ClientState.RECONNECTING)
+        assert not await client.send(Note, {"text": "while down"})  # queued
+        queued_call = asyncio.ensure_future(client.request(echo.Add, {"a": 4, "b": 4}))
+        await eventually(lambda: client.queued == 2)
+
+        await serve(servers, make_router(rec), kind, port=first.port)  # back, same port
+        assert (await asyncio.wait_for(queued_call, 5)).payload.sum == 8
+        await eventually(lambda: ("note", "while down") in rec.events)
+        assert client.state is ClientState.OPEN and client.queued == 0
+    finally:
+        await client.close()
+    assert states[:3] == [ClientState.CONNECTING, ClientState.OPEN, ClientState.RECONNECTING]
+    assert states[-3:] == [ClientState.OPEN, ClientState.CLOSING, ClientState.CLOSED]
+
+
+async def test_a_token_goes_with_every_attempt_in_the_query_or_a_subprotocol(
+    kind: str, servers: Any
+) -> None:
+    seen: list[tuple[str | None, list[str]]] = []
+
+    def upgrade(request: crosswire.Request) -> Accept | Response:
+        token = request.query.get("access_token")
+        offered = request.subprotocols
+        seen.append((token, offered))
+        bearer = [p for p in offered if p.startswith("bearer.")]
+        if token == "secret" or bearer == ["bearer.secret"]:
+            return Accept(subprotocol=bearer[0] if bearer else None)
+        return Response(401, "no token")
+
+    router = make_router(Recorder())
+    router.on_upgrade(upgrade)
+    server = await serve(servers, router, kind)
+    calls: list[int] = []
+
+    async def token() -> str:
+        calls.append(1)
+        return "secret"
+
+    async with Client(server.url + "/", auth=Auth(token=token)) as client:
+        assert (await client.request(echo.Add, {"a": 1, "b": 2})).payload.sum == 3
+    by_protocol = Auth(token=lambda: "secret", attach="protocol")
+    async with Client(server.url + "/", subprotocols=("chat",), auth=by_protocol) as client:
+        assert client.subprotocol == "bearer.secret"
+    assert seen == [("secret", []), (None, ["chat", "bearer.secret"])] and calls == [1]
+
+    refused = Client(server.url + "/", reconnect=Reconnect(enabled=False))
+    with pytest.raises(ConnectionError):
+        await refused.connect()
+    assert refused.state is ClientState.CLOSED
+    await refused.close()
+
+
+async def test_the_server_heartbeat_is_answered_and_a_policy_close_is_final(
+    kind: str, servers: Any
+) -> None:
+    router = Router(heartbeat=Heartbeat(interval=0.05, timeout=0.05)).merge(echo.create_router())
+    router.on_auth(lambda ctx: ctx.type != "NOTE")
+    router.on(Note, lambda ctx: None)
+    server = await serve(servers, router, kind)
+    async with Client(server.url + "/", reconnect=FAST) as client:
+        await asyncio.sleep(0.3)  # several heartbeats: unanswered, the server would close
+        assert client.state is ClientState.OPEN
+        assert (await client.request(echo.Add, {"a": 1, "b": 1})).payload.sum == 2
+    states: list[ClientState] = []
+    refused = Client(server.url + "/", reconnect=FAST)
+    refused.on_state(states.append)
+    async with refused:
+        await refused.send(Note, {"text": "no"})  # on_auth says no: UNAUTHENTICATED, 1008
+        await eventually(lambda: refused.state is ClientState.CLOSED)
+    assert ClientState.RECONNECTING not in states  # 1008: reconnecting cannot help
+
+
+async def test_the_queue_is_bounded_and_requests_are_limited(kind: str) -> None:
+    overflow: list[Any] = []
+    url = "ws://127.0.0.1:9/"  # never connected in this test
+    newest = Client(url, queue_size=2)
+    newest.on_error(lambda error, context: overflow.append(context.type))
+    for n in range(3):
+        assert not await newest.send(Note, {"text": str(n)})
+    assert newest.queued == 2 and overflow == ["overflow"]
+
+    oldest = Client(url, queue="drop-oldest", queue_size=1)
+    oldest.on_error(lambda error, context: overflow.append(context.details))
+    await oldest.send(Note, {"text": "a"})
+    await oldest.send(Note, {"text": "b"})
+    assert oldest.queued == 1 and '"a"' in overflow[-1]
+
+    off = Client(url, queue="off")
+    with pytest.raises(WsError) as unavailable:
+        await off.request(echo.Add, {"a": 1, "b": 1})
+    assert unavailable.value.code == "UNAVAILABLE"
+
+    limited = Client(url, pending_requests_limit=1)
+    first = asyncio.ensure_future(limited.request(echo.Add, {"a": 1, "b": 1}, timeout=5))
+    await eventually(lambda: limited.queued == 1)
+    with pytest.raises(WsError) as exhausted:
+        await limited.request(echo.Add, {"a": 1, "b": 1})
+    assert exhausted.value.code == "RESOURCE_EXHAUSTED"
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert limited.queued == 0  # a cancelled request leaves the queue
