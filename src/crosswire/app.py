@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 from .eager import spawn_eager
@@ -21,6 +21,9 @@ __all__ = ["App", "HttpHandler"]
 
 logger = logging.getLogger("crosswire.app")
 
+#: The answer to a handshake whose Origin is not in ``App(origins=...)``.
+_FORBIDDEN_ORIGIN = Response(403, "origin not allowed")
+
 HttpHandler = Callable[[Request], Response | Awaitable[Response]]
 
 
@@ -30,7 +33,9 @@ class App:
     ``hooks`` is a :class:`~crosswire.Hooks` (see :func:`~crosswire.define_hooks`), any object
     with hook methods, or a :class:`~crosswire.Router`. ``http`` answers plain HTTP requests on
     the standalone servers and the ASGI adapter (the demo page, a health check); without it
-    they get 426 Upgrade Required.
+    they get 426 Upgrade Required. ``origins`` lists the ``Origin`` values allowed to open a
+    WebSocket (include ``None`` to let in clients that send none, such as non-browser ones);
+    others get 403 before any hook runs. By default every origin is allowed.
     """
 
     def __init__(
@@ -40,8 +45,12 @@ class App:
         limits: Limits | None = None,
         hub: Hub | None = None,
         http: HttpHandler | None = None,
+        origins: Collection[str | None] | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
+        #: The ``Origin`` values allowed to open a WebSocket (``None`` in it: requests with no
+        #: Origin, from clients that are not browsers); ``None``: any.
+        self.origins = frozenset(origins) if origins is not None else None
         self.hub = hub if hub is not None else Hub()
         self.http = http
         #: Whether a peer joins the Hub (by id, in the broadcast group) as it opens.
@@ -72,9 +81,12 @@ class App:
     # -- the seam with server adapters -----------------------------------------------------
 
     async def handle_upgrade(self, request: Request) -> Accept | Response:
-        """Run the ``upgrade`` hook; an error in it refuses the connection with 500."""
+        """Check the Origin, then run the ``upgrade`` hook; an error in it refuses the
+        connection with 500."""
         if self._closing:
             return Response(503, "server shutting down")
+        if self.origins is not None and request.headers.get("origin") not in self.origins:
+            return _FORBIDDEN_ORIGIN
         hook = self.hooks.upgrade
         if hook is None:
             return Accept()
@@ -91,6 +103,8 @@ class App:
         """``handle_upgrade`` for servers whose handshake cannot await (picows)."""
         if self._closing:
             return Response(503, "server shutting down")
+        if self.origins is not None and request.headers.get("origin") not in self.origins:
+            return _FORBIDDEN_ORIGIN
         hook = self.hooks.upgrade
         if hook is None:
             return Accept()

@@ -1,0 +1,58 @@
+"""Reading a client's token from the handshake: the ``Authorization`` header, a
+``bearer.<token>`` subprotocol, or the query string (no I/O; for ``upgrade`` hooks).
+
+::
+
+    def upgrade(request: Request) -> Accept | Response:
+        credentials = bearer_token(request)
+        user = verify(credentials.token) if credentials else None
+        if user is None:
+            return Response(401, "a valid token is required")
+        # A browser fails the connection unless the subprotocol it offered comes back.
+        return Accept(subprotocol=credentials.subprotocol, context={"user": user})
+
+Browsers cannot set headers on a WebSocket: they send the token in the query (which proxies
+may log) or as a subprotocol (which they do not). crosswire never logs a request's query or
+headers, and :class:`Credentials` hides its token in ``repr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .http import Request
+
+__all__ = ["Credentials", "bearer_token"]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A token and where it came from. ``subprotocol`` is the offered subprotocol that carried
+    it (``None`` otherwise): accept the connection with it."""
+
+    token: str = field(repr=False)
+    source: Literal["header", "protocol", "query"]
+    subprotocol: str | None = None
+
+
+def bearer_token(
+    request: Request,
+    *,
+    query_param: str = "access_token",
+    protocol_prefix: str = "bearer.",
+) -> Credentials | None:
+    """The client's token: from ``Authorization: Bearer <token>``, else the first offered
+    subprotocol ``<protocol_prefix><token>``, else the query parameter ``query_param``;
+    ``None`` if there is none (or it is empty). The defaults match
+    :class:`crosswire.client.Auth` and WS-Kit's client."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return Credentials(value.strip(), "header")
+    for offered in request.subprotocols:
+        if offered.startswith(protocol_prefix) and len(offered) > len(protocol_prefix):
+            return Credentials(offered[len(protocol_prefix) :], "protocol", offered)
+    token = request.query.get(query_param)
+    if token:
+        return Credentials(token, "query")
+    return None
