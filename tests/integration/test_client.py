@@ -21,6 +21,7 @@ from crosswire import (
     message,
     rpc,
 )
+from crosswire.auth import bearer_token
 from crosswire.client import Auth, Client, ClientState, ErrorContext, Reconnect
 from examples import echo
 from tests.support import eventually
@@ -179,19 +180,17 @@ async def test_offline_frames_wait_in_the_queue_and_the_client_reconnects(
     assert states[-3:] == [ClientState.OPEN, ClientState.CLOSING, ClientState.CLOSED]
 
 
-async def test_a_token_goes_with_every_attempt_in_the_query_or_a_subprotocol(
+async def test_a_token_goes_with_every_attempt_and_the_server_reads_it(
     kind: str, servers: Any
 ) -> None:
-    seen: list[tuple[str | None, list[str]]] = []
+    seen: list[tuple[str, str | None]] = []
 
     def upgrade(request: crosswire.Request) -> Accept | Response:
-        token = request.query.get("access_token")
-        offered = request.subprotocols
-        seen.append((token, offered))
-        bearer = [p for p in offered if p.startswith("bearer.")]
-        if token == "secret" or bearer == ["bearer.secret"]:
-            return Accept(subprotocol=bearer[0] if bearer else None)
-        return Response(401, "no token")
+        credentials = bearer_token(request)
+        if credentials is None or credentials.token != "secret":
+            return Response(401, "no token")
+        seen.append((credentials.source, credentials.subprotocol))
+        return Accept(subprotocol=credentials.subprotocol)  # echo bearer.<token>
 
     router = make_router(Recorder())
     router.on_upgrade(upgrade)
@@ -207,7 +206,10 @@ async def test_a_token_goes_with_every_attempt_in_the_query_or_a_subprotocol(
     by_protocol = Auth(token=lambda: "secret", attach="protocol")
     async with Client(server.url + "/", subprotocols=("chat",), auth=by_protocol) as client:
         assert client.subprotocol == "bearer.secret"
-    assert seen == [("secret", []), (None, ["chat", "bearer.secret"])] and calls == [1]
+    async with Client(server.url + "/", headers={"Authorization": "Bearer secret"}):
+        pass
+    assert seen == [("query", None), ("protocol", "bearer.secret"), ("header", None)]
+    assert calls == [1]
 
     refused = Client(server.url + "/", reconnect=Reconnect(enabled=False))
     with pytest.raises(ConnectionError):
