@@ -7,7 +7,7 @@ the chain runs inline. When any piece is ``async``, the chain is a coroutine (ru
 and ``next()`` returns the rest as a coroutine: an async middleware awaits it; a plain one
 returns it (``return next()``). A plain middleware that calls ``next()`` without returning it
 still works, but its code after ``next()`` then runs before the handler: crosswire logs a
-warning once, as that code should be in an ``async`` middleware.
+warning once per route, as that code should be in an ``async`` middleware.
 """
 
 from __future__ import annotations
@@ -98,15 +98,16 @@ def _as_coroutine(fn: Run) -> Callable[[Any], Coroutine[Any, Any, None]]:
     return run
 
 
-_warned: set[int] = set()
-
-
 def _link_async(
     middleware: Middleware, downstream: Callable[[Any], Coroutine[Any, Any, None]]
 ) -> Callable[[Any], Coroutine[Any, Any, None]]:
     """A middleware in a chain with something async (see the module docstring)."""
+    # Warned once per compiled route (not per id(middleware): ids of freed functions come
+    # back, and a new middleware would then never be warned about).
+    warned = False
 
     async def link(ctx: Any) -> None:
+        nonlocal warned
         started: list[Coroutine[Any, Any, None]] = []
 
         def next() -> Coroutine[Any, Any, None]:
@@ -122,8 +123,8 @@ def _link_async(
         for rest in started:
             if inspect.getcoroutinestate(rest) == inspect.CORO_CREATED:
                 # A plain middleware called next() and did not return it.
-                if id(middleware) not in _warned:
-                    _warned.add(id(middleware))
+                if not warned:
+                    warned = True
                     logger.warning(
                         "middleware %r calls next() without returning it in a route with "
                         "async code: its code after next() ran before the handler; make it "
