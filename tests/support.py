@@ -7,6 +7,7 @@ import contextlib
 import re
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,9 @@ class RawClient:
 class SocketClient(TestClient):
     """:class:`crosswire.testing.TestClient` over a real socket: the App runs on server
     ``kind`` on a free port (started on the first ``connect``), and each connection is a
-    websockets client. The same test body runs in memory and over the wire."""
+    websockets client. The same test body runs in memory and over the wire. The handshake
+    and the closing handshake may take :data:`TIMEOUT`, whatever the client's ``timeout``;
+    ``remote_address`` is the socket's (127.0.0.1)."""
 
     __test__ = False
 
@@ -273,6 +276,7 @@ class SocketClient(TestClient):
         super().__init__(app, timeout=timeout)
         self.kind = kind
         self._server: RunningServer | None = None
+        self._starting = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def connect(
@@ -284,18 +288,19 @@ class SocketClient(TestClient):
         subprotocols: tuple[str, ...] = (),
         remote_address: str = "127.0.0.1",
     ) -> AsyncIterator[TestConnection]:
-        if self._server is None:
-            self._server = await crosswire.start(self.app, server=self.kind)  # type: ignore[arg-type]
+        async with self._starting:  # connections opened together share one server
+            if self._server is None:
+                self._server = await crosswire.start(self.app, server=self.kind)  # type: ignore[arg-type]
         url = self._server.url + path + (f"?{query}" if query else "")
-        before = set(self.app.peers)
+        tag = uuid.uuid4().hex  # finds this connection's peer on the server
         try:
             ws = await connect(
                 url,
-                additional_headers=dict(headers or {}),
+                additional_headers={**(headers or {}), _TAG: tag},
                 subprotocols=list(subprotocols) or None,  # type: ignore[arg-type]
                 compression=None,
                 ping_interval=None,
-                open_timeout=self.timeout,
+                open_timeout=max(self.timeout, TIMEOUT),
                 max_size=None,
             )
         except InvalidStatus as refused:
@@ -304,22 +309,29 @@ class SocketClient(TestClient):
                 crosswire.Response(response.status_code, bytes(response.body or b""))
             ) from None
         conn = SocketConnection(self.app, self.timeout, ws)
-        # The server's peer (for tests that look at it): it may be made just after the
-        # handshake's response has left, or be gone already if the server closed at once.
-        await eventually(lambda: bool(set(self.app.peers) - before) or conn.close_code is not None)
-        new = set(self.app.peers) - before
-        if new:
-            conn._peer = self.app.peers[new.pop()]
         try:
+            # The server's peer (for tests that look at it): it may be made just after the
+            # handshake's response has left, or be gone already if the server closed at once.
+            await eventually(lambda: self._peer_of(tag) is not None or conn.close_code is not None)
+            conn._peer = self._peer_of(tag)
             yield conn
         finally:
             await conn.close()
+
+    def _peer_of(self, tag: str) -> crosswire.Peer | None:
+        for peer in self.app.peers.values():
+            if peer.request.headers.get(_TAG) == tag:
+                return peer
+        return None
 
     async def aclose(self) -> None:
         """Stop the server, if one was started."""
         if self._server is not None:
             await asyncio.wait_for(self._server.aclose(), 15)
             self._server = None
+
+
+_TAG = "x-crosswire-test-connection"
 
 
 class SocketConnection(TestConnection):
@@ -340,15 +352,21 @@ class SocketConnection(TestConnection):
         except ConnectionClosed:
             pass
         finally:
+            self._closed_by_server()
             if self.close_code is None:
-                rcvd = self.ws.protocol.close_rcvd
-                self.close_code, self.close_reason = (
-                    (rcvd.code, rcvd.reason) if rcvd is not None else (1006, "")
-                )
+                self.close_code, self.close_reason = 1006, ""
             self._arrived.set()
 
+    def _closed_by_server(self) -> bool:
+        """Record the server's close frame, if one arrived (even if not read yet)."""
+        received = self.ws.protocol.close_rcvd
+        if received is not None and self.close_code is None:
+            self.close_code, self.close_reason = received.code, received.reason
+            self._arrived.set()
+        return received is not None
+
     async def send_raw(self, data: str | bytes) -> None:
-        if self.close_code is not None:
+        if self.close_code is not None or self._closed_by_server():
             raise ConnectionError("the connection is closed")
         try:
             await asyncio.wait_for(self.ws.send(data), self.timeout)
@@ -356,11 +374,17 @@ class SocketConnection(TestConnection):
             raise ConnectionError("the connection is closed") from closed
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.close_code is None:
+        if not self._closed_by_server() and self.close_code is None:
             self.close_code, self.close_reason = code, reason
-            await asyncio.wait_for(self.ws.close(code, reason), self.timeout)
             self._arrived.set()
-        await asyncio.wait_for(self._reader, self.timeout)
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), TIMEOUT)
+            await asyncio.wait_for(self._reader, TIMEOUT)
+        except TimeoutError:
+            self.ws.transport.abort()
+            self._reader.cancel()
+            await asyncio.wait({self._reader})
+            raise
 
 
 #: The ways the router tests reach a router: in memory, and over each kind of socket.

@@ -102,6 +102,7 @@ async def test_msgspec_and_pydantic_payloads_are_validated_both_ways(
 
     router = Router().rpc(Measure, measure)
     router.on(Named, lambda ctx: ctx.send(Swapped, {"x": ctx.payload.length2, "y": "many"}))
+    router.on(Swapped, lambda ctx: ctx.send(Named, {"length2": "long"}))  # pydantic, invalid
     async with make_client(router).connect() as conn:
         reply = await conn.request(Measure, {"x": 3, "y": 4})
         assert reply.payload == Norm(length2=25)
@@ -121,6 +122,8 @@ async def test_msgspec_and_pydantic_payloads_are_validated_both_ways(
             assert says in error.message
         await conn.send(Named, {"length2": 1})
         await conn.expect_error("INTERNAL")  # the outbound Vec is invalid: a server bug
+        await conn.send(Swapped, {"x": 1, "y": 2})
+        await conn.expect_error("INTERNAL")  # the outbound Norm too
         await conn.send_raw('{"type": "NAMED", "payload": {"length2": 1, "extra": 0}}')
         error = await conn.expect_error("INVALID_ARGUMENT")
         assert "extra" in error.message  # pydantic refuses unknown keys too
@@ -283,6 +286,7 @@ async def test_open_close_and_publish_from_outside(make_client: MakeClient) -> N
         Echo, lambda ctx: ctx.publish("news", Echo, {"text": ctx.payload.text}, exclude_self=True)
     )
     router.on(Ping, lambda ctx: ctx.unsubscribe("news"))
+    router.on(Pong, lambda ctx: ctx.subscribe("news"))
     client = make_client(router)
     async with client.connect() as a, client.connect() as b:
         for conn in (a, b):
@@ -302,6 +306,11 @@ async def test_open_close_and_publish_from_outside(make_client: MakeClient) -> N
         assert (await a.receive_as(Echo)).payload.text == "a only"
         await settle(b)
         assert b.pending == []  # b left the topic
+        await b.send(Pong, {"n": 0})  # and joins it again, from a message handler
+        await settle(b)
+        assert router.publish("news", Echo, {"text": "both"}).matched_local == 2
+        for conn in (a, b):
+            assert (await conn.receive_as(Echo)).payload.text == "both"
         await a.close(4000, "bye")
         await eventually(lambda: len(log) == 1)
         assert log == [("close", 4000, "bye", "ada")]
@@ -398,6 +407,13 @@ async def test_handler_exceptions_become_internal_without_details(
     assert "hunter2" not in str(error.to_payload())
     assert "RuntimeError" in caplog.text  # the server's log has it
 
+    rpc_router = Router().rpc(Add, boom)
+    async with make_client(rpc_router).connect() as conn:
+        with pytest.raises(WsError) as answered:
+            await conn.request(Add, {"a": 1, "b": 1}, correlation_id="r1")
+    assert answered.value.code == "INTERNAL" and answered.value.message == "internal server error"
+    assert not answered.value.details  # an RPC_ERROR for r1, with nothing of the exception
+
     exposed = Router(expose_error_details=True).on(Echo, boom)
     async with make_client(exposed).connect() as conn:
         await conn.send(Echo, {"text": "x"})
@@ -446,7 +462,7 @@ async def test_heartbeat_frames_and_stale_connections(make_client: MakeClient) -
     stale: list[str] = []
     router = Router(
         heartbeat=Heartbeat(
-            interval=0.05, timeout=0.05, on_stale_connection=lambda cid, peer: stale.append(cid)
+            interval=0.2, timeout=0.1, on_stale_connection=lambda cid, peer: stale.append(cid)
         )
     )
     async with make_client(router).connect() as conn:

@@ -212,7 +212,7 @@ async def test_errors_in_rpc_handlers_answer_with_rpc_error(make_client: MakeCli
 
 
 async def test_progress_is_dropped_while_the_client_is_behind() -> None:
-    """In memory, with the flag the transport sets; test_backpressure.py fills a real socket."""
+    """In memory, with the flag the transport sets; test_rpc_backpressure.py fills a real socket."""
     router = Router()
     sent: list[bool] = []
 

@@ -11,7 +11,7 @@ import orjson
 from crosswire import App, Router, RpcContext, rpc
 from tests.support import RawClient
 
-Flood = rpc("FLOOD", {"size": int}, "FLOOD_DONE", {"sent": int, "dropped": int})
+Flood = rpc("FLOOD", {"size": int, "most": int}, "FLOOD_DONE", {"sent": int, "dropped": int})
 Add = rpc("ADD", {"a": int, "b": int}, "ADD_RESULT", {"sum": int})
 
 #: Enough progress to fill the kernel's buffers on both ends of a loopback connection many
@@ -25,7 +25,7 @@ def flood_router() -> Router:
         sent = dropped = 0
         # Nothing drains while this runs: once the buffer is past its high-water mark, every
         # later progress frame is dropped.
-        while dropped < 10 and sent < MOST:
+        while dropped < 10 and sent < ctx.payload.most:
             if ctx.progress({"n": sent, "chunk": chunk}):
                 sent += 1
             else:
@@ -49,7 +49,7 @@ async def test_progress_is_dropped_under_backpressure_and_the_reply_is_not(
     served = await start_server(App(flood_router()), kind)
     client = await RawClient.connect(served.url)
     try:
-        client.protocol.send_text(request("FLOOD", "f", {"size": 16 * 1024}))
+        client.protocol.send_text(request("FLOOD", "f", {"size": 16 * 1024, "most": MOST}))
         client.flush()
         progress: list[int] = []
         while True:  # only now does the client read
@@ -67,5 +67,11 @@ async def test_progress_is_dropped_under_backpressure_and_the_reply_is_not(
         client.flush()
         (raw,) = await client.messages(1)
         assert orjson.loads(raw)["payload"] == {"sum": 5}  # the connection carries on
+
+        client.protocol.send_text(request("FLOOD", "g", {"size": 16, "most": 100}))  # 5 KB
+        client.flush()
+        frames = [orjson.loads(raw) for raw in await client.messages(101)]
+        assert frames[-1]["payload"] == {"sent": 100, "dropped": 0}  # drained: none dropped
+        assert [f["payload"]["n"] for f in frames[:-1]] == list(range(100))
     finally:
         client.close()
