@@ -24,9 +24,9 @@ from urllib.parse import urlencode
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from ..errors import ErrorCode, ValidationError, WsError
+from ..errors import ConfigurationError, ErrorCode, ValidationError, WsError
 from ..schema import RESERVED_META_KEYS, MessageSchema
 from ..wire import canonical
 from .backoff import Reconnect
@@ -38,6 +38,9 @@ logger = logging.getLogger("crosswire.client")
 
 #: Close codes after which reconnecting cannot help: the server refused this client.
 NO_RECONNECT = frozenset({1002, 1003, 1007, 1008, 1009})
+
+#: Seconds a connection must last for the next loss to start the backoff again.
+STABLE_AFTER = 1.0
 
 
 class ClientState(StrEnum):
@@ -114,7 +117,10 @@ class Client:
     ``auth`` (:class:`Auth`), ``reconnect`` (:class:`~crosswire.client.Reconnect`),
     ``queue`` (``"drop-newest"``, ``"drop-oldest"`` or ``"off"``: what happens to frames
     sent while not connected when ``queue_size`` are already waiting), ``queue_size``,
-    ``pending_requests_limit``, ``request_timeout`` (seconds) and ``connect_timeout``.
+    ``pending_requests_limit``, ``request_timeout``, ``connect_timeout`` and
+    ``close_timeout`` (seconds), ``ping_interval`` (seconds between WebSocket pings, which
+    find a connection that died silently; ``None``: none) and ``max_message_size`` (bytes; a
+    larger message from the server closes the connection with 1009).
     """
 
     def __init__(
@@ -130,7 +136,18 @@ class Client:
         pending_requests_limit: int = 1000,
         request_timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+        ping_interval: float | None = 20.0,
+        max_message_size: int | None = 16 * 1024 * 1024,
     ) -> None:
+        if queue not in ("drop-newest", "drop-oldest", "off"):
+            raise ConfigurationError(f"queue must be drop-newest, drop-oldest or off: {queue!r}")
+        for name, value in (
+            ("queue_size", queue_size),
+            ("pending_requests_limit", pending_requests_limit),
+        ):
+            if type(value) is not int or value < 1:
+                raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
         self.url = url
         self._subprotocols = subprotocols
         self._headers = dict(headers or {})
@@ -141,12 +158,18 @@ class Client:
         self._pending_limit = pending_requests_limit
         self._request_timeout = request_timeout
         self._connect_timeout = connect_timeout
+        self._close_timeout = close_timeout
+        self._ping_interval = ping_interval
+        self._max_message_size = max_message_size
 
         self._state = ClientState.CLOSED
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._opened = asyncio.Event()
+        #: Callers of wait_open(), woken by the next open.
+        self._open_waiters: list[asyncio.Future[None]] = []
         self._closing = False
+        #: False once close() was called or the client gave up: sends then fail at once.
+        self._accepting = True
         self._last_error: BaseException | None = None
         #: Frames waiting for a connection: (text, correlation id of a request or None).
         self._queue: deque[tuple[str, str | None]] = deque()
@@ -182,54 +205,71 @@ class Client:
 
     async def connect(self) -> None:
         """Connect, and keep the connection up (reconnecting per ``reconnect``) until
-        :meth:`close`. Returns once open; raises :class:`ConnectionError` if every allowed
-        attempt failed. Safe to cancel (the client keeps trying; :meth:`close` stops it)."""
+        :meth:`close`. Returns once open; raises :class:`ConnectionError` if the client gave
+        up first (every allowed attempt failed, the server refused the handshake with a 4xx
+        status, or it closed with a code that reconnecting cannot help). Cancelling it leaves
+        the client trying; :meth:`close` stops it (``async with`` does both)."""
         if self._runner is None or self._runner.done():
             self._closing = False
+            self._accepting = True
             self._last_error = None
             self._runner = asyncio.get_running_loop().create_task(self._run())
         await self.wait_open()
 
     async def wait_open(self) -> None:
-        """Wait until the connection is open (at once if it is). Raises
+        """Wait for the connection to be open (at once if it is). Raises
         :class:`ConnectionError` if the client stops trying first."""
-        runner = self._runner
-        if runner is None:
-            raise ConnectionError("the client is not connecting: call connect()")
-        if self._opened.is_set():
+        if self.is_connected:
             return
-        opened = asyncio.ensure_future(self._opened.wait())
+        runner = self._runner
+        if runner is None or runner.done():
+            raise ConnectionError(f"not connecting to {self.url}") from self._last_error
+        waiter = asyncio.get_running_loop().create_future()
+        self._open_waiters.append(waiter)
         try:
-            await asyncio.wait({opened, runner}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, runner}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            opened.cancel()
-        if not self._opened.is_set():
+            if waiter in self._open_waiters:
+                self._open_waiters.remove(waiter)
+        if not waiter.done():
             raise ConnectionError(f"could not connect to {self.url}") from self._last_error
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection and stop reconnecting. Pending requests fail with
-        ``CANCELLED``; queued frames are dropped; running async handlers are cancelled."""
+        """Close the connection and stop reconnecting; every wait is bounded by
+        ``close_timeout``. Pending requests fail with ``CANCELLED``, queued frames are
+        dropped, running async handlers are cancelled, and later sends fail with
+        ``UNAVAILABLE`` until :meth:`connect`."""
         self._closing = True
+        self._accepting = False
         runner = self._runner
         if runner is not None and not runner.done():
             ws = self._ws
             if ws is not None:
                 self._set_state(ClientState.CLOSING)
-                with contextlib.suppress(ConnectionClosed, TimeoutError):
-                    await asyncio.wait_for(ws.close(code, reason), self._connect_timeout)
+                try:
+                    async with asyncio.timeout(self._close_timeout):
+                        await ws.close(code, reason)
+                except TimeoutError:  # the server does not answer: drop the connection
+                    ws.transport.abort()
             runner.cancel()
-            await asyncio.wait({runner})
+            await asyncio.wait({runner}, timeout=self._close_timeout)
         self._runner = None
         self._queue.clear()
         self._fail_calls(WsError(ErrorCode.CANCELLED, "the client closed"))
-        for task in list(self._tasks):
+        current = asyncio.current_task()  # close() may be called from an async handler
+        handlers = [task for task in self._tasks if task is not current]
+        for task in handlers:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
+        if handlers:
+            await asyncio.wait(handlers, timeout=self._close_timeout)
         self._set_state(ClientState.CLOSED)
 
     async def __aenter__(self) -> Client:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -246,7 +286,8 @@ class Client:
     ) -> bool:
         """Send a message of ``schema`` (validated first: raises
         :class:`~crosswire.ValidationError`). True if it was written now; False if it was
-        queued for the next connection, or dropped (``on_error`` says so)."""
+        queued for the next connection, or dropped (``on_error`` says so). Raises
+        :class:`~crosswire.WsError` ``UNAVAILABLE`` once the client is closed or gave up."""
         text = _encode(schema, payload, meta, None)
         return await self._write_or_queue(text, None) == "sent"
 
@@ -266,7 +307,8 @@ class Client:
         The server learns the deadline (``meta.timeoutMs``). Raises
         :class:`~crosswire.WsError`: the server's ``RPC_ERROR``, ``DEADLINE_EXCEEDED`` if no
         reply came within ``timeout`` (default ``request_timeout``), ``UNAVAILABLE`` if the
-        connection was lost first or the frame could not be queued, ``RESOURCE_EXHAUSTED``
+        connection was lost first, the frame could not be queued or the client is closed,
+        ``RESOURCE_EXHAUSTED``
         past ``pending_requests_limit``. Progress frames go to ``on_progress``. Cancelling
         the call sends ``$ws:abort``, so the server stops the handler.
         """
@@ -332,36 +374,48 @@ class Client:
     # -- the connection's task -------------------------------------------------------------
 
     async def _run(self) -> None:
-        failures = 0
-        while True:
+        loop = asyncio.get_running_loop()
+        failures = 0  # attempts in a row that did not give a lasting connection
+        while not self._closing:
             self._set_state(ClientState.CONNECTING if failures == 0 else ClientState.RECONNECTING)
             try:
-                ws = await asyncio.wait_for(self._open(), self._connect_timeout)
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                async with asyncio.timeout(self._connect_timeout):
+                    ws = await self._open()
+            except Exception as exc:  # whatever stopped this attempt (the token's too)
                 self._last_error = exc
                 failures += 1
-                if not self._reconnect.allows(failures):
-                    logger.warning("client: could not connect to %s: %s", self.url, exc)
-                    self._queue.clear()
-                    self._fail_calls(WsError(ErrorCode.UNAVAILABLE, f"could not connect: {exc}"))
-                    self._set_state(ClientState.CLOSED)
+                if _final(exc) or not self._reconnect.allows(failures):
+                    self._give_up(f"could not connect: {exc!r}")
                     return
                 self._set_state(ClientState.RECONNECTING)
                 await asyncio.sleep(self._reconnect.delay(failures, random.random()))
                 continue
-            failures = 0
+            if self._closing:  # close() was called as the handshake finished
+                ws.transport.abort()
+                return
+            opened_at = loop.time()
             code = await self._serve(ws)
             if self._closing:
                 return
             self._fail_calls(WsError(ErrorCode.UNAVAILABLE, f"the connection was lost ({code})"))
-            if code in NO_RECONNECT or not self._reconnect.allows(1):
-                logger.warning("client: %s closed the connection with %d", self.url, code)
-                self._queue.clear()
-                self._set_state(ClientState.CLOSED)
+            if code in NO_RECONNECT:
+                self._give_up(f"the server closed the connection with {code}")
                 return
-            failures = 1
+            # A connection that ends at once counts as a failed attempt: a server that accepts
+            # and closes must not be hammered, and max_attempts must end it.
+            failures = 1 if loop.time() - opened_at >= STABLE_AFTER else failures + 1
+            if not self._reconnect.allows(failures):
+                self._give_up(f"the connection was lost ({code})")
+                return
             self._set_state(ClientState.RECONNECTING)
-            await asyncio.sleep(self._reconnect.delay(1, random.random()))
+            await asyncio.sleep(self._reconnect.delay(failures, random.random()))
+
+    def _give_up(self, why: str) -> None:
+        logger.warning("client: %s: %s; not reconnecting", self.url, why)
+        self._accepting = False
+        self._queue.clear()
+        self._fail_calls(WsError(ErrorCode.UNAVAILABLE, why))
+        self._set_state(ClientState.CLOSED)
 
     async def _open(self) -> ClientConnection:
         url, subprotocols = self.url, list(self._subprotocols)
@@ -380,9 +434,11 @@ class Client:
             url,
             subprotocols=subprotocols or None,  # type: ignore[arg-type]
             additional_headers=self._headers,
-            open_timeout=None,  # the caller's wait_for bounds the attempt
-            ping_interval=None,  # the server's heartbeat and pings keep it alive
-            max_size=None,  # the server decides what it sends
+            open_timeout=None,  # the caller's timeout bounds the attempt
+            ping_interval=self._ping_interval,
+            ping_timeout=self._ping_interval,
+            close_timeout=self._close_timeout,
+            max_size=self._max_message_size,
         )
 
     async def _token(self) -> str | None:
@@ -397,7 +453,9 @@ class Client:
         """Run one open connection until it closes; returns the close code."""
         self._ws = ws
         self._set_state(ClientState.OPEN)
-        self._opened.set()
+        for waiter in self._open_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         try:
             await self._flush(ws)
             async for data in ws:
@@ -405,23 +463,29 @@ class Client:
                 if frame.type == canonical.HEARTBEAT:
                     ack = {"type": canonical.HEARTBEAT_ACK}
                     await ws.send(orjson.dumps(ack).decode())
-                else:
+                    continue
+                try:
                     self._dispatch(frame)
+                except Exception as exc:  # a frame the client cannot make sense of
+                    self._report(exc, "parse", frame.raw)
         except ConnectionClosed:
             pass
         finally:
             self._ws = None
-            self._opened.clear()
+            if not ws.transport.is_closing():  # cancelled while open: do not leak the socket
+                ws.transport.abort()
         received = ws.protocol.close_rcvd
         return received.code if received is not None else 1006
 
     async def _flush(self, ws: ClientConnection) -> None:
         queue = self._queue
         while queue:
-            text, cid = queue[0]
-            await ws.send(text)  # if the connection is lost here, the frame stays queued
-            if queue and queue[0][1] == cid and queue[0][0] is text:
-                queue.popleft()
+            text, cid = queue.popleft()
+            try:
+                await ws.send(text)
+            except ConnectionClosed:
+                queue.appendleft((text, cid))  # still waiting: sent on the next connection
+                raise
             call = self._calls.get(cid) if cid is not None else None
             if call is not None:
                 call.sent = True
@@ -429,6 +493,8 @@ class Client:
     async def _write_or_queue(
         self, text: str, cid: str | None
     ) -> Literal["sent", "queued", "dropped"]:
+        if not self._accepting:
+            raise WsError(ErrorCode.UNAVAILABLE, "the client is closed: call connect()")
         ws = self._ws
         if ws is not None and self._state is ClientState.OPEN and not self._queue:
             with contextlib.suppress(ConnectionClosed):  # lost just now: queue it
@@ -579,3 +645,15 @@ def _listen(listeners: list[Any], listener: Any) -> Callable[[], None]:
             listeners.remove(listener)
 
     return unregister
+
+
+def _final(exc: Exception) -> bool:
+    """Whether a failed attempt means trying again cannot help: a bad URL, or a handshake
+    refused with a 4xx status (but 408 and 429, which ask to come back later)."""
+    if isinstance(exc, InvalidURI):
+        return True
+    return (
+        isinstance(exc, InvalidStatus)
+        and 400 <= exc.response.status_code < 500
+        and (exc.response.status_code not in (408, 429))
+    )

@@ -30,8 +30,9 @@ class Frame:
 
     @property
     def correlation_id(self) -> str | None:
-        cid: str | None = self.meta.get("correlationId")
-        return cid
+        """``meta.correlationId`` if it is a string (``None`` otherwise)."""
+        cid = self.meta.get("correlationId")
+        return cid if isinstance(cid, str) else None
 
 
 def parse(data: str | bytes, binary: bool) -> Frame:
@@ -60,17 +61,24 @@ def typed(frame: Frame, schema: MessageSchema[Any]) -> Frame:
 
 
 def error_of(frame: Frame) -> WsError:
-    """The :class:`~crosswire.WsError` an ``ERROR`` or ``RPC_ERROR`` frame carries."""
+    """The :class:`~crosswire.WsError` an ``ERROR`` or ``RPC_ERROR`` frame carries. What does
+    not fit (a code outside the 13, details that are not an object, a ``retryAfterMs`` on a
+    code that is not retryable) is kept in ``details`` of an ``INTERNAL`` error, or dropped."""
     body = frame.payload if isinstance(frame.payload, dict) else {}
-    code = body.get("code", ErrorCode.INTERNAL)
-    retry_after = body.get("retryAfterMs")
+    code = body.get("code")
+    message = str(body.get("message", ""))
+    details = body.get("details") if isinstance(body.get("details"), dict) else None
+    retryable = body.get("retryable")
     try:
         return WsError(
-            code,
-            str(body.get("message", "")),
-            body.get("details"),
-            retryable=body.get("retryable"),
-            retry_after_ms=retry_after,
+            str(code),  # WsError refuses what is not one of the 13
+            message,
+            details,
+            retryable=retryable if isinstance(retryable, bool) else None,
+            retry_after_ms=body.get("retryAfterMs"),
         )
-    except (ValueError, TypeError):  # a server that broke the retry rules: keep the code
-        return WsError(code, str(body.get("message", "")), body.get("details"))
+    except (ValueError, TypeError):
+        pass
+    if isinstance(code, str) and code in ErrorCode.__members__:
+        return WsError(code, message, details)  # without the retry hint that broke the rules
+    return WsError(ErrorCode.INTERNAL, message, {"code": code, "details": body.get("details")})
