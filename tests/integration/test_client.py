@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from websockets.server import ServerProtocol
 
 import crosswire
 from crosswire import (
@@ -221,13 +222,15 @@ async def test_a_token_goes_with_every_attempt_and_the_server_reads_it(
 async def test_the_server_heartbeat_is_answered_and_a_policy_close_is_final(
     kind: str, servers: Any
 ) -> None:
-    router = Router(heartbeat=Heartbeat(interval=0.05, timeout=0.05)).merge(echo.create_router())
+    router = Router(heartbeat=Heartbeat(interval=0.05, timeout=0.2)).merge(echo.create_router())
     router.on_auth(lambda ctx: ctx.type != "NOTE")
     router.on(Note, lambda ctx: None)
     server = await serve(servers, router, kind)
+    changes: list[ClientState] = []
     async with Client(server.url + "/", reconnect=FAST) as client:
-        await asyncio.sleep(0.3)  # several heartbeats: unanswered, the server would close
-        assert client.state is ClientState.OPEN
+        client.on_state(changes.append)
+        await asyncio.sleep(0.5)  # ten heartbeats: unanswered, the server would close (4002)
+        assert changes == []  # the same connection all along
         assert (await client.request(echo.Add, {"a": 1, "b": 1})).payload.sum == 2
     states: list[ClientState] = []
     refused = Client(server.url + "/", reconnect=FAST)
@@ -268,3 +271,116 @@ async def test_the_queue_is_bounded_and_requests_are_limited(kind: str) -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     assert limited.queued == 0  # a cancelled request leaves the queue
+
+
+async def test_a_server_that_closes_at_once_is_not_hammered_and_max_attempts_ends_it(
+    kind: str, servers: Any
+) -> None:
+    opens: list[int] = []
+    router = Router().merge(echo.create_router())
+
+    def open_and_close(ctx: Any) -> None:
+        opens.append(1)
+        ctx.close(1011, "broken")
+
+    router.on_open(open_and_close)
+    server = await serve(servers, router, kind)
+    client = Client(server.url + "/", reconnect=Reconnect(max_attempts=3, initial_delay=0.01))
+    await client.connect()  # it did open, if only for a moment
+    await eventually(lambda: client.state is ClientState.CLOSED)
+    assert len(opens) == 4  # the first, then 3 attempts that each failed to last: the end
+    with pytest.raises(WsError) as closed:
+        await client.send(Note, {"text": "late"})
+    assert closed.value.code == "UNAVAILABLE"
+    await client.close()
+
+
+async def test_frames_the_client_cannot_use_are_reported_and_it_carries_on(
+    kind: str, servers: Any
+) -> None:
+    odd = [
+        {"type": "ADD_RESULT", "meta": {"correlationId": ["c1"]}, "payload": {"sum": 1}},
+        {"type": "ERROR", "payload": {"code": "QUOTA_EXCEEDED", "message": "an app's own code"}},
+        {"type": "ERROR", "payload": {"code": "NOT_FOUND", "details": [1, 2]}},
+        {"type": "RPC_ERROR", "meta": {"correlationId": "x"}, "payload": "not an object"},
+    ]
+    router = Router().merge(echo.create_router())
+    router.on_open(lambda ctx: [ctx.peer.send(frame) for frame in odd])
+    server = await serve(servers, router, kind)
+    errors: list[tuple[Exception, ErrorContext]] = []
+    unhandled: list[Any] = []
+    client = Client(server.url + "/", reconnect=FAST)
+    client.on_error(lambda error, context: errors.append((error, context)))
+    client.on_unhandled(unhandled.append)
+    async with client:
+        assert (await client.request(echo.Add, {"a": 1, "b": 1})).payload.sum == 2
+        await eventually(lambda: len(errors) == 2 and len(unhandled) == 2)
+    (quota, _), (not_found, _) = errors
+    assert isinstance(quota, WsError) and quota.code == "INTERNAL"
+    assert quota.details == {"code": "QUOTA_EXCEEDED", "details": None}
+    assert isinstance(not_found, WsError) and not_found.code == "NOT_FOUND"
+    assert [frame.type for frame in unhandled] == ["ADD_RESULT", "RPC_ERROR"]
+
+
+async def test_a_refused_handshake_or_a_failing_token_ends_connect(kind: str, servers: Any) -> None:
+    router = Router().merge(echo.create_router())
+    router.on_upgrade(lambda request: Response(403, "go away"))
+    server = await serve(servers, router, kind)
+    refused = Client(server.url + "/")  # the default policy retries forever, but not a 4xx
+    with pytest.raises(ConnectionError) as failed:
+        await asyncio.wait_for(refused.connect(), 5)
+    assert "403" in repr(failed.value.__cause__)
+
+    def token() -> str:
+        raise RuntimeError("token service down")
+
+    no_token = Client(
+        server.url + "/",
+        auth=Auth(token=token),
+        reconnect=Reconnect(max_attempts=1, initial_delay=0.01),
+    )
+    with pytest.raises(ConnectionError) as failed:
+        await no_token.connect()
+    assert isinstance(failed.value.__cause__, RuntimeError)
+    assert no_token.state is ClientState.CLOSED
+
+
+async def test_close_from_a_handler_and_close_when_the_server_never_answers(
+    kind: str, servers: Any
+) -> None:
+    server = await serve(servers, make_router(Recorder()), kind)
+    client = Client(server.url + "/", reconnect=FAST)
+    closed = asyncio.Event()
+
+    async def on_note(frame: Any) -> None:
+        await client.close()  # from a handler the client runs
+        closed.set()
+
+    client.on(Note, on_note)
+    await client.connect()  # the server's welcome NOTE arrives
+    await asyncio.wait_for(closed.wait(), 5)
+    assert client.state is ClientState.CLOSED
+
+    eof = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Completes the handshake, then never answers anything (nor the close)."""
+        protocol = ServerProtocol()
+        protocol.receive_data(await reader.readuntil(b"\r\n\r\n"))
+        (request,) = protocol.events_received()
+        protocol.send_response(protocol.accept(request))  # type: ignore[arg-type]
+        writer.write(b"".join(protocol.data_to_send()))
+        await reader.read()  # until the client drops the connection
+        eof.set()
+        writer.close()
+
+    mute_server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = mute_server.sockets[0].getsockname()[1]
+    try:
+        stuck = Client(f"ws://127.0.0.1:{port}/", close_timeout=0.2, ping_interval=None)
+        await stuck.connect()
+        await asyncio.wait_for(stuck.close(), 5)  # bounded by close_timeout
+        await asyncio.wait_for(eof.wait(), 5)  # and the socket was dropped, not leaked
+    finally:
+        mute_server.close()
+        await mute_server.wait_closed()
