@@ -46,9 +46,9 @@ def bearer_token(
     subprotocol ``<protocol_prefix><token>``, else the query parameter ``query_param``;
     ``None`` if there is none (or it is empty). The defaults match
     :class:`crosswire.client.Auth` and WS-Kit's client."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return Credentials(value.strip(), "header")
+    parts = request.headers.get("authorization", "").split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return Credentials(parts[1].strip(), "header")
     for offered in request.subprotocols:
         if offered.startswith(protocol_prefix) and len(offered) > len(protocol_prefix):
             return Credentials(offered[len(protocol_prefix) :], "protocol", offered)

@@ -8,7 +8,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from crosswire import App, Peer, define_hooks
+from crosswire import App, ConfigurationError, Peer, define_hooks
 from tests.support import TIMEOUT
 
 
@@ -39,3 +39,8 @@ async def test_without_none_a_client_must_send_an_origin(start_server: Any) -> N
     with pytest.raises(InvalidStatus) as refused:
         await connect(served.url, open_timeout=TIMEOUT)
     assert refused.value.response.status_code == 403
+
+
+def test_one_origin_given_as_a_string_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="collection"):
+        App(define_hooks(), origins="https://app.example")

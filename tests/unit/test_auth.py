@@ -38,3 +38,7 @@ def test_the_token_is_never_printed() -> None:
     found = bearer_token(request(authorization="Bearer s3cret"))
     assert found is not None and "s3cret" not in repr(found)
     assert "s3cret" not in repr(request("access_token=s3cret", authorization="Bearer s3cret"))
+
+
+def test_any_whitespace_separates_the_scheme() -> None:
+    assert bearer_token(request(authorization="bearer\ttok")) == Credentials("tok", "header")

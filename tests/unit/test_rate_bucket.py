@@ -70,3 +70,8 @@ def test_the_memory_limiter_keeps_a_bucket_per_key_and_at_most_max_keys() -> Non
     assert not limiter.consume("c", 1).allowed
     now[0] = 1.0
     assert limiter.consume("c", 1) == Decision(True, 0)
+
+
+def test_the_memory_limiter_needs_room_for_a_key() -> None:
+    with pytest.raises(ConfigurationError):
+        MemoryRateLimiter(capacity=1, tokens_per_second=1, max_keys=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..errors import ConfigurationError
 from .bucket import Bucket, Decision, Policy, take
 
 __all__ = ["MemoryRateLimiter"]
@@ -30,6 +31,8 @@ class MemoryRateLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = Policy(capacity, tokens_per_second)
+        if type(max_keys) is not int or max_keys < 1:
+            raise ConfigurationError(f"max_keys must be an int >= 1, not {max_keys!r}")
         self._max_keys = max_keys
         self._clock = clock
         #: In order of last use, least recent first.
