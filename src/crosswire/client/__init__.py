@@ -1,6 +1,7 @@
 """The typed client (WS-Kit's ``wsClient``, in Python): requests with progress, deadlines and
 cancellation, typed handlers, a bounded queue while offline, reconnection with backoff, and a
-token attached to every attempt. See ``docs/client.md``.
+token attached to every attempt. See ``docs/client.md``. The same client for browsers is one
+ES module, served with :func:`browser_module`.
 
 ::
 
@@ -13,7 +14,8 @@ token attached to every attempt. See ``docs/client.md``.
 from __future__ import annotations
 
 from .backoff import Reconnect
+from .browser import browser_module
 from .client import Auth, Client, ClientState, ErrorContext
 from .frames import Frame
 
-__all__ = ["Auth", "Client", "ClientState", "ErrorContext", "Frame", "Reconnect"]
+__all__ = ["Auth", "Client", "ClientState", "ErrorContext", "Frame", "Reconnect", "browser_module"]

@@ -1,0 +1,403 @@
+// crosswire's browser client: one zero-dependency ES module for the canonical dialect
+// (docs/protocol.md), with the API of WS-Kit's wsClient and of crosswire.client.Client:
+// requests with progress, deadlines and AbortSignal, handlers per type, a bounded offline
+// queue, reconnection with backoff, and a token on every attempt. docs/client.md.
+//
+//   import { wsClient } from "/static/client.js";
+//   const client = wsClient({ url: "ws://127.0.0.1:8000/" });
+//   client.on("ECHO", (payload, frame) => console.log(payload.text));
+//   await client.connect();
+//   const reply = await client.request("ADD", { a: 1, b: 2 });  // reply.payload.sum === 3
+
+const RETRYABLE = new Set(["ABORTED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE"]);
+// Close codes after which reconnecting cannot help (the server refused this client).
+const NO_RECONNECT = new Set([1002, 1003, 1007, 1008, 1009]);
+// Milliseconds a connection must last for the next loss to start the backoff again.
+const STABLE_AFTER_MS = 1000;
+
+/** An error the server sent (ERROR / RPC_ERROR), or one the client raised for a request. */
+export class WsClientError extends Error {
+  constructor(code, message = "", { details, retryable, retryAfterMs } = {}) {
+    super(message || code);
+    this.name = "WsClientError";
+    this.code = code;
+    this.details = details;
+    this.retryable = typeof retryable === "boolean" ? retryable : RETRYABLE.has(code);
+    this.retryAfterMs = retryAfterMs;
+  }
+
+  static fromPayload(payload) {
+    const body = payload && typeof payload === "object" ? payload : {};
+    return new WsClientError(String(body.code ?? "INTERNAL"), String(body.message ?? ""), {
+      details: body.details,
+      retryable: body.retryable,
+      retryAfterMs: body.retryAfterMs,
+    });
+  }
+}
+
+/** Create a client; nothing happens until connect() (or send/request, which queue). */
+export function wsClient(options) {
+  return new Client(options);
+}
+
+class Client {
+  constructor({
+    url,
+    protocols = [],
+    reconnect = {},
+    queue = "drop-newest",
+    queueSize = 1000,
+    pendingRequestsLimit = 1000,
+    auth = null,
+    wsFactory = (u, p) => new WebSocket(u, p),
+  }) {
+    if (!["drop-newest", "drop-oldest", "off"].includes(queue)) {
+      throw new TypeError(`queue must be drop-newest, drop-oldest or off: ${queue}`);
+    }
+    this.url = String(url);
+    this.protocols = typeof protocols === "string" ? [protocols] : [...protocols];
+    this.reconnect = {
+      enabled: true,
+      maxAttempts: Infinity,
+      initialDelayMs: 300,
+      maxDelayMs: 10000,
+      jitter: "full",
+      ...reconnect,
+    };
+    this.queuePolicy = queue;
+    this.queueSize = queueSize;
+    this.pendingRequestsLimit = pendingRequestsLimit;
+    this.auth = auth;
+    this.wsFactory = wsFactory;
+
+    this.state = "closed";
+    this.protocol = "";
+    this._ws = null;
+    this._running = false; // between connect() and close() (or giving up)
+    this._accepting = true; // false once closed or given up: sends then fail at once
+    this._failures = 0;
+    this._timer = null;
+    this._queue = []; // [text, correlationId | null]
+    this._calls = new Map(); // correlationId -> {resolve, reject, onProgress, sent}
+    this._nextId = 0;
+    this._handlers = new Map();
+    this._stateListeners = new Set();
+    this._errorListeners = new Set();
+    this._unhandledListeners = new Set();
+    this._openWaiters = [];
+  }
+
+  get isConnected() {
+    return this.state === "open";
+  }
+
+  // -- connecting ------------------------------------------------------------------------
+
+  /** Connect and stay connected (reconnecting) until close(). Resolves once open. */
+  connect() {
+    if (!this._running) {
+      this._running = true;
+      this._accepting = true;
+      this._failures = 0;
+      this._attempt();
+    }
+    return this.onceOpen();
+  }
+
+  /** Resolves on the next open (at once if open); rejects if the client gives up first. */
+  onceOpen() {
+    if (this.state === "open") return Promise.resolve();
+    if (!this._running) return Promise.reject(new Error("not connecting: call connect()"));
+    return new Promise((resolve, reject) => this._openWaiters.push({ resolve, reject }));
+  }
+
+  /** Close and stop reconnecting. Pending requests fail with CANCELLED. */
+  close({ code = 1000, reason = "" } = {}) {
+    this._running = false;
+    this._accepting = false;
+    clearTimeout(this._timer);
+    this._queue = [];
+    this._failCalls(new WsClientError("CANCELLED", "the client closed"));
+    this._settleOpenWaiters(new Error("the client closed"));
+    const ws = this._ws;
+    if (!ws || ws.readyState === 3) {
+      this._setState("closed");
+      return Promise.resolve();
+    }
+    this._setState("closing");
+    return new Promise((resolve) => {
+      ws.addEventListener("close", () => resolve(), { once: true });
+      ws.close(code, reason);
+    });
+  }
+
+  async _attempt() {
+    this._setState(this._failures === 0 ? "connecting" : "reconnecting");
+    let url = this.url;
+    const protocols = [...this.protocols];
+    try {
+      const token = this.auth?.getToken ? await this.auth.getToken() : null;
+      if (token != null && token !== "") {
+        if ((this.auth.attach ?? "query") === "query") {
+          const u = new URL(url);
+          u.searchParams.set(this.auth.queryParam ?? "access_token", token);
+          url = u.toString();
+        } else {
+          const offered = (this.auth.protocolPrefix ?? "bearer.") + token;
+          if ((this.auth.protocolPosition ?? "append") === "append") protocols.push(offered);
+          else protocols.unshift(offered);
+        }
+      }
+    } catch (error) {
+      this._report(error, "unknown");
+      return this._retry(true, null);
+    }
+    if (!this._running) return;
+    let ws;
+    try {
+      ws = this.wsFactory(url, protocols.length ? protocols : undefined);
+    } catch (error) {
+      this._report(error, "unknown");
+      return this._give_up(`bad URL: ${error.message}`);
+    }
+    this._ws = ws;
+    let openedAt = null;
+    ws.addEventListener("open", () => {
+      openedAt = Date.now();
+      this.protocol = ws.protocol;
+      this._setState("open");
+      this._settleOpenWaiters(null);
+      this._flush();
+    });
+    ws.addEventListener("message", (event) => this._receive(event.data));
+    ws.addEventListener("close", (event) => {
+      this._ws = null;
+      if (!this._running) {
+        this._setState("closed");
+        return;
+      }
+      if (openedAt !== null) {
+        this._failCalls(new WsClientError("UNAVAILABLE", `the connection was lost (${event.code})`));
+        if (NO_RECONNECT.has(event.code)) {
+          return this._give_up(`the server closed the connection with ${event.code}`);
+        }
+      }
+      const lasted = openedAt !== null && Date.now() - openedAt >= STABLE_AFTER_MS;
+      this._retry(!lasted, event.code);
+    });
+  }
+
+  _retry(failed, code) {
+    this._failures = failed ? this._failures + 1 : 1;
+    const r = this.reconnect;
+    if (!r.enabled || this._failures > r.maxAttempts) {
+      return this._give_up(code === null ? "could not connect" : `the connection was lost (${code})`);
+    }
+    const ceiling = Math.min(r.maxDelayMs, r.initialDelayMs * 2 ** Math.min(this._failures - 1, 30));
+    const delay = r.jitter === "none" ? ceiling : ceiling * Math.random();
+    this._setState("reconnecting");
+    this._timer = setTimeout(() => this._running && this._attempt(), delay);
+  }
+
+  _give_up(why) {
+    this._running = false;
+    this._accepting = false;
+    this._queue = [];
+    this._failCalls(new WsClientError("UNAVAILABLE", why));
+    this._settleOpenWaiters(new Error(`could not connect to ${this.url}: ${why}`));
+    this._setState("closed");
+  }
+
+  // -- sending ---------------------------------------------------------------------------
+
+  /** Send an event. True if written now, false if queued or dropped. */
+  send(type, payload, { meta } = {}) {
+    return this._writeOrQueue(encode(type, payload, meta, null), null) === "sent";
+  }
+
+  /** Call an RPC; resolves with the reply frame {type, meta, payload}. */
+  request(type, payload, { timeoutMs = 30000, meta, correlationId, signal, onProgress } = {}) {
+    if (this._calls.size >= this.pendingRequestsLimit) {
+      return Promise.reject(new WsClientError("RESOURCE_EXHAUSTED", "too many requests pending"));
+    }
+    const cid = correlationId ?? `c${++this._nextId}`;
+    const text = encode(type, payload, meta, { correlationId: cid, timeoutMs });
+    return new Promise((resolve, reject) => {
+      const call = { resolve, reject, onProgress, sent: false };
+      const finish = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this._calls.delete(cid);
+        this._queue = this._queue.filter(([, id]) => id !== cid);
+      };
+      call.resolve = (frame) => (finish(), resolve(frame));
+      call.reject = (error) => (finish(), reject(error));
+      const cancel = (error) => {
+        if (call.sent && this._ws?.readyState === 1) {
+          this._ws.send(JSON.stringify({ type: "$ws:abort", meta: { correlationId: cid } }));
+        }
+        call.reject(error);
+      };
+      const timer = setTimeout(
+        () => cancel(new WsClientError("DEADLINE_EXCEEDED", `no reply to ${type} within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      const onAbort = () => cancel(new WsClientError("CANCELLED", "aborted by the caller"));
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this._calls.set(cid, call);
+      let how;
+      try {
+        how = this._writeOrQueue(text, cid);
+      } catch (error) {
+        return call.reject(error);
+      }
+      if (how === "dropped") {
+        call.reject(new WsClientError("UNAVAILABLE", "not connected, and the queue is full"));
+      }
+    });
+  }
+
+  _writeOrQueue(text, cid) {
+    if (!this._accepting) throw new WsClientError("UNAVAILABLE", "the client is closed: call connect()");
+    if (this.state === "open" && this._ws?.readyState === 1 && this._queue.length === 0) {
+      this._ws.send(text);
+      if (cid !== null) this._calls.get(cid).sent = true;
+      return "sent";
+    }
+    if (this.queuePolicy === "off" || (this._queue.length >= this.queueSize && this.queuePolicy === "drop-newest")) {
+      this._report(new Error("not connected: frame dropped"), "overflow", text);
+      return "dropped";
+    }
+    if (this._queue.length >= this.queueSize) {
+      const [dropped, droppedCid] = this._queue.shift();
+      this._report(new Error("queue full: oldest frame dropped"), "overflow", dropped);
+      this._calls.get(droppedCid)?.reject(new WsClientError("UNAVAILABLE", "dropped from the full queue"));
+    }
+    this._queue.push([text, cid]);
+    return "queued";
+  }
+
+  _flush() {
+    while (this._queue.length && this._ws?.readyState === 1) {
+      const [text, cid] = this._queue.shift();
+      this._ws.send(text);
+      const call = cid !== null ? this._calls.get(cid) : undefined;
+      if (call) call.sent = true;
+    }
+  }
+
+  // -- receiving -------------------------------------------------------------------------
+
+  /** handler(payload, frame) for each message of `type`; returns an unregister function. */
+  on(type, handler) {
+    this._handlers.set(type, handler);
+    return () => this._handlers.get(type) === handler && this._handlers.delete(type);
+  }
+
+  onState(listener) {
+    return listen(this._stateListeners, listener);
+  }
+
+  onError(listener) {
+    return listen(this._errorListeners, listener);
+  }
+
+  onUnhandled(listener) {
+    return listen(this._unhandledListeners, listener);
+  }
+
+  _receive(data) {
+    let frame;
+    try {
+      frame = typeof data === "string" ? JSON.parse(data) : null;
+    } catch {
+      frame = null;
+    }
+    if (!frame || typeof frame !== "object" || typeof frame.type !== "string") {
+      return this._report(new Error("not a canonical frame"), "parse", data);
+    }
+    const meta = frame.meta && typeof frame.meta === "object" ? frame.meta : {};
+    if (frame.type === "__heartbeat") {
+      this._ws?.send(JSON.stringify({ type: "__heartbeat_ack" }));
+      return;
+    }
+    const cid = typeof meta.correlationId === "string" ? meta.correlationId : null;
+    const call = cid !== null ? this._calls.get(cid) : undefined;
+    if (call) {
+      if (frame.type === "$ws:rpc-progress") {
+        if (call.onProgress) this._guard(() => call.onProgress(frame.payload ?? frame.data));
+      } else if (frame.type === "RPC_ERROR") {
+        call.reject(WsClientError.fromPayload(frame.payload));
+      } else {
+        call.resolve({ type: frame.type, meta, payload: frame.payload });
+      }
+      return;
+    }
+    if (frame.type === "ERROR") return this._report(WsClientError.fromPayload(frame.payload), "server", frame);
+    const handler = this._handlers.get(frame.type);
+    if (handler) return this._guard(() => handler(frame.payload, { type: frame.type, meta, payload: frame.payload }));
+    for (const listener of this._unhandledListeners) this._guard(() => listener(frame));
+  }
+
+  // -- small helpers ---------------------------------------------------------------------
+
+  _guard(fn) {
+    try {
+      const result = fn();
+      if (result && typeof result.catch === "function") result.catch((e) => this._report(e, "handler"));
+    } catch (error) {
+      this._report(error, "handler");
+    }
+  }
+
+  _report(error, type, details) {
+    if (this._errorListeners.size === 0) console.warn(`crosswire client: ${type}:`, error);
+    for (const listener of this._errorListeners) {
+      try {
+        listener(error, { type, details });
+      } catch (e) {
+        console.error("crosswire client: an onError listener threw", e);
+      }
+    }
+  }
+
+  _setState(state) {
+    if (state === this.state) return;
+    this.state = state;
+    for (const listener of this._stateListeners) {
+      try {
+        listener(state);
+      } catch (e) {
+        console.error("crosswire client: an onState listener threw", e);
+      }
+    }
+  }
+
+  _failCalls(error) {
+    for (const call of [...this._calls.values()]) call.reject(error);
+  }
+
+  _settleOpenWaiters(error) {
+    const waiters = this._openWaiters;
+    this._openWaiters = [];
+    for (const { resolve, reject } of waiters) (error ? reject(error) : resolve());
+  }
+}
+
+function encode(type, payload, meta, standard) {
+  const frame = { type };
+  const full = { ...(meta ?? {}) };
+  delete full.clientId; // stamped by the server
+  delete full.receivedAt;
+  Object.assign(full, standard ?? {});
+  if (Object.keys(full).length) frame.meta = full;
+  if (payload !== undefined) frame.payload = payload;
+  return JSON.stringify(frame);
+}
+
+function listen(listeners, listener) {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
