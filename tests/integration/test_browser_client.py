@@ -1,0 +1,201 @@
+"""The browser client (src/crosswire/static/client.js) in Node.js against real crosswire
+servers: requests, progress, errors, deadlines and AbortSignal, heartbeat, a token in a
+subprotocol, and the offline queue across a server restart."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+import crosswire
+from crosswire import Accept, Heartbeat, Response, Router, RpcContext, message, rpc
+from crosswire.auth import bearer_token
+from crosswire.client import browser_module
+from examples import echo
+from tests.conformance.replay import node_commands
+from tests.support import TIMEOUT, eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT = ROOT / "src" / "crosswire" / "static" / "client.js"
+SCENARIOS = ROOT / "tests" / "jsclient" / "scenarios.mjs"
+
+Slow = rpc("SLOW", {"seconds": float}, "SLOW_DONE", None)
+Note = message("NOTE", {"text": str})
+
+
+def node() -> list[str]:
+    """Node.js, with WebSocket enabled (a global from Node 22; behind a flag in Node 20)."""
+    command = node_commands()[0]
+    probe = subprocess.run(
+        [*command, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"], check=False
+    )
+    return command if probe.returncode == 0 else [*command, "--experimental-websocket"]
+
+
+class Scenario:
+    """One run of scenarios.mjs: ``step()`` waits for the script's next ``step:`` line,
+    ``go_on()`` answers it, ``result()`` is its final JSON line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def step(self) -> str:
+        assert self.proc.stdout is not None
+        line = (await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)).decode().strip()
+        assert line.startswith("step:"), line
+        return line.removeprefix("step:")
+
+    def go_on(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"ok\n")
+
+    async def result(self) -> Any:
+        out, err = await asyncio.wait_for(self.proc.communicate(), TIMEOUT)
+        assert self.proc.returncode == 0, err.decode()
+        return orjson.loads(out.decode().strip().splitlines()[-1])
+
+
+@pytest.fixture
+async def run_scenario() -> AsyncIterator[Any]:
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def run(url: str, name: str) -> Scenario:
+        proc = await asyncio.create_subprocess_exec(
+            *node(),
+            str(SCENARIOS),
+            str(CLIENT),
+            url,
+            name,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        procs.append(proc)
+        return Scenario(proc)
+
+    yield run
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[crosswire.RunningServer]]:
+    running: list[crosswire.RunningServer] = []
+    yield running
+    for server in running:
+        await asyncio.wait_for(server.aclose(), 10)
+
+
+def make_router(events: list[Any], **options: Any) -> Router:
+    async def slow(ctx: RpcContext[Any]) -> None:
+        ctx.on_cancel(lambda: events.append(("cancelled", ctx.correlation_id)))
+        events.append(("started", ctx.correlation_id))
+        await asyncio.sleep(ctx.payload.seconds)
+        ctx.reply()
+
+    router = Router(**options).merge(echo.create_router())
+    router.rpc(Slow, slow)
+    router.rpc(rpc("FAIL", None, "NEVER", None), lambda ctx: ctx.error("PERMISSION_DENIED", "no"))
+    router.on(Note, lambda ctx: events.append(("note", ctx.payload.text)))
+    return router
+
+
+async def serve(servers: list[Any], router: Router, port: int = 0) -> crosswire.RunningServer:
+    server = await crosswire.start(crosswire.App(router), port=port)
+    servers.append(server)
+    return server
+
+
+async def test_requests_progress_events_and_errors(servers: Any, run_scenario: Any) -> None:
+    server = await serve(servers, make_router([]))
+    result = await (await run_scenario(server.url + "/", "basics")).result()
+    assert result["add"] == {
+        "type": "ADD_RESULT",
+        "meta": {"correlationId": "mine"},
+        "payload": {"sum": 3},
+    }
+    assert result["progress"] == [1, 2, 3] and result["count"] == {"total": 3}
+    assert result["echoed"] == [["hi", "ECHO"]]
+    assert result["errors"] == [["server", "UNIMPLEMENTED"]]
+    assert result["denied"]["code"] == "PERMISSION_DENIED"
+    assert result["denied"]["name"] == "WsClientError" and result["denied"]["retryable"] is False
+    assert result["state"] == "closed"
+
+
+async def test_the_deadline_reaches_the_server_and_an_abort_signal_cancels(
+    servers: Any, run_scenario: Any
+) -> None:
+    events: list[Any] = []
+    server = await serve(servers, make_router(events))
+    scenario = await run_scenario(server.url + "/", "deadline_and_abort")
+    assert await scenario.step() == "started"
+    await eventually(lambda: ("started", "gone") in events)
+    scenario.go_on()
+    assert await scenario.step() == "aborted"
+    await eventually(lambda: ("cancelled", "gone") in events)
+    scenario.go_on()
+    result = await scenario.result()
+    assert result["late"]["code"] == "DEADLINE_EXCEEDED" and result["late"]["retryable"]
+    assert result["aborted"]["code"] == "CANCELLED"
+    assert result["after"] == {"sum": 4}
+    await eventually(lambda: {("cancelled", "late"), ("cancelled", "gone")} <= set(events))
+
+
+async def test_heartbeats_are_answered_and_the_token_rides_in_a_subprotocol(
+    servers: Any, run_scenario: Any
+) -> None:
+    def upgrade(request: crosswire.Request) -> Accept | Response:
+        credentials = bearer_token(request)
+        if credentials is None or credentials.token != "secret":
+            return Response(401, "no token")
+        return Accept(subprotocol=credentials.subprotocol)
+
+    router = make_router([], heartbeat=Heartbeat(interval=0.05, timeout=0.2))
+    router.on_upgrade(upgrade)
+    server = await serve(servers, router)
+    result = await (await run_scenario(server.url + "/", "heartbeat_and_token")).result()
+    assert result["states"] == ["closing", "closed"]  # one connection all along
+    assert result["protocol"] == "bearer.secret" and result["sum"] == 2
+
+
+async def test_offline_frames_are_queued_and_sent_after_the_reconnect(
+    servers: Any, run_scenario: Any
+) -> None:
+    events: list[Any] = []
+    first = await serve(servers, make_router(events))
+    scenario = await run_scenario(first.url + "/", "queue_and_reconnect")
+    assert await scenario.step() == "stop-server"
+    await eventually(lambda: any(e[0] == "started" for e in events))
+    await first.aclose()
+    scenario.go_on()
+    assert await scenario.step() == "start-server"
+    await serve(servers, make_router(events), port=first.port)
+    scenario.go_on()
+    result = await scenario.result()
+    assert result["lostError"]["code"] == "UNAVAILABLE" and result["sentNow"] is False
+    assert result["sum"] == 8
+    await eventually(lambda: ("note", "while down") in events)
+    assert result["states"][:3] == ["connecting", "open", "reconnecting"]
+    assert result["states"][-3:] == ["open", "closing", "closed"]
+
+
+async def test_an_app_serves_the_module_from_its_http_handler(servers: Any) -> None:
+    def http(request: crosswire.Request) -> Response:
+        return browser_module() if request.path == "/crosswire/client.js" else Response(404)
+
+    server = await crosswire.start(crosswire.App(make_router([]), http=http))
+    servers.append(server)
+    url = f"http://127.0.0.1:{server.port}/crosswire/client.js"
+    async with aiohttp.ClientSession() as session, session.get(url) as got:
+        assert got.status == 200
+        assert got.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert await got.read() == CLIENT.read_bytes()
