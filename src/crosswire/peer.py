@@ -328,10 +328,17 @@ class Peer:
         self._transport.close(int(code), reason)
 
     def terminate(self) -> None:
-        """Drop the connection at once, without a closing handshake."""
+        """Drop the connection at once, without a closing handshake. Messages already read
+        but not yet handed to the ``message`` hook (the rest of the same socket read, or
+        waiting for an ``async`` hook) are dropped too; the ``close`` hook follows."""
         if self._state is ReadyState.CLOSED:
             return
         self._state = ReadyState.CLOSING
+        self._on_data = _ignore  # what the adapter still hands over from its last read
+        if self._inbox:
+            kept = [event for event in self._inbox if event[0] != _MESSAGE]
+            self._inbox.clear()
+            self._inbox.extend(kept)
         self._transport.abort()
 
     async def wait_for_drain(self) -> None:
@@ -568,3 +575,7 @@ def _check_close(code: int, reason: str) -> None:
         raise ValueError(f"close code {code} cannot be sent; use 1000, 1001-1014 or 3000-4999")
     if len(reason.encode()) > 123:
         raise ValueError("close reason must be at most 123 bytes of UTF-8")
+
+
+def _ignore(peer: Peer, data: str | bytes, is_binary: bool) -> None:
+    """Takes the messages of a terminated peer."""

@@ -289,6 +289,39 @@ async def test_close_and_terminate_from_server(start_server: Any, kind: str) -> 
         await ws.close(1000)
 
 
+@pytest.mark.parametrize("hook", ["plain", "async"])
+async def test_after_terminate_no_message_reaches_the_hook(
+    start_server: Any, kind: str, hook: str
+) -> None:
+    """The frames read together with the one whose hook terminates, or still waiting for an
+    async hook, are dropped with the connection."""
+    log = Log()
+
+    def on_message(peer: Peer, msg: Message) -> None:
+        log.add("message", msg.text())
+        if msg.text() == "terminate":
+            peer.terminate()
+
+    async def on_message_async(peer: Peer, msg: Message) -> None:
+        on_message(peer, msg)
+
+    hooks = define_hooks(
+        message=on_message if hook == "plain" else on_message_async,
+        close=lambda peer, code, reason: log.add("close", code),
+    )
+    served = await start_server(App(hooks), kind)
+    client = await RawClient.connect(served.url)
+    try:
+        for text in ("a", "terminate", "b", "c"):
+            client.protocol.send_text(text.encode())
+        client.flush()  # one TCP write: the server reads the four together
+        await log.wait_for("close")
+        await asyncio.sleep(0.05)  # anything still to come would come now
+    finally:
+        client.close()
+    assert [e[1] for e in log.events if e[0] == "message"] == ["a", "terminate"]
+
+
 async def test_client_close_code_reaches_close_hook(start_server: Any, kind: str) -> None:
     log = Log()
     served = await start_server(
