@@ -14,6 +14,8 @@ const RETRYABLE = new Set(["ABORTED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED",
 const NO_RECONNECT = new Set([1002, 1003, 1007, 1008, 1009]);
 // Milliseconds a connection must last for the next loss to start the backoff again.
 const STABLE_AFTER_MS = 1000;
+// The longest request timeout: a day, the server's cap (and well within setTimeout's range).
+const MAX_TIMEOUT_MS = 86400000;
 
 /** An error the server sent (ERROR / RPC_ERROR), or one the client raised for a request. */
 export class WsClientError extends Error {
@@ -50,10 +52,15 @@ class Client {
     queueSize = 1000,
     pendingRequestsLimit = 1000,
     auth = null,
+    connectTimeoutMs = 10000,
+    closeTimeoutMs = 5000,
     wsFactory = (u, p) => new WebSocket(u, p),
   }) {
     if (!["drop-newest", "drop-oldest", "off"].includes(queue)) {
       throw new TypeError(`queue must be drop-newest, drop-oldest or off: ${queue}`);
+    }
+    for (const [name, value] of [["queueSize", queueSize], ["pendingRequestsLimit", pendingRequestsLimit]]) {
+      if (!Number.isInteger(value) || value < 1) throw new TypeError(`${name} must be an integer >= 1`);
     }
     this.url = String(url);
     this.protocols = typeof protocols === "string" ? [protocols] : [...protocols];
@@ -69,6 +76,8 @@ class Client {
     this.queueSize = queueSize;
     this.pendingRequestsLimit = pendingRequestsLimit;
     this.auth = auth;
+    this.connectTimeoutMs = connectTimeoutMs;
+    this.closeTimeoutMs = closeTimeoutMs;
     this.wsFactory = wsFactory;
 
     this.state = "closed";
@@ -77,6 +86,8 @@ class Client {
     this._running = false; // between connect() and close() (or giving up)
     this._accepting = true; // false once closed or given up: sends then fail at once
     this._failures = 0;
+    this._generation = 0; // each attempt's number: events of older sockets are ignored
+    this._lastError = null;
     this._timer = null;
     this._queue = []; // [text, correlationId | null]
     this._calls = new Map(); // correlationId -> {resolve, reject, onProgress, sent}
@@ -100,6 +111,7 @@ class Client {
       this._running = true;
       this._accepting = true;
       this._failures = 0;
+      this._lastError = null;
       this._attempt();
     }
     return this.onceOpen();
@@ -108,41 +120,66 @@ class Client {
   /** Resolves on the next open (at once if open); rejects if the client gives up first. */
   onceOpen() {
     if (this.state === "open") return Promise.resolve();
-    if (!this._running) return Promise.reject(new Error("not connecting: call connect()"));
+    if (!this._running) return Promise.reject(this._connectError("not connecting: call connect()"));
     return new Promise((resolve, reject) => this._openWaiters.push({ resolve, reject }));
   }
 
-  /** Close and stop reconnecting. Pending requests fail with CANCELLED. */
+  /**
+   * Close and stop reconnecting; resolves once closed (at most closeTimeoutMs). Pending
+   * requests fail with CANCELLED. `code` must be 1000 or 3000-4999 (what browsers allow).
+   */
   close({ code = 1000, reason = "" } = {}) {
+    if (code !== 1000 && !(code >= 3000 && code <= 4999)) {
+      throw new RangeError(`close code ${code}: browsers allow 1000 or 3000-4999`);
+    }
     this._running = false;
     this._accepting = false;
+    this._generation += 1; // the current socket's events no longer concern the client
     clearTimeout(this._timer);
     this._queue = [];
     this._failCalls(new WsClientError("CANCELLED", "the client closed"));
     this._settleOpenWaiters(new Error("the client closed"));
     const ws = this._ws;
-    if (!ws || ws.readyState === 3) {
+    this._ws = null;
+    if (!ws || ws.readyState >= 2) {
       this._setState("closed");
       return Promise.resolve();
     }
     this._setState("closing");
     return new Promise((resolve) => {
-      ws.addEventListener("close", () => resolve(), { once: true });
-      ws.close(code, reason);
+      const done = () => {
+        clearTimeout(timer);
+        if (this.state === "closing") this._setState("closed");
+        resolve();
+      };
+      const timer = setTimeout(done, this.closeTimeoutMs);
+      ws.addEventListener("close", done, { once: true });
+      ws.addEventListener("error", done, { once: true });
+      try {
+        ws.close(code, reason);
+      } catch {
+        done();
+      }
     });
   }
 
   async _attempt() {
+    const gen = ++this._generation;
+    const current = () => gen === this._generation && this._running;
     this._setState(this._failures === 0 ? "connecting" : "reconnecting");
-    let url = this.url;
+    let url;
+    try {
+      url = new URL(this.url, globalThis.location?.href);
+    } catch (error) {
+      this._lastError = error;
+      return this._giveUp(`bad URL ${this.url}`);
+    }
     const protocols = [...this.protocols];
     try {
       const token = this.auth?.getToken ? await this.auth.getToken() : null;
       if (token != null && token !== "") {
         if ((this.auth.attach ?? "query") === "query") {
-          const u = new URL(url);
-          u.searchParams.set(this.auth.queryParam ?? "access_token", token);
-          url = u.toString();
+          url.searchParams.set(this.auth.queryParam ?? "access_token", token);
         } else {
           const offered = (this.auth.protocolPrefix ?? "bearer.") + token;
           if ((this.auth.protocolPosition ?? "append") === "append") protocols.push(offered);
@@ -150,63 +187,90 @@ class Client {
         }
       }
     } catch (error) {
+      if (!current()) return;
+      this._lastError = error;
       this._report(error, "unknown");
       return this._retry(true, null);
     }
-    if (!this._running) return;
+    if (!current()) return;
     let ws;
     try {
-      ws = this.wsFactory(url, protocols.length ? protocols : undefined);
+      ws = this.wsFactory(url.toString(), protocols.length ? protocols : undefined);
     } catch (error) {
-      this._report(error, "unknown");
-      return this._give_up(`bad URL: ${error.message}`);
+      this._lastError = error;
+      return this._giveUp(`cannot open ${url}: ${error.message}`);
     }
     this._ws = ws;
     let openedAt = null;
+    let ended = false;
+    // The attempt, or the connection, is over: once, whichever event says so first.
+    const end = (code, error) => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(timer);
+      if (this._ws === ws) this._ws = null;
+      if (!current()) return;
+      if (error) this._lastError = error;
+      if (openedAt !== null) {
+        this._failCalls(new WsClientError("UNAVAILABLE", `the connection was lost (${code})`));
+        if (NO_RECONNECT.has(code)) return this._giveUp(`the server closed the connection with ${code}`);
+      }
+      const lasted = openedAt !== null && Date.now() - openedAt >= STABLE_AFTER_MS;
+      this._retry(!lasted, code);
+    };
+    const timer = setTimeout(() => {
+      end(null, new Error(`no connection within ${this.connectTimeoutMs} ms`));
+      try {
+        ws.close();
+      } catch {}
+    }, this.connectTimeoutMs);
     ws.addEventListener("open", () => {
+      if (ended || !current()) return;
+      clearTimeout(timer);
       openedAt = Date.now();
       this.protocol = ws.protocol;
       this._setState("open");
       this._settleOpenWaiters(null);
       this._flush();
     });
-    ws.addEventListener("message", (event) => this._receive(event.data));
-    ws.addEventListener("close", (event) => {
-      this._ws = null;
-      if (!this._running) {
-        this._setState("closed");
-        return;
-      }
-      if (openedAt !== null) {
-        this._failCalls(new WsClientError("UNAVAILABLE", `the connection was lost (${event.code})`));
-        if (NO_RECONNECT.has(event.code)) {
-          return this._give_up(`the server closed the connection with ${event.code}`);
-        }
-      }
-      const lasted = openedAt !== null && Date.now() - openedAt >= STABLE_AFTER_MS;
-      this._retry(!lasted, event.code);
+    ws.addEventListener("message", (event) => {
+      if (!ended && current()) this._receive(ws, event.data);
     });
+    // Some WebSocket implementations (Node 20's) fire only "error" when the connection is
+    // refused: that ends the attempt too.
+    ws.addEventListener("error", () => {
+      if (openedAt === null) end(null, new Error(`could not connect to ${url}`));
+    });
+    ws.addEventListener("close", (event) => end(event.code, null));
   }
 
   _retry(failed, code) {
+    if (!this._running) return;
     this._failures = failed ? this._failures + 1 : 1;
     const r = this.reconnect;
     if (!r.enabled || this._failures > r.maxAttempts) {
-      return this._give_up(code === null ? "could not connect" : `the connection was lost (${code})`);
+      return this._giveUp(code === null ? "could not connect" : `the connection was lost (${code})`);
     }
     const ceiling = Math.min(r.maxDelayMs, r.initialDelayMs * 2 ** Math.min(this._failures - 1, 30));
     const delay = r.jitter === "none" ? ceiling : ceiling * Math.random();
     this._setState("reconnecting");
-    this._timer = setTimeout(() => this._running && this._attempt(), delay);
+    const gen = this._generation;
+    this._timer = setTimeout(() => this._running && gen === this._generation && this._attempt(), delay);
   }
 
-  _give_up(why) {
+  _giveUp(why) {
     this._running = false;
     this._accepting = false;
     this._queue = [];
     this._failCalls(new WsClientError("UNAVAILABLE", why));
-    this._settleOpenWaiters(new Error(`could not connect to ${this.url}: ${why}`));
+    this._settleOpenWaiters(this._connectError(why));
     this._setState("closed");
+  }
+
+  _connectError(why) {
+    const error = new Error(`${this.url}: ${why}`);
+    if (this._lastError) error.cause = this._lastError;
+    return error;
   }
 
   // -- sending ---------------------------------------------------------------------------
@@ -218,17 +282,20 @@ class Client {
 
   /** Call an RPC; resolves with the reply frame {type, meta, payload}. */
   request(type, payload, { timeoutMs = 30000, meta, correlationId, signal, onProgress } = {}) {
-    if (this._calls.size >= this.pendingRequestsLimit) {
-      return Promise.reject(new WsClientError("RESOURCE_EXHAUSTED", "too many requests pending"));
-    }
-    const cid = correlationId ?? `c${++this._nextId}`;
-    const text = encode(type, payload, meta, { correlationId: cid, timeoutMs });
     return new Promise((resolve, reject) => {
-      const call = { resolve, reject, onProgress, sent: false };
+      if (this._calls.size >= this.pendingRequestsLimit) {
+        throw new WsClientError("RESOURCE_EXHAUSTED", "too many requests pending");
+      }
+      const cid = correlationId || `c${++this._nextId}`;
+      if (this._calls.has(cid)) throw new Error(`a request with correlationId ${cid} is pending`);
+      // A whole number of ms that setTimeout can hold; the server caps deadlines at a day.
+      const ms = Math.min(Math.max(1, Math.round(Number(timeoutMs) || 0)), MAX_TIMEOUT_MS);
+      const text = encode(type, payload, meta, { correlationId: cid, timeoutMs: ms });
+      const call = { onProgress, sent: false };
       const finish = () => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
-        this._calls.delete(cid);
+        if (this._calls.get(cid) === call) this._calls.delete(cid);
         this._queue = this._queue.filter(([, id]) => id !== cid);
       };
       call.resolve = (frame) => (finish(), resolve(frame));
@@ -239,11 +306,11 @@ class Client {
         }
         call.reject(error);
       };
-      const timer = setTimeout(
-        () => cancel(new WsClientError("DEADLINE_EXCEEDED", `no reply to ${type} within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
       const onAbort = () => cancel(new WsClientError("CANCELLED", "aborted by the caller"));
+      const timer = setTimeout(
+        () => cancel(new WsClientError("DEADLINE_EXCEEDED", `no reply to ${type} within ${ms} ms`)),
+        ms,
+      );
       if (signal?.aborted) return onAbort();
       signal?.addEventListener("abort", onAbort, { once: true });
       this._calls.set(cid, call);
@@ -292,6 +359,7 @@ class Client {
 
   /** handler(payload, frame) for each message of `type`; returns an unregister function. */
   on(type, handler) {
+    if (this._handlers.has(type)) throw new Error(`${type} already has a handler`);
     this._handlers.set(type, handler);
     return () => this._handlers.get(type) === handler && this._handlers.delete(type);
   }
@@ -308,7 +376,7 @@ class Client {
     return listen(this._unhandledListeners, listener);
   }
 
-  _receive(data) {
+  _receive(ws, data) {
     let frame;
     try {
       frame = typeof data === "string" ? JSON.parse(data) : null;
@@ -320,7 +388,7 @@ class Client {
     }
     const meta = frame.meta && typeof frame.meta === "object" ? frame.meta : {};
     if (frame.type === "__heartbeat") {
-      this._ws?.send(JSON.stringify({ type: "__heartbeat_ack" }));
+      if (ws.readyState === 1) ws.send(JSON.stringify({ type: "__heartbeat_ack" }));
       return;
     }
     const cid = typeof meta.correlationId === "string" ? meta.correlationId : null;
@@ -328,7 +396,7 @@ class Client {
     if (call) {
       if (frame.type === "$ws:rpc-progress") {
         if (call.onProgress) this._guard(() => call.onProgress(frame.payload ?? frame.data));
-      } else if (frame.type === "RPC_ERROR") {
+      } else if (frame.type === "RPC_ERROR" || frame.type === "ERROR") {
         call.reject(WsClientError.fromPayload(frame.payload));
       } else {
         call.resolve({ type: frame.type, meta, payload: frame.payload });
