@@ -5,6 +5,7 @@ subprotocol, and the offline queue across a server restart."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -66,13 +67,14 @@ class Scenario:
 async def run_scenario() -> AsyncIterator[Any]:
     procs: list[asyncio.subprocess.Process] = []
 
-    async def run(url: str, name: str) -> Scenario:
+    async def run(url: str, name: str, *more: str) -> Scenario:
         proc = await asyncio.create_subprocess_exec(
             *node(),
             str(SCENARIOS),
             str(CLIENT),
             url,
             name,
+            *more,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -199,3 +201,63 @@ async def test_an_app_serves_the_module_from_its_http_handler(servers: Any) -> N
         assert got.status == 200
         assert got.headers["content-type"] == "text/javascript; charset=utf-8"
         assert await got.read() == CLIENT.read_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_close_then_connect_and_the_calls_that_are_refused(
+    servers: Any, run_scenario: Any
+) -> None:
+    server = await serve(servers, make_router([]))
+    result = await (await run_scenario(server.url + "/", "lifecycle")).result()
+    assert result["slow"] == "SLOW_DONE"  # the old socket's close did not fail it
+    assert result["odd"] == {"sum": 2}  # timeoutMs 1500.5 sent as a whole number
+    assert "same" in result["duplicate"]["message"]
+    assert result["twice"] == "Error" and result["badCode"]["name"] == "RangeError"
+    assert result["afterClose"] == "WsClientError"
+    assert result["sockets"] == 2  # and both closed (the script waits for it)
+    opened_twice = ["connecting", "open", "closing", "connecting", "open", "closing", "closed"]
+    assert result["states"] == opened_twice
+
+
+async def test_a_server_that_comes_up_later_is_reached(servers: Any, run_scenario: Any) -> None:
+    port = free_port()
+    scenario = await run_scenario(f"ws://127.0.0.1:{port}/", "refused_then_up")
+    assert await scenario.step() == "start-server"
+    await serve(servers, make_router([]), port=port)
+    scenario.go_on()
+    assert (await scenario.result())["sum"] == 10
+
+
+async def test_the_client_gives_up_after_max_attempts_and_after_1008(
+    servers: Any, run_scenario: Any
+) -> None:
+    router = make_router([])
+    router.on_auth(lambda ctx: ctx.type != "NOTE")
+    server = await serve(servers, router)
+    dead = f"ws://127.0.0.1:{free_port()}/"
+    result = await (await run_scenario(dead, "gives_up", server.url + "/")).result()
+    assert result["failed"]["name"] == "Error" and result["state"] == "closed"
+    assert result["request"]["code"] == "UNAVAILABLE"
+    assert result["states"] == ["connecting", "open", "closed"]  # 1008: no reconnect
+
+
+async def test_a_token_in_the_query(servers: Any, run_scenario: Any) -> None:
+    sources: list[str] = []
+
+    def upgrade(request: crosswire.Request) -> Accept | Response:
+        credentials = bearer_token(request)
+        if credentials is None or credentials.token != "secret":
+            return Response(401, "no token")
+        sources.append(credentials.source)
+        return Accept()
+
+    router = make_router([])
+    router.on_upgrade(upgrade)
+    server = await serve(servers, router)
+    assert (await (await run_scenario(server.url + "/", "query_token")).result())["sum"] == 4
+    assert sources == ["query"]

@@ -4,9 +4,10 @@
 import { pathToFileURL } from "node:url";
 import readline from "node:readline";
 
-const [clientPath, url, scenario] = process.argv.slice(2);
-const { wsClient, WsClientError } = await import(pathToFileURL(clientPath).href);
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const [clientPath, url, scenario] = process.argv.slice(2); // argv[5]: a second URL, if any
+const { wsClient } = await import(pathToFileURL(clientPath).href);
+const input = readline.createInterface({ input: process.stdin });
+const lines = input[Symbol.asyncIterator]();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const fast = { initialDelayMs: 20, maxDelayMs: 100 };
 
@@ -29,6 +30,26 @@ const caught = async (promise) => {
     return null;
   } catch (error) {
     return { name: error.name, code: error.code, message: error.message, retryable: error.retryable };
+  }
+};
+
+// Every socket the client makes, to check that none is left open.
+function tracked() {
+  const sockets = [];
+  const wsFactory = (u, p) => {
+    const ws = new WebSocket(u, p);
+    sockets.push(ws);
+    return ws;
+  };
+  return { sockets, wsFactory };
+}
+
+const thrown = (fn) => {
+  try {
+    fn();
+    return null;
+  } catch (error) {
+    return error.name;
   }
 };
 
@@ -85,6 +106,62 @@ const scenarios = {
     return { states, protocol, sum: add.payload.sum };
   },
 
+  async lifecycle() {
+    const { sockets, wsFactory } = tracked();
+    const states = [];
+    const client = wsClient({ url, reconnect: fast, wsFactory });
+    client.onState((s) => states.push(s));
+    await client.connect();
+    const closing = client.close();
+    await client.connect(); // before the old socket's close event: it must not disturb this one
+    const slow = await client.request("SLOW", { seconds: 0.05 });
+    const odd = await client.request("ADD", { a: 1, b: 1 }, { timeoutMs: 1500.5 });
+    const first = client.request("SLOW", { seconds: 0.05 }, { correlationId: "same" });
+    const duplicate = await caught(client.request("ADD", { a: 1, b: 1 }, { correlationId: "same" }));
+    await first;
+    client.on("ECHO", () => {});
+    const twice = thrown(() => client.on("ECHO", () => {}));
+    const badCode = await caught(Promise.resolve().then(() => client.close({ code: 1001 })));
+    await closing;
+    await client.close();
+    await until(() => sockets.every((ws) => ws.readyState === 3));
+    const afterClose = thrown(() => client.send("ECHO", { text: "late" }));
+    return { slow: slow.type, odd: odd.payload, duplicate, twice, badCode, afterClose, sockets: sockets.length, states };
+  },
+
+  async refused_then_up() {
+    const client = wsClient({ url, reconnect: { initialDelayMs: 20, maxDelayMs: 50 }, connectTimeoutMs: 2000 });
+    const opened = client.connect();
+    await until(() => client.state === "reconnecting");
+    await step("start-server"); // nothing listened until now
+    await opened;
+    const add = await client.request("ADD", { a: 5, b: 5 });
+    await client.close();
+    return { sum: add.payload.sum };
+  },
+
+  async gives_up() {
+    const client = wsClient({ url, reconnect: { maxAttempts: 2, initialDelayMs: 10, maxDelayMs: 20 } });
+    const failed = await caught(client.connect());
+    const state = client.state;
+    const request = await caught(client.request("ADD", { a: 1, b: 1 }));
+    const policy = wsClient({ url: process.argv[5], reconnect: fast });
+    const states = [];
+    policy.onState((s) => states.push(s));
+    await policy.connect();
+    policy.send("NOTE", { text: "not allowed" }); // on_auth refuses: UNAUTHENTICATED, then 1008
+    await until(() => policy.state === "closed");
+    return { failed, state, request, states };
+  },
+
+  async query_token() {
+    const client = wsClient({ url, reconnect: fast, auth: { getToken: () => "secret" } });
+    await client.connect();
+    const add = await client.request("ADD", { a: 2, b: 2 });
+    await client.close();
+    return { sum: add.payload.sum };
+  },
+
   async queue_and_reconnect() {
     const states = [];
     const client = wsClient({ url, reconnect: fast });
@@ -105,4 +182,4 @@ const scenarios = {
 
 const result = await scenarios[scenario]();
 console.log(JSON.stringify(result));
-process.exit(0);
+input.close(); // no process.exit(): a timer or socket left behind keeps Node alive, and fails the test
