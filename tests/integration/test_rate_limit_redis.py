@@ -81,10 +81,10 @@ async def test_the_script_decides_as_the_bucket_arithmetic_does(
     limiters.append(limiter)
     costs = [2, 2, 2, 1, 6, 1]
     got = [await limiter.consume("k", cost) for cost in costs]
-    bucket = None
+    tokens: float | None = None
     expected: list[Decision] = []
     for cost in costs:  # no time passes here; on Redis a few ms do (0.001 tokens/s: nothing)
-        decision, bucket = take(limiter.policy, bucket, cost, 0)
+        decision, tokens = take(limiter.policy, tokens, 0, cost, 0)
         expected.append(decision)
     assert [(d.allowed, d.remaining) for d in got] == [(d.allowed, d.remaining) for d in expected]
     for mine, theirs in zip(got, expected, strict=True):

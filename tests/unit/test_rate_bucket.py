@@ -6,16 +6,18 @@ import pytest
 
 from crosswire import ConfigurationError
 from crosswire.ratelimit import Decision, MemoryRateLimiter, Policy
-from crosswire.ratelimit.bucket import Bucket, take
+from crosswire.ratelimit.bucket import take
 
 POLICY = Policy(capacity=3, tokens_per_second=2)  # a token every 500 ms
 
 
 def run(costs_at: list[tuple[int, float]]) -> list[Decision]:
-    bucket: Bucket | None = None
+    tokens: float | None = None
+    updated = 0.0
     decisions = []
     for cost, now_ms in costs_at:
-        decision, bucket = take(POLICY, bucket, cost, now_ms)
+        decision, tokens = take(POLICY, tokens, updated, cost, now_ms)
+        updated = now_ms
         decisions.append(decision)
     return decisions
 

@@ -1,19 +1,20 @@
 """The token bucket, as values: a policy, a bucket's state, and what taking tokens decides.
 
 No I/O and no clock: the caller passes ``now`` (milliseconds; any clock that moves forward,
-a clock that steps back counts as no time passing). The memory limiter keeps buckets in a
-dict; the Redis limiter runs the same arithmetic in a Lua script (``redis.py``), tested
-against this module.
+a clock that steps back counts as no time passing). A bucket is two numbers, its tokens and
+when they were counted: the memory limiter keeps them in a dict; the Redis limiter runs the
+same arithmetic in a Lua script (``redis.py``), tested against this module.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import ConfigurationError
 
-__all__ = ["Bucket", "Decision", "Policy", "take"]
+__all__ = ["Decision", "Policy", "take"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +44,12 @@ class Policy:
         return math.ceil(self.capacity * 1000 / self.tokens_per_second)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What taking tokens decided.
 
     ``remaining`` is the whole tokens left after it. When refused, ``retry_after_ms`` is how
     long until the bucket holds enough, or ``None`` when it never can (the cost is more than
-    the capacity).
+    the capacity). (A named tuple: one is made for every message.)
     """
 
     allowed: bool
@@ -57,29 +57,21 @@ class Decision:
     retry_after_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """A bucket's state: ``tokens`` (fractional) as of ``updated_ms``."""
-
-    tokens: float
-    updated_ms: float
-
-
 def take(
-    policy: Policy, bucket: Bucket | None, cost: int, now_ms: float
-) -> tuple[Decision, Bucket]:
-    """Refill ``bucket`` (``None``: a new, full one) up to ``now_ms`` and take ``cost`` tokens
-    if it holds them. Returns the decision and the bucket to keep (unchanged tokens if refused).
-    """
-    if bucket is None:
-        tokens = float(policy.capacity)
-    else:
-        elapsed = max(0.0, now_ms - bucket.updated_ms)
-        tokens = min(policy.capacity, bucket.tokens + elapsed * policy.tokens_per_second / 1000)
-    if cost > policy.capacity:
-        return Decision(False, int(tokens), None), Bucket(tokens, now_ms)
+    policy: Policy, tokens: float | None, updated_ms: float, cost: int, now_ms: float
+) -> tuple[Decision, float]:
+    """Refill a bucket holding ``tokens`` as of ``updated_ms`` (``None``: a new, full one) up
+    to ``now_ms``, and take ``cost`` tokens if it holds them. Returns the decision and the
+    tokens the bucket holds as of ``now_ms`` (unchanged by a refusal)."""
+    capacity = policy.capacity
+    if tokens is None:
+        tokens = float(capacity)
+    elif now_ms > updated_ms:
+        tokens = min(capacity, tokens + (now_ms - updated_ms) * policy.tokens_per_second / 1000)
+    if cost > capacity:
+        return Decision(False, int(tokens), None), tokens
     if tokens >= cost:
         tokens -= cost
-        return Decision(True, int(tokens)), Bucket(tokens, now_ms)
+        return Decision(True, int(tokens)), tokens
     wait = math.ceil((cost - tokens) * 1000 / policy.tokens_per_second)
-    return Decision(False, int(tokens), max(1, wait)), Bucket(tokens, now_ms)
+    return Decision(False, int(tokens), max(1, wait)), tokens

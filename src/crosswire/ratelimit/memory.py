@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from ..errors import ConfigurationError
-from .bucket import Bucket, Decision, Policy, take
+from .bucket import Decision, Policy, take
 
 __all__ = ["MemoryRateLimiter"]
 
@@ -35,17 +35,21 @@ class MemoryRateLimiter:
             raise ConfigurationError(f"max_keys must be an int >= 1, not {max_keys!r}")
         self._max_keys = max_keys
         self._clock = clock
-        #: In order of last use, least recent first.
-        self._buckets: dict[str, Bucket] = {}
+        #: ``(tokens, as of ms)`` by key, in order of last use, least recent first.
+        self._buckets: dict[str, tuple[float, float]] = {}
 
     def consume(self, key: str, cost: int) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if it holds them (never waits)."""
         buckets = self._buckets
-        decision, buckets[key] = take(
-            self.policy, buckets.pop(key, None), cost, self._clock() * 1000
-        )
-        if len(buckets) > self._max_keys:
-            del buckets[next(iter(buckets))]
+        now = self._clock() * 1000
+        bucket = buckets.pop(key, None)
+        if bucket is None:
+            decision, tokens = take(self.policy, None, now, cost, now)
+            if len(buckets) >= self._max_keys:
+                del buckets[next(iter(buckets))]
+        else:
+            decision, tokens = take(self.policy, bucket[0], bucket[1], cost, now)
+        buckets[key] = (tokens, now)
         return decision
 
     async def aclose(self) -> None:
