@@ -305,12 +305,12 @@ class Client:
         ``schema.response``.
 
         The server learns the deadline (``meta.timeoutMs``). Raises
-        :class:`~crosswire.WsError`: the server's ``RPC_ERROR``, ``DEADLINE_EXCEEDED`` if no
-        reply came within ``timeout`` (default ``request_timeout``), ``UNAVAILABLE`` if the
-        connection was lost first, the frame could not be queued or the client is closed,
-        ``RESOURCE_EXHAUSTED``
-        past ``pending_requests_limit``. Progress frames go to ``on_progress``. Cancelling
-        the call sends ``$ws:abort``, so the server stops the handler.
+        :class:`~crosswire.WsError`: the server's ``RPC_ERROR``; ``DEADLINE_EXCEEDED`` if no
+        reply came within ``timeout`` (default ``request_timeout``); ``UNAVAILABLE`` if the
+        connection was lost first, the frame could not be queued or the client is closed;
+        ``RESOURCE_EXHAUSTED`` past ``pending_requests_limit``. Progress frames go to
+        ``on_progress``. Cancelling the call sends ``$ws:abort``, so the server stops the
+        handler.
         """
         response = schema.response
         if response is None:
