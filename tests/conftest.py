@@ -20,7 +20,9 @@ from tests.support import (
     MakeClient,
     RunCommand,
     Served,
+    ServeRouter,
     SocketClient,
+    reap,
     serve_on,
 )
 
@@ -83,10 +85,24 @@ async def crosswire_cmd() -> AsyncIterator[RunCommand]:
         return Command(proc)
 
     yield run
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    await reap(procs)
+
+
+@pytest.fixture
+async def serve_router() -> AsyncIterator[ServeRouter]:
+    """``await serve_router(router_or_app, kind="websockets", port=0)``: a crosswire server
+    that the test may stop, and start again on the same port; all are stopped at teardown."""
+    running: list[crosswire.RunningServer] = []
+
+    async def serve(app: Any, kind: str = "websockets", port: int = 0) -> crosswire.RunningServer:
+        app = app if isinstance(app, crosswire.App) else crosswire.App(app)
+        server = await crosswire.start(app, server=kind, port=port)  # type: ignore[arg-type]
+        running.append(server)
+        return server
+
+    yield serve
+    for server in running:
+        await asyncio.wait_for(server.aclose(), 15)
 
 
 @pytest.fixture

@@ -398,3 +398,15 @@ async def settle(conn: TestConnection) -> None:
     it has arrived (so ``conn.pending`` is complete, in memory and over a socket alike)."""
     await conn.send_raw('{"type": "__heartbeat"}')
     await conn._take(lambda frame: frame.type == "__heartbeat_ack", None)
+
+
+#: ``await serve_router(router_or_app, kind="websockets", port=0)`` (the fixture).
+ServeRouter = Callable[..., Awaitable[crosswire.RunningServer]]
+
+
+async def reap(procs: list[asyncio.subprocess.Process]) -> None:
+    """Kill the processes still running, and wait for them."""
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

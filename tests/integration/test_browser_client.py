@@ -21,7 +21,7 @@ from crosswire.auth import bearer_token
 from crosswire.client import browser_module
 from examples import echo
 from tests.conformance.replay import node_commands
-from tests.support import TIMEOUT, eventually
+from tests.support import TIMEOUT, ServeRouter, eventually, reap
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "src" / "crosswire" / "static" / "client.js"
@@ -83,18 +83,7 @@ async def run_scenario() -> AsyncIterator[Any]:
         return Scenario(proc)
 
     yield run
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[crosswire.RunningServer]]:
-    running: list[crosswire.RunningServer] = []
-    yield running
-    for server in running:
-        await asyncio.wait_for(server.aclose(), 10)
+    await reap(procs)
 
 
 def make_router(events: list[Any], **options: Any) -> Router:
@@ -111,14 +100,10 @@ def make_router(events: list[Any], **options: Any) -> Router:
     return router
 
 
-async def serve(servers: list[Any], router: Router, port: int = 0) -> crosswire.RunningServer:
-    server = await crosswire.start(crosswire.App(router), port=port)
-    servers.append(server)
-    return server
-
-
-async def test_requests_progress_events_and_errors(servers: Any, run_scenario: Any) -> None:
-    server = await serve(servers, make_router([]))
+async def test_requests_progress_events_and_errors(
+    serve_router: ServeRouter, run_scenario: Any
+) -> None:
+    server = await serve_router(make_router([]))
     result = await (await run_scenario(server.url + "/", "basics")).result()
     assert result["add"] == {
         "type": "ADD_RESULT",
@@ -134,10 +119,10 @@ async def test_requests_progress_events_and_errors(servers: Any, run_scenario: A
 
 
 async def test_the_deadline_reaches_the_server_and_an_abort_signal_cancels(
-    servers: Any, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: Any
 ) -> None:
     events: list[Any] = []
-    server = await serve(servers, make_router(events))
+    server = await serve_router(make_router(events))
     scenario = await run_scenario(server.url + "/", "deadline_and_abort")
     assert await scenario.step() == "started"
     await eventually(lambda: ("started", "gone") in events)
@@ -153,7 +138,7 @@ async def test_the_deadline_reaches_the_server_and_an_abort_signal_cancels(
 
 
 async def test_heartbeats_are_answered_and_the_token_rides_in_a_subprotocol(
-    servers: Any, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: Any
 ) -> None:
     def upgrade(request: crosswire.Request) -> Accept | Response:
         credentials = bearer_token(request)
@@ -163,24 +148,24 @@ async def test_heartbeats_are_answered_and_the_token_rides_in_a_subprotocol(
 
     router = make_router([], heartbeat=Heartbeat(interval=0.05, timeout=0.2))
     router.on_upgrade(upgrade)
-    server = await serve(servers, router)
+    server = await serve_router(router)
     result = await (await run_scenario(server.url + "/", "heartbeat_and_token")).result()
     assert result["states"] == ["closing", "closed"]  # one connection all along
     assert result["protocol"] == "bearer.secret" and result["sum"] == 2
 
 
 async def test_offline_frames_are_queued_and_sent_after_the_reconnect(
-    servers: Any, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: Any
 ) -> None:
     events: list[Any] = []
-    first = await serve(servers, make_router(events))
+    first = await serve_router(make_router(events))
     scenario = await run_scenario(first.url + "/", "queue_and_reconnect")
     assert await scenario.step() == "stop-server"
     await eventually(lambda: any(e[0] == "started" for e in events))
     await first.aclose()
     scenario.go_on()
     assert await scenario.step() == "start-server"
-    await serve(servers, make_router(events), port=first.port)
+    await serve_router(make_router(events), port=first.port)
     scenario.go_on()
     result = await scenario.result()
     assert result["lostError"]["code"] == "UNAVAILABLE" and result["sentNow"] is False
@@ -190,12 +175,11 @@ async def test_offline_frames_are_queued_and_sent_after_the_reconnect(
     assert result["states"][-3:] == ["open", "closing", "closed"]
 
 
-async def test_an_app_serves_the_module_from_its_http_handler(servers: Any) -> None:
+async def test_an_app_serves_the_module_from_its_http_handler(serve_router: ServeRouter) -> None:
     def http(request: crosswire.Request) -> Response:
         return browser_module() if request.path == "/crosswire/client.js" else Response(404)
 
-    server = await crosswire.start(crosswire.App(make_router([]), http=http))
-    servers.append(server)
+    server = await serve_router(crosswire.App(make_router([]), http=http))
     url = f"http://127.0.0.1:{server.port}/crosswire/client.js"
     async with aiohttp.ClientSession() as session, session.get(url) as got:
         assert got.status == 200
@@ -210,9 +194,9 @@ def free_port() -> int:
 
 
 async def test_close_then_connect_and_the_calls_that_are_refused(
-    servers: Any, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: Any
 ) -> None:
-    server = await serve(servers, make_router([]))
+    server = await serve_router(make_router([]))
     result = await (await run_scenario(server.url + "/", "lifecycle")).result()
     assert result["slow"] == "SLOW_DONE"  # the old socket's close did not fail it
     assert result["odd"] == {"sum": 2}  # timeoutMs 1500.5 sent as a whole number
@@ -224,21 +208,23 @@ async def test_close_then_connect_and_the_calls_that_are_refused(
     assert result["states"] == opened_twice
 
 
-async def test_a_server_that_comes_up_later_is_reached(servers: Any, run_scenario: Any) -> None:
+async def test_a_server_that_comes_up_later_is_reached(
+    serve_router: ServeRouter, run_scenario: Any
+) -> None:
     port = free_port()
     scenario = await run_scenario(f"ws://127.0.0.1:{port}/", "refused_then_up")
     assert await scenario.step() == "start-server"
-    await serve(servers, make_router([]), port=port)
+    await serve_router(make_router([]), port=port)
     scenario.go_on()
     assert (await scenario.result())["sum"] == 10
 
 
 async def test_the_client_gives_up_after_max_attempts_and_after_1008(
-    servers: Any, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: Any
 ) -> None:
     router = make_router([])
     router.on_auth(lambda ctx: ctx.type != "NOTE")
-    server = await serve(servers, router)
+    server = await serve_router(router)
     dead = f"ws://127.0.0.1:{free_port()}/"
     result = await (await run_scenario(dead, "gives_up", server.url + "/")).result()
     assert result["failed"]["name"] == "Error" and result["state"] == "closed"
@@ -246,7 +232,7 @@ async def test_the_client_gives_up_after_max_attempts_and_after_1008(
     assert result["states"] == ["connecting", "open", "closed"]  # 1008: no reconnect
 
 
-async def test_a_token_in_the_query(servers: Any, run_scenario: Any) -> None:
+async def test_a_token_in_the_query(serve_router: ServeRouter, run_scenario: Any) -> None:
     sources: list[str] = []
 
     def upgrade(request: crosswire.Request) -> Accept | Response:
@@ -258,6 +244,6 @@ async def test_a_token_in_the_query(servers: Any, run_scenario: Any) -> None:
 
     router = make_router([])
     router.on_upgrade(upgrade)
-    server = await serve(servers, router)
+    server = await serve_router(router)
     assert (await (await run_scenario(server.url + "/", "query_token")).result())["sum"] == 4
     assert sources == ["query"]

@@ -4,7 +4,6 @@ errors, handlers, the offline queue, reconnection after a server restart, auth a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from crosswire import (
 from crosswire.auth import bearer_token
 from crosswire.client import Auth, Client, ClientState, ErrorContext, Reconnect
 from examples import echo
-from tests.support import eventually
+from tests.support import ServeRouter, eventually
 
 Slow = rpc("SLOW", {"seconds": float}, "SLOW_DONE", None)
 Note = message("NOTE", {"text": str})
@@ -61,25 +60,9 @@ def make_router(rec: Recorder) -> Router:
     return router
 
 
-@pytest.fixture
-async def servers() -> AsyncIterator[list[crosswire.RunningServer]]:
-    running: list[crosswire.RunningServer] = []
-    yield running
-    for server in running:
-        await asyncio.wait_for(server.aclose(), 10)
-
-
-async def serve(
-    servers: list[crosswire.RunningServer], router: Router, kind: str, port: int = 0
-) -> crosswire.RunningServer:
-    server = await crosswire.start(crosswire.App(router), server=kind, port=port)  # type: ignore[arg-type]
-    servers.append(server)
-    return server
-
-
-async def test_events_requests_and_progress(kind: str, servers: Any) -> None:
+async def test_events_requests_and_progress(kind: str, serve_router: ServeRouter) -> None:
     rec = Recorder()
-    server = await serve(servers, make_router(rec), kind)
+    server = await serve_router(make_router(rec), kind)
     got: list[Any] = []
     client = Client(server.url + "/", reconnect=FAST)
     client.on(Note, lambda frame: got.append(frame.payload.text))  # before the welcome comes
@@ -98,10 +81,10 @@ async def test_events_requests_and_progress(kind: str, servers: Any) -> None:
 
 
 async def test_the_deadline_reaches_the_server_and_cancelling_sends_abort(
-    kind: str, servers: Any
+    kind: str, serve_router: ServeRouter
 ) -> None:
     rec = Recorder()
-    server = await serve(servers, make_router(rec), kind)
+    server = await serve_router(make_router(rec), kind)
     async with Client(server.url + "/", reconnect=FAST) as client:
         with pytest.raises(WsError) as late:
             await client.request(Slow, {"seconds": 5}, timeout=0.1, correlation_id="late")
@@ -119,13 +102,13 @@ async def test_the_deadline_reaches_the_server_and_cancelling_sends_abort(
         assert (await client.request(echo.Add, {"a": 1, "b": 1})).payload.sum == 2
 
 
-async def test_errors_reach_the_caller_or_on_error(kind: str, servers: Any) -> None:
+async def test_errors_reach_the_caller_or_on_error(kind: str, serve_router: ServeRouter) -> None:
     rec = Recorder()
     router = make_router(rec)
     router.off(echo.Echo).on(echo.Echo, lambda ctx: ctx.error("NOT_FOUND", "no such echo"))
     router.rpc(rpc("FAIL", None, "NEVER", None), lambda ctx: ctx.error("PERMISSION_DENIED", "no"))
     router.on(Odd, lambda ctx: ctx.peer.send({"type": "ODD", "payload": {"n": "seven"}}))
-    server = await serve(servers, router, kind)
+    server = await serve_router(router, kind)
     errors: list[tuple[Exception, ErrorContext]] = []
     unhandled: list[Any] = []
     async with Client(server.url + "/", reconnect=FAST) as client:
@@ -151,10 +134,10 @@ async def test_errors_reach_the_caller_or_on_error(kind: str, servers: Any) -> N
 
 
 async def test_offline_frames_wait_in_the_queue_and_the_client_reconnects(
-    kind: str, servers: Any
+    kind: str, serve_router: ServeRouter
 ) -> None:
     rec = Recorder()
-    first = await serve(servers, make_router(rec), kind)
+    first = await serve_router(make_router(rec), kind)
     states: list[ClientState] = []
     client = Client(first.url + "/", reconnect=FAST)
     client.on_state(states.append)
@@ -171,7 +154,7 @@ async def test_offline_frames_wait_in_the_queue_and_the_client_reconnects(
         queued_call = asyncio.ensure_future(client.request(echo.Add, {"a": 4, "b": 4}))
         await eventually(lambda: client.queued == 2)
 
-        await serve(servers, make_router(rec), kind, port=first.port)  # back, same port
+        await serve_router(make_router(rec), kind, port=first.port)  # back, same port
         assert (await asyncio.wait_for(queued_call, 5)).payload.sum == 8
         await eventually(lambda: ("note", "while down") in rec.events)
         assert client.state is ClientState.OPEN and client.queued == 0
@@ -182,7 +165,7 @@ async def test_offline_frames_wait_in_the_queue_and_the_client_reconnects(
 
 
 async def test_a_token_goes_with_every_attempt_and_the_server_reads_it(
-    kind: str, servers: Any
+    kind: str, serve_router: ServeRouter
 ) -> None:
     seen: list[tuple[str, str | None]] = []
 
@@ -195,7 +178,7 @@ async def test_a_token_goes_with_every_attempt_and_the_server_reads_it(
 
     router = make_router(Recorder())
     router.on_upgrade(upgrade)
-    server = await serve(servers, router, kind)
+    server = await serve_router(router, kind)
     calls: list[int] = []
 
     async def token() -> str:
@@ -220,12 +203,12 @@ async def test_a_token_goes_with_every_attempt_and_the_server_reads_it(
 
 
 async def test_the_server_heartbeat_is_answered_and_a_policy_close_is_final(
-    kind: str, servers: Any
+    kind: str, serve_router: ServeRouter
 ) -> None:
     router = Router(heartbeat=Heartbeat(interval=0.05, timeout=0.2)).merge(echo.create_router())
     router.on_auth(lambda ctx: ctx.type != "NOTE")
     router.on(Note, lambda ctx: None)
-    server = await serve(servers, router, kind)
+    server = await serve_router(router, kind)
     changes: list[ClientState] = []
     async with Client(server.url + "/", reconnect=FAST) as client:
         client.on_state(changes.append)
@@ -274,7 +257,7 @@ async def test_the_queue_is_bounded_and_requests_are_limited(kind: str) -> None:
 
 
 async def test_a_server_that_closes_at_once_is_not_hammered_and_max_attempts_ends_it(
-    kind: str, servers: Any
+    kind: str, serve_router: ServeRouter
 ) -> None:
     opens: list[int] = []
     router = Router().merge(echo.create_router())
@@ -284,7 +267,7 @@ async def test_a_server_that_closes_at_once_is_not_hammered_and_max_attempts_end
         ctx.close(1011, "broken")
 
     router.on_open(open_and_close)
-    server = await serve(servers, router, kind)
+    server = await serve_router(router, kind)
     client = Client(server.url + "/", reconnect=Reconnect(max_attempts=3, initial_delay=0.01))
     await client.connect()  # it did open, if only for a moment
     await eventually(lambda: client.state is ClientState.CLOSED)
@@ -296,7 +279,7 @@ async def test_a_server_that_closes_at_once_is_not_hammered_and_max_attempts_end
 
 
 async def test_frames_the_client_cannot_use_are_reported_and_it_carries_on(
-    kind: str, servers: Any
+    kind: str, serve_router: ServeRouter
 ) -> None:
     odd = [
         {"type": "ADD_RESULT", "meta": {"correlationId": ["c1"]}, "payload": {"sum": 1}},
@@ -306,7 +289,7 @@ async def test_frames_the_client_cannot_use_are_reported_and_it_carries_on(
     ]
     router = Router().merge(echo.create_router())
     router.on_open(lambda ctx: [ctx.peer.send(frame) for frame in odd])
-    server = await serve(servers, router, kind)
+    server = await serve_router(router, kind)
     errors: list[tuple[Exception, ErrorContext]] = []
     unhandled: list[Any] = []
     client = Client(server.url + "/", reconnect=FAST)
@@ -322,10 +305,12 @@ async def test_frames_the_client_cannot_use_are_reported_and_it_carries_on(
     assert [frame.type for frame in unhandled] == ["ADD_RESULT", "RPC_ERROR"]
 
 
-async def test_a_refused_handshake_or_a_failing_token_ends_connect(kind: str, servers: Any) -> None:
+async def test_a_refused_handshake_or_a_failing_token_ends_connect(
+    kind: str, serve_router: ServeRouter
+) -> None:
     router = Router().merge(echo.create_router())
     router.on_upgrade(lambda request: Response(403, "go away"))
-    server = await serve(servers, router, kind)
+    server = await serve_router(router, kind)
     refused = Client(server.url + "/")  # the default policy retries forever, but not a 4xx
     with pytest.raises(ConnectionError) as failed:
         await asyncio.wait_for(refused.connect(), 5)
@@ -346,9 +331,9 @@ async def test_a_refused_handshake_or_a_failing_token_ends_connect(kind: str, se
 
 
 async def test_close_from_a_handler_and_close_when_the_server_never_answers(
-    kind: str, servers: Any
+    kind: str, serve_router: ServeRouter
 ) -> None:
-    server = await serve(servers, make_router(Recorder()), kind)
+    server = await serve_router(make_router(Recorder()), kind)
     client = Client(server.url + "/", reconnect=FAST)
     closed = asyncio.Event()
 
