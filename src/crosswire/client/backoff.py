@@ -20,9 +20,10 @@ class Reconnect:
 
     The n-th attempt (from 1) waits ``initial_delay * 2**(n-1)``, at most ``max_delay``
     seconds; with ``jitter="full"`` a random part of that (so that many clients dropped at
-    once do not come back at once). ``max_attempts`` counts attempts in a row (``None``: no
-    end); a connection that lasts (a second) starts the count again, one that the server ends
-    at once counts as a failed attempt. ``enabled=False`` never reconnects.
+    once do not come back at once). ``max_attempts`` is how many times in a row the client
+    tries again after a failure (3: four tries in all; ``None``: no end); a connection that
+    lasts (a second) starts the count again, one that the server ends at once counts as a
+    failure. ``enabled=False`` never reconnects.
     """
 
     enabled: bool = True
