@@ -20,7 +20,7 @@ from crosswire import (
     rpc,
 )
 from crosswire.ratelimit import Decision, MemoryRateLimiter, per_user, rate_limit
-from tests.support import MakeClient, settle
+from tests.support import MakeClient, eventually, settle
 
 Chat = message("CHAT", {"text": str})
 Search = rpc("SEARCH", {"q": str}, "RESULTS", {"hits": int})
@@ -156,3 +156,31 @@ async def test_identified_users_share_a_budget_across_their_connections(
         await second.send(Chat, {"text": "y"})
         await second.expect_error("RESOURCE_EXHAUSTED")  # same user, same bucket
     assert len(limiter) == 1
+
+
+async def test_an_async_limiter_keeps_a_connections_messages_in_order(
+    make_client: MakeClient,
+) -> None:
+    class Slower:
+        """Answers the first call last, as a busy Redis connection of a pool might."""
+
+        def __init__(self) -> None:
+            self.memory = MemoryRateLimiter(capacity=10, tokens_per_second=1, clock=Clock())
+            self.policy = self.memory.policy
+            self.delays = [0.06, 0.03, 0.0]
+
+        async def consume(self, key: str, cost: int) -> Decision:
+            await asyncio.sleep(self.delays.pop(0))
+            return self.memory.consume(key, cost)
+
+        async def aclose(self) -> None:
+            pass
+
+    handled: list[str] = []
+    router = Router().use(rate_limit(Slower()))
+    router.on(Chat, lambda ctx: handled.append(ctx.payload.text))
+    async with make_client(router).connect() as conn:
+        for text in ("1", "2", "3"):
+            await conn.send(Chat, {"text": text})
+        await eventually(lambda: len(handled) == 3)
+    assert handled == ["1", "2", "3"]

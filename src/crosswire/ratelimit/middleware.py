@@ -9,11 +9,13 @@ carries on. Control frames (heartbeat, abort) are never limited.
 
 A limiter whose ``consume`` returns a :class:`~crosswire.ratelimit.Decision` (in memory)
 decides inline, so the route stays inline; one that returns an awaitable (Redis) makes the
-route run in a task.
+route run in a task. Its answers may come back in any order, but a connection's messages are
+handed on in the order they arrived.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -68,6 +70,10 @@ def rate_limit(
     the payload is validated: they see ``ctx.type``, ``ctx.meta``, ``ctx.data`` and
     ``ctx.peer``, not ``ctx.payload``."""
     policy = limiter.policy
+    #: Per connection, the last message still waiting for an awaitable decision: the next
+    #: one waits for it before it is handled, so a connection's messages keep their order
+    #: even when the limiter's answers (Redis round trips) come back out of order.
+    tails: dict[str, asyncio.Future[None]] = {}
 
     def limited(ctx: EventContext[Any], next: Callable[[], Any]) -> Any:
         n = 1 if cost is None else cost(ctx)
@@ -78,7 +84,11 @@ def rate_limit(
         decision = limiter.consume(key(ctx), n)
         if isinstance(decision, Decision):
             return next() if decision.allowed else _refuse(ctx, decision, n, policy)
-        return _decide_later(ctx, next, decision, n, policy)
+        peer_id = ctx.peer.id
+        before = tails.get(peer_id)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        tails[peer_id] = mine
+        return _decide_later(ctx, next, decision, n, policy, before, mine, tails)
 
     return limited
 
@@ -89,12 +99,23 @@ async def _decide_later(
     pending: Awaitable[Decision],
     cost: int,
     policy: Policy,
+    before: asyncio.Future[None] | None,
+    mine: asyncio.Future[None],
+    tails: dict[str, asyncio.Future[None]],
 ) -> None:
-    decision = await pending
-    if not decision.allowed:
-        _refuse(ctx, decision, cost, policy)
-        return
-    rest = next()
+    rest = None
+    try:
+        decision = await pending
+        if before is not None:
+            await before  # the connection's previous message is handled first
+        if not decision.allowed:
+            _refuse(ctx, decision, cost, policy)
+        else:
+            rest = next()
+    finally:
+        mine.set_result(None)
+        if tails.get(ctx.peer.id) is mine:
+            del tails[ctx.peer.id]
     if rest is not None and inspect.isawaitable(rest):
         await rest
 
