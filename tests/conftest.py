@@ -15,13 +15,18 @@ from tests.redis_server import RedisServer
 from tests.support import (
     CLIENT_KINDS,
     COMMAND,
+    ROOT,
+    SCENARIOS,
     SERVER_KINDS,
     Command,
     MakeClient,
     RunCommand,
+    RunScenario,
+    Scenario,
     Served,
     ServeRouter,
     SocketClient,
+    node,
     reap,
     serve_on,
 )
@@ -103,6 +108,31 @@ async def serve_router() -> AsyncIterator[ServeRouter]:
     yield serve
     for server in running:
         await asyncio.wait_for(server.aclose(), 15)
+
+
+@pytest.fixture
+async def run_scenario() -> AsyncIterator[RunScenario]:
+    """``await run_scenario(url, name, *more)`` runs a scenario of tests/jsclient/scenarios.mjs
+    with the browser client against ``url``; killed at teardown if still running."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def run(url: str, name: str, *more: str) -> Scenario:
+        proc = await asyncio.create_subprocess_exec(
+            *node(),
+            str(SCENARIOS),
+            str(ROOT / "src" / "crosswire" / "static" / "client.js"),
+            url,
+            name,
+            *more,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        procs.append(proc)
+        return Scenario(proc)
+
+    yield run
+    await reap(procs)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -410,3 +411,46 @@ async def reap(procs: list[asyncio.subprocess.Process]) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The browser client's scenarios (tests/jsclient), run in Node.js against real servers.
+SCENARIOS = ROOT / "tests" / "jsclient" / "scenarios.mjs"
+
+
+def node() -> list[str]:
+    """Node.js, with WebSocket enabled (a global from Node 22; behind a flag in Node 20)."""
+    from tests.conformance.replay import node_commands
+
+    command = node_commands()[0]
+    probe = subprocess.run(
+        [*command, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"], check=False
+    )
+    return command if probe.returncode == 0 else [*command, "--experimental-websocket"]
+
+
+class Scenario:
+    """One run of scenarios.mjs: ``step()`` waits for the script's next ``step:`` line,
+    ``go_on()`` answers it, ``result()`` is its final JSON line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def step(self) -> str:
+        assert self.proc.stdout is not None
+        line = (await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)).decode().strip()
+        assert line.startswith("step:"), line
+        return line.removeprefix("step:")
+
+    def go_on(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"ok\n")
+
+    async def result(self) -> Any:
+        out, err = await asyncio.wait_for(self.proc.communicate(), TIMEOUT)
+        assert self.proc.returncode == 0, err.decode()
+        return orjson.loads(out.decode().strip().splitlines()[-1])
+
+
+#: ``await run_scenario(url, name, *more)`` (the fixture).
+RunScenario = Callable[..., Awaitable[Scenario]]

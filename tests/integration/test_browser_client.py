@@ -6,84 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
-import pytest
 
 import crosswire
 from crosswire import Accept, Heartbeat, Response, Router, RpcContext, message, rpc
 from crosswire.auth import bearer_token
 from crosswire.client import browser_module
 from examples import echo
-from tests.conformance.replay import node_commands
-from tests.support import TIMEOUT, ServeRouter, eventually, reap
+from tests.support import ROOT, RunScenario, ServeRouter, eventually
 
-ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "src" / "crosswire" / "static" / "client.js"
-SCENARIOS = ROOT / "tests" / "jsclient" / "scenarios.mjs"
 
 Slow = rpc("SLOW", {"seconds": float}, "SLOW_DONE", None)
 Note = message("NOTE", {"text": str})
-
-
-def node() -> list[str]:
-    """Node.js, with WebSocket enabled (a global from Node 22; behind a flag in Node 20)."""
-    command = node_commands()[0]
-    probe = subprocess.run(
-        [*command, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"], check=False
-    )
-    return command if probe.returncode == 0 else [*command, "--experimental-websocket"]
-
-
-class Scenario:
-    """One run of scenarios.mjs: ``step()`` waits for the script's next ``step:`` line,
-    ``go_on()`` answers it, ``result()`` is its final JSON line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    async def step(self) -> str:
-        assert self.proc.stdout is not None
-        line = (await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)).decode().strip()
-        assert line.startswith("step:"), line
-        return line.removeprefix("step:")
-
-    def go_on(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"ok\n")
-
-    async def result(self) -> Any:
-        out, err = await asyncio.wait_for(self.proc.communicate(), TIMEOUT)
-        assert self.proc.returncode == 0, err.decode()
-        return orjson.loads(out.decode().strip().splitlines()[-1])
-
-
-@pytest.fixture
-async def run_scenario() -> AsyncIterator[Any]:
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def run(url: str, name: str, *more: str) -> Scenario:
-        proc = await asyncio.create_subprocess_exec(
-            *node(),
-            str(SCENARIOS),
-            str(CLIENT),
-            url,
-            name,
-            *more,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        procs.append(proc)
-        return Scenario(proc)
-
-    yield run
-    await reap(procs)
 
 
 def make_router(events: list[Any], **options: Any) -> Router:
@@ -101,7 +38,7 @@ def make_router(events: list[Any], **options: Any) -> Router:
 
 
 async def test_requests_progress_events_and_errors(
-    serve_router: ServeRouter, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: RunScenario
 ) -> None:
     server = await serve_router(make_router([]))
     result = await (await run_scenario(server.url + "/", "basics")).result()
@@ -119,7 +56,7 @@ async def test_requests_progress_events_and_errors(
 
 
 async def test_the_deadline_reaches_the_server_and_an_abort_signal_cancels(
-    serve_router: ServeRouter, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: RunScenario
 ) -> None:
     events: list[Any] = []
     server = await serve_router(make_router(events))
@@ -138,7 +75,7 @@ async def test_the_deadline_reaches_the_server_and_an_abort_signal_cancels(
 
 
 async def test_heartbeats_are_answered_and_the_token_rides_in_a_subprotocol(
-    serve_router: ServeRouter, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: RunScenario
 ) -> None:
     def upgrade(request: crosswire.Request) -> Accept | Response:
         credentials = bearer_token(request)
@@ -155,7 +92,7 @@ async def test_heartbeats_are_answered_and_the_token_rides_in_a_subprotocol(
 
 
 async def test_offline_frames_are_queued_and_sent_after_the_reconnect(
-    serve_router: ServeRouter, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: RunScenario
 ) -> None:
     events: list[Any] = []
     first = await serve_router(make_router(events))
@@ -194,7 +131,7 @@ def free_port() -> int:
 
 
 async def test_close_then_connect_and_the_calls_that_are_refused(
-    serve_router: ServeRouter, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: RunScenario
 ) -> None:
     server = await serve_router(make_router([]))
     result = await (await run_scenario(server.url + "/", "lifecycle")).result()
@@ -209,7 +146,7 @@ async def test_close_then_connect_and_the_calls_that_are_refused(
 
 
 async def test_a_server_that_comes_up_later_is_reached(
-    serve_router: ServeRouter, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: RunScenario
 ) -> None:
     port = free_port()
     scenario = await run_scenario(f"ws://127.0.0.1:{port}/", "refused_then_up")
@@ -220,7 +157,7 @@ async def test_a_server_that_comes_up_later_is_reached(
 
 
 async def test_the_client_gives_up_after_max_attempts_and_after_1008(
-    serve_router: ServeRouter, run_scenario: Any
+    serve_router: ServeRouter, run_scenario: RunScenario
 ) -> None:
     router = make_router([])
     router.on_auth(lambda ctx: ctx.type != "NOTE")
@@ -232,7 +169,7 @@ async def test_the_client_gives_up_after_max_attempts_and_after_1008(
     assert result["states"] == ["connecting", "open", "closed"]  # 1008: no reconnect
 
 
-async def test_a_token_in_the_query(serve_router: ServeRouter, run_scenario: Any) -> None:
+async def test_a_token_in_the_query(serve_router: ServeRouter, run_scenario: RunScenario) -> None:
     sources: list[str] = []
 
     def upgrade(request: crosswire.Request) -> Accept | Response:

@@ -162,6 +162,16 @@ const scenarios = {
     return { sum: add.payload.sum };
   },
 
+  async wskit_frames() {
+    // Against a server that records frames and answers nothing (the requests time out).
+    const client = wsClient({ url, reconnect: fast, sendTimeoutMs: false });
+    await client.connect();
+    client.send("ECHO", { text: "hi" }, { meta: { timestamp: 1, clientId: "dropped" } });
+    const late = await caught(client.request("ADD", { a: 1, b: 2 }, { timeoutMs: 100 }));
+    await client.close();
+    return { late: late.code };
+  },
+
   async queue_and_reconnect() {
     const states = [];
     const client = wsClient({ url, reconnect: fast });

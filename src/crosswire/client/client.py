@@ -119,8 +119,10 @@ class Client:
     sent while not connected when ``queue_size`` are already waiting), ``queue_size``,
     ``pending_requests_limit``, ``request_timeout``, ``connect_timeout`` and
     ``close_timeout`` (seconds), ``ping_interval`` (seconds between WebSocket pings, which
-    find a connection that died silently; ``None``: none) and ``max_message_size`` (bytes; a
-    larger message from the server closes the connection with 1009).
+    find a connection that died silently; ``None``: none), ``max_message_size`` (bytes; a
+    larger message from the server closes the connection with 1009) and ``send_deadline``
+    (send each request's timeout as ``meta.timeoutMs``, so that a crosswire server stops the
+    handler at the deadline; WS-Kit 0.10 servers refuse that key: turn it off for them).
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class Client:
         close_timeout: float = 5.0,
         ping_interval: float | None = 20.0,
         max_message_size: int | None = 16 * 1024 * 1024,
+        send_deadline: bool = True,
     ) -> None:
         if queue not in ("drop-newest", "drop-oldest", "off"):
             raise ConfigurationError(f"queue must be drop-newest, drop-oldest or off: {queue!r}")
@@ -161,6 +164,7 @@ class Client:
         self._close_timeout = close_timeout
         self._ping_interval = ping_interval
         self._max_message_size = max_message_size
+        self._send_deadline = send_deadline
 
         self._state = ClientState.CLOSED
         self._ws: ClientConnection | None = None
@@ -321,7 +325,9 @@ class Client:
         cid = correlation_id or self._new_id()
         if cid in self._calls:
             raise ValueError(f"a request with correlation id {cid!r} is pending")
-        standard = {"correlationId": cid, "timeoutMs": max(1, int(seconds * 1000))}
+        standard: dict[str, Any] = {"correlationId": cid}
+        if self._send_deadline:
+            standard["timeoutMs"] = max(1, int(seconds * 1000))
         text = _encode(schema, payload, meta, standard)
         call = _Call(response, asyncio.get_running_loop().create_future(), on_progress)
         self._calls[cid] = call

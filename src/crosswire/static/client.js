@@ -54,6 +54,7 @@ class Client {
     auth = null,
     connectTimeoutMs = 10000,
     closeTimeoutMs = 5000,
+    sendTimeoutMs = true, // meta.timeoutMs on requests; WS-Kit 0.10 servers refuse the key
     wsFactory = (u, p) => new WebSocket(u, p),
   }) {
     if (!["drop-newest", "drop-oldest", "off"].includes(queue)) {
@@ -78,6 +79,7 @@ class Client {
     this.auth = auth;
     this.connectTimeoutMs = connectTimeoutMs;
     this.closeTimeoutMs = closeTimeoutMs;
+    this.sendTimeoutMs = sendTimeoutMs;
     this.wsFactory = wsFactory;
 
     this.state = "closed";
@@ -290,7 +292,8 @@ class Client {
       if (this._calls.has(cid)) throw new Error(`a request with correlationId ${cid} is pending`);
       // A whole number of ms that setTimeout can hold; the server caps deadlines at a day.
       const ms = Math.min(Math.max(1, Math.round(Number(timeoutMs) || 0)), MAX_TIMEOUT_MS);
-      const text = encode(type, payload, meta, { correlationId: cid, timeoutMs: ms });
+      const standard = this.sendTimeoutMs ? { correlationId: cid, timeoutMs: ms } : { correlationId: cid };
+      const text = encode(type, payload, meta, standard);
       const call = { onProgress, sent: false };
       const finish = () => {
         clearTimeout(timer);
