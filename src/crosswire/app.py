@@ -48,10 +48,10 @@ class App:
         origins: Collection[str | None] | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
-        #: The ``Origin`` values allowed to open a WebSocket (``None`` in it: requests with no
-        #: Origin, from clients that are not browsers); ``None``: any.
         if isinstance(origins, str):
             raise ConfigurationError(f"origins is a collection of origins, not one: {origins!r}")
+        #: The ``Origin`` values allowed to open a WebSocket (``None`` in it: requests with no
+        #: Origin, from clients that are not browsers); ``None``: any.
         self.origins = frozenset(origins) if origins is not None else None
         self.hub = hub if hub is not None else Hub()
         self.http = http
