@@ -20,10 +20,12 @@ from crosswire import (
     rpc,
 )
 from crosswire.ratelimit import Decision, MemoryRateLimiter, per_user, rate_limit
+from crosswire.testing import TestClient
 from tests.support import MakeClient, eventually, settle
 
 Chat = message("CHAT", {"text": str})
 Search = rpc("SEARCH", {"q": str}, "RESULTS", {"hits": int})
+Lookup = rpc("LOOKUP", {"q": str}, "FOUND", {"hits": int})
 
 
 class Clock:
@@ -158,29 +160,85 @@ async def test_identified_users_share_a_budget_across_their_connections(
     assert len(limiter) == 1
 
 
+class Scripted:
+    """An async limiter whose calls take the given delays (seconds), or raise, in turn: as a
+    pool of Redis connections answers."""
+
+    def __init__(self, *steps: float | Exception) -> None:
+        self.memory = MemoryRateLimiter(capacity=10, tokens_per_second=1, clock=Clock())
+        self.policy = self.memory.policy
+        self.steps = list(steps)
+
+    async def consume(self, key: str, cost: int) -> Decision:
+        step = self.steps.pop(0) if self.steps else 0.0
+        if isinstance(step, Exception):
+            raise step
+        await asyncio.sleep(step)
+        return self.memory.consume(key, cost)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def ordered_router(limiter: Scripted, handled: list[str]) -> Router:
+    async def slow(ctx: RpcContext[Any]) -> None:
+        await asyncio.sleep(5)
+
+    router = Router().use(rate_limit(limiter))
+    router.on(Chat, lambda ctx: handled.append(ctx.payload.text))
+    router.rpc(Search, slow)
+    router.rpc(Lookup, lambda ctx: ctx.reply({"hits": 1}))  # plain: limited inline
+    return router
+
+
 async def test_an_async_limiter_keeps_a_connections_messages_in_order(
     make_client: MakeClient,
 ) -> None:
-    class Slower:
-        """Answers the first call last, as a busy Redis connection of a pool might."""
-
-        def __init__(self) -> None:
-            self.memory = MemoryRateLimiter(capacity=10, tokens_per_second=1, clock=Clock())
-            self.policy = self.memory.policy
-            self.delays = [0.06, 0.03, 0.0]
-
-        async def consume(self, key: str, cost: int) -> Decision:
-            await asyncio.sleep(self.delays.pop(0))
-            return self.memory.consume(key, cost)
-
-        async def aclose(self) -> None:
-            pass
-
     handled: list[str] = []
-    router = Router().use(rate_limit(Slower()))
-    router.on(Chat, lambda ctx: handled.append(ctx.payload.text))
+    router = ordered_router(Scripted(0.06, 0.03, 0.0), handled)  # answers come back reversed
     async with make_client(router).connect() as conn:
         for text in ("1", "2", "3"):
             await conn.send(Chat, {"text": text})
         await eventually(lambda: len(handled) == 3)
     assert handled == ["1", "2", "3"]
+
+
+async def test_order_holds_when_the_limiter_fails_or_a_call_is_aborted(
+    make_client: MakeClient,
+) -> None:
+    handled: list[str] = []
+    router = ordered_router(Scripted(0.1, WsError("UNAVAILABLE", "down"), 0.0), handled)
+    async with make_client(router).connect() as conn:
+        for text in ("1", "2", "3"):
+            await conn.send(Chat, {"text": text})
+        await conn.expect_error("UNAVAILABLE")  # 2: the limiter failed
+        await eventually(lambda: len(handled) == 2)
+        assert handled == ["1", "3"]  # 3 waited for 1, though 2 ended at once
+
+        handled.clear()
+        router_limiter = Scripted(0.1, 0.0, 0.0)
+        async with make_client(ordered_router(router_limiter, handled)).connect() as other:
+            await other.send(Chat, {"text": "slow"})
+            await other.send(Search, {"q": "x"}, meta={"correlationId": "s"})
+            await other.abort("s")  # cancels a call that waits behind "slow"
+            await other.expect_error("CANCELLED")
+            await other.send(Chat, {"text": "after"})
+            await eventually(lambda: len(handled) == 2)
+            await settle(other)
+            assert other.pending == []  # no INTERNAL: "slow" was not disturbed
+    assert handled == ["slow", "after"]
+
+
+async def test_a_call_aborted_in_the_same_read_leaves_no_one_waiting() -> None:
+    """The abort cancels the call's task before it starts (Python 3.11): the call takes no
+    place in the order, so the next message is not held behind it."""
+    handled: list[str] = []
+    async with TestClient(ordered_router(Scripted(), handled)).connect() as conn:
+        peer = conn.peer
+        peer._receive_data(
+            '{"type":"LOOKUP","meta":{"correlationId":"s"},"payload":{"q":"x"}}', False
+        )
+        peer._receive_data('{"type":"$ws:abort","meta":{"correlationId":"s"}}', False)
+        await conn.expect_error("CANCELLED")
+        await conn.send(Chat, {"text": "next"})
+        await eventually(lambda: handled == ["next"])

@@ -9,8 +9,8 @@ carries on. Control frames (heartbeat, abort) are never limited.
 
 A limiter whose ``consume`` returns a :class:`~crosswire.ratelimit.Decision` (in memory)
 decides inline, so the route stays inline; one that returns an awaitable (Redis) makes the
-route run in a task. Its answers may come back in any order, but a connection's messages are
-handed on in the order they arrived.
+route run in a task. Its answers may come back in any order, but a connection's limited
+messages are handed on in the order they arrived (a message of cost 0 does not wait).
 """
 
 from __future__ import annotations
@@ -81,43 +81,69 @@ def rate_limit(
             raise ConfigurationError(f"a rate_limit cost must be an int >= 0, not {n!r}")
         if n == 0:
             return next()
-        decision = limiter.consume(key(ctx), n)
+        bucket = key(ctx)
+        if asks_redis:  # asked from the task, so that a task that never starts asks nothing
+            return _decide_later(ctx, next, lambda: consume(bucket, n), n, policy, tails)
+        decision = consume(bucket, n)
         if isinstance(decision, Decision):
             return next() if decision.allowed else _refuse(ctx, decision, n, policy)
-        peer_id = ctx.peer.id
-        before = tails.get(peer_id)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        tails[peer_id] = mine
-        return _decide_later(ctx, next, decision, n, policy, before, mine, tails)
+        return _decide_later(ctx, next, lambda: decision, n, policy, tails)
 
+    consume = limiter.consume
+    asks_redis = inspect.iscoroutinefunction(consume)
     return limited
 
 
 async def _decide_later(
     ctx: EventContext[Any],
     next: Callable[[], Any],
-    pending: Awaitable[Decision],
+    ask: Callable[[], Decision | Awaitable[Decision]],
     cost: int,
     policy: Policy,
-    before: asyncio.Future[None] | None,
-    mine: asyncio.Future[None],
     tails: dict[str, asyncio.Future[None]],
 ) -> None:
+    # Taken in the first step, before any await: tasks start in the order they were made, so
+    # this is the order the messages arrived. A message whose task never starts (cancelled
+    # first, as an abort in the same read does) takes no place, so none waits for it.
+    peer_id = ctx.peer.id
+    before = tails.get(peer_id)
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    tails[peer_id] = mine
     rest = None
     try:
-        decision = await pending
+        answer = ask()
+        decision = answer if isinstance(answer, Decision) else await answer
         if before is not None:
-            await before  # the connection's previous message is handled first
+            await asyncio.shield(before)  # the previous message is handed on first
         if not decision.allowed:
             _refuse(ctx, decision, cost, policy)
         else:
             rest = next()
     finally:
-        mine.set_result(None)
-        if tails.get(ctx.peer.id) is mine:
-            del tails[ctx.peer.id]
+        _release(mine, before, tails, peer_id)
     if rest is not None and inspect.isawaitable(rest):
         await rest
+
+
+def _release(
+    mine: asyncio.Future[None],
+    before: asyncio.Future[None] | None,
+    tails: dict[str, asyncio.Future[None]],
+    peer_id: str,
+) -> None:
+    """Let the next message go, but never before the previous one (this message may have
+    ended early: an error from the limiter, or a cancellation)."""
+
+    def done(_: object = None) -> None:
+        if not mine.done():
+            mine.set_result(None)
+        if tails.get(peer_id) is mine:
+            del tails[peer_id]
+
+    if before is None or before.done():
+        done()
+    else:
+        before.add_done_callback(done)
 
 
 def _refuse(ctx: EventContext[Any], decision: Decision, cost: int, policy: Policy) -> None:
