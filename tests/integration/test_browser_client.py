@@ -15,9 +15,7 @@ from crosswire import Accept, Heartbeat, Response, Router, RpcContext, message, 
 from crosswire.auth import bearer_token
 from crosswire.client import browser_module
 from examples import echo
-from tests.support import ROOT, RunScenario, ServeRouter, eventually
-
-CLIENT = ROOT / "src" / "crosswire" / "static" / "client.js"
+from tests.support import BROWSER_CLIENT, RunScenario, ServeRouter, eventually
 
 Slow = rpc("SLOW", {"seconds": float}, "SLOW_DONE", None)
 Note = message("NOTE", {"text": str})
@@ -121,7 +119,7 @@ async def test_an_app_serves_the_module_from_its_http_handler(serve_router: Serv
     async with aiohttp.ClientSession() as session, session.get(url) as got:
         assert got.status == 200
         assert got.headers["content-type"] == "text/javascript; charset=utf-8"
-        assert await got.read() == CLIENT.read_bytes()
+        assert await got.read() == BROWSER_CLIENT.read_bytes()
 
 
 def free_port() -> int:

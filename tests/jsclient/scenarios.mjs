@@ -164,7 +164,7 @@ const scenarios = {
 
   async wskit_frames() {
     // Against a server that records frames and answers nothing (the requests time out).
-    const client = wsClient({ url, reconnect: fast, sendTimeoutMs: false });
+    const client = wsClient({ url, reconnect: fast, sendDeadline: false });
     await client.connect();
     client.send("ECHO", { text: "hi" }, { meta: { timestamp: 1, clientId: "dropped" } });
     const late = await caught(client.request("ADD", { a: 1, b: 2 }, { timeoutMs: 100 }));

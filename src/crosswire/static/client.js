@@ -54,7 +54,7 @@ class Client {
     auth = null,
     connectTimeoutMs = 10000,
     closeTimeoutMs = 5000,
-    sendTimeoutMs = true, // meta.timeoutMs on requests; WS-Kit 0.10 servers refuse the key
+    sendDeadline = true, // meta.timeoutMs on requests; WS-Kit 0.10 servers refuse the key
     wsFactory = (u, p) => new WebSocket(u, p),
   }) {
     if (!["drop-newest", "drop-oldest", "off"].includes(queue)) {
@@ -79,7 +79,7 @@ class Client {
     this.auth = auth;
     this.connectTimeoutMs = connectTimeoutMs;
     this.closeTimeoutMs = closeTimeoutMs;
-    this.sendTimeoutMs = sendTimeoutMs;
+    this.sendDeadline = sendDeadline;
     this.wsFactory = wsFactory;
 
     this.state = "closed";
@@ -292,7 +292,7 @@ class Client {
       if (this._calls.has(cid)) throw new Error(`a request with correlationId ${cid} is pending`);
       // A whole number of ms that setTimeout can hold; the server caps deadlines at a day.
       const ms = Math.min(Math.max(1, Math.round(Number(timeoutMs) || 0)), MAX_TIMEOUT_MS);
-      const standard = this.sendTimeoutMs ? { correlationId: cid, timeoutMs: ms } : { correlationId: cid };
+      const standard = this.sendDeadline ? { correlationId: cid, timeoutMs: ms } : { correlationId: cid };
       const text = encode(type, payload, meta, standard);
       const call = { onProgress, sent: false };
       const finish = () => {
