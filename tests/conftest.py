@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -75,16 +76,20 @@ async def make_client(request: pytest.FixtureRequest) -> AsyncIterator[MakeClien
 
 @pytest.fixture
 async def crosswire_cmd() -> AsyncIterator[RunCommand]:
-    """``await crosswire_cmd(*args, cwd=...)`` starts the command; killed at teardown if alive."""
+    """``await crosswire_cmd(*args, cwd=..., env=...)`` starts the command (``env`` adds to the
+    environment); killed at teardown if alive."""
     procs: list[asyncio.subprocess.Process] = []
 
-    async def run(*args: str, cwd: Path | None = None) -> Command:
+    async def run(
+        *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> Command:
         proc = await asyncio.create_subprocess_exec(
             str(COMMAND),
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
+            env={**os.environ, **(env or {})},
         )
         procs.append(proc)
         return Command(proc)

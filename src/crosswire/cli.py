@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .app import App
+from .errors import ConfigurationError
 from .server import SERVERS, RunningServer, ServerName, serve
 
 __all__ = ["load_app", "main"]
@@ -113,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(app, host=args.host, port=args.port, server=server, on_start=started)
     except OSError as exc:
         print(f"crosswire: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except ConfigurationError as exc:
+        print(f"crosswire: {exc}", file=sys.stderr)
         return 1
     return 0
 

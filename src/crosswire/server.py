@@ -91,6 +91,12 @@ async def start(
     sock = _listen(host, port)
     try:
         stop = await _STARTERS[server](app, sock)
+    except ModuleNotFoundError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"the {server} server needs what crosswire's {server!r} extra installs "
+            f'(no module named {exc.name!r}): pip install "crosswire[{server}]"'
+        ) from exc
     except BaseException:
         sock.close()
         raise

@@ -127,3 +127,24 @@ def test_python_dash_m_runs_the_same_command() -> None:
         check=True,
     )
     assert out.stdout.startswith("crosswire ")
+
+
+@pytest.mark.parametrize("server", ["picows", "aiohttp", "uvicorn", "hypercorn"])
+async def test_a_server_whose_extra_is_missing_names_the_extra(
+    crosswire_cmd: RunCommand, tmp_path: Path, server: str
+) -> None:
+    """What a user without the extra sees: which extra to install, not a traceback."""
+    shadow = tmp_path / "shadow"
+    for module in (server, "multidict", "starlette"):
+        (shadow / module).mkdir(parents=True, exist_ok=True)
+        message = f"No module named {module!r}"
+        (shadow / module / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({message!r}, name={module!r})\n"
+        )
+    cmd = await crosswire_cmd(
+        "demo", "--port", "0", "--server", server, env={"PYTHONPATH": str(shadow)}
+    )
+    assert await cmd.exit_code() == 1
+    stderr = await cmd.stderr()
+    assert f'pip install "crosswire[{server}]"' in stderr
+    assert "Traceback" not in stderr

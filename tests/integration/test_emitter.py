@@ -114,7 +114,7 @@ async def test_the_emitter_writes_seed_003s_envelopes(redis_server: RedisServer)
         message = await asyncio.wait_for(pubsub.get_message(timeout=TIMEOUT), TIMEOUT)
         if message and message["type"] == "pmessage":
             seen.append((message["channel"].decode(), orjson.loads(message["data"])))
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
     await listener.aclose()
     assert seen == [
         (
@@ -224,5 +224,5 @@ async def test_concurrent_emits_each_learn_the_fate_of_their_own_message(
         await emitter.to_room("b", "news", 3)  # the next one goes out, and says nothing
     finally:
         await emitter.aclose()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         await listener.aclose()

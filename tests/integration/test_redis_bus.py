@@ -182,7 +182,7 @@ async def test_close_hooks_publish_during_shutdown_and_shutdown_returns(
     finally:
         for ws in clients:
             await ws.close()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         await listener.aclose()
 
 
