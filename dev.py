@@ -107,10 +107,9 @@ def lock(args: list[str]) -> int:
         subprocess.check_call([*pip, "--upgrade", "pip"], cwd=ROOT)
         subprocess.check_call([*pip, ".[dev]", *LOCKED_TOO], cwd=ROOT)
         # pip is pinned too (dev.py installs it first); setuptools is the venv's own.
+        exclude = ["--exclude", "crosswire", "--exclude", "setuptools", "--exclude", "wheel"]
         frozen = subprocess.check_output(
-            [python, "-m", "pip", "freeze", "--all", "--exclude", "crosswire"]
-            + ["--exclude", "setuptools", "--exclude", "wheel"],
-            text=True,
+            [python, "-m", "pip", "freeze", "--all", *exclude], text=True
         )
     pins = sorted(
         (line for line in frozen.splitlines() if "==" in line), key=lambda line: line.lower()
