@@ -73,6 +73,7 @@ async def _serve_in_starlette(app: crosswire.App) -> Served:
     config = uvicorn.Config(
         web,
         lifespan="off",
+        log_config=None,  # (uvicorn's own config would stop its records reaching the root)
         log_level="warning",
         ws_ping_interval=app.limits.ping_interval,  # ASGI has no ping: the server's setting
         ws_ping_timeout=app.limits.ping_timeout,
@@ -149,6 +150,7 @@ class Command:
         self.proc = proc
         self.ws_url = ""
         self.http_url = ""
+        self.start_line = ""
 
     async def started(self) -> None:
         """Wait for the line that says where it listens."""
@@ -156,8 +158,14 @@ class Command:
         line = (await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)).decode()
         found = re.search(r"on (ws://[\d.]+:(\d+))", line)
         assert found, f"no address in {line!r}"
+        self.start_line = line.rstrip("\n")
         self.ws_url = found.group(1)
         self.http_url = f"http://127.0.0.1:{found.group(2)}"
+
+    async def stdout(self) -> str:
+        """The rest of standard output, once the process has closed it."""
+        assert self.proc.stdout is not None
+        return (await asyncio.wait_for(self.proc.stdout.read(), TIMEOUT)).decode()
 
     async def exit_code(self) -> int:
         return await asyncio.wait_for(self.proc.wait(), TIMEOUT)

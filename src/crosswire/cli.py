@@ -84,29 +84,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``crosswire`` command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    # The command is an application: it may configure logging; the library never does.
+    # The command is an application: it may configure logging; the library never does. Its
+    # start line is on standard output; the logs (standard error) say when it stops, and
+    # nothing per connection above DEBUG on any server (crosswire.logs).
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The servers log every connection at INFO; keep that for --log-level debug.
-    for name in ("websockets", "aiohttp.access", "uvicorn.error", "hypercorn.error"):
-        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     if args.command == "demo":
-        from .demo import app
+        from .demo import PATH, app
 
         what = "the demo"
+        path = PATH
     else:
         try:
             app = load_app(args.target)
         except TargetError as exc:
             parser.error(str(exc))
         what = args.target
+        path = ""
     server: ServerName = args.server
 
     def started(running: RunningServer) -> None:
         host = f"[{running.host}]" if ":" in running.host else running.host
         page = f", page http://{host}:{running.port}/" if args.command == "demo" else ""
         print(
-            f"crosswire: serving {what} on {running.url}{page} with {server} (Ctrl+C to stop)",
+            f"crosswire: serving {what} on {running.url}{path}{page} with {server} "
+            "(Ctrl+C to stop)",
             flush=True,
         )
 

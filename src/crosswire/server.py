@@ -22,6 +22,7 @@ from typing import Any, Literal, cast
 
 from .app import App
 from .errors import ConfigurationError
+from .logs import library_logger
 from .peer import CloseCode
 
 __all__ = ["SERVERS", "RunningServer", "ServerName", "serve", "start"]
@@ -134,7 +135,9 @@ async def _start_aiohttp(app: App, sock: socket.socket) -> Callable[[], Awaitabl
 
     web_app = web.Application()
     web_app.router.add_route("GET", "/{tail:.*}", handler(app))
-    runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        web_app, handle_signals=False, access_log=None, logger=library_logger("aiohttp")
+    )
     await runner.setup()
     await web.SockSite(runner, sock).start()
 
@@ -153,7 +156,11 @@ async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitabl
     config = uvicorn.Config(
         ASGIApp(app),
         lifespan="off",
+        # uvicorn must not configure logging (the application does); its per-connection INFO
+        # lines are not wanted, and access lines carry the query string.
+        log_config=None,
         log_level="warning",
+        access_log=False,
         ws_max_size=limits.max_message_size + 1024,
         ws_ping_interval=limits.ping_interval,
         ws_ping_timeout=limits.ping_timeout,
@@ -208,7 +215,7 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     config.websocket_ping_interval = None
     config.graceful_timeout = app.limits.close_timeout
     config.accesslog = None
-    config.errorlog = logging.getLogger("crosswire.hypercorn")
+    config.errorlog = library_logger("hypercorn")
     shutdown = asyncio.Event()
     task = asyncio.get_running_loop().create_task(
         hypercorn_serve(
@@ -242,7 +249,11 @@ def serve(
     server: ServerName = "websockets",
     on_start: Callable[[RunningServer], None] | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001 and return."""
+    """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001 and return.
+
+    Logs one INFO line on ``crosswire.server`` once listening (``on_start``, if given, is
+    called instead, to announce it some other way), one as shutdown begins, with the number
+    of connections being closed, and one when it is done."""
     asyncio.run(_serve(app, host=host, port=port, server=server, on_start=on_start))
 
 
@@ -259,12 +270,18 @@ async def _serve(
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    logger.info("serving on %s with %s", running.url, server)
     if on_start is not None:
         on_start(running)
+    else:
+        logger.info("serving on %s with %s", running.url, server)
     try:
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        count = len(app.peers)
+        logger.info(
+            "shutting down: closing %d connection%s with 1001", count, "" if count == 1 else "s"
+        )
         await running.aclose()
+        logger.info("stopped")

@@ -59,6 +59,15 @@ async def test_demo_serves_page_and_chat_then_sigterm_closes_1001(
             code, reason = await closed_with(ws)
             assert (code, reason) == (1001, "Server shutting down")
     assert await cmd.exit_code() == 0
+    # One quiet scheme on every server: the start line on stdout (with the chat's path), the
+    # shutdown in the log, and not one line per connection.
+    assert cmd.start_line.endswith(f"/ws, page {cmd.http_url}/ with {server} (Ctrl+C to stop)")
+    assert "serving" not in await cmd.stdout()
+    logged = [line.split(" ", 2)[2] for line in (await cmd.stderr()).splitlines()]
+    assert logged == [
+        "INFO crosswire.server: shutting down: closing 2 connections with 1001",
+        "INFO crosswire.server: stopped",
+    ]
 
 
 async def test_run_serves_a_users_app_and_sigint_stops_it(

@@ -13,6 +13,7 @@ from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 from ..app import App
 from ..cork import Cork
 from ..http import Accept, Headers, Request, Response
+from ..logs import filter_library_logger
 from ..peer import high_water
 from ._eager import HIGH_WATER, EagerTransport
 
@@ -48,8 +49,13 @@ def _close_info(msg: WSMessage) -> tuple[int, str]:
 
 
 def handler(app: App) -> Handler:
-    """An aiohttp handler serving ``app``'s hooks on the route it is added to."""
+    """An aiohttp handler serving ``app``'s hooks on the route it is added to.
+
+    aiohttp logs the subprotocols a client offers (where ``bearer.<token>`` travels) when none
+    is served: the ``aiohttp.websocket`` logger gets crosswire's filter (:mod:`crosswire.logs`).
+    """
     limits = app.limits
+    filter_library_logger("aiohttp.websocket")
 
     async def handle(web_request: web.Request) -> web.StreamResponse:
         request = _request(web_request)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..app import App
 from ..http import Accept, Headers, Request, Response
+from ..logs import filter_library_logger
 from ._eager import EagerTransport
 
 __all__ = ["ASGIApp"]
@@ -63,10 +64,17 @@ def _raw_headers(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 class ASGIApp:
-    """An ASGI 3 application serving one crosswire :class:`~crosswire.App`."""
+    """An ASGI 3 application serving one crosswire :class:`~crosswire.App`.
+
+    uvicorn logs each WebSocket's path with its query string at INFO (where
+    ``?access_token=`` travels), the request's headers and frames at DEBUG, and the bytes of
+    an invalid UTF-8 frame at ERROR: the ``uvicorn.error`` logger gets crosswire's filter
+    (:mod:`crosswire.logs`).
+    """
 
     def __init__(self, app: App) -> None:
         self.app = app
+        filter_library_logger("uvicorn.error")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

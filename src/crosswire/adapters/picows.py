@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import logging
 import struct
 from collections.abc import Callable
 from http import HTTPStatus
@@ -42,6 +43,7 @@ from ..cork import Hold
 from ..errors import ConfigurationError
 from ..http import Accept, Headers, Request, Response
 from ..limits import Limits
+from ..logs import library_logger
 from ..peer import Peer, high_water
 
 __all__ = ["create_server"]
@@ -379,7 +381,11 @@ def _http_response(response: Response) -> WSUpgradeResponse:
 async def create_server(
     app: App, host: str | None, port: int | None, **options: Any
 ) -> asyncio.Server:
-    """Start listening; ``options`` go to ``picows.ws_create_server``."""
+    """Start listening; ``options`` go to ``picows.ws_create_server`` (its ``logger_name`` is
+    the logger ``crosswire.server.picows`` unless given: see :mod:`crosswire.logs`)."""
+    # An adapter, not the Logger: picows gives a Logger a child per connection, which the
+    # logger's filter would not see.
+    options.setdefault("logger_name", logging.LoggerAdapter(library_logger("picows")))
     if app.hooks.is_async("upgrade"):
         raise ConfigurationError(
             "the picows server runs the upgrade hook inside its synchronous handshake: "

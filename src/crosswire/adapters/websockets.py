@@ -22,6 +22,7 @@ from websockets.typing import Subprotocol
 from ..app import App
 from ..cork import Cork
 from ..http import Accept, Headers, Request, Response
+from ..logs import library_logger
 from ..peer import Peer, high_water
 
 __all__ = ["create_server"]
@@ -123,8 +124,10 @@ def _close_info(conn: ServerConnection) -> tuple[int, str]:
 
 
 async def create_server(app: App, host: str | None, port: int | None, **options: Any) -> Server:
-    """Start listening; ``options`` go to ``websockets.asyncio.server.serve``."""
+    """Start listening; ``options`` go to ``websockets.asyncio.server.serve`` (its ``logger``
+    is ``crosswire.server.websockets`` unless given: see :mod:`crosswire.logs`)."""
     limits = app.limits
+    options.setdefault("logger", library_logger("websockets"))
 
     async def process_request(conn: ServerConnection, ws_request: WsRequest) -> WsResponse | None:
         request = _request(conn, ws_request)

@@ -27,8 +27,10 @@ from ..hooks import define_hooks
 from ..http import Accept, Request, Response
 from ..peer import Message, Peer
 
-__all__ = ["ROOM", "app", "create_app"]
+__all__ = ["PATH", "ROOM", "app", "create_app"]
 
+#: Where the chat's WebSocket is.
+PATH = "/ws"
 ROOM = "chat"
 MAX_NAME = 32
 MAX_TEXT = 1000
@@ -44,8 +46,8 @@ def create_app() -> App:
         return Response(404, "not found")
 
     def upgrade(request: Request) -> Accept | Response:
-        if request.path != "/ws":
-            return Response(404, "the chat WebSocket is at /ws")
+        if request.path != PATH:
+            return Response(404, f"the chat WebSocket is at {PATH}")
         name = request.query.get("name", "").strip()[:MAX_NAME]
         return Accept(context={"name": name or None})
 
