@@ -1,0 +1,90 @@
+"""crosswire inside FastAPI and Starlette, as docs/servers.md shows it, on a real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+import crosswire
+from tests.support import TIMEOUT, recv
+
+
+def path_echo() -> crosswire.App:
+    """Answers every message with the path the hooks saw."""
+
+    def message(peer: crosswire.Peer, msg: crosswire.Message) -> None:
+        peer.send(f"{peer.request.path} {msg.text()}")
+
+    return crosswire.App(crosswire.define_hooks(message=message))
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(asgi_app: Any) -> AsyncIterator[str]:
+    """``asgi_app`` on a real uvicorn on a free port; yields ``127.0.0.1:port``."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    config = uvicorn.Config(asgi_app, log_config=None, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, TIMEOUT * 2)
+
+
+async def test_fastapi_websocket_route_serves_the_exact_path() -> None:
+    app = path_echo()
+    api = FastAPI(routes=[WebSocketRoute("/ws", crosswire.asgi(app))])
+
+    @api.get("/health")
+    def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    async with uvicorn_serving(api) as where:
+        async with connect(f"ws://{where}/ws") as ws:
+            await ws.send("hi")
+            assert await recv(ws) == "/ws hi"
+        async with aiohttp.ClientSession() as http, http.get(f"http://{where}/health") as resp:
+            assert await resp.json() == {"ok": True}
+
+
+async def test_starlette_mount_serves_the_paths_below_it() -> None:
+    """A Mount serves ``/ws/`` and below, not ``/ws`` itself (Starlette's routing): the docs
+    say to use a WebSocket route for an exact path."""
+    app = path_echo()
+
+    async def health(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    web = Starlette(routes=[Route("/health", health), Mount("/ws", app=crosswire.asgi(app))])
+    async with uvicorn_serving(web) as where:
+        for path in ("/ws/", "/ws/lobby"):
+            async with connect(f"ws://{where}{path}") as ws:
+                await ws.send("hi")
+                assert await recv(ws) == f"{path} hi"
+        with pytest.raises(InvalidStatus):
+            await asyncio.wait_for(connect(f"ws://{where}/ws"), TIMEOUT)
+
+
+async def test_starlette_websocket_route_serves_the_exact_path() -> None:
+    app = path_echo()
+    web = Starlette(routes=[WebSocketRoute("/ws", crosswire.asgi(app))])
+    async with uvicorn_serving(web) as where, connect(f"ws://{where}/ws") as ws:
+        await ws.send("hi")
+        assert await recv(ws) == "/ws hi"
