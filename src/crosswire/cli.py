@@ -1,12 +1,13 @@
 """The ``crosswire`` command.
 
-    crosswire run MODULE:ATTRIBUTE [--host HOST] [--port PORT] [--server NAME]
+    crosswire run MODULE:ATTRIBUTE [--host HOST] [--port PORT] [--server NAME] [--workers N]
     crosswire demo [--host HOST] [--port PORT] [--server NAME]
 
 ``run`` imports ``MODULE`` (the current directory is on the import path, as with uvicorn) and
-serves its ``App`` until SIGINT or SIGTERM, which close every connection with 1001. ``demo``
-serves the chat demo of :mod:`crosswire.demo`. Once listening, both print one line with the
-address (``ws://...``) on standard output.
+serves its ``App`` until SIGINT or SIGTERM, which close every connection with 1001; with
+``--workers N``, from N processes, which the App's bus (Redis) must connect: without one, it
+refuses to start. ``demo`` serves the chat demo of :mod:`crosswire.demo`. Once listening, both
+print one line with the address (``ws://...``) on standard output.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="serve an App: crosswire run MODULE:ATTRIBUTE")
     run.add_argument("target", metavar="MODULE:ATTRIBUTE", help="where the App is, e.g. chat:app")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port; more than one needs the App's Hub on Redis "
+        "(default: %(default)s)",
+    )
     demo = commands.add_parser("demo", help="serve the chat demo (in-memory, nothing to set up)")
     for command in (run, demo):
         command.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
@@ -106,14 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def started(running: RunningServer) -> None:
         host = f"[{running.host}]" if ":" in running.host else running.host
         page = f", page http://{host}:{running.port}/" if args.command == "demo" else ""
+        workers = getattr(args, "workers", 1)
+        several = f", {workers} workers" if workers > 1 else ""
         print(
-            f"crosswire: serving {what} on {running.url}{path}{page} with {server} "
+            f"crosswire: serving {what} on {running.url}{path}{page} with {server}{several} "
             "(Ctrl+C to stop)",
             flush=True,
         )
 
     try:
-        serve(app, host=args.host, port=args.port, server=server, on_start=started)
+        workers = getattr(args, "workers", 1)
+        serve(app, host=args.host, port=args.port, server=server, on_start=started, workers=workers)
     except OSError as exc:
         print(f"crosswire: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ from .errors import ConfigurationError
 from .logs import library_logger
 from .peer import CloseCode
 
-__all__ = ["SERVERS", "RunningServer", "ServerName", "serve", "start"]
+__all__ = ["SERVERS", "RunningServer", "ServerName", "listen", "serve", "start"]
 
 logger = logging.getLogger("crosswire.server")
 
@@ -66,7 +66,8 @@ class RunningServer:
         await self._closed.wait()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port=0``: a free one), for ``sock=``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on accepted
     # sockets whose proto says TCP. With proto 0 every small frame waited for the client's
@@ -85,11 +86,15 @@ async def start(
     host: str = "127.0.0.1",
     port: int = 0,
     server: ServerName = "websockets",
+    sock: socket.socket | None = None,
 ) -> RunningServer:
-    """Start serving ``app`` on ``host:port`` with ``server``; returns once listening."""
+    """Start serving ``app`` on ``host:port`` with ``server``; returns once listening.
+
+    ``sock``: a listening socket to serve on instead of ``host:port`` (see :func:`listen`);
+    it is closed when the server stops."""
     if server not in SERVERS:
         raise ConfigurationError(f"unknown server {server!r}; choose one of {SERVERS}")
-    sock = _listen(host, port)
+    sock = sock if sock is not None else listen(host, port)
     try:
         stop = await _STARTERS[server](app, sock)
     except ModuleNotFoundError as exc:
@@ -248,28 +253,127 @@ def serve(
     port: int = 8000,
     server: ServerName = "websockets",
     on_start: Callable[[RunningServer], None] | None = None,
+    workers: int = 1,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001 and return.
 
     Logs one INFO line on ``crosswire.server`` once listening (``on_start``, if given, is
     called instead, to announce it some other way), one as shutdown begins, with the number
-    of connections being closed, and one when it is done."""
-    asyncio.run(_serve(app, host=host, port=port, server=server, on_start=on_start))
+    of connections being closed, and one when it is done.
+
+    ``workers`` > 1 serves the same socket from that many processes (forked, POSIX only),
+    each with its own copy of ``app``. They share rooms, users and connections only through
+    the App's bus: without one (``Hub()``, or ``MemoryBackend``, which does not cross
+    processes) a message would reach the clients of one worker only, so this raises
+    :class:`~crosswire.ConfigurationError`. SIGINT or SIGTERM stops every worker; if one
+    exits on its own, the others are stopped too.
+    """
+    if workers == 1:
+        asyncio.run(_serve(app, sock=listen(host, port), server=server, on_start=on_start))
+        return
+    _check_workers(app, workers)
+    _serve_workers(app, listen(host, port), server, workers, on_start)
+
+
+def _check_workers(app: App, workers: int) -> None:
+    from .pubsub.memory import MemoryBackend
+
+    if workers < 1:
+        raise ConfigurationError(f"workers must be at least 1, got {workers}")
+    if not hasattr(os, "fork"):
+        raise ConfigurationError("several workers need os.fork (POSIX)")
+    backend = app.hub.backend
+    if backend is None or isinstance(backend, MemoryBackend):
+        raise ConfigurationError(
+            f"{workers} workers need a bus between them: without one each worker has its "
+            "own rooms, users and connections, and a message reaches only the clients of "
+            "the worker that sent it. Give the App a Hub on Redis "
+            "(crosswire.Hub(RedisBackend(url))), or serve with one worker."
+        )
+
+
+def _serve_workers(
+    app: App,
+    sock: socket.socket,
+    server: ServerName,
+    workers: int,
+    on_start: Callable[[RunningServer], None] | None,
+) -> None:
+    """Fork ``workers`` processes serving ``sock``; wait for them, forwarding SIGINT and
+    SIGTERM; stop them all when one exits."""
+    pids: list[int] = []
+    # Each worker reads the end of a pipe whose other end only this process holds: when this
+    # process ends, even killed, the workers see EOF and shut down.
+    lifeline, held = os.pipe()
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker
+            code = 1
+            try:
+                os.close(held)
+                asyncio.run(
+                    _serve(app, sock=sock, server=server, on_start=_quiet, lifeline=lifeline)
+                )
+                code = 0
+            except BaseException:
+                logger.exception("worker %d failed", os.getpid())
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    os.close(lifeline)
+    running = RunningServer(app, server, sock, _nothing_to_stop)
+    if on_start is not None:
+        on_start(running)
+    else:
+        logger.info("serving on %s with %s, %d workers", running.url, server, workers)
+    sock.close()  # the workers have it
+
+    def forward(signum: int, frame: object) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        alive = set(pids)
+        while alive:
+            pid, status = os.waitpid(-1, 0)
+            alive.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0 and alive:
+                logger.error("worker %d exited with %d; stopping the others", pid, code)
+            if alive and len(alive) < len(pids):
+                forward(signal.SIGTERM, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(held)
+    logger.info("stopped (%d workers)", workers)
+
+
+def _quiet(running: RunningServer) -> None:
+    """A worker does not announce itself: the parent did, once."""
+
+
+async def _nothing_to_stop() -> None:
+    """The parent of workers serves nothing itself."""
 
 
 async def _serve(
     app: App,
     *,
-    host: str,
-    port: int,
+    sock: socket.socket,
     server: ServerName,
     on_start: Callable[[RunningServer], None] | None,
+    lifeline: int | None = None,
 ) -> None:
-    running = await start(app, host=host, port=port, server=server)
+    running = await start(app, sock=sock, server=server)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if lifeline is not None:  # a worker: the parent's end closing (it ended) stops it too
+        loop.add_reader(lifeline, stop.set)
     if on_start is not None:
         on_start(running)
     else:
@@ -279,6 +383,8 @@ async def _serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if lifeline is not None:
+            loop.remove_reader(lifeline)
         count = len(app.peers)
         logger.info(
             "shutting down: closing %d connection%s with 1001", count, "" if count == 1 else "s"

@@ -25,7 +25,9 @@ import collections
 import contextlib
 import inspect
 import logging
+import os
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +81,10 @@ class Hub:
         if transform_concurrency < 1 or transform_queue < 1:
             raise ValueError("transform_concurrency and transform_queue must be at least 1")
         #: This Hub's id on the bus; what it receives back with this id it already delivered.
+        #: A process forked after the Hub was made (``crosswire run --workers``, gunicorn
+        #: ``--preload``) gets a new one, or the processes would drop each other's messages.
         self.server_id = str(uuid.uuid4())
+        _renew_id_after_fork(self)
         self.namespace = namespace
         self._backend = backend
         self._on_error = on_error
@@ -97,6 +102,11 @@ class Hub:
         self.writes = WriteBatch()
         if backend is not None:
             backend.bind(self._from_bus, self._report)
+
+    @property
+    def backend(self) -> Backend | None:
+        """The bus between processes, or None (one process)."""
+        return self._backend
 
     def __repr__(self) -> str:
         return (
@@ -415,3 +425,17 @@ class Hub:
 
 def _ids(exclude: Collection[str]) -> frozenset[str]:
     return frozenset(exclude) if exclude else _NO_EXCLUDE
+
+
+def _renew_id_after_fork(hub: Hub) -> None:
+    """Give ``hub`` a new ``server_id`` in every process forked from this one (held weakly:
+    the registration outlives the Hub)."""
+    ref = weakref.ref(hub)
+
+    def renew() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.server_id = str(uuid.uuid4())
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=renew)
