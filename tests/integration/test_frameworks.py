@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 import crosswire
-from tests.support import TIMEOUT, recv
+from tests.support import TIMEOUT, closed_with, recv
 
 
 def path_echo() -> crosswire.App:
@@ -88,3 +91,50 @@ async def test_starlette_websocket_route_serves_the_exact_path() -> None:
     async with uvicorn_serving(web) as where, connect(f"ws://{where}/ws") as ws:
         await ws.send("hi")
         assert await recv(ws) == "/ws hi"
+
+
+PLAIN_APP = """
+import crosswire
+
+app = crosswire.App(crosswire.define_hooks(message=lambda peer, msg: peer.send(msg.raw)))
+asgi = crosswire.asgi(app)
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (["uvicorn", "plain:asgi", "--fd", "{fd}"], 1012),
+        (["hypercorn", "plain:asgi", "--bind", "fd://{fd}"], 1011),
+    ],
+)
+async def test_a_server_run_by_the_user_closes_its_websockets_itself_on_shutdown(
+    tmp_path: Path, command: list[str], code: int
+) -> None:
+    """docs/close-codes.md: uvicorn and hypercorn, run as the user runs them, close the
+    WebSockets with their own code before the App hears of the shutdown."""
+    (tmp_path / "plain.py").write_text(PLAIN_APP)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    fd = sock.fileno()
+    argv = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
+    proc = await asyncio.create_subprocess_exec(
+        *(arg.format(fd=fd) for arg in argv),
+        cwd=tmp_path,
+        pass_fds=[fd],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with connect(f"ws://127.0.0.1:{sock.getsockname()[1]}/") as ws:
+            await ws.send("hi")
+            assert await recv(ws) == "hi"
+            proc.send_signal(signal.SIGTERM)
+            assert (await closed_with(ws))[0] == code
+        await asyncio.wait_for(proc.wait(), TIMEOUT * 2)
+    finally:
+        sock.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
