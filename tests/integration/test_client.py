@@ -117,6 +117,7 @@ async def test_errors_reach_the_caller_or_on_error(kind: str, serve_router: Serv
         with pytest.raises(WsError) as denied:
             await client.request(rpc("FAIL", None, "NEVER", None))
         assert denied.value.code == "PERMISSION_DENIED"
+        assert denied.value.retryable is False  # the server sent none: inferred from the code
         with pytest.raises(ValidationError):  # refused before it is sent
             await client.send(echo.Echo, {"text": 5})
         await client.send(echo.Echo, {"text": "x"})
@@ -125,6 +126,7 @@ async def test_errors_reach_the_caller_or_on_error(kind: str, serve_router: Serv
         (server_error, server_ctx), (invalid, invalid_ctx) = errors
         assert server_ctx.type == "server" and isinstance(server_error, WsError)
         assert server_error.code == "NOT_FOUND"
+        assert server_error.retryable is False
         assert invalid_ctx.type == "validation" and isinstance(invalid, ValidationError)
         client.on_unhandled(unhandled.append)
         await client.send(message("NOPE"))  # the server answers UNIMPLEMENTED: an ERROR

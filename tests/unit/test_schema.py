@@ -158,3 +158,17 @@ def test_bad_payload_specs_are_refused_at_creation() -> None:
         message("X", 42)  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="not an identifier"):
         message("X", {"not valid": int})
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"a": {"b": int}}, "field 'a' is a mapping, not a type"),
+        ({"a": 5}, "not supported"),
+    ],
+)
+def test_field_types_msgspec_cannot_use_are_a_configuration_error(
+    fields: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        message("X", fields)

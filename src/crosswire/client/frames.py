@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ErrorCode, WsError
+from ..errors import ErrorCode, WsError, is_retryable
 from ..schema import MessageSchema
 
 __all__ = ["Frame", "error_of", "parse", "typed"]
@@ -61,24 +61,29 @@ def typed(frame: Frame, schema: MessageSchema[Any]) -> Frame:
 
 
 def error_of(frame: Frame) -> WsError:
-    """The :class:`~crosswire.WsError` an ``ERROR`` or ``RPC_ERROR`` frame carries. What does
-    not fit (a code outside the 13, details that are not an object, a ``retryAfterMs`` on a
-    code that is not retryable) is kept in ``details`` of an ``INTERNAL`` error, or dropped."""
+    """The :class:`~crosswire.WsError` an ``ERROR`` or ``RPC_ERROR`` frame carries. Its
+    ``retryable`` is the server's, or inferred from the code when the server sent none (as
+    the browser client does). What does not fit (a code outside the 13, details that are not
+    an object, a ``retryAfterMs`` on a code that is not retryable) is kept in ``details`` of
+    an ``INTERNAL`` error, or dropped."""
     body = frame.payload if isinstance(frame.payload, dict) else {}
     code = body.get("code")
     message = str(body.get("message", ""))
     details = body.get("details") if isinstance(body.get("details"), dict) else None
-    retryable = body.get("retryable")
+    sent = body.get("retryable")
+    try:
+        known = ErrorCode(str(code))  # WsError refuses what is not one of the 13
+    except ValueError:
+        return WsError(
+            ErrorCode.INTERNAL,
+            message,
+            {"code": code, "details": body.get("details")},
+            retryable=is_retryable(ErrorCode.INTERNAL),
+        )
+    retryable = sent if isinstance(sent, bool) else is_retryable(known)
     try:
         return WsError(
-            str(code),  # WsError refuses what is not one of the 13
-            message,
-            details,
-            retryable=retryable if isinstance(retryable, bool) else None,
-            retry_after_ms=body.get("retryAfterMs"),
+            known, message, details, retryable=retryable, retry_after_ms=body.get("retryAfterMs")
         )
-    except (ValueError, TypeError):
-        pass
-    if isinstance(code, str) and code in ErrorCode.__members__:
-        return WsError(code, message, details)  # without the retry hint that broke the rules
-    return WsError(ErrorCode.INTERNAL, message, {"code": code, "details": body.get("details")})
+    except (ValueError, TypeError):  # without the retry hint that broke the rules
+        return WsError(known, message, details, retryable=retryable)

@@ -100,6 +100,12 @@ class StructCodec(Generic[T]):
         for field, kind in fields.items():
             if not isinstance(field, str) or not field.isidentifier():
                 raise ConfigurationError(f"{name}: field name {field!r} is not an identifier")
+            if isinstance(kind, Mapping):
+                raise ConfigurationError(
+                    f"{name}: field {field!r} is a mapping, not a type; describe a nested "
+                    "object with a msgspec.Struct or a pydantic model (or dict[str, T] for "
+                    "free-form keys)"
+                )
             if _admits_none(kind):
                 spec.append((field, kind, None))
             else:
@@ -110,9 +116,9 @@ class StructCodec(Generic[T]):
             struct = msgspec.defstruct(
                 name, [*required, *optional], forbid_unknown_fields=True, kw_only=True
             )
+            return StructCodec(struct)  # (msgspec checks the field types here)
         except TypeError as exc:
             raise ConfigurationError(f"{name}: {exc}") from exc
-        return StructCodec(struct)
 
     def load(self, obj: Any) -> T:
         if type(obj) is not dict:
