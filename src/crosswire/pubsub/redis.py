@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BusError
-from .backend import Deliver, Ledger, Report
+from .backend import BusStats, Deliver, Ledger, Report
 
 __all__ = ["RedisBackend"]
 
@@ -91,6 +91,10 @@ class RedisBackend:
         self._deliver = deliver
         self._report = report
 
+    async def start(self) -> None:
+        """Start the connections' tasks now (they connect in the background)."""
+        self._start()
+
     def subscribe(self, channel: str) -> None:
         if self._closed or channel in self._wanted:
             return
@@ -144,6 +148,11 @@ class RedisBackend:
         self._wanted.clear()
         self._active.clear()
         await self._pool.disconnect()
+
+    def stats(self) -> BusStats:
+        """Messages published, dropped and queued so far (reconnects are not counted yet)."""
+        ledger = self._ledger
+        return BusStats(ledger.published, ledger.dropped, ledger.waiting, 0)
 
     # -- background work -------------------------------------------------------------------
 
