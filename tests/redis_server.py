@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 from pathlib import Path
 
@@ -18,7 +19,8 @@ class RedisServer:
     ``start(*options)`` starts it with more redis-server options for this run (``"--timeout",
     "1"``; ``"--requirepass", "pw"``; ``--user ...``), on the same port every time: a restart
     after ``kill()`` (SIGKILL: clients see their connections reset) is a restart in place.
-    ``port`` chooses the port (a free one by default).
+    ``pause()`` and ``resume()`` make it hang and come back. ``port`` chooses the port (a free
+    one by default).
     """
 
     def __init__(self, workdir: Path, *, port: int | None = None) -> None:
@@ -62,6 +64,16 @@ class RedisServer:
             self._proc.kill()
             await asyncio.wait_for(self._proc.wait(), TIMEOUT)
         self._proc = None
+
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP): connections stay open, and nothing answers."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused process run again (SIGCONT): it answers what waited."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def client(self) -> aioredis.Redis:
         """A plain redis-py client of this server (for checks and raw publishes)."""
