@@ -99,6 +99,7 @@ class MemoryBackend:
             self.unsubscribe(channel)
 
     def stats(self) -> BusStats:
+        """Messages published, dropped and not carried yet; no reconnects (no connection)."""
         ledger = self._ledger
         return BusStats(ledger.published, ledger.dropped, ledger.waiting, 0)
 
