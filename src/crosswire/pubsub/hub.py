@@ -247,8 +247,8 @@ class Hub:
     async def start(self) -> None:
         """Connect to the bus now, so that the log says at once whether it is reachable
         (``App.startup()`` calls it as a server starts). Never raises for a bus that is not
-        there: that goes to ``on_error``, and the bus keeps trying. Idempotent; without it the
-        bus connects when first needed."""
+        there: that goes to ``on_error``, and the bus keeps trying. Idempotent and safe to
+        cancel; without it the bus connects when first needed."""
         if self._backend is not None:
             await self._backend.start()
 

@@ -125,7 +125,8 @@ class RedisBackend:
 
     async def start(self) -> None:
         """Connect now and log whether Redis is reachable; returns once it answered or
-        refused, or after 5 s without an answer (it keeps trying). Idempotent."""
+        refused, or after 5 s without an answer (it keeps trying). Idempotent; safe to
+        cancel (the connections are made in the background all the same)."""
         self._start()
         if self._known.is_set():
             return
