@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 from pathlib import Path
 
@@ -15,11 +16,14 @@ from tests.support import TIMEOUT
 class RedisServer:
     """A ``redis-server`` process on 127.0.0.1, keeping nothing on disk.
 
-    ``kill()`` stops it abruptly (SIGKILL: clients see their connections reset);
-    ``start()`` starts it again on the same port.
+    ``start(*options)`` starts it with more redis-server options for this run (``"--timeout",
+    "1"``; ``"--requirepass", "pw"``; ``--user ...``), on the same port every time: a restart
+    after ``kill()`` (SIGKILL: clients see their connections reset) is a restart in place.
+    ``pause()`` and ``resume()`` make it hang and come back. ``port`` chooses the port (a free
+    one by default).
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -28,11 +32,13 @@ class RedisServer:
             )
         self._binary = binary
         self._workdir = workdir
-        self.port = _free_port()
+        self.port = port if port is not None else free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._password: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> None:
+    async def start(self, *options: str) -> None:
+        self._password = _option(options, "--requirepass")
         self._proc = await asyncio.create_subprocess_exec(
             *[
                 self._binary,
@@ -46,6 +52,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self._workdir),
+                *options,
             ],
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -58,9 +65,19 @@ class RedisServer:
             await asyncio.wait_for(self._proc.wait(), TIMEOUT)
         self._proc = None
 
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP): connections stay open, and nothing answers."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused process run again (SIGCONT): it answers what waited."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def client(self) -> aioredis.Redis:
         """A plain redis-py client of this server (for checks and raw publishes)."""
-        return aioredis.Redis.from_url(self.url)
+        return aioredis.Redis.from_url(self.url, password=self._password)
 
     async def _wait_ready(self) -> None:
         async def ping() -> None:
@@ -77,7 +94,16 @@ class RedisServer:
         await asyncio.wait_for(ping(), TIMEOUT)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (now)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _option(options: tuple[str, ...], name: str) -> str | None:
+    """The value following ``name`` in ``options``, if any."""
+    for i, option in enumerate(options[:-1]):
+        if option == name:
+            return options[i + 1]
+    return None

@@ -158,6 +158,13 @@ class App:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def startup(self) -> None:
+        """Get ready to serve: connect the Hub's bus now, so that the log says at once whether
+        it is reachable. The servers call it as they start (``crosswire.start``, ``serve``,
+        the command, the ASGI lifespan); call it yourself when you mount the App where no
+        lifespan reaches it. Idempotent; without it the bus connects when first needed."""
+        await self.hub.start()
+
     def _forget(self, peer: Peer) -> None:
         self._peers.pop(peer.id, None)
         if not self._peers:

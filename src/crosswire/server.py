@@ -96,6 +96,7 @@ async def start(
         raise ConfigurationError(f"unknown server {server!r}; choose one of {SERVERS}")
     sock = sock if sock is not None else listen(host, port)
     try:
+        await app.startup()
         stop = await _STARTERS[server](app, sock)
     except ModuleNotFoundError as exc:
         sock.close()

@@ -2,7 +2,8 @@
 
 Each test builds backends on one bus (one MemoryBus, or one real redis-server) and checks what
 the Hub relies on: channels carry bytes exactly, in order, only to subscribers; subscriptions
-follow subscribe/unsubscribe; flush means "on the bus, in effect"; errors are reported.
+follow subscribe/unsubscribe; flush means "on the bus, in effect"; errors are reported; start
+connects and stats count.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from crosswire import BusError
-from crosswire.pubsub import Backend, MemoryBackend, MemoryBus
+from crosswire.pubsub import Backend, BusStats, MemoryBackend, MemoryBus
 from crosswire.pubsub.redis import RedisBackend
 from tests.redis_server import RedisServer
 from tests.support import TIMEOUT, eventually
@@ -202,3 +203,24 @@ async def test_a_channel_left_and_joined_again_is_in_effect_after_flush(
         b.backend.publish("ws:room:again", b"still here")
         await flushed(b)
     await eventually(lambda: len(a.messages("ws:room:again")) == 20)
+
+
+async def test_start_is_idempotent_and_stats_count_published_queued_and_dropped(
+    make: MakeEndpoint,
+) -> None:
+    a, b = make(), make()
+    await asyncio.wait_for(a.backend.start(), TIMEOUT)
+    await asyncio.wait_for(a.backend.start(), TIMEOUT)
+    assert a.backend.stats() == BusStats(published=0, dropped=0, queued=0, reconnects=0)
+    b.backend.subscribe("ws:room:s")
+    await flushed(b)
+    for i in range(3):
+        a.backend.publish("ws:room:s", b"%d" % i)
+    assert a.backend.stats() == BusStats(published=3, dropped=0, queued=3, reconnects=0)
+    await flushed(a)
+    await eventually(lambda: len(b.received) == 3)
+    assert a.backend.stats() == BusStats(published=3, dropped=0, queued=0, reconnects=0)
+    await a.backend.aclose()
+    a.backend.publish("ws:room:s", b"late")
+    assert a.backend.stats() == BusStats(published=4, dropped=1, queued=0, reconnects=0)
+    assert b.errors == []

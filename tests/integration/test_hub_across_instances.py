@@ -77,9 +77,13 @@ class Cluster:
         self.instances: list[Instance] = []
         self.clients: list[ClientConnection] = []
 
-    async def instance(self, build: Callable[[Hub], crosswire.App] = hooks_app) -> Instance:
+    async def instance(
+        self, build: Callable[[Hub], crosswire.App] = hooks_app, *, backend: Backend | None = None
+    ) -> Instance:
+        """A new instance on its own real server; ``backend`` replaces the cluster's usual one
+        (another URL of the same bus)."""
         errors: list[BusError] = []
-        hub = Hub(self.new_backend(), on_error=errors.append)
+        hub = Hub(backend if backend is not None else self.new_backend(), on_error=errors.append)
         app = build(hub)
         inst = Instance(app, await crosswire.start(app))
         inst.errors = errors

@@ -22,6 +22,7 @@ CORE = (
     "wire/canonical.py",
     "wire/events.py",
     "pubsub/envelope.py",
+    "pubsub/outage.py",
     "auth.py",
     "ratelimit/bucket.py",
     "client/backoff.py",

@@ -2,8 +2,9 @@
 inside Starlette, FastAPI or Litestar next to their HTTP routes.
 
 ``crosswire.asgi(app)`` answers ``websocket`` scopes with the hooks, ``http`` scopes with the
-App's ``http`` handler (426 without one) and ``lifespan`` shutdown by closing every peer with
-1001. ASGI has no ping: keepalive is the server's setting (uvicorn ``--ws-ping-interval``).
+App's ``http`` handler (426 without one), ``lifespan`` startup with ``App.startup()`` (the bus
+connects) and shutdown by closing every peer with 1001. ASGI has no ping: keepalive is the
+server's setting (uvicorn ``--ws-ping-interval``).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class ASGIApp:
         while True:
             event = await receive()
             if event["type"] == "lifespan.startup":
+                await self.app.startup()
                 await send({"type": "lifespan.startup.complete"})
             elif event["type"] == "lifespan.shutdown":
                 await self.app.shutdown()

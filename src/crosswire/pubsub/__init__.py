@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .backend import Backend
+from .backend import Backend, BusStats
 from .emitter import Emitter
 from .envelope import Publication
 from .hub import Hub, Transform
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend",
+    "BusStats",
     "Emitter",
     "Hub",
     "MemoryBackend",

@@ -12,10 +12,18 @@ it. The contract, which ``tests/contract/test_backends.py`` runs against every b
 * ``subscribe``/``unsubscribe`` are idempotent and do not block: they say which channels are
   wanted, and the backend brings the bus in line in the background, again after every
   reconnect.
+* ``start()`` makes the backend's connections now (the servers call it as they start, through
+  ``App.startup()``): it returns once the bus answered or refused (or after a few seconds
+  without an answer), and never raises for a bus that is not there: that is reported, and the
+  backend keeps trying. Idempotent, and optional: the first ``subscribe`` or ``publish``
+  starts the backend too.
 * ``publish`` does not block either: the message joins a bounded queue, sent in order, and
   ``publish`` returns its number (increasing by one with each publish). A message published
   on a channel this backend subscribes comes back to it (the Hub drops its own by
-  ``serverId``). Delivery is at most once; what is lost is reported, never silent.
+  ``serverId``). Delivery is at most once; what is lost is reported, never silent: counted in
+  ``stats().dropped``, and reported (a run of drops for one reason, such as a full queue, may
+  be reported once).
+* ``stats()`` counts what happened since the backend was made (:class:`BusStats`).
 * ``flush()`` waits until what was published before it is on the bus and what was subscribed
   before it is in effect; it raises :class:`~crosswire.BusError` if a message published since
   the previous flush was dropped. ``flush(through=n)`` waits for the messages up to number
@@ -29,11 +37,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..errors import BusError
 
-__all__ = ["Backend", "Deliver", "Ledger", "Report"]
+__all__ = ["Backend", "BusStats", "Deliver", "Ledger", "Report"]
 
 #: Takes one message from the bus: ``(channel, message, more)``, ``more`` saying whether
 #: others are ready to follow at once.
@@ -42,11 +50,28 @@ Deliver = Callable[[str, bytes, bool], None]
 Report = Callable[[BusError], None]
 
 
+class BusStats(NamedTuple):
+    """What a backend did since it was made."""
+
+    #: Messages published (accepted by ``publish``).
+    published: int
+    #: Of those, how many were dropped (a full queue, a closed backend, a connection lost
+    #: while they were being written).
+    dropped: int
+    #: Of those, how many wait to go on the bus now.
+    queued: int
+    #: How many times the bus came back after it was lost or could not be reached (a
+    #: connection the bus closed while idle and that was made again at once is not counted).
+    reconnects: int
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A bus between processes; see the module docstring for the contract."""
 
     def bind(self, deliver: Deliver, report: Report) -> None: ...
+
+    async def start(self) -> None: ...
 
     def subscribe(self, channel: str) -> None: ...
 
@@ -57,6 +82,8 @@ class Backend(Protocol):
     async def flush(self, *, through: int | None = None) -> None: ...
 
     async def aclose(self) -> None: ...
+
+    def stats(self) -> BusStats: ...
 
 
 class Ledger:
@@ -91,6 +118,11 @@ class Ledger:
         self._last_dropped = 0
         self._flushed = 0
         self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def waiting(self) -> int:
+        """How many accepted messages are not settled yet (neither on the bus nor dropped)."""
+        return self.published - self.settled - len(self._ahead)
 
     def accept(self) -> int:
         """Number the next message."""

@@ -36,7 +36,7 @@ import orjson
 from ..cork import WriteBatch
 from ..errors import BusError
 from ..peer import ReadyState, encode
-from .backend import Backend
+from .backend import Backend, BusStats
 from .envelope import Kind, Publication, channel_for, decode_envelope, encode_envelope
 
 if TYPE_CHECKING:
@@ -253,6 +253,21 @@ class Hub:
         return count
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the bus now, so that the log says at once whether it is reachable
+        (``App.startup()`` calls it as a server starts). Never raises for a bus that is not
+        there: that goes to ``on_error``, and the bus keeps trying. Idempotent and safe to
+        cancel; without it the bus connects when first needed."""
+        if self._backend is not None:
+            await self._backend.start()
+
+    def bus_stats(self) -> BusStats:
+        """What the bus did: messages published, dropped and queued, and how many times it
+        came back after an outage (all zero without a bus)."""
+        if self._backend is None:
+            return BusStats(0, 0, 0, 0)
+        return self._backend.stats()
 
     async def flush(self) -> None:
         """Wait until what was published is on the bus and what was subscribed is in effect

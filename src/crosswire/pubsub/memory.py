@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from ..errors import BusError
-from .backend import Deliver, Ledger, Report
+from .backend import BusStats, Deliver, Ledger, Report
 
 __all__ = ["MemoryBackend", "MemoryBus"]
 
@@ -67,6 +67,9 @@ class MemoryBackend:
         self._deliver = deliver
         self._report = report
 
+    async def start(self) -> None:
+        """Nothing to connect: the bus is in this process."""
+
     def subscribe(self, channel: str) -> None:
         if not self._closed and channel not in self._channels:
             self._channels.add(channel)
@@ -94,6 +97,11 @@ class MemoryBackend:
         self._closed = True
         for channel in list(self._channels):
             self.unsubscribe(channel)
+
+    def stats(self) -> BusStats:
+        """Messages published, dropped and not carried yet; no reconnects (no connection)."""
+        ledger = self._ledger
+        return BusStats(ledger.published, ledger.dropped, ledger.waiting, 0)
 
     def _carry(self, number: int, channel: str, message: bytes) -> None:
         self._ledger.settle_through(number)

@@ -2,18 +2,32 @@
 
 Two connections per instance, made with redis-py's asyncio client from one URL:
 
-* **the subscriber**: one connection in subscribe mode. The channels it subscribes follow
-  what the Hub wants (a room's channel from its first local member to its last); after the
-  connection is lost it reconnects with backoff and subscribes them all again by itself. A
-  ``PING`` every ``health_check_interval`` seconds finds a dead connection that no error
-  reported.
-* **the publisher**: publishes leave a bounded queue in order, in pipelined batches (one round
-  trip per batch). While Redis is away they wait in the queue (up to ``max_queue``) and go
-  out after the reconnect; a batch that was being written when the connection broke is
-  dropped and reported, never sent twice: delivery is at most once.
+* **the publisher**, made by :meth:`RedisBackend.start` (or the first publish or subscribe).
+  Publishes leave a bounded queue in order, in pipelined batches (one round trip per batch).
+  A batch is written only to a connection known to be good: one that Redis closed or reset
+  (Redis restarted, or closed it as idle under its ``timeout``) is never written to, and one
+  that sat idle for half a second or more is first checked with a ``PING``; a bad one is
+  replaced, the batch waiting meanwhile: a publish once Redis is back is never lost. While
+  Redis is away publishes wait in the queue (up to ``max_queue``; past it new ones are
+  dropped and reported) and go out after the reconnect. Besides those, only a batch being
+  written as the connection breaks (Redis died during the write) is dropped and reported,
+  never sent twice: delivery is at most once.
+* **the subscriber**, made when the Hub first wants a channel: one connection in subscribe
+  mode, whose channels follow what the Hub wants (a room's channel from its first local
+  member to its last). After a loss it reconnects with backoff and subscribes them all again
+  by itself. A ``PING`` every ``health_check_interval`` seconds finds a dead connection that
+  no error reported.
 
-Every failure goes to the Hub's ``on_error`` as a :class:`~crosswire.BusError`; nothing here
-raises into the server. Redis Cluster is not supported yet (its sharded pub/sub is the path).
+What the log says (``crosswire.pubsub``, see :mod:`crosswire.pubsub.outage`): at start, INFO
+``bus reachable at host:port``, or an ERROR that it is not; when Redis goes away, one ERROR
+(not one per attempt to reconnect: those are DEBUG, with a WARNING summary every minute while
+it lasts), and INFO when it is back (``reconnected to Redis at host:port after 3.2 s; 5
+messages were queued``). The ERRORs, and the drops, are :class:`~crosswire.BusError` reports,
+which go to the Hub's ``on_error`` (logged without one); nothing here raises into the server.
+Never a password. :meth:`RedisBackend.stats` counts messages published, dropped and queued,
+and reconnects.
+
+Redis Cluster is not supported yet (its sharded pub/sub is the path).
 """
 
 from __future__ import annotations
@@ -29,7 +43,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BusError
-from .backend import Deliver, Ledger, Report
+from .backend import BusStats, Deliver, Ledger, Report
+from .outage import Outage
 
 __all__ = ["RedisBackend"]
 
@@ -39,15 +54,23 @@ logger = logging.getLogger("crosswire.pubsub")
 _LOST = (RedisError, OSError, asyncio.TimeoutError)
 #: Channels per SUBSCRIBE/UNSUBSCRIBE command.
 _CHUNK = 500
+#: Seconds a publisher connection may sit idle before a PING checks it. Redis closes a
+#: connection idle for more than ``timeout`` whole seconds (1 at least): one idle for less
+#: than half a second cannot be closed under our write.
+_IDLE_PING = 0.5
+#: Seconds ``start()`` waits for Redis to answer before it says that Redis does not.
+_START_WAIT = 5.0
 
 
 class RedisBackend:
     """A :class:`~crosswire.pubsub.Backend` on a Redis server.
 
-    ``url`` is a redis-py URL (``redis://[:password@]host:port/db``, ``rediss://`` for TLS).
-    ``max_queue`` bounds the messages waiting to be published (past it, publishes are dropped
-    and reported); ``max_batch`` is the most sent in one round trip. ``reconnect_delay`` is
-    the first and the longest wait between two attempts to reconnect (doubling, jittered).
+    ``url`` is a redis-py URL (``redis://[[user]:password@]host:port/db``, ``rediss://`` for
+    TLS). ``max_queue`` bounds the messages waiting to be published (past it, new publishes
+    are dropped and reported); ``max_batch`` is the most sent in one round trip.
+    ``health_check_interval`` is the seconds between two PINGs of the subscriber connection.
+    ``reconnect_delay`` is the first and the longest wait between two attempts to reconnect
+    (doubling, jittered).
     """
 
     def __init__(
@@ -63,6 +86,8 @@ class RedisBackend:
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._health_check_interval = health_check_interval
+        #: Seconds Redis has to answer a PING before the connection counts as dead.
+        self._answer_within = 2 * health_check_interval + 1
         self._reconnect_delay = reconnect_delay
         self._deliver: Deliver | None = None
         self._report: Report | None = None
@@ -74,22 +99,42 @@ class RedisBackend:
         self._queue: deque[tuple[int, str, bytes]] = deque()
         #: The batch being written, until Redis answered it.
         self._in_flight: list[tuple[int, str, bytes]] = []
+        #: When the publisher connection last carried something (loop time).
+        self._publisher_used = 0.0
+        self._overflowing = False  # the queue is full: publishes are being dropped
+        self._overflowed = 0  # how many, since it filled up
         self._ledger = Ledger()
+        #: ``host:port`` (or the socket's path) of the Redis server: what the log names.
+        self._where = _where(self._pool.connection_kwargs)
+        self._outage = Outage("Redis", self._where, self._fail)
+        self._known = asyncio.Event()  # the first attempt to connect has ended, either way
         self._subscriptions_changed = asyncio.Event()
         self._queue_filled = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
     def __repr__(self) -> str:
-        kwargs = self._pool.connection_kwargs  # never the password
-        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        return f"<RedisBackend {where} db={kwargs.get('db', 0)}>"
+        db = self._pool.connection_kwargs.get("db", 0)
+        return f"<RedisBackend {self._where} db={db}>"  # never the password
 
     # -- the Backend protocol --------------------------------------------------------------
 
     def bind(self, deliver: Deliver, report: Report) -> None:
         self._deliver = deliver
         self._report = report
+
+    async def start(self) -> None:
+        """Connect now and log whether Redis is reachable; returns once it answered or
+        refused, or after 5 s without an answer (it keeps trying). Idempotent; safe to
+        cancel (the connections are made in the background all the same)."""
+        self._start()
+        if self._known.is_set():
+            return
+        try:
+            async with asyncio.timeout(_START_WAIT):
+                await self._known.wait()
+        except TimeoutError:
+            self._attempt_failed(TimeoutError(f"no answer in {_START_WAIT:.0f} s"))
 
     def subscribe(self, channel: str) -> None:
         if self._closed or channel in self._wanted:
@@ -105,13 +150,22 @@ class RedisBackend:
 
     def publish(self, channel: str, message: bytes) -> int:
         number = self._ledger.accept()
-        if self._closed or len(self._queue) >= self._max_queue:
+        if self._closed:
             self._ledger.drop(number)
-            self._fail("the publish queue is full or closed; a message was dropped")
-            return number
-        self._queue.append((number, channel, message))
-        self._queue_filled.set()
-        self._start()
+            self._fail("closed: a message published after aclose() was dropped")
+        elif len(self._queue) >= self._max_queue:
+            self._ledger.drop(number)
+            self._overflowed += 1
+            if not self._overflowing:  # one report for the whole run of drops
+                self._overflowing = True
+                self._fail(
+                    f"the publish queue is full ({self._max_queue} messages): "
+                    "new messages are dropped until Redis takes some"
+                )
+        else:
+            self._queue.append((number, channel, message))
+            self._queue_filled.set()
+            self._start()
         return number
 
     async def flush(self, *, through: int | None = None) -> None:
@@ -130,6 +184,7 @@ class RedisBackend:
         in a batch Redis has not answered: it may have got them) are dropped and reported.
         Idempotent."""
         self._closed = True
+        self._known.set()
         self._queue_filled.set()
         self._subscriptions_changed.set()
         tasks, self._tasks = self._tasks, []
@@ -145,7 +200,13 @@ class RedisBackend:
         self._active.clear()
         await self._pool.disconnect()
 
-    # -- background work -------------------------------------------------------------------
+    def stats(self) -> BusStats:
+        """Messages published, dropped and queued so far, and how many times Redis came back
+        after an outage."""
+        ledger = self._ledger
+        return BusStats(ledger.published, ledger.dropped, ledger.waiting, self._outage.reconnects)
+
+    # -- connecting ------------------------------------------------------------------------
 
     def _start(self) -> None:
         """Start the two connections' tasks, once, when first needed (inside the loop)."""
@@ -157,26 +218,78 @@ class RedisBackend:
             loop.create_task(self._publisher(), name="crosswire-redis-publisher"),
         ]
 
-    async def _subscriber(self) -> None:
-        """Keep one subscriber connection, reconnecting and resubscribing after every loss."""
+    async def _connect(self) -> AbstractConnection | None:
+        """A new connection, attempted again with backoff until one is made; None once the
+        backend is closed."""
         delay = self._reconnect_delay[0]
         while not self._closed:
-            conn = self._connection()
+            # Not pooled: each connection has one job.
+            conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
-                delay = self._reconnect_delay[0]
+            except _LOST as exc:
+                await conn.disconnect(nowait=True)
+                self._attempt_failed(exc)
+                await asyncio.sleep(_jitter(delay))
+                delay = min(delay * 2, self._reconnect_delay[1])
+                continue
+            queued, dropped = len(self._queue), self._ledger.dropped
+            self._outage.connected(self._now(), queued=queued, dropped=dropped)
+            self._known.set()
+            return conn
+        return None
+
+    def _attempt_failed(self, exc: BaseException) -> None:
+        self._outage.failed(
+            self._now(),
+            f"Redis at {self._where} is not reachable ({exc}); retrying, and publishes wait "
+            f"in the queue (up to {self._max_queue} messages)",
+            exc,
+            queued=len(self._queue),
+            dropped=self._ledger.dropped,
+        )
+        self._known.set()
+
+    # -- the subscriber ----------------------------------------------------------------------
+
+    async def _subscriber(self) -> None:
+        """Keep one subscriber connection while channels are wanted, made again after every
+        loss, with every wanted channel subscribed again."""
+        while not self._closed:
+            if not self._wanted:  # nothing to subscribe: no connection to keep
+                self._subscriptions_changed.clear()
+                await self._subscriptions_changed.wait()
+                continue
+            conn = await self._connect()
+            if conn is None:
+                return
+            try:
                 await self._listen(conn)
             except _LOST as exc:
-                self._fail("the subscriber connection to Redis failed; reconnecting", exc)
+                if not self._subscriber_lost(exc):
+                    continue  # a connection without channels, closed while idle: nothing missed
             finally:
                 self._sent.clear()
                 self._active.clear()
                 self._unconfirmed = 0
                 await conn.disconnect(nowait=True)
-            if self._closed:
-                return
-            await asyncio.sleep(_jitter(delay))
-            delay = min(delay * 2, self._reconnect_delay[1])
+            await asyncio.sleep(_jitter(self._reconnect_delay[0]))
+
+    def _subscriber_lost(self, exc: BaseException) -> bool:
+        """Say that the subscriber connection was lost; False if that did not matter (it had
+        no channels: Redis closes such a connection when idle, and nothing was missed)."""
+        if not (self._sent or self._active):
+            logger.debug("Redis at %s closed the idle subscriber connection (%s)", self._where, exc)
+            return False
+        self._outage.failed(
+            self._now(),
+            f"lost the connection to Redis at {self._where} ({exc}); reconnecting, and until "
+            "then this instance misses what is published on Redis",
+            exc,
+            queued=len(self._queue),
+            dropped=self._ledger.dropped,
+        )
+        return True
 
     async def _listen(self, conn: AbstractConnection) -> None:
         """Read one connection's messages while its subscriptions follow ``_wanted``; returns
@@ -237,7 +350,7 @@ class RedisBackend:
 
     async def _read(self, conn: AbstractConnection) -> None:
         # Pings keep traffic flowing: silence this long means the connection is dead.
-        timeout = 2 * self._health_check_interval + 1
+        timeout = self._answer_within
         deliver = self._deliver
         while True:
             # push_request: in RESP3 pub/sub messages are pushes, returned only when asked for.
@@ -264,70 +377,115 @@ class RedisBackend:
         self._unconfirmed = max(0, self._unconfirmed - 1)
         self._ledger.wake()
 
+    # -- the publisher -----------------------------------------------------------------------
+
     async def _publisher(self) -> None:
-        """Send the queue in order, one pipelined batch per round trip."""
-        delay = self._reconnect_delay[0]
+        """Send the queue in order, one pipelined batch per round trip, each on a connection
+        known to be good."""
         conn: AbstractConnection | None = None
         try:
             # Ends on the flag as well as on cancellation: a cancellation can be lost inside
             # redis-py (asyncio.wait_for on Python 3.11 swallows one that arrives as the
             # write completes), and aclose must not wait forever.
             while not self._closed:
-                if not self._queue:
+                if conn is None:
+                    conn = await self._connect()
+                    self._publisher_used = self._now()
+                elif not self._queue:
                     self._queue_filled.clear()
                     await self._queue_filled.wait()
-                    continue
-                if conn is None:
-                    conn = self._connection()
-                    try:
-                        await conn.connect()  # type: ignore[no-untyped-call]
-                    except _LOST as exc:
-                        self._fail("cannot connect to Redis to publish; retrying", exc)
-                        await conn.disconnect(nowait=True)
-                        conn = None
-                        await asyncio.sleep(_jitter(delay))
-                        delay = min(delay * 2, self._reconnect_delay[1])
-                        continue
-                    delay = self._reconnect_delay[0]
-                count = min(len(self._queue), self._max_batch)
-                batch = self._in_flight = [self._queue.popleft() for _ in range(count)]
-                try:
-                    packed = conn.pack_commands([("PUBLISH", ch, msg) for _, ch, msg in batch])
-                    await conn.send_packed_command(packed, check_health=False)
-                    for _ in batch:
-                        await conn.read_response()
-                except _LOST as exc:
-                    self._in_flight = []
-                    self._ledger.settle_through(
-                        batch[-1][0], dropped=[number for number, _, _ in batch]
-                    )
-                    self._fail(
-                        f"lost the connection to Redis while publishing; "
-                        f"{len(batch)} messages dropped",
-                        exc,
-                    )
+                elif not await self._still_good(conn) or not await self._send_batch(conn):
                     await conn.disconnect(nowait=True)
                     conn = None
-                    continue
-                if self._in_flight is batch:  # (aclose settles it if it got there first)
-                    self._in_flight = []
-                    self._ledger.settle_through(batch[-1][0])
         finally:
             if conn is not None:
                 await conn.disconnect(nowait=True)
 
-    def _connection(self) -> AbstractConnection:
-        """A new connection with the URL's settings (not pooled: each has one job)."""
-        conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-        return conn
+    async def _still_good(self, conn: AbstractConnection) -> bool:
+        """Whether ``conn`` can take a batch: Redis has not closed or reset it, and if it sat
+        idle long enough for Redis to close it as idle, it answers a PING. Nothing of the
+        queue is written to a connection that fails this."""
+        if _closed_by_redis(conn):
+            logger.debug("Redis at %s closed the publisher connection; making another", self._where)
+            return False
+        if self._now() - self._publisher_used < _IDLE_PING:
+            return True
+        self._publisher_used = self._now()
+        try:
+            await conn.send_command("PING", check_health=False)
+            pong = await conn.read_response(timeout=self._answer_within)
+        except _LOST as exc:
+            pong = exc
+        if pong in (b"PONG", "PONG"):
+            return True
+        why = pong if pong is not None else f"no answer in {self._answer_within:.0f} s"
+        logger.debug("the idle publisher connection failed a PING (%s); making another", why)
+        return False
+
+    async def _send_batch(self, conn: AbstractConnection) -> bool:
+        """Write the next batch and read Redis's answers; False if the connection broke
+        meanwhile (the batch is then dropped and reported: Redis may have got some of it)."""
+        count = min(len(self._queue), self._max_batch)
+        batch = self._in_flight = [self._queue.popleft() for _ in range(count)]
+        self._room_again()
+        self._publisher_used = self._now()
+        try:
+            packed = conn.pack_commands([("PUBLISH", ch, msg) for _, ch, msg in batch])
+            await conn.send_packed_command(packed, check_health=False)
+            for _ in batch:
+                await conn.read_response()
+        except _LOST as exc:
+            self._in_flight = []
+            self._ledger.settle_through(batch[-1][0], dropped=[number for number, _, _ in batch])
+            self._fail(
+                f"lost the connection to Redis at {self._where} while publishing ({exc}); "
+                f"{len(batch)} messages dropped",
+                exc,
+            )
+            return False
+        if self._in_flight is batch:  # (aclose settles it if it got there first)
+            self._in_flight = []
+            self._ledger.settle_through(batch[-1][0])
+        return True
+
+    def _room_again(self) -> None:
+        """The queue has room again: say how many were dropped while it had none."""
+        if self._overflowing and len(self._queue) < self._max_queue:
+            logger.warning(
+                "the publish queue has room again; %d messages were dropped while it was full",
+                self._overflowed,
+            )
+            self._overflowing = False
+            self._overflowed = 0
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     def _fail(self, what: str, exc: BaseException | None = None) -> None:
-        error = BusError(f"redis: {what}" + (f" ({exc})" if exc is not None else ""))
+        error = BusError(f"redis: {what}")
         error.__cause__ = exc
         if self._report is not None:
             self._report(error)
         else:
             logger.warning("%s", error)
+
+
+def _where(kwargs: dict[str, Any]) -> str:
+    """Where a connection made with ``kwargs`` goes, without the credentials."""
+    return str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
+
+
+def _closed_by_redis(conn: AbstractConnection) -> bool:
+    """Whether Redis closed or reset ``conn``: its stream saw the end or an error, so nothing
+    written to it would arrive. asyncio tells only the stream (redis-py's, private) at once;
+    the kernel would accept the write and lose it."""
+    reader = getattr(conn, "_reader", None)
+    writer = getattr(conn, "_writer", None)
+    if reader is None or writer is None:
+        return True
+    return bool(reader.at_eof() or reader.exception() is not None or writer.transport.is_closing())
 
 
 def _buffered(conn: AbstractConnection) -> bool:
