@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import multiprocessing
+import os
+import sys
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from typing import Any
 
@@ -17,7 +20,7 @@ from .limits import Limits
 from .peer import CloseCode, Peer, Transport
 from .pubsub import Hub
 
-__all__ = ["App", "HttpHandler"]
+__all__ = ["WORKERS_NEED_A_BUS", "App", "HttpHandler"]
 
 logger = logging.getLogger("crosswire.app")
 
@@ -162,7 +165,22 @@ class App:
         """Get ready to serve: connect the Hub's bus now, so that the log says at once whether
         it is reachable. The servers call it as they start (``crosswire.start``, ``serve``,
         the command, the ASGI lifespan); call it yourself when you mount the App where no
-        lifespan reaches it. Idempotent; without it the bus connects when first needed."""
+        lifespan reaches it. Idempotent; without it the bus connects when first needed.
+
+        After :meth:`shutdown`, the App serves again: a lifespan may stop and start it any
+        number of times, each time in a new event loop if need be (each
+        ``with TestClient(api):`` block of a test suite)."""
+        if self._closing:
+            self._closing = False
+            # (an asyncio primitive belongs to the loop that first waited on it)
+            self._no_peers = asyncio.Event()
+            if not self._peers:
+                self._no_peers.set()
+        workers = _worker_count()
+        if workers > 1 and not self.hub.crosses_processes:
+            logger.warning(
+                "this process is one of %d workers: they %s", workers, WORKERS_NEED_A_BUS
+            )
         await self.hub.start()
 
     def _forget(self, peer: Peer) -> None:
@@ -204,6 +222,33 @@ class App:
         # What the close hooks published gets the rest of the grace period (at least a
         # second) to reach the bus.
         await self.hub.aclose(grace=max(1.0, deadline - loop.time()))
+
+
+#: Why several processes serving one App need a bus between them (said when they have none).
+WORKERS_NEED_A_BUS = (
+    "need a bus between them: without one each worker has its own rooms, users and "
+    "connections, and a message reaches only the clients of the worker that sent it. Give "
+    "the App a Hub on Redis (crosswire.Hub(RedisBackend(url))), or serve with one worker."
+)
+
+
+def _worker_count() -> int:
+    """How many workers the server that started this process runs, as its command line says
+    (``uvicorn``/``hypercorn --workers N``, ``-w N``, or ``WEB_CONCURRENCY``); 1 when no
+    other process started this one (``multiprocessing``, as those servers do)."""
+    if multiprocessing.parent_process() is None:
+        return 1
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        if arg in ("--workers", "-w") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--workers="):
+            value = arg.partition("=")[2]
+        else:
+            continue
+        return int(value) if value.isdigit() else 1
+    concurrency = os.environ.get("WEB_CONCURRENCY", "")
+    return int(concurrency) if concurrency.isdigit() else 1
 
 
 def _upgrade_result(result: Any) -> Accept | Response:

@@ -20,7 +20,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal, cast
 
-from .app import App
+from .app import WORKERS_NEED_A_BUS, App
 from .errors import ConfigurationError
 from .logs import library_logger
 from .peer import CloseCode
@@ -277,20 +277,12 @@ def serve(
 
 
 def _check_workers(app: App, workers: int) -> None:
-    from .pubsub.memory import MemoryBackend
-
     if workers < 1:
         raise ConfigurationError(f"workers must be at least 1, got {workers}")
     if not hasattr(os, "fork"):
         raise ConfigurationError("several workers need os.fork (POSIX)")
-    backend = app.hub.backend
-    if backend is None or isinstance(backend, MemoryBackend):
-        raise ConfigurationError(
-            f"{workers} workers need a bus between them: without one each worker has its "
-            "own rooms, users and connections, and a message reaches only the clients of "
-            "the worker that sent it. Give the App a Hub on Redis "
-            "(crosswire.Hub(RedisBackend(url))), or serve with one worker."
-        )
+    if not app.hub.crosses_processes:
+        raise ConfigurationError(f"{workers} workers {WORKERS_NEED_A_BUS}")
 
 
 def _serve_workers(

@@ -163,6 +163,22 @@ async def test_after_aclose_publishes_are_dropped_and_reported(make: MakeEndpoin
         await asyncio.wait_for(a.backend.flush(), TIMEOUT)
 
 
+async def test_start_after_aclose_opens_the_backend_again(make: MakeEndpoint) -> None:
+    """An App's lifespan may stop and start it again: the same backend carries messages."""
+    a, b = make(), make()
+    b.backend.subscribe("ws:room:x")
+    await flushed(b)
+    await a.backend.aclose()
+    await asyncio.wait_for(a.backend.start(), TIMEOUT)
+    a.backend.subscribe("ws:room:y")
+    await flushed(a)
+    a.backend.publish("ws:room:x", b"after the restart")
+    b.backend.publish("ws:room:y", b"to the restarted one")
+    await flushed(a, b)
+    await eventually(lambda: b.messages("ws:room:x") == [b"after the restart"])
+    await eventually(lambda: a.messages("ws:room:y") == [b"to the restarted one"])
+
+
 async def test_flush_reports_a_drop_once(make: MakeEndpoint) -> None:
     a = make()
     await a.backend.aclose()

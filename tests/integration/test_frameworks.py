@@ -138,3 +138,50 @@ async def test_a_server_run_by_the_user_closes_its_websockets_itself_on_shutdown
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+ADD = {"type": "ADD", "meta": {"correlationId": "c1"}, "payload": {"a": 1, "b": 2}}
+
+
+def test_the_fastapi_example_serves_again_after_each_lifespan_restart() -> None:
+    """Each ``with TestClient(api):`` block runs the lifespan (startup, then shutdown) in an
+    event loop of its own: the App serves in every block, not only the first."""
+    from fastapi.testclient import TestClient
+
+    from examples.fastapi_app import api
+
+    for _ in range(3):
+        with TestClient(api) as client:
+            assert client.get("/health").json() == {"status": "ok"}
+            with client.websocket_connect("/ws") as ws:
+                ws.send_json(ADD)
+                assert ws.receive_json()["payload"] == {"sum": 3}
+
+
+async def test_uvicorn_workers_without_a_bus_are_warned_about(tmp_path: Path) -> None:
+    """``uvicorn --workers 2`` on an App without a bus splits its rooms between the workers;
+    crosswire cannot refuse another server's workers, so each of them says so at startup."""
+    (tmp_path / "plain.py").write_text(PLAIN_APP)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    fd = sock.fileno()
+    uvicorn_cmd = str(Path(sys.executable).with_name("uvicorn"))
+    proc = await asyncio.create_subprocess_exec(
+        *[uvicorn_cmd, "plain:asgi", "--workers", "2", "--fd", str(fd)],
+        cwd=tmp_path,
+        pass_fds=[fd],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        warned = 0
+        while warned < 2:  # one line from each worker
+            line = (await asyncio.wait_for(proc.stderr.readline(), TIMEOUT * 2)).decode()
+            assert line, "uvicorn stopped before both workers warned"
+            warned += "one of 2 workers: they need a bus between them" in line
+    finally:
+        sock.close()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), TIMEOUT * 2)

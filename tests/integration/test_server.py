@@ -6,10 +6,13 @@ import asyncio
 import socket
 
 import pytest
+from websockets.asyncio.client import connect
 
 import crosswire
+from crosswire.pubsub.redis import RedisBackend
 from crosswire.server import SERVERS
-from tests.support import TIMEOUT
+from tests.redis_server import RedisServer
+from tests.support import TIMEOUT, closed_with, recv
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -52,3 +55,31 @@ async def test_running_server_reports_its_address() -> None:
 async def test_unknown_server_is_refused() -> None:
     with pytest.raises(crosswire.ConfigurationError, match="unknown server 'nginx'"):
         await crosswire.start(crosswire.App(crosswire.define_hooks()), server="nginx")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_an_app_serves_again_after_shutdown_in_a_new_event_loop(
+    server: str, redis_server: RedisServer
+) -> None:
+    """Stopped with a client still connected (1001), then started in another event loop, the
+    same App serves again, its Redis bus included: what a lifespan that restarts needs."""
+
+    def message(peer: crosswire.Peer, msg: crosswire.Message) -> None:
+        peer.publish("room", msg.text())
+        peer.send("published")
+
+    hub = crosswire.Hub(RedisBackend(redis_server.url))
+    app = crosswire.App(crosswire.define_hooks(message=message), hub=hub)
+
+    async def session() -> None:
+        running = await crosswire.start(app, server=server)  # type: ignore[arg-type]
+        async with connect(running.url + "/ws") as ws:
+            await ws.send("hi")
+            assert await recv(ws) == "published"
+            await asyncio.wait_for(app.hub.flush(), TIMEOUT)  # on Redis: raises if dropped
+            await asyncio.wait_for(running.aclose(), TIMEOUT * 2)
+            assert (await closed_with(ws))[0] == 1001
+
+    for _ in range(2):  # (asyncio.run in a thread: a new event loop each time)
+        await asyncio.wait_for(asyncio.to_thread(asyncio.run, session()), TIMEOUT * 4)
+    assert app.hub.bus_stats().dropped == 0

@@ -30,7 +30,8 @@ it. The contract, which ``tests/contract/test_backends.py`` runs against every b
   ``n`` and raises only if message ``n`` was dropped. Safe to cancel.
 * ``aclose()`` stops the background work and closes connections; it is idempotent and
   bounded in time. Messages not yet on the bus then are dropped and reported; afterwards
-  ``publish`` drops and reports.
+  ``publish`` drops and reports, until ``start()`` opens the backend again, in the same event
+  loop or another (an App's lifespan that restarts: ``with TestClient(app):`` blocks).
 """
 
 from __future__ import annotations

@@ -92,9 +92,11 @@ class Hub:
         self._clients: dict[str, Peer] = {}
         self._users: dict[str, dict[Peer, None]] = {}
         self._everyone: dict[Peer, None] = {}
+        self._transform_concurrency = transform_concurrency
         self._transform_slots = asyncio.Semaphore(transform_concurrency)
         self._transform_queue = transform_queue
         self._outbox: dict[Peer, collections.deque[Publication]] = {}
+        self._closed = False  # aclose() ran: start() opens it again
         self._tasks: set[asyncio.Task[None]] = set()
         #: The sockets held during this turn of the event loop (crosswire.cork): server
         #: adapters open it when a read brings several messages, and a fan-out meanwhile
@@ -107,6 +109,14 @@ class Hub:
     def backend(self) -> Backend | None:
         """The bus between processes, or None (one process)."""
         return self._backend
+
+    @property
+    def crosses_processes(self) -> bool:
+        """Whether the bus reaches other processes (not so without one, or on a
+        :class:`~crosswire.pubsub.MemoryBackend`): what several workers need."""
+        from .memory import MemoryBackend
+
+        return self._backend is not None and not isinstance(self._backend, MemoryBackend)
 
     def __repr__(self) -> str:
         return (
@@ -258,7 +268,12 @@ class Hub:
         """Connect to the bus now, so that the log says at once whether it is reachable
         (``App.startup()`` calls it as a server starts). Never raises for a bus that is not
         there: that goes to ``on_error``, and the bus keeps trying. Idempotent and safe to
-        cancel; without it the bus connects when first needed."""
+        cancel; without it the bus connects when first needed. After :meth:`aclose`, opens
+        the Hub and its bus again, in this event loop."""
+        if self._closed:
+            self._closed = False
+            # (an asyncio primitive belongs to the loop that first waited on it)
+            self._transform_slots = asyncio.Semaphore(self._transform_concurrency)
         if self._backend is not None:
             await self._backend.start()
 
@@ -289,6 +304,7 @@ class Hub:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        self._closed = True
         if self._backend is not None:
             await self._backend.aclose()
 

@@ -68,7 +68,9 @@ class MemoryBackend:
         self._report = report
 
     async def start(self) -> None:
-        """Nothing to connect: the bus is in this process."""
+        """Nothing to connect: the bus is in this process. After :meth:`aclose`, opens the
+        backend again."""
+        self._closed = False
 
     def subscribe(self, channel: str) -> None:
         if not self._closed and channel not in self._channels:

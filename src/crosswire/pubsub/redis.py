@@ -113,6 +113,14 @@ class RedisBackend:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
+    def _reopen(self) -> None:
+        """Open again after :meth:`aclose`, maybe in another event loop: the events are made
+        anew (an asyncio primitive belongs to the loop that first waited on it)."""
+        self._closed = False
+        self._known = asyncio.Event()
+        self._subscriptions_changed = asyncio.Event()
+        self._queue_filled = asyncio.Event()
+
     def __repr__(self) -> str:
         db = self._pool.connection_kwargs.get("db", 0)
         return f"<RedisBackend {self._where} db={db}>"  # never the password
@@ -126,7 +134,10 @@ class RedisBackend:
     async def start(self) -> None:
         """Connect now and log whether Redis is reachable; returns once it answered or
         refused, or after 5 s without an answer (it keeps trying). Idempotent; safe to
-        cancel (the connections are made in the background all the same)."""
+        cancel (the connections are made in the background all the same). After
+        :meth:`aclose`, opens the backend again."""
+        if self._closed:
+            self._reopen()
         self._start()
         if self._known.is_set():
             return
