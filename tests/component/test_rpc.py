@@ -297,3 +297,90 @@ async def test_integers_beyond_64_bits_are_read_exactly_and_a_huge_timeout_is_a_
     assert reply.type == "BIG_RESULT", reply
     assert reply.payload["n"] == 2**70 + 1
     assert 86_000 < reply.payload["remaining"] <= 86_400
+
+
+Hold = rpc("HOLD", {"n": int}, "HELD", {"n": int})
+
+
+def holding_router(rec: Recorder, **options: Any) -> Router:
+    """HOLD calls wait until they are cancelled; ADD answers at once."""
+    router = make_router(rec, **options)
+
+    async def hold(ctx: RpcContext[Any]) -> None:
+        try:
+            await asyncio.Event().wait()  # only cancellation ends it
+        except asyncio.CancelledError:
+            rec.add("cancelled", ctx.correlation_id)
+            raise
+
+    return router.rpc(Hold, hold)
+
+
+async def test_calls_past_the_in_flight_limit_get_resource_exhausted_while_others_run(
+    make_client: MakeClient,
+) -> None:
+    """Issue 14: reading used to pause at Limits.inbound_queue (256) running handlers, so the
+    1,001st slow call of the default limit (1,000) never got its RESOURCE_EXHAUSTED."""
+    router = holding_router(Recorder())
+    limit = router.max_inflight_rpcs
+    async with make_client(router).connect() as conn:
+        for n in range(limit + 3):
+            await conn.send(Hold, {"n": n}, meta={"correlationId": f"h{n}"})
+        refused = [await conn.receive() for _ in range(3)]
+        assert [(f.type, f.correlation_id) for f in refused] == [
+            ("RPC_ERROR", f"h{n}") for n in range(limit, limit + 3)
+        ]
+        for frame in refused:
+            assert frame.payload["code"] == "RESOURCE_EXHAUSTED"
+            assert frame.payload["retryAfterMs"] > 0
+        await conn.abort("h0")
+        cancelled = await conn.receive()
+        assert (cancelled.correlation_id, cancelled.payload["code"]) == ("h0", "CANCELLED")
+        # The place h0 left: one call more is admitted, and answered.
+        assert (await conn.request(Add, {"a": 2, "b": 2})).payload.sum == 4
+        await settle(conn)  # heartbeats are read too
+        assert conn.pending == []
+
+
+async def test_an_abort_sent_after_hundreds_of_slow_calls_reaches_its_call(
+    make_client: MakeClient,
+) -> None:
+    """Issue 14: with 300 slow calls running (more than Limits.inbound_queue), a $ws:abort
+    was read only once its own call had ended."""
+    rec = Recorder()
+    async with make_client(holding_router(rec)).connect() as conn:
+        for n in range(300):
+            await conn.send(Hold, {"n": n}, meta={"correlationId": f"h{n}"})
+        await conn.abort("h7")
+        cancelled = await conn.receive()
+        assert (cancelled.type, cancelled.correlation_id) == ("RPC_ERROR", "h7")
+        assert cancelled.payload["code"] == "CANCELLED"
+        assert await rec.wait_for("cancelled") == ("cancelled", "h7")
+        assert (await conn.request(Add, {"a": 1, "b": 2})).payload.sum == 3
+
+
+async def test_rpc_handlers_still_running_after_their_reply_count_against_the_limit(
+    make_client: MakeClient,
+) -> None:
+    """A handler that replies, then goes on awaiting, still holds a task: the in-flight limit
+    bounds those too, so a client cannot pile up tasks through replied calls."""
+    release = asyncio.Event()
+    finished: list[int] = []
+
+    async def reply_then_linger(ctx: RpcContext[Any]) -> None:
+        ctx.reply({"n": ctx.payload.n})
+        await release.wait()
+        finished.append(ctx.payload.n)
+
+    router = Router(max_inflight_rpcs=3).rpc(Hold, reply_then_linger)
+    router.rpc(Add, lambda ctx: ctx.reply({"sum": ctx.payload.a + ctx.payload.b}))
+    async with make_client(router).connect() as conn:
+        for n in range(3):
+            assert (await conn.request(Hold, {"n": n})).payload.n == n
+        with pytest.raises(WsError) as full:
+            await conn.request(Hold, {"n": 3}, correlation_id="over")
+        assert full.value.code is ErrorCode.RESOURCE_EXHAUSTED
+        assert (await conn.request(Add, {"a": 1, "b": 1})).payload.sum == 2  # runs inline
+        release.set()
+        await eventually(lambda: len(finished) == 3)
+        assert (await conn.request(Hold, {"n": 4})).payload.n == 4
