@@ -114,6 +114,35 @@ async def test_async_event_handlers_per_connection_are_bounded_and_reading_goes_
     assert started == [0, 1, 2, 3, 6]
 
 
+async def test_a_plain_on_auth_that_raises_refuses_once_and_closes(
+    make_client: MakeClient,
+) -> None:
+    """Issue 14: a plain ``on_auth`` that raised got INTERNAL, left the connection open and
+    ran again on every frame (its verdict was never stored)."""
+    checks: list[str] = []
+
+    def check(ctx: Any) -> bool:
+        checks.append(ctx.type)
+        if len(checks) == 1:
+            raise RuntimeError("the token store is down")
+        return True
+
+    router = Router().on(Data, lambda ctx: ctx.send(Data, {"v": "served"}))
+    router.rpc(Slow, lambda ctx: ctx.reply(None))
+    router.on_auth(check)
+    client = make_client(router)
+    async with client.connect() as conn:
+        await conn.send(Slow, {"seconds": 0}, meta={"correlationId": "s"})
+        error = await conn.receive()
+        assert (error.type, error.correlation_id) == ("RPC_ERROR", "s")
+        assert error.payload == {"code": "INTERNAL", "message": "internal server error"}
+        await conn.expect_close(1008)
+    async with client.connect() as fresh:  # the next connection is checked afresh
+        await fresh.send(Data, {"v": "x"})
+        assert (await fresh.receive_as(Data)).payload.v == "served"
+    assert checks == ["SLOW", "DATA"]
+
+
 async def test_frames_still_in_flight_when_the_router_closes_are_not_handled() -> None:
     handled: list[str] = []
     router = Router(max_payload_bytes=100).on(Data, lambda ctx: handled.append(ctx.payload.v))

@@ -343,7 +343,11 @@ class Dispatcher:
     def _check_auth(self, ctx: EventContext[Any], session: Session) -> bool | asyncio.Task[bool]:
         handlers = self.router._on_auth
         for i, handler in enumerate(handlers):
-            verdict = handler(ctx)
+            try:
+                verdict = handler(ctx)
+            except Exception as exc:  # as when an async check raises: refused, and closed
+                self._auth_failed(session, ctx, exc)
+                return False
             if inspect.isawaitable(verdict):  # async, or a plain function returning one
                 return self.loop.create_task(self._check_rest(ctx, session, verdict, i + 1))
             if verdict is False:
@@ -367,8 +371,7 @@ class Dispatcher:
                         break
         except Exception as exc:
             session.auth = False
-            self._fail(session, ctx, exc, _cid(ctx))
-            ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
+            self._auth_failed(session, ctx, exc)
             return False
         if verdict is False:
             session.auth = False
@@ -382,6 +385,12 @@ class Dispatcher:
             result = next()
             if result is not None and inspect.isawaitable(result):
                 await result
+
+    def _auth_failed(self, session: Session, ctx: EventContext[Any], exc: Exception) -> None:
+        """An ``on_auth`` handler raised: answer its error (``INTERNAL`` unless a ``WsError``)
+        and close with 1008."""
+        self._fail(session, ctx, exc, _cid(ctx))
+        ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
 
     def _refuse(self, session: Session, ctx: EventContext[Any]) -> None:
         error = WsError(ErrorCode.UNAUTHENTICATED, "not authenticated")

@@ -273,7 +273,9 @@ class Router:
 
     def on_auth(self, handler: Handler) -> Router:
         """``handler(ctx) -> bool`` before a connection's first message is handled; ``False``
-        answers ``UNAUTHENTICATED`` and closes the connection with 1008."""
+        answers ``UNAUTHENTICATED`` and closes the connection with 1008. A handler that raises
+        refuses too: its error is answered (``INTERNAL`` unless it is a ``WsError``) and the
+        connection is closed with 1008. The verdict is taken once per connection."""
         check_callable("on_auth handler", handler, 1, "ctx")
         self._on_auth.append(handler)
         self._changed()
