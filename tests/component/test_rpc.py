@@ -384,3 +384,33 @@ async def test_rpc_handlers_still_running_after_their_reply_count_against_the_li
         release.set()
         await eventually(lambda: len(finished) == 3)
         assert (await conn.request(Hold, {"n": 4})).payload.n == 4
+
+
+async def test_an_integer_past_pythons_digit_limit_is_answered_with_its_correlation_id(
+    make_client: MakeClient,
+) -> None:
+    """Issue 14: an integer of more than 4,300 digits (sys.get_int_max_str_digits()) got
+    ERROR "malformed JSON" without the call's correlationId, and the caller waited for its
+    timeout."""
+    huge = "9" * 4301
+    async with make_client(make_router(Recorder())).connect() as conn:
+        await conn.send_raw(
+            f'{{"type":"ADD","meta":{{"correlationId":"big"}},"payload":{{"a":{huge},"b":1}}}}'
+        )
+        error = await conn.receive()
+        assert (error.type, error.correlation_id) == ("RPC_ERROR", "big")
+        assert error.payload["code"] == "INVALID_ARGUMENT"
+        assert "4300 digits" in error.payload["message"]
+        await conn.send_raw('{"type":"ADD","meta":{"correlationId":"inf"},"payload":{"a":1e400}}')
+        error = await conn.receive()
+        assert (error.type, error.correlation_id) == ("RPC_ERROR", "inf")
+        assert "out of range" in error.payload["message"]
+        await conn.send_raw(f'{{"type":"ADD","payload":{{"a":{huge},"b":1}}}}')  # no id
+        error = await conn.receive()
+        assert (error.type, error.payload["code"]) == ("ERROR", "INVALID_ARGUMENT")
+        await conn.send_raw(f'{{"type":"ADD","meta":{{"correlationId":"x"}},"payload":[{huge},}}')
+        error = await conn.receive()  # not JSON at all: nothing can be read from it
+        assert error.type == "ERROR" and "malformed JSON" in error.payload["message"]
+        digits = "9" * 4300  # the longest an integer may be
+        reply = await conn.request(Add, {"a": int(digits), "b": -1})
+        assert reply.payload.sum == int(digits) - 1
