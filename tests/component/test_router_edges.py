@@ -18,10 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crosswire import (
     Accept,
-    App,
     ErrorCode,
     EventContext,
-    Limits,
     Response,
     Router,
     RpcContext,
