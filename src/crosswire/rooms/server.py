@@ -142,6 +142,11 @@ class RoomServer:
         """The hooks serving ``app`` (called by ``App(rooms)``)."""
         if self._app is not None:
             raise ConfigurationError("a RoomServer serves one App")
+        if len(set(self.default_rooms)) + 1 > app.limits.max_topics:
+            raise ConfigurationError(
+                f"Limits.max_topics ({app.limits.max_topics}) leaves no room for a client's "
+                f"own room and its {len(self.default_rooms)} default rooms"
+            )
         self._app = app
         return Hooks(open=self._open, close=self._close)
 
@@ -195,7 +200,9 @@ class RoomServer:
         return self.app.hub.broadcast(event, data, exclude=exclude)
 
     def join(self, client_id: str, room: str) -> bool:
-        """Put a client of this instance in ``room`` (no validation); False if unknown."""
+        """Put a client of this instance in ``room`` (no validation); False if unknown.
+        Raises :class:`~crosswire.WsError` ``RESOURCE_EXHAUSTED`` when the client is already
+        in ``Limits.max_topics`` rooms."""
         client = self._clients.get(client_id)
         if client is None or client.state is not ClientState.AUTHENTICATED:
             return False
@@ -365,9 +372,15 @@ class RoomServer:
             return
         if not rooms:
             return
-        wanted = [r for r in rooms if 0 < len(r) <= MAX_ROOM_NAME and not r.startswith("ws:")]
+        wanted = list(
+            dict.fromkeys(
+                r for r in rooms if 0 < len(r) <= MAX_ROOM_NAME and not r.startswith("ws:")
+            )
+        )
         if self.validate_rooms is None or not wanted:
             self._error(client, "Join rejected", rooms)
+            return
+        if self._too_many(client, wanted):  # before validate_rooms: it gets a bounded list
             return
         try:
             allowed = self.validate_rooms(client, wanted)
@@ -395,12 +408,24 @@ class RoomServer:
         if peer._state is not ReadyState.OPEN:
             return
         permitted = set(allowed or ()) & set(wanted)  # validate_rooms can only narrow
-        for room in wanted:
-            if room in permitted:
-                peer.subscribe(room)
+        entering = [room for room in wanted if room in permitted]
+        if self._too_many(client, entering):  # (another join may have ended meanwhile)
+            return
+        for room in entering:
+            peer.subscribe(room)
         rejected = [r for r in rooms if r not in permitted]
         if rejected:
             self._error(client, "Join rejected", rejected)
+
+    def _too_many(self, client: RoomClient, rooms: list[str]) -> bool:
+        """Refuse a join whose ``rooms`` (distinct) would take the client past
+        ``Limits.max_topics``: an error ``Too many rooms``, and none of them is joined."""
+        joined = client.rooms
+        limit = self.app.limits.max_topics
+        if len(joined) + sum(room not in joined for room in rooms) <= limit:
+            return False
+        self._error(client, "Too many rooms", limit=limit)
+        return True
 
     def _leave(self, client: RoomClient, data: Any) -> None:
         rooms = _rooms_of(data)
@@ -427,11 +452,20 @@ class RoomServer:
 
     # -- sending and running callbacks -------------------------------------------------------
 
-    def _error(self, client: RoomClient, message: str, rooms: list[str] | None = None) -> None:
+    def _error(
+        self,
+        client: RoomClient,
+        message: str,
+        rooms: list[str] | None = None,
+        *,
+        limit: int | None = None,
+    ) -> None:
         """An ``error`` event, through the client's transform once it is encrypted."""
         data: dict[str, Any] = {"message": message}
         if rooms is not None:
             data["rooms"] = rooms
+        if limit is not None:
+            data["limit"] = limit
         peer = client.peer
         if peer._transform is None:
             peer._send_json(events.encode("error", data))
