@@ -264,7 +264,7 @@ class RoomServer:
         elif event == "leave":
             self._leave(client, frame.data)
         elif self.on_message is not None:
-            self._call(client, self.on_message, client, frame)
+            self._call(client, self.on_message, client, frame, failed=self._internal_error)
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -472,14 +472,28 @@ class RoomServer:
         else:
             self.app.hub.to_peer(peer, "error", data)
 
-    def _call(self, client: RoomClient, fn: Callable[..., Any], *args: Any) -> None:
+    def _call(
+        self,
+        client: RoomClient,
+        fn: Callable[..., Any],
+        *args: Any,
+        failed: Callable[[RoomClient], None] | None = None,
+    ) -> None:
+        """Run a callback (in a task if it is async); an exception is logged, then
+        ``failed(client)`` runs."""
         try:
             result = fn(*args)
         except Exception:
             logger.exception("%r raised for client %s", fn, client.id)
+            if failed is not None:
+                failed(client)
             return
         if inspect.isawaitable(result):
-            self._track(client, _logged(result, fn, client))
+            self._track(client, _logged(result, fn, client, failed))
+
+    def _internal_error(self, client: RoomClient) -> None:
+        """``on_message`` raised: tell the client (never what was raised)."""
+        self._error(client, "Internal error")
 
     def _track(self, client: RoomClient, work: Awaitable[None]) -> None:
         """Run ``work`` as a task of the App; a client with too many running pauses reading."""
@@ -507,11 +521,18 @@ async def _settle(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-async def _logged(result: Awaitable[Any], fn: Callable[..., Any], client: RoomClient) -> None:
+async def _logged(
+    result: Awaitable[Any],
+    fn: Callable[..., Any],
+    client: RoomClient,
+    failed: Callable[[RoomClient], None] | None,
+) -> None:
     try:
         await result
     except Exception:
         logger.exception("%r raised for client %s", fn, client.id)
+        if failed is not None:
+            failed(client)
 
 
 def _rooms_of(data: Any) -> list[str] | None:
