@@ -89,7 +89,9 @@ async def test_rooms_example_shares_a_room_between_two_processes_on_redis(
         }
         client = redis_server.client()
         try:
-            channels = [c.decode() for c in await client.pubsub_channels()]
+            channels = [
+                c if isinstance(c, str) else c.decode() for c in await client.pubsub_channels()
+            ]
         finally:
             await client.aclose()
         assert "ws:user:ann" in channels  # the user's name, never the token
