@@ -67,6 +67,10 @@ class HookProvider(Protocol):
     def hooks_for(self, app: App) -> Hooks:
         """The hooks serving ``app``; called once, when the App is created."""
 
+    def upgrade_is_async(self) -> bool:
+        """Whether its upgrade hook must be awaited (an ``async`` handler registered now):
+        servers whose handshake cannot await refuse such an App when they start."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hooks:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import inspect
 import struct
 from collections.abc import Callable
 from http import HTTPStatus
@@ -40,6 +39,7 @@ from picows import (
 from ..app import App
 from ..cork import Hold
 from ..errors import ConfigurationError
+from ..hooks import is_async_callable
 from ..http import Accept, Headers, Request, Response
 from ..limits import Limits
 from ..peer import Peer, high_water
@@ -380,12 +380,12 @@ async def create_server(
     app: App, host: str | None, port: int | None, **options: Any
 ) -> asyncio.Server:
     """Start listening; ``options`` go to ``picows.ws_create_server``."""
-    if app.hooks.is_async("upgrade"):
+    if app.upgrade_is_async():
         raise ConfigurationError(
             "the picows server runs the upgrade hook inside its synchronous handshake: "
             "make the upgrade hook a plain function, or serve with server='websockets'"
         )
-    if app.http is not None and inspect.iscoroutinefunction(app.http):
+    if app.http is not None and is_async_callable(app.http):
         raise ConfigurationError("the picows server needs a plain (not async) http handler")
     limits = app.limits
     ping = limits.ping_interval is not None and limits.ping_timeout is not None
@@ -426,8 +426,4 @@ async def create_server(
 
 
 def _sync_http(app: App, request: Request) -> Response:
-    if app.http is None:
-        return Response(426, "this endpoint speaks WebSocket", {"Upgrade": "websocket"})
-    result = app.http(request)
-    assert isinstance(result, Response)
-    return result
+    return app.handle_http_sync(request)

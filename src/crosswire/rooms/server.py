@@ -150,6 +150,10 @@ class RoomServer:
         self._app = app
         return Hooks(open=self._open, close=self._close)
 
+    def upgrade_is_async(self) -> bool:
+        """False: a RoomServer has no upgrade hook (it authenticates in band)."""
+        return False
+
     @property
     def app(self) -> App:
         if self._app is None:

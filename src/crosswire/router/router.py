@@ -259,6 +259,11 @@ class Router:
         self._on_upgrade = handler
         return self
 
+    def upgrade_is_async(self) -> bool:
+        """Whether the ``on_upgrade`` handler registered now is ``async`` (the picows server
+        refuses to start with one: its handshake cannot await)."""
+        return self._on_upgrade is not None and is_async_callable(self._on_upgrade)
+
     def on_open(self, handler: Handler) -> Router:
         """``handler(ctx: ConnectionContext)`` when a connection opens."""
         check_callable("on_open handler", handler, 1, "ctx")
