@@ -41,8 +41,8 @@ async def test_an_async_on_upgrade_of_a_router_is_refused_at_startup() -> None:
         await crosswire.start(app, server="picows", port=0)
 
     class AsyncCall:
-        async def __call__(self, request: Request) -> None:
-            return None
+        async def __call__(self, request: Request) -> Response:
+            return Response(200, "never")
 
     with pytest.raises(ConfigurationError, match="plain"):
         await crosswire.start(App(crosswire.define_hooks(), http=AsyncCall()), server="picows")
