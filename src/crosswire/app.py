@@ -31,11 +31,13 @@ class App:
     """A WebSocket application: write the hooks once, serve them on any adapter.
 
     ``hooks`` is a :class:`~crosswire.Hooks` (see :func:`~crosswire.define_hooks`), any object
-    with hook methods, or a :class:`~crosswire.Router`. ``http`` answers plain HTTP requests on
-    the standalone servers and the ASGI adapter (the demo page, a health check); without it
-    they get 426 Upgrade Required. ``origins`` lists the ``Origin`` values allowed to open a
-    WebSocket (include ``None`` to let in clients that send none, such as non-browser ones);
-    others get 403 before any hook runs. By default every origin is allowed.
+    with hook methods, or a :class:`~crosswire.Router`; anything else (None, a dict, an object
+    with none of the hook methods) raises :class:`~crosswire.ConfigurationError`. ``http``
+    answers plain HTTP requests on the standalone servers and the ASGI adapter (the demo page,
+    a health check); without it they get 426 Upgrade Required. ``origins`` lists the
+    ``Origin`` values allowed to open a WebSocket (include ``None`` to let in clients that send
+    none, such as non-browser ones); others get 403 before any hook runs. By default every
+    origin is allowed.
     """
 
     def __init__(
@@ -59,6 +61,10 @@ class App:
         self.admits_on_open = True
         #: The Router or RoomServer serving this App through its hooks, if any.
         self._provider: HookProvider | None = None
+        if isinstance(hooks, type) and isinstance(hooks, HookProvider):  # App(Router)
+            raise ConfigurationError(
+                f"App takes a {hooks.__name__}, not the class: App({hooks.__name__}(...))"
+            )
         if isinstance(hooks, HookProvider):  # a Router: it builds hooks for this App
             self.admits_on_open = hooks.admits_on_open
             self._provider = hooks
