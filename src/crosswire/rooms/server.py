@@ -17,10 +17,12 @@ every ``heartbeat_interval``; with ``require_encryption`` a failed ``handshake``
 4004. Once authenticated, a client is in the Hub: addressable by id and user on every
 instance, in the broadcast group, in its default rooms and in a room named after its id.
 
-Where seed 003 is silent or loose, crosswire decides (``docs/rooms.md`` lists each): a refused
-or malformed ``join`` gets an ``error`` event instead of silence, ``validate_rooms`` can only
-narrow what was asked, ``connected`` is sent in clear to an encrypted client (it carries the
-key material), and a ``handshake`` that raises closes with 4004 like one that refuses.
+Where seed 003 is silent or loose, crosswire decides (``docs/protocol-events.md`` lists each):
+a refused or malformed ``join`` gets an ``error`` event instead of silence, a client's rooms
+are bounded (``Limits.max_topics``), an ``on_message`` that raises is answered
+``Internal error``, ``validate_rooms`` can only narrow what was asked, ``connected`` is sent in
+clear to an encrypted client (it carries the key material), and a ``handshake`` that raises
+closes with 4004 like one that refuses.
 """
 
 from __future__ import annotations
