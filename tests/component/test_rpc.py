@@ -323,7 +323,7 @@ async def test_calls_past_the_in_flight_limit_get_resource_exhausted_while_other
     1,001st slow call of the default limit (1,000) never got its RESOURCE_EXHAUSTED."""
     router = holding_router(Recorder())
     limit = router.max_inflight_rpcs
-    async with make_client(router).connect() as conn:
+    async with make_client(router, timeout=10).connect() as conn:  # (a shared, busy machine)
         for n in range(limit + 3):
             await conn.send(Hold, {"n": n}, meta={"correlationId": f"h{n}"})
         refused = [await conn.receive() for _ in range(3)]
@@ -348,7 +348,7 @@ async def test_an_abort_sent_after_hundreds_of_slow_calls_reaches_its_call(
     """Issue 14: with 300 slow calls running (more than Limits.inbound_queue), a $ws:abort
     was read only once its own call had ended."""
     rec = Recorder()
-    async with make_client(holding_router(rec)).connect() as conn:
+    async with make_client(holding_router(rec), timeout=10).connect() as conn:
         for n in range(300):
             await conn.send(Hold, {"n": n}, meta={"correlationId": f"h{n}"})
         await conn.abort("h7")
