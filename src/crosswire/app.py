@@ -34,11 +34,13 @@ class App:
     """A WebSocket application: write the hooks once, serve them on any adapter.
 
     ``hooks`` is a :class:`~crosswire.Hooks` (see :func:`~crosswire.define_hooks`), any object
-    with hook methods, or a :class:`~crosswire.Router`. ``http`` answers plain HTTP requests on
-    the standalone servers and the ASGI adapter (the demo page, a health check); without it
-    they get 426 Upgrade Required. ``origins`` lists the ``Origin`` values allowed to open a
-    WebSocket (include ``None`` to let in clients that send none, such as non-browser ones);
-    others get 403 before any hook runs. By default every origin is allowed.
+    with hook methods, or a :class:`~crosswire.Router`; anything else (None, a dict, an object
+    with none of the hook methods) raises :class:`~crosswire.ConfigurationError`. ``http``
+    answers plain HTTP requests on the standalone servers and the ASGI adapter (the demo page,
+    a health check); without it they get 426 Upgrade Required. ``origins`` lists the
+    ``Origin`` values allowed to open a WebSocket (include ``None`` to let in clients that send
+    none, such as non-browser ones); others get 403 before any hook runs. By default every
+    origin is allowed.
     """
 
     def __init__(
@@ -60,8 +62,15 @@ class App:
         self.http = http
         #: Whether a peer joins the Hub (by id, in the broadcast group) as it opens.
         self.admits_on_open = True
+        #: The Router or RoomServer serving this App through its hooks, if any.
+        self._provider: HookProvider | None = None
+        if isinstance(hooks, type) and isinstance(hooks, HookProvider):  # App(Router)
+            raise ConfigurationError(
+                f"App takes a {hooks.__name__}, not the class: App({hooks.__name__}(...))"
+            )
         if isinstance(hooks, HookProvider):  # a Router: it builds hooks for this App
             self.admits_on_open = hooks.admits_on_open
+            self._provider = hooks
             hooks = hooks.hooks_for(self)
         self.hooks = Hooks.of(hooks)
         #: True when every hook is a plain function: hooks then run inline, with no task.
@@ -104,8 +113,17 @@ class App:
             return Response(500, "internal server error")
         return _upgrade_result(result)
 
+    def upgrade_is_async(self) -> bool:
+        """Whether the upgrade hook must be awaited: an ``async`` hook, or the ``async``
+        ``on_upgrade`` of the Router serving the App (as registered now). Servers whose
+        handshake cannot await (picows) refuse such an App when they start."""
+        if self._provider is not None:
+            return self._provider.upgrade_is_async()
+        return self.hooks.is_async("upgrade")
+
     def handle_upgrade_sync(self, request: Request) -> Accept | Response:
-        """``handle_upgrade`` for servers whose handshake cannot await (picows)."""
+        """``handle_upgrade`` for servers whose handshake cannot await (picows). A hook that
+        returns an awaitable all the same is refused with 500 (the awaitable is closed)."""
         if self._closing:
             return Response(503, "server shutting down")
         if self.origins is not None and request.headers.get("origin") not in self.origins:
@@ -119,7 +137,7 @@ class App:
             logger.exception("upgrade hook raised; refusing %r with 500", request)
             return Response(500, "internal server error")
         if inspect.isawaitable(result):
-            raise ConfigurationError("this server needs a plain (not async) upgrade hook")
+            return _cannot_await("upgrade hook (or on_upgrade handler)", result, request)
         return _upgrade_result(result)
 
     async def handle_http(self, request: Request) -> Response:
@@ -132,6 +150,27 @@ class App:
                 result = await result
         except Exception:
             logger.exception("http handler raised for %r", request)
+            return Response(500, "internal server error")
+        return result
+
+    def handle_http_sync(self, request: Request) -> Response:
+        """``handle_http`` for servers whose handshake cannot await (picows): a handler that
+        returns an awaitable, or anything but a Response, is answered with 500."""
+        if self.http is None:
+            return Response(426, "this endpoint speaks WebSocket", {"Upgrade": "websocket"})
+        try:
+            result = self.http(request)
+        except Exception:
+            logger.exception("http handler raised for %r", request)
+            return Response(500, "internal server error")
+        if inspect.isawaitable(result):
+            return _cannot_await("http handler", result, request)
+        if not isinstance(result, Response):
+            logger.error(
+                "http handler returned %s for %r, not a Response; answering 500",
+                type(result).__name__,
+                request,
+            )
             return Response(500, "internal server error")
         return result
 
@@ -249,6 +288,21 @@ def _worker_count() -> int:
         return int(value) if value.isdigit() else 1
     concurrency = os.environ.get("WEB_CONCURRENCY", "")
     return int(concurrency) if concurrency.isdigit() else 1
+
+
+def _cannot_await(what: str, result: Awaitable[Any], request: Request) -> Response:
+    """A plain handler returned an awaitable to a server that cannot await it: close it (no
+    "never awaited" warning), say what to do, and refuse with 500."""
+    if inspect.iscoroutine(result):
+        result.close()
+    logger.error(
+        "the %s returned an awaitable, which this server cannot await (its handshake is "
+        "synchronous); refusing %r with 500: make it a plain function that returns the "
+        "result, or serve with server='websockets'",
+        what,
+        request,
+    )
+    return Response(500, "internal server error")
 
 
 def _upgrade_result(result: Any) -> Accept | Response:

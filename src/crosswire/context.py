@@ -103,9 +103,13 @@ class ConnectionContext:
         return self.peer._send_json(_frame(schema, payload, meta))
 
     def subscribe(self, topic: str) -> None:
+        """Subscribe this connection to ``topic`` (see :meth:`publish`). Past
+        ``Limits.max_topics`` it raises :class:`~crosswire.WsError` ``RESOURCE_EXHAUSTED``:
+        left unhandled, the client gets that error (``ERROR``, or ``RPC_ERROR`` for a call)."""
         self.peer.subscribe(topic)
 
     def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe this connection from ``topic`` (nothing happens if it was not in it)."""
         self.peer.unsubscribe(topic)
 
     def publish(

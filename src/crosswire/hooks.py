@@ -23,7 +23,7 @@ any object with methods of these names.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -67,6 +67,10 @@ class HookProvider(Protocol):
     def hooks_for(self, app: App) -> Hooks:
         """The hooks serving ``app``; called once, when the App is created."""
 
+    def upgrade_is_async(self) -> bool:
+        """Whether its upgrade hook must be awaited (an ``async`` handler registered now):
+        servers whose handshake cannot await refuse such an App when they start."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hooks:
@@ -84,13 +88,18 @@ class Hooks:
         """Collect the hooks of ``source``: a :class:`Hooks`, or any object with hook methods.
 
         Each hook is checked once here, so a hook with the wrong number of parameters fails at
-        startup with a message that names it, not on the first connection.
+        startup with a message that names it, not on the first connection. So does a source
+        that is not hooks at all (None, a dict, an object with none of the hook methods), which
+        would otherwise be served and ignore every message.
         """
         if isinstance(source, Hooks):
             hooks = source
         else:
             found = {name: getattr(source, name, None) for name in HOOK_NAMES}
-            hooks = cls(**{k: v for k, v in found.items() if v is not None})
+            found = {k: v for k, v in found.items() if v is not None}
+            if not found:
+                raise ConfigurationError(_not_hooks(source))
+            hooks = cls(**found)
         for name in HOOK_NAMES:
             _check_signature(name, getattr(hooks, name))
         return hooks
@@ -116,6 +125,35 @@ def define_hooks(
     """
     return Hooks.of(
         Hooks(upgrade=upgrade, open=open, message=message, close=close, error=error, drain=drain)
+    )
+
+
+def _not_hooks(source: object) -> str:
+    """Why ``source`` is not hooks, and what to write instead."""
+    names = ", ".join(HOOK_NAMES)
+    usage = "crosswire.define_hooks(message=...), an object with hook methods, or a Router"
+    if source is None:
+        return f"App needs hooks: {usage}; got None"
+    if isinstance(source, Mapping):
+        return (
+            f"App takes hooks, not a {type(source).__name__}: "
+            f"crosswire.define_hooks(**hooks) makes hooks of one whose keys are {names}"
+        )
+    similar = {
+        attr: name
+        for attr in dir(source)
+        for name in HOOK_NAMES
+        if attr.lower().replace("_", "") in (f"on{name}", f"handle{name}")
+    }
+    if similar:
+        found = ", ".join(sorted(similar))
+        meant = ", ".join(similar[attr] for attr in sorted(similar))
+        return (
+            f"{type(source).__name__} has none of the hook methods ({names}), but has "
+            f"{found}: hook methods are named {meant}, without a prefix"
+        )
+    return (
+        f"App takes hooks: {usage}; {type(source).__name__} has none of the hook methods ({names})"
     )
 
 

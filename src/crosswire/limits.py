@@ -40,6 +40,14 @@ class Limits:
         space and written in one call). Nothing waits on a timer.
         Cheaper for clients that pipeline; turn it off to have every reply leave the moment
         it is sent.
+    max_topics:
+        Topics (rooms) one connection may be subscribed to at once, whichever layer subscribes
+        it: ``peer.subscribe``, a router's ``ctx.subscribe``, a rooms server's ``join`` (its
+        own room and default rooms count too). One more raises
+        :class:`~crosswire.WsError` ``RESOURCE_EXHAUSTED`` in the code that subscribes, and
+        leaves the connection's topics as they were; each layer answers its client as its
+        protocol documents. Each subscription costs memory in the Hub and, with a bus, a
+        channel on it.
     """
 
     max_message_size: int = 1024 * 1024
@@ -49,9 +57,10 @@ class Limits:
     close_timeout: float = 5.0
     inbound_queue: int = 256
     coalesce_writes: bool = True
+    max_topics: int = 2048
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "send_buffer_limit", "inbound_queue"):
+        for name in ("max_message_size", "send_buffer_limit", "inbound_queue", "max_topics"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigurationError(f"Limits.{name} must be a positive int, got {value!r}")

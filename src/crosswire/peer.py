@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from .errors import ErrorCode, WsError
 from .http import Request
 from .wire import events
 
@@ -293,8 +294,20 @@ class Peer:
         return True
 
     def subscribe(self, topic: str) -> None:
-        """Join ``topic``; messages published to it reach this peer."""
+        """Join ``topic``; messages published to it reach this peer.
+
+        Raises :class:`~crosswire.WsError` ``RESOURCE_EXHAUSTED`` (not subscribed) when the
+        peer already has ``Limits.max_topics`` topics.
+        """
         if self._state is ReadyState.OPEN and topic not in self._topics:
+            limit = self._app.limits.max_topics
+            if len(self._topics) >= limit:
+                raise WsError(
+                    ErrorCode.RESOURCE_EXHAUSTED,
+                    f"too many topics on this connection (Limits.max_topics = {limit})",
+                    {"limit": limit},
+                    retryable=False,  # not until the connection leaves a topic
+                )
             self._topics.add(topic)
             self._app.hub.subscribe(self, topic)
 

@@ -55,11 +55,15 @@ class CallTable(dict[str, C]):
                 f"an RPC with correlationId {correlation_id!r} is already in flight",
             )
         if len(self) >= self.limit:
-            raise WsError(
-                ErrorCode.RESOURCE_EXHAUSTED,
-                f"too many RPCs in flight on this connection (limit {self.limit})",
-                retry_after_ms=100,
-            )
+            raise self.exhausted()
+
+    def exhausted(self) -> WsError:
+        """The error refusing a call past the limit (``RESOURCE_EXHAUSTED``, retry in 100 ms)."""
+        return WsError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"too many RPCs in flight on this connection (limit {self.limit})",
+            retry_after_ms=100,
+        )
 
     def admit(self, correlation_id: str, call: C) -> None:
         """Add a call, or raise the error that refuses it (:meth:`check_room`)."""

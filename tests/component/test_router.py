@@ -22,6 +22,7 @@ from crosswire import (
     EventContext,
     Limits,
     Router,
+    ValidationError,
     WsError,
     message,
     rpc,
@@ -314,6 +315,72 @@ async def test_open_close_and_publish_from_outside(make_client: MakeClient) -> N
         await a.close(4000, "bye")
         await eventually(lambda: len(log) == 1)
         assert log == [("close", 4000, "bye", "ada")]
+
+
+Note = message("NOTE", {"text": str})
+
+
+async def test_send_to_client_send_to_user_and_broadcast_reach_exactly_their_targets(
+    make_client: MakeClient,
+) -> None:
+    """The router's addressing from outside any handler (a cron job, another service): one
+    connection, every connection of a user, everyone; each with its exclusions, validated
+    before anything is sent."""
+    router = Router().on(Ping, lambda ctx: None)
+    router.on_upgrade(lambda request: Accept(context={"user": request.query.get("user")}))
+    router.on_open(lambda ctx: ctx.peer.identify(ctx.data["user"]))
+    with pytest.raises(ConfigurationError, match="not served yet"):
+        router.broadcast(Note, {"text": "too early"})
+    client = make_client(router)
+    async with (
+        client.connect(query="user=ann") as ann1,
+        client.connect(query="user=ann") as ann2,
+        client.connect(query="user=ben") as ben,
+    ):
+        everyone = (ann1, ann2, ben)
+
+        async def got(*conns: Any) -> list[tuple[str, Any, Any]]:
+            """What each connection received, once all of them have settled."""
+            for conn in everyone:
+                await settle(conn)
+            seen = [(f.type, f.meta, f.payload) for c in conns for f in c.pending]
+            for conn in everyone:
+                conn._inbox.clear()
+            return seen
+
+        note: tuple[str, Any, Any] = ("NOTE", {}, {"text": "hi ben"})
+        assert router.send_to_client(ben.peer.id, Note, {"text": "hi ben"}).matched_local == 1
+        assert await got(ben) == [note] and await got(ann1, ann2) == []
+
+        sent = router.send_to_user("ann", Note, {"text": "ann"}, meta={"timestamp": 5})
+        assert sent.matched_local == 2
+        assert await got(ann1, ann2) == [("NOTE", {"timestamp": 5}, {"text": "ann"})] * 2
+        assert await got(ben) == []
+        sent = router.send_to_user("ann", Note, {"text": "one"}, exclude=[ann2.peer.id])
+        assert sent.matched_local == 1 and await got(ann1, ann2, ben) == [
+            ("NOTE", {}, {"text": "one"})
+        ]
+
+        sent = router.broadcast(Note, {"text": "all"}, exclude=[ben.peer.id])
+        assert (
+            sent.matched_local == 2 and await got(ann1, ann2) == [("NOTE", {}, {"text": "all"})] * 2
+        )
+        assert await got(ben) == []
+        assert router.broadcast(Note, {"text": "all"}).matched_local == 3
+        assert len(await got(*everyone)) == 3
+
+        assert router.send_to_client("nobody", Note, {"text": "?"}).matched_local == 0
+        assert router.send_to_user("nobody", Note, {"text": "?"}).matched_local == 0
+        with pytest.raises(ValidationError):
+            router.broadcast(Note, {"text": 1})  # validated once, before anything is sent
+        with pytest.raises(ValidationError):
+            router.send_to_user("ann", Note, {"text": "x"}, meta={"topic": "t"})
+        assert await got(*everyone) == []
+
+        await ben.close()
+        await eventually(lambda: len(client.app.peers) == 2)
+        assert router.send_to_client(ben.peer.id, Note, {"text": "gone"}).matched_local == 0
+        assert router.broadcast(Note, {"text": "left"}).matched_local == 2
 
 
 async def test_on_auth_false_rejects_with_unauthenticated_and_1008(make_client: MakeClient) -> None:

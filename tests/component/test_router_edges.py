@@ -18,10 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crosswire import (
     Accept,
-    App,
     ErrorCode,
     EventContext,
-    Limits,
     Response,
     Router,
     RpcContext,
@@ -81,45 +79,66 @@ async def test_async_on_auth_runs_once_for_frames_that_arrive_together(
     assert sorted(got) == ["0", "1", "2"] and checks == [1]
 
 
-async def test_async_handler_tasks_per_connection_are_bounded(make_client: MakeClient) -> None:
-    """Past Limits.inbound_queue running handler tasks, the connection stops reading."""
+async def test_async_event_handlers_per_connection_are_bounded_and_reading_goes_on(
+    make_client: MakeClient,
+) -> None:
+    """Past ``max_inflight_events`` running async event handlers, an event is answered
+    RESOURCE_EXHAUSTED (it used to stop the connection's reading, so that an abort or a
+    heartbeat behind the events waited for them)."""
     release = asyncio.Event()
     started: list[int] = []
 
     async def handle(ctx: EventContext[Any]) -> None:
         started.append(ctx.payload.n)
         await release.wait()
+        ctx.send(Data, {"v": f"done {ctx.payload.n}"})
 
-    app = App(Router().on(Work, handle), limits=Limits(inbound_queue=4))
-    async with make_client(app).connect() as conn:
-
-        async def send_all() -> None:  # in memory, send itself waits while reading is paused
-            for n in range(6):
-                await conn.send(Work, {"n": n})
-
-        sending = asyncio.ensure_future(send_all())
-        await eventually(lambda: len(started) == 4)
-        await asyncio.sleep(0.05)
-        assert started == [0, 1, 2, 3]  # reading is paused: frames 4 and 5 wait
+    router = Router(max_inflight_events=4).on(Work, handle)
+    router.rpc(Slow, lambda ctx: ctx.reply(None))
+    async with make_client(router).connect() as conn:
+        for n in range(6):
+            await conn.send(Work, {"n": n})
+        for _ in range(2):
+            error = await conn.expect_error("RESOURCE_EXHAUSTED")
+            assert error.retry_after_ms == 100 and "limit 4" in error.message
+        assert started == [0, 1, 2, 3]  # in order; 4 and 5 were refused, not run
+        await settle(conn)  # a heartbeat is read and answered meanwhile
+        assert (await conn.request(Slow, {"seconds": 0})).type == "SLOW_DONE"  # so is a call
         release.set()
-        await sending
-        await eventually(lambda: len(started) == 6)
-    assert started == [0, 1, 2, 3, 4, 5]  # nothing lost, in order
+        done = sorted([(await conn.receive_as(Data)).payload.v for _ in range(4)])
+        assert done == ["done 0", "done 1", "done 2", "done 3"]
+        await conn.send(Work, {"n": 6})  # room again
+        assert (await conn.receive_as(Data)).payload.v == "done 6"
+    assert started == [0, 1, 2, 3, 6]
 
 
-async def test_the_in_memory_send_waits_while_reading_is_paused() -> None:
-    """In memory there is no socket buffer: ``send`` itself waits (up to the timeout)."""
-    release = asyncio.Event()
+async def test_a_plain_on_auth_that_raises_refuses_once_and_closes(
+    make_client: MakeClient,
+) -> None:
+    """Issue 14: a plain ``on_auth`` that raised got INTERNAL, left the connection open and
+    ran again on every frame (its verdict was never stored)."""
+    checks: list[str] = []
 
-    async def handle(ctx: EventContext[Any]) -> None:
-        await release.wait()
+    def check(ctx: Any) -> bool:
+        checks.append(ctx.type)
+        if len(checks) == 1:
+            raise RuntimeError("the token store is down")
+        return True
 
-    app = App(Router().on(Work, handle), limits=Limits(inbound_queue=1))
-    async with TestClient(app, timeout=0.1).connect() as conn:
-        await conn.send(Work, {"n": 0})
-        with pytest.raises(TimeoutError):
-            await conn.send(Work, {"n": 1})
-        release.set()
+    router = Router().on(Data, lambda ctx: ctx.send(Data, {"v": "served"}))
+    router.rpc(Slow, lambda ctx: ctx.reply(None))
+    router.on_auth(check)
+    client = make_client(router)
+    async with client.connect() as conn:
+        await conn.send(Slow, {"seconds": 0}, meta={"correlationId": "s"})
+        error = await conn.receive()
+        assert (error.type, error.correlation_id) == ("RPC_ERROR", "s")
+        assert error.payload == {"code": "INTERNAL", "message": "internal server error"}
+        await conn.expect_close(1008)
+    async with client.connect() as fresh:  # the next connection is checked afresh
+        await fresh.send(Data, {"v": "x"})
+        assert (await fresh.receive_as(Data)).payload.v == "served"
+    assert checks == ["SLOW", "DATA"]
 
 
 async def test_frames_still_in_flight_when_the_router_closes_are_not_handled() -> None:

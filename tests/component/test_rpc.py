@@ -297,3 +297,120 @@ async def test_integers_beyond_64_bits_are_read_exactly_and_a_huge_timeout_is_a_
     assert reply.type == "BIG_RESULT", reply
     assert reply.payload["n"] == 2**70 + 1
     assert 86_000 < reply.payload["remaining"] <= 86_400
+
+
+Hold = rpc("HOLD", {"n": int}, "HELD", {"n": int})
+
+
+def holding_router(rec: Recorder, **options: Any) -> Router:
+    """HOLD calls wait until they are cancelled; ADD answers at once."""
+    router = make_router(rec, **options)
+
+    async def hold(ctx: RpcContext[Any]) -> None:
+        try:
+            await asyncio.Event().wait()  # only cancellation ends it
+        except asyncio.CancelledError:
+            rec.add("cancelled", ctx.correlation_id)
+            raise
+
+    return router.rpc(Hold, hold)
+
+
+async def test_calls_past_the_in_flight_limit_get_resource_exhausted_while_others_run(
+    make_client: MakeClient,
+) -> None:
+    """Issue 14: reading used to pause at Limits.inbound_queue (256) running handlers, so the
+    1,001st slow call of the default limit (1,000) never got its RESOURCE_EXHAUSTED."""
+    router = holding_router(Recorder())
+    limit = router.max_inflight_rpcs
+    async with make_client(router, timeout=10).connect() as conn:  # (a shared, busy machine)
+        for n in range(limit + 3):
+            await conn.send(Hold, {"n": n}, meta={"correlationId": f"h{n}"})
+        refused = [await conn.receive() for _ in range(3)]
+        assert [(f.type, f.correlation_id) for f in refused] == [
+            ("RPC_ERROR", f"h{n}") for n in range(limit, limit + 3)
+        ]
+        for frame in refused:
+            assert frame.payload["code"] == "RESOURCE_EXHAUSTED"
+            assert frame.payload["retryAfterMs"] > 0
+        await conn.abort("h0")
+        cancelled = await conn.receive()
+        assert (cancelled.correlation_id, cancelled.payload["code"]) == ("h0", "CANCELLED")
+        # The place h0 left: one call more is admitted, and answered.
+        assert (await conn.request(Add, {"a": 2, "b": 2})).payload.sum == 4
+        await settle(conn)  # heartbeats are read too
+        assert conn.pending == []
+
+
+async def test_an_abort_sent_after_hundreds_of_slow_calls_reaches_its_call(
+    make_client: MakeClient,
+) -> None:
+    """Issue 14: with 300 slow calls running (more than Limits.inbound_queue), a $ws:abort
+    was read only once its own call had ended."""
+    rec = Recorder()
+    async with make_client(holding_router(rec), timeout=10).connect() as conn:
+        for n in range(300):
+            await conn.send(Hold, {"n": n}, meta={"correlationId": f"h{n}"})
+        await conn.abort("h7")
+        cancelled = await conn.receive()
+        assert (cancelled.type, cancelled.correlation_id) == ("RPC_ERROR", "h7")
+        assert cancelled.payload["code"] == "CANCELLED"
+        assert await rec.wait_for("cancelled") == ("cancelled", "h7")
+        assert (await conn.request(Add, {"a": 1, "b": 2})).payload.sum == 3
+
+
+async def test_rpc_handlers_still_running_after_their_reply_count_against_the_limit(
+    make_client: MakeClient,
+) -> None:
+    """A handler that replies, then goes on awaiting, still holds a task: the in-flight limit
+    bounds those too, so a client cannot pile up tasks through replied calls."""
+    release = asyncio.Event()
+    finished: list[int] = []
+
+    async def reply_then_linger(ctx: RpcContext[Any]) -> None:
+        ctx.reply({"n": ctx.payload.n})
+        await release.wait()
+        finished.append(ctx.payload.n)
+
+    router = Router(max_inflight_rpcs=3).rpc(Hold, reply_then_linger)
+    router.rpc(Add, lambda ctx: ctx.reply({"sum": ctx.payload.a + ctx.payload.b}))
+    async with make_client(router).connect() as conn:
+        for n in range(3):
+            assert (await conn.request(Hold, {"n": n})).payload.n == n
+        with pytest.raises(WsError) as full:
+            await conn.request(Hold, {"n": 3}, correlation_id="over")
+        assert full.value.code is ErrorCode.RESOURCE_EXHAUSTED
+        assert (await conn.request(Add, {"a": 1, "b": 1})).payload.sum == 2  # runs inline
+        release.set()
+        await eventually(lambda: len(finished) == 3)
+        assert (await conn.request(Hold, {"n": 4})).payload.n == 4
+
+
+async def test_an_integer_past_pythons_digit_limit_is_answered_with_its_correlation_id(
+    make_client: MakeClient,
+) -> None:
+    """Issue 14: an integer of more than 4,300 digits (sys.get_int_max_str_digits()) got
+    ERROR "malformed JSON" without the call's correlationId, and the caller waited for its
+    timeout."""
+    huge = "9" * 4301
+    async with make_client(make_router(Recorder())).connect() as conn:
+        await conn.send_raw(
+            f'{{"type":"ADD","meta":{{"correlationId":"big"}},"payload":{{"a":{huge},"b":1}}}}'
+        )
+        error = await conn.receive()
+        assert (error.type, error.correlation_id) == ("RPC_ERROR", "big")
+        assert error.payload["code"] == "INVALID_ARGUMENT"
+        assert "4300 digits" in error.payload["message"]
+        await conn.send_raw('{"type":"ADD","meta":{"correlationId":"inf"},"payload":{"a":1e400}}')
+        error = await conn.receive()
+        assert (error.type, error.correlation_id) == ("RPC_ERROR", "inf")
+        assert "out of range" in error.payload["message"]
+        await conn.send_raw(f'{{"type":"ADD","payload":{{"a":{huge},"b":1}}}}')  # no id
+        error = await conn.receive()
+        assert (error.type, error.payload["code"]) == ("ERROR", "INVALID_ARGUMENT")
+        await conn.send_raw(f'{{"type":"ADD","meta":{{"correlationId":"x"}},"payload":[{huge},}}')
+        error = await conn.receive()  # not JSON at all: nothing can be read from it
+        assert error.type == "ERROR" and "malformed JSON" in error.payload["message"]
+        digits = "9" * 4300  # the longest an integer may be
+        reply = await conn.request(Add, {"a": int(digits), "b": -1})
+        assert reply.payload.sum == int(digits) - 1

@@ -60,8 +60,9 @@ async def test_rooms_example_shares_a_room_between_two_processes_on_redis(
 
     async with connect(first.ws_url) as ann, connect(second.ws_url) as ben:
         for ws, name in ((ann, "ann"), (ben, "ben")):
-            await say(ws, "authenticate", {"token": name})
-            assert orjson.loads(await recv(ws))["event"] == "connected"
+            await say(ws, "authenticate", {"token": f"demo-token-{name}"})
+            connected = orjson.loads(await recv(ws))
+            assert (connected["event"], connected["data"]["userId"]) == ("connected", name)
             await say(ws, "join", {"rooms": ["lobby", "secret"]})
             assert orjson.loads(await recv(ws)) == {
                 "event": "error",
@@ -86,6 +87,67 @@ async def test_rooms_example_shares_a_room_between_two_processes_on_redis(
             "event": "error",
             "data": {"message": "say needs a room you are in"},
         }
+        client = redis_server.client()
+        try:
+            channels = [
+                c if isinstance(c, str) else c.decode() for c in await client.pubsub_channels()
+            ]
+        finally:
+            await client.aclose()
+        assert "ws:user:ann" in channels  # the user's name, never the token
+        assert not [c for c in channels if "token" in c], channels
+
+
+async def test_rooms_example_answers_every_malformed_say_and_never_shows_the_token(
+    crosswire_cmd: RunCommand,
+) -> None:
+    """Issue 14: ``{"room": ["lobby"]}`` raised TypeError in the example's on_message (a
+    traceback in the log, no answer), and the token was the user id, so it went out in
+    ``said.from``."""
+    cmd = await crosswire_cmd("run", "examples.rooms:app", "--port", "0", cwd=ROOT)
+    await cmd.started()
+
+    async def send(ws: Any, event: str, data: Any = None) -> None:
+        await ws.send(orjson.dumps({"event": event, "data": data}).decode())
+
+    async with connect(cmd.ws_url) as stranger:
+        await send(stranger, "authenticate", {"token": "ann"})  # a name is not a token
+        assert orjson.loads(await recv(stranger)) == {
+            "event": "error",
+            "data": {"message": "Authentication failed"},
+        }
+    async with connect(cmd.ws_url) as ann:
+        await send(ann, "authenticate", {"token": "demo-token-ann"})
+        assert orjson.loads(await recv(ann))["data"]["userId"] == "ann"
+        await send(ann, "join", {"rooms": ["lobby"]})
+        for data in (
+            {"room": ["lobby"], "text": "t"},
+            {"room": {"lobby": 1}, "text": "t"},
+            {"room": "lobby", "text": ["t"]},
+            {"room": "lobby"},
+            ["lobby", "t"],
+            None,
+        ):
+            await send(ann, "say", data)
+            assert orjson.loads(await recv(ann)) == {
+                "event": "error",
+                "data": {"message": "say needs a room and a text, both strings"},
+            }, data
+        await send(ann, "shout", {"room": "lobby", "text": "t"})
+        assert orjson.loads(await recv(ann)) == {
+            "event": "error",
+            "data": {"message": "unknown event: send say"},
+        }
+        await send(ann, "say", {"room": "lobby", "text": "still here"})
+        said = orjson.loads(await recv(ann))
+        assert said == {
+            "event": "said",
+            "data": {"room": "lobby", "from": "ann", "text": "still here"},
+        }
+    cmd.proc.terminate()
+    assert await cmd.exit_code() == 0
+    log = await cmd.stderr()
+    assert "Traceback" not in log and "demo-token" not in log, log
 
 
 async def test_echo_client_example_talks_to_the_echo_example(crosswire_cmd: RunCommand) -> None:

@@ -351,3 +351,36 @@ async def test_rooms_users_and_clients_span_instances_on_redis(
     finally:
         for _, server in instances:
             await asyncio.wait_for(server.aclose(), TIMEOUT)
+
+
+async def test_an_on_message_that_raises_is_answered_and_the_client_carries_on(
+    serve_rooms: Serve, dial: Callable[[str], Awaitable[EventClient]]
+) -> None:
+    """Every frame gets an answer: an on_message that raises (plain or async) is logged on
+    the server and answered ``Internal error``, without what was raised."""
+
+    async def on_message(client: RoomClient, frame: EventFrame) -> None:
+        if frame.event == "boom":
+            raise TypeError("unhashable type: 'list' (never sent)")
+        if frame.event == "later":
+            await asyncio.sleep(0)
+            raise RuntimeError("never sent either")
+        client.peer.send({"event": "ok", "data": frame.data})
+
+    def plain(client: RoomClient, frame: EventFrame) -> Any:
+        if frame.event == "boom":
+            raise TypeError("unhashable type: 'list' (never sent)")
+        return on_message(client, frame)
+
+    for handler in (on_message, plain):
+        _, url = await serve_rooms(on_message=handler)
+        client = await dial(url)
+        await client.authenticate({"token": "ok-ann"})
+        for event in ("boom", "later"):
+            await client.send(event, {"room": ["lobby"]})
+            assert await client.receive() == {
+                "event": "error",
+                "data": {"message": "Internal error"},
+            }
+        await client.send("fine", 1)
+        assert await client.receive() == {"event": "ok", "data": 1}

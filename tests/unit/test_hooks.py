@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from crosswire import App, ConfigurationError, Hooks, Message, Peer, define_hooks
+from crosswire import App, ConfigurationError, Hooks, Message, Peer, Router, define_hooks
 
 
 def test_define_hooks_keeps_only_what_is_given() -> None:
@@ -84,3 +84,40 @@ def test_objects_are_checked_too() -> None:
 
     with pytest.raises(ConfigurationError, match="'message'"):
         App(Broken())
+
+
+class CallbackStyle:
+    """Hooks named as other libraries name their callbacks."""
+
+    def on_message(self, peer: Peer, message: Any) -> None:
+        peer.send(message)
+
+    def onOpen(self, peer: Peer) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ({"message": lambda peer, msg: None}, "not a dict: crosswire.define_hooks(**hooks)"),
+        (None, "App needs hooks"),
+        (CallbackStyle(), "has onOpen, on_message: hook methods are named open, message"),
+        (object(), "object has none of the hook methods"),
+        (Router, "App takes a Router, not the class"),
+    ],
+)
+def test_what_is_not_hooks_is_refused_with_what_to_write_instead(source: Any, says: str) -> None:
+    """Issue 14: these were accepted, and the App ignored every message."""
+    with pytest.raises(ConfigurationError) as refused:
+        App(source)
+    assert says in str(refused.value)
+
+
+def test_hooks_as_static_methods_of_a_class_and_empty_define_hooks_are_accepted() -> None:
+    class Static:
+        @staticmethod
+        def message(peer: Peer, message: Any) -> None:
+            pass
+
+    assert App(Static).hooks.message is Static.message
+    assert App(define_hooks()).hooks == define_hooks()

@@ -21,6 +21,7 @@ def test_defaults() -> None:
         ("max_message_size", 1.5),
         ("send_buffer_limit", -1),
         ("inbound_queue", 0),
+        ("max_topics", 0),
         ("ping_interval", 0),
         ("ping_timeout", -2.0),
         ("close_timeout", 0),

@@ -41,6 +41,13 @@ def test_decode_a_full_frame() -> None:
         (b'{"type": "A", "meta": {"timestamp": "now"}}', "timestamp", None),
         (b'{"type": "A", "meta": {"clientId": "me"}}', "stamped by the server", None),
         (b'{"type": "A", "meta": {"receivedAt": 1}}', "stamped by the server", None),
+        # Well-formed JSON that cannot be read: the correlation id still can.
+        (b'{"type": "A", "meta": {"correlationId": "c"}, "payload": 1e400}', "out of range", "c"),
+        (b'{"type": "A", "payload": [' + b"1" * 4301 + b"]}", "at most 4300 digits", None),
+        (b'{"type": "A", "meta": {"correlationId": 5}, "payload": 1e400}', "out of range", None),
+        (b'{"meta": {"correlationId": "c"}, "payload": -1e400}', "out of range", None),
+        (b'{"type": "A", "meta": {"correlationId": "c"}, "payload": "\xff"}', "UTF-8", "c"),
+        (b'{"type": "A", "meta": {"correlationId": "c"}, "payload": [1e400,]}', "malformed", None),
     ],
 )
 def test_bad_frames_say_what_is_wrong(frame: bytes, says: str, cid: str | None) -> None:

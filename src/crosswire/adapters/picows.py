@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import inspect
 import logging
 import struct
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from picows import (
 from ..app import App
 from ..cork import Hold
 from ..errors import ConfigurationError
+from ..hooks import is_async_callable
 from ..http import Accept, Headers, Request, Response
 from ..limits import Limits
 from ..logs import library_logger
@@ -386,12 +386,12 @@ async def create_server(
     # An adapter, not the Logger: picows gives a Logger a child per connection, which the
     # logger's filter would not see.
     options.setdefault("logger_name", logging.LoggerAdapter(library_logger("picows")))
-    if app.hooks.is_async("upgrade"):
+    if app.upgrade_is_async():
         raise ConfigurationError(
             "the picows server runs the upgrade hook inside its synchronous handshake: "
             "make the upgrade hook a plain function, or serve with server='websockets'"
         )
-    if app.http is not None and inspect.iscoroutinefunction(app.http):
+    if app.http is not None and is_async_callable(app.http):
         raise ConfigurationError("the picows server needs a plain (not async) http handler")
     limits = app.limits
     ping = limits.ping_interval is not None and limits.ping_timeout is not None
@@ -432,8 +432,4 @@ async def create_server(
 
 
 def _sync_http(app: App, request: Request) -> Response:
-    if app.http is None:
-        return Response(426, "this endpoint speaks WebSocket", {"Upgrade": "websocket"})
-    result = app.http(request)
-    assert isinstance(result, Response)
-    return result
+    return app.handle_http_sync(request)

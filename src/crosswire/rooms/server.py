@@ -17,10 +17,12 @@ every ``heartbeat_interval``; with ``require_encryption`` a failed ``handshake``
 4004. Once authenticated, a client is in the Hub: addressable by id and user on every
 instance, in the broadcast group, in its default rooms and in a room named after its id.
 
-Where seed 003 is silent or loose, crosswire decides (``docs/rooms.md`` lists each): a refused
-or malformed ``join`` gets an ``error`` event instead of silence, ``validate_rooms`` can only
-narrow what was asked, ``connected`` is sent in clear to an encrypted client (it carries the
-key material), and a ``handshake`` that raises closes with 4004 like one that refuses.
+Where seed 003 is silent or loose, crosswire decides (``docs/protocol-events.md`` lists each):
+a refused or malformed ``join`` gets an ``error`` event instead of silence, a client's rooms
+are bounded (``Limits.max_topics``), an ``on_message`` that raises is answered
+``Internal error``, ``validate_rooms`` can only narrow what was asked, ``connected`` is sent in
+clear to an encrypted client (it carries the key material), and a ``handshake`` that raises
+closes with 4004 like one that refuses.
 """
 
 from __future__ import annotations
@@ -142,8 +144,17 @@ class RoomServer:
         """The hooks serving ``app`` (called by ``App(rooms)``)."""
         if self._app is not None:
             raise ConfigurationError("a RoomServer serves one App")
+        if len(set(self.default_rooms)) + 1 > app.limits.max_topics:
+            raise ConfigurationError(
+                f"Limits.max_topics ({app.limits.max_topics}) leaves no room for a client's "
+                f"own room and its {len(self.default_rooms)} default rooms"
+            )
         self._app = app
         return Hooks(open=self._open, close=self._close)
+
+    def upgrade_is_async(self) -> bool:
+        """False: a RoomServer has no upgrade hook (it authenticates in band)."""
+        return False
 
     @property
     def app(self) -> App:
@@ -195,7 +206,9 @@ class RoomServer:
         return self.app.hub.broadcast(event, data, exclude=exclude)
 
     def join(self, client_id: str, room: str) -> bool:
-        """Put a client of this instance in ``room`` (no validation); False if unknown."""
+        """Put a client of this instance in ``room`` (no validation); False if unknown.
+        Raises :class:`~crosswire.WsError` ``RESOURCE_EXHAUSTED`` when the client is already
+        in ``Limits.max_topics`` rooms."""
         client = self._clients.get(client_id)
         if client is None or client.state is not ClientState.AUTHENTICATED:
             return False
@@ -257,7 +270,7 @@ class RoomServer:
         elif event == "leave":
             self._leave(client, frame.data)
         elif self.on_message is not None:
-            self._call(client, self.on_message, client, frame)
+            self._call(client, self.on_message, client, frame, failed=self._internal_error)
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -365,9 +378,15 @@ class RoomServer:
             return
         if not rooms:
             return
-        wanted = [r for r in rooms if 0 < len(r) <= MAX_ROOM_NAME and not r.startswith("ws:")]
+        wanted = list(
+            dict.fromkeys(
+                r for r in rooms if 0 < len(r) <= MAX_ROOM_NAME and not r.startswith("ws:")
+            )
+        )
         if self.validate_rooms is None or not wanted:
             self._error(client, "Join rejected", rooms)
+            return
+        if self._too_many(client, wanted):  # before validate_rooms: it gets a bounded list
             return
         try:
             allowed = self.validate_rooms(client, wanted)
@@ -395,12 +414,24 @@ class RoomServer:
         if peer._state is not ReadyState.OPEN:
             return
         permitted = set(allowed or ()) & set(wanted)  # validate_rooms can only narrow
-        for room in wanted:
-            if room in permitted:
-                peer.subscribe(room)
+        entering = [room for room in wanted if room in permitted]
+        if self._too_many(client, entering):  # (another join may have ended meanwhile)
+            return
+        for room in entering:
+            peer.subscribe(room)
         rejected = [r for r in rooms if r not in permitted]
         if rejected:
             self._error(client, "Join rejected", rejected)
+
+    def _too_many(self, client: RoomClient, rooms: list[str]) -> bool:
+        """Refuse a join whose ``rooms`` (distinct) would take the client past
+        ``Limits.max_topics``: an error ``Too many rooms``, and none of them is joined."""
+        joined = client.rooms
+        limit = self.app.limits.max_topics
+        if len(joined) + sum(room not in joined for room in rooms) <= limit:
+            return False
+        self._error(client, "Too many rooms", limit=limit)
+        return True
 
     def _leave(self, client: RoomClient, data: Any) -> None:
         rooms = _rooms_of(data)
@@ -427,25 +458,48 @@ class RoomServer:
 
     # -- sending and running callbacks -------------------------------------------------------
 
-    def _error(self, client: RoomClient, message: str, rooms: list[str] | None = None) -> None:
+    def _error(
+        self,
+        client: RoomClient,
+        message: str,
+        rooms: list[str] | None = None,
+        *,
+        limit: int | None = None,
+    ) -> None:
         """An ``error`` event, through the client's transform once it is encrypted."""
         data: dict[str, Any] = {"message": message}
         if rooms is not None:
             data["rooms"] = rooms
+        if limit is not None:
+            data["limit"] = limit
         peer = client.peer
         if peer._transform is None:
             peer._send_json(events.encode("error", data))
         else:
             self.app.hub.to_peer(peer, "error", data)
 
-    def _call(self, client: RoomClient, fn: Callable[..., Any], *args: Any) -> None:
+    def _call(
+        self,
+        client: RoomClient,
+        fn: Callable[..., Any],
+        *args: Any,
+        failed: Callable[[RoomClient], None] | None = None,
+    ) -> None:
+        """Run a callback (in a task if it is async); an exception is logged, then
+        ``failed(client)`` runs."""
         try:
             result = fn(*args)
         except Exception:
             logger.exception("%r raised for client %s", fn, client.id)
+            if failed is not None:
+                failed(client)
             return
         if inspect.isawaitable(result):
-            self._track(client, _logged(result, fn, client))
+            self._track(client, _logged(result, fn, client, failed))
+
+    def _internal_error(self, client: RoomClient) -> None:
+        """``on_message`` raised: tell the client (never what was raised)."""
+        self._error(client, "Internal error")
 
     def _track(self, client: RoomClient, work: Awaitable[None]) -> None:
         """Run ``work`` as a task of the App; a client with too many running pauses reading."""
@@ -473,11 +527,18 @@ async def _settle(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-async def _logged(result: Awaitable[Any], fn: Callable[..., Any], client: RoomClient) -> None:
+async def _logged(
+    result: Awaitable[Any],
+    fn: Callable[..., Any],
+    client: RoomClient,
+    failed: Callable[[RoomClient], None] | None,
+) -> None:
     try:
         await result
     except Exception:
         logger.exception("%r raised for client %s", fn, client.id)
+        if failed is not None:
+            failed(client)
 
 
 def _rooms_of(data: Any) -> list[str] | None:

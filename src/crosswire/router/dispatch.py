@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -49,12 +49,12 @@ class Session:
     __slots__ = (
         "auth",
         "calls",
+        "events_running",
         "heartbeat",
         "last_seen",
         "next_id",
         "peer",
-        "reading_paused",
-        "running",
+        "rpcs_running",
         "waiting_ack",
     )
 
@@ -67,10 +67,10 @@ class Session:
         self.last_seen = 0.0
         self.waiting_ack = False
         self.heartbeat: asyncio.TimerHandle | None = None
-        #: Handler tasks of this connection still running, and whether reading is paused
-        #: because there are too many.
-        self.running = 0
-        self.reading_paused = False
+        #: Tasks of this connection's async event handlers, and of its RPC handlers (whether
+        #: or not their call has been answered), still running.
+        self.events_running = 0
+        self.rpcs_running = 0
 
 
 class Dispatcher:
@@ -86,7 +86,7 @@ class Dispatcher:
         self.drop_progress_on_backpressure = router.drop_progress_on_backpressure
         self.max_payload_bytes = router.max_payload_bytes
         self.heartbeat = router.heartbeat
-        self.task_limit = app.limits.inbound_queue
+        self.max_events = router.max_inflight_events
         #: Frames bigger than this (in characters or bytes) are measured against the limit.
         self._unchecked_size = self.max_payload_bytes // 4
         #: Each message type's route and the chain that runs it, compiled on first use (the
@@ -181,7 +181,7 @@ class Dispatcher:
             self._fail(session, ctx, exc, None)
             return
         if result is not None and inspect.isawaitable(result):
-            self._spawn(session, self._finish_event(session, ctx, result), result)
+            self._run_event(session, ctx, result)
 
     def _compile(self, session: Session, envelope: canonical.Envelope) -> _Compiled | None:
         """The route of a frame whose type has not been seen since the routes last changed,
@@ -241,8 +241,14 @@ class Dispatcher:
             if not ctx.done:
                 self._incomplete(ctx)
             return
-        task = self._spawn(session, self._finish_call_task(session, ctx, result), result)
+        if session.rpcs_running >= calls.limit:  # handlers of answered calls still running
+            _discard(result)
+            self._fail(session, ctx, calls.exhausted(), cid)
+            return
+        task = self.app._spawn(self._finish_call_task(session, ctx, result), eager=True)
         if not task.done():  # (an eager task may already have finished)
+            session.rpcs_running += 1
+            task.add_done_callback(lambda t: self._rpc_done(session, result))
             ctx._task = task
             if not ctx.done and ctx._timer is None:
                 ctx._timer = self.loop.call_at(ctx.deadline, self._expire, ctx)
@@ -337,7 +343,11 @@ class Dispatcher:
     def _check_auth(self, ctx: EventContext[Any], session: Session) -> bool | asyncio.Task[bool]:
         handlers = self.router._on_auth
         for i, handler in enumerate(handlers):
-            verdict = handler(ctx)
+            try:
+                verdict = handler(ctx)
+            except Exception as exc:  # as when an async check raises: refused, and closed
+                self._auth_failed(session, ctx, exc)
+                return False
             if inspect.isawaitable(verdict):  # async, or a plain function returning one
                 return self.loop.create_task(self._check_rest(ctx, session, verdict, i + 1))
             if verdict is False:
@@ -361,8 +371,7 @@ class Dispatcher:
                         break
         except Exception as exc:
             session.auth = False
-            self._fail(session, ctx, exc, _cid(ctx))
-            ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
+            self._auth_failed(session, ctx, exc)
             return False
         if verdict is False:
             session.auth = False
@@ -376,6 +385,12 @@ class Dispatcher:
             result = next()
             if result is not None and inspect.isawaitable(result):
                 await result
+
+    def _auth_failed(self, session: Session, ctx: EventContext[Any], exc: Exception) -> None:
+        """An ``on_auth`` handler raised: answer its error (``INTERNAL`` unless a ``WsError``)
+        and close with 1008."""
+        self._fail(session, ctx, exc, _cid(ctx))
+        ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
 
     def _refuse(self, session: Session, ctx: EventContext[Any]) -> None:
         error = WsError(ErrorCode.UNAUTHENTICATED, "not authenticated")
@@ -510,29 +525,38 @@ class Dispatcher:
         if result is not None and inspect.isawaitable(result):
             self.app._spawn(_log_errors(result, handler), eager=True)
 
-    def _spawn(
-        self, session: Session, coro: Coroutine[Any, Any, None], running: Any
-    ) -> asyncio.Task[None]:
-        """A task for a handler; past ``Limits.inbound_queue`` of them on one connection, the
-        connection stops reading until half have finished (TCP backpressure)."""
-        task = self.app._spawn(coro, eager=True)
-        if task.done():
-            return task
-        session.running += 1
-        if session.running >= self.task_limit and not session.reading_paused:
-            session.reading_paused = True
-            session.peer._transport.pause_reading()
-        task.add_done_callback(lambda t: self._task_done(session, running))
-        return task
+    def _run_event(self, session: Session, ctx: EventContext[Any], running: Any) -> None:
+        """Run an async event handler in a task. Past ``max_inflight_events`` of them on one
+        connection, the message is refused with ``RESOURCE_EXHAUSTED``: the connection never
+        stops reading, so that aborts, heartbeats and other calls still get through."""
+        if session.events_running >= self.max_events:
+            _discard(running)
+            busy = WsError(
+                ErrorCode.RESOURCE_EXHAUSTED,
+                f"too many event handlers running on this connection (limit {self.max_events})",
+                retry_after_ms=100,
+            )
+            self._answer(session, ctx, busy, None)
+            return
+        task = self.app._spawn(self._finish_event(session, ctx, running), eager=True)
+        if not task.done():
+            session.events_running += 1
+            task.add_done_callback(lambda t: self._event_done(session, running))
 
-    def _task_done(self, session: Session, running: Any) -> None:
-        if inspect.iscoroutine(running):
-            running.close()  # never started if the task was cancelled first: no warning
-        session.running -= 1
-        if session.reading_paused and session.running <= self.task_limit // 2:
-            session.reading_paused = False
-            if session.peer._state is not ReadyState.CLOSED:
-                session.peer._transport.resume_reading()
+    def _event_done(self, session: Session, running: Any) -> None:
+        _discard(running)
+        session.events_running -= 1
+
+    def _rpc_done(self, session: Session, running: Any) -> None:
+        _discard(running)
+        session.rpcs_running -= 1
+
+
+def _discard(running: Any) -> None:
+    """Close a handler's coroutine that will not run (or has run): no "never awaited"
+    warning when its task was cancelled before it started."""
+    if inspect.iscoroutine(running):
+        running.close()
 
 
 def _encode_error(error: WsError, correlation_id: str | None) -> bytes:

@@ -10,8 +10,10 @@ Handlers and middleware may be plain or ``async`` functions. A route whose middl
 handler are all plain functions runs inline, in the message hook, with no task; a route with
 anything ``async`` runs in a task of its own (started eagerly on Python 3.12+), so that it can
 await. RPC handlers running in a task are cancelled when the client sends ``$ws:abort``, when
-their deadline passes and when the connection ends. A connection with ``Limits.inbound_queue``
-handler tasks running stops reading until half of them have finished.
+their deadline passes and when the connection ends. Tasks are bounded per connection, and a
+connection never stops reading because of them (so that an abort reaches its call): past
+``max_inflight_rpcs`` RPC handlers, or ``max_inflight_events`` async event handlers, still
+running, the next message of that kind is answered ``RESOURCE_EXHAUSTED`` and not run.
 
 ``on_open`` handlers that await do not hold back the connection's messages: per-connection setup
 that message handlers rely on belongs in ``on_upgrade`` (``Accept(context=...)`` becomes
@@ -129,7 +131,9 @@ class Router:
     Options (keyword-only): ``heartbeat`` (a :class:`Heartbeat`, off by default),
     ``max_payload_bytes`` (larger frames call ``on_limit_exceeded`` and close with 1009),
     ``rpc_timeout`` (seconds, when the client sends no ``meta.timeoutMs``),
-    ``max_inflight_rpcs`` (per connection; more get ``RESOURCE_EXHAUSTED``),
+    ``max_inflight_rpcs`` (per connection: calls awaiting their answer, and RPC handlers still
+    running; more get ``RESOURCE_EXHAUSTED``), ``max_inflight_events`` (per connection: async
+    event handlers still running; more get ``RESOURCE_EXHAUSTED``),
     ``drop_progress_on_backpressure``, ``auto_send_error_on_throw``, ``expose_error_details``.
     """
 
@@ -143,18 +147,21 @@ class Router:
         max_payload_bytes: int = 1_000_000,
         rpc_timeout: float = 30.0,
         max_inflight_rpcs: int = 1000,
+        max_inflight_events: int = 256,
         drop_progress_on_backpressure: bool = True,
         auto_send_error_on_throw: bool = True,
         expose_error_details: bool = False,
     ) -> None:
-        if max_payload_bytes <= 0 or rpc_timeout <= 0 or max_inflight_rpcs <= 0:
+        if min(max_payload_bytes, rpc_timeout, max_inflight_rpcs, max_inflight_events) <= 0:
             raise ConfigurationError(
-                "max_payload_bytes, rpc_timeout and max_inflight_rpcs must be > 0"
+                "max_payload_bytes, rpc_timeout, max_inflight_rpcs and max_inflight_events "
+                "must be > 0"
             )
         self.heartbeat = heartbeat
         self.max_payload_bytes = max_payload_bytes
         self.rpc_timeout = rpc_timeout
         self.max_inflight_rpcs = max_inflight_rpcs
+        self.max_inflight_events = max_inflight_events
         self.drop_progress_on_backpressure = drop_progress_on_backpressure
         self.auto_send_error_on_throw = auto_send_error_on_throw
         self.expose_error_details = expose_error_details
@@ -252,6 +259,11 @@ class Router:
         self._on_upgrade = handler
         return self
 
+    def upgrade_is_async(self) -> bool:
+        """Whether the ``on_upgrade`` handler registered now is ``async`` (the picows server
+        refuses to start with one: its handshake cannot await)."""
+        return self._on_upgrade is not None and is_async_callable(self._on_upgrade)
+
     def on_open(self, handler: Handler) -> Router:
         """``handler(ctx: ConnectionContext)`` when a connection opens."""
         check_callable("on_open handler", handler, 1, "ctx")
@@ -266,7 +278,9 @@ class Router:
 
     def on_auth(self, handler: Handler) -> Router:
         """``handler(ctx) -> bool`` before a connection's first message is handled; ``False``
-        answers ``UNAUTHENTICATED`` and closes the connection with 1008."""
+        answers ``UNAUTHENTICATED`` and closes the connection with 1008. A handler that raises
+        refuses too: its error is answered (``INTERNAL`` unless it is a ``WsError``) and the
+        connection is closed with 1008. The verdict is taken once per connection."""
         check_callable("on_auth handler", handler, 1, "ctx")
         self._on_auth.append(handler)
         self._changed()

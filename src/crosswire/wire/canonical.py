@@ -12,6 +12,7 @@ strict WS-Kit client accepts, except progress frames, which carry their value un
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import msgspec
@@ -124,7 +125,7 @@ def _explain(data: str | bytes) -> Envelope:
     try:
         obj = _loads(data)
     except orjson.JSONDecodeError as exc:
-        raise BadFrame(f"malformed JSON: {exc}") from None
+        raise _unreadable(data, exc) from None
     if type(obj) is not dict:
         raise BadFrame('a frame is a JSON object: {"type": ..., "meta"?: {...}, "payload"?: ...}')
     kind = obj.get("type")
@@ -153,6 +154,63 @@ def _explain(data: str | bytes) -> Envelope:
 
 
 _loads = orjson.loads
+
+
+class _Outline(msgspec.Struct):
+    """A frame's envelope, its values left unread (``Raw`` checks the JSON syntax only)."""
+
+    type: Any = None
+    meta: msgspec.Raw = msgspec.Raw(b"{}")
+    payload: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _OutlineMeta(msgspec.Struct):
+    correlationId: Any = None
+
+
+_decode_outline = msgspec.json.Decoder(_Outline).decode
+_decode_outline_meta = msgspec.json.Decoder(_OutlineMeta).decode
+
+
+def _unreadable(data: str | bytes, exc: orjson.JSONDecodeError) -> BadFrame:
+    """The error for a frame orjson cannot read. A frame that is well-formed JSON is refused
+    for one of its values: a number out of range (an integer longer than Python reads from
+    text, ``sys.get_int_max_str_digits()``, or a number past a double's range, such as
+    ``1e400``), or a binary frame that is not UTF-8. When its ``type`` and
+    ``meta.correlationId`` can still be read, the error carries the correlation id, so that
+    an RPC caller gets it at once."""
+    try:
+        outline = _decode_outline(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):  # not JSON, or not an object
+        return BadFrame(f"malformed JSON: {exc}")
+    cid = _outline_correlation_id(outline)
+    if isinstance(data, bytes) and not _is_utf8(data):
+        return BadFrame(f"malformed JSON: {exc}", correlation_id=cid)
+    digits = sys.get_int_max_str_digits()
+    longest = f"integers may have at most {digits} digits, and " if digits else ""
+    return BadFrame(
+        f"a number is out of range: {longest}other numbers must be finite (as doubles)",
+        correlation_id=cid,
+    )
+
+
+def _outline_correlation_id(outline: _Outline) -> str | None:
+    """The frame's valid ``meta.correlationId``, if it has a type and one."""
+    if type(outline.type) is not str or not outline.type:
+        return None
+    try:
+        cid = _decode_outline_meta(outline.meta).correlationId
+    except (msgspec.DecodeError, msgspec.ValidationError):  # meta is not an object
+        return None
+    return cid if type(cid) is str and 0 < len(cid) <= MAX_CORRELATION_ID else None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _check_meta(meta: dict[str, Any], cid: str | None) -> None:
