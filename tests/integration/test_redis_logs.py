@@ -106,7 +106,7 @@ async def send(ws: ClientConnection, event: str, data: Any) -> None:
 async def member(url: str, name: str) -> ClientConnection:
     """A client that authenticated as ``name`` and joined the lobby."""
     ws = await asyncio.wait_for(connect(url), TIMEOUT)
-    await send(ws, "authenticate", {"token": name})
+    await send(ws, "authenticate", {"token": f"demo-token-{name}"})  # (the example's)
     assert orjson.loads(await recv(ws))["event"] == "connected"
     await send(ws, "join", {"rooms": ["lobby"]})  # answered only if refused
     return ws
