@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from crosswire import WsError
-from crosswire.wire import canonical
+from crosswire.wire import canonical, events
 
 
 def test_decode_a_full_frame() -> None:
@@ -84,3 +84,12 @@ def test_encoders_emit_exactly_the_protocol_keys() -> None:
         "type": "__heartbeat_ack",
         "meta": {"ts": 123},
     }
+
+
+def test_an_events_frame_id_is_kept_when_it_is_a_string() -> None:
+    """docs/protocol-events.md: ``frame.id`` is the client's id when it is a string, else
+    None, and ``frame.raw`` keeps what the client sent."""
+    kept = events.decode('{"event":"say","data":1,"id":"m-1"}')
+    assert (kept.event, kept.data, kept.id) == ("say", 1, "m-1")
+    other = events.decode('{"event":"say","id":7}')
+    assert other.id is None and other.raw["id"] == 7
