@@ -27,6 +27,13 @@ class Limits:
         their own setting (uvicorn ``--ws-ping-interval``), as ASGI has no ping.
     close_timeout:
         Seconds to wait for the client's close frame before dropping the TCP connection.
+    open_timeout:
+        Seconds a new TCP connection has to finish its HTTP request (the WebSocket handshake,
+        or a plain request to the ``http`` handler). A client that sends part of a request
+        and then nothing is dropped when it runs out, so that half-open connections cannot
+        use up the server's file descriptors. Applied by every server crosswire starts
+        (``crosswire.start``/``serve``); a server you run yourself has its own setting
+        (docs/servers.md).
     inbound_queue:
         Messages that may wait for an ``async`` message hook; past it the server stops reading
         from that socket until the hook catches up (TCP backpressure, nothing is dropped). The
@@ -47,6 +54,7 @@ class Limits:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     close_timeout: float = 5.0
+    open_timeout: float = 10.0
     inbound_queue: int = 256
     coalesce_writes: bool = True
 
@@ -59,7 +67,7 @@ class Limits:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"Limits.{name} must be > 0 or None, got {value!r}")
-        if self.close_timeout <= 0:
-            raise ConfigurationError(
-                f"Limits.close_timeout must be > 0, got {self.close_timeout!r}"
-            )
+        for name in ("close_timeout", "open_timeout"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ConfigurationError(f"Limits.{name} must be > 0, got {value!r}")

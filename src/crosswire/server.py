@@ -134,7 +134,14 @@ async def _start_aiohttp(app: App, sock: socket.socket) -> Callable[[], Awaitabl
 
     web_app = web.Application()
     web_app.router.add_route("GET", "/{tail:.*}", handler(app))
-    runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
+    # aiohttp's keep-alive timer also runs from the accept to the first whole request: the
+    # open timeout (its default, about an hour, lets half-sent requests hold descriptors).
+    runner = web.AppRunner(
+        web_app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=app.limits.open_timeout,
+    )
     await runner.setup()
     await web.SockSite(runner, sock).start()
 
@@ -147,11 +154,13 @@ async def _start_aiohttp(app: App, sock: socket.socket) -> Callable[[], Awaitabl
 async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitable[None]]:
     import uvicorn
 
+    from .adapters._uvicorn import http_protocol
     from .adapters.asgi import ASGIApp
 
     limits = app.limits
     config = uvicorn.Config(
         ASGIApp(app),
+        http=http_protocol(limits.open_timeout),
         lifespan="off",
         log_level="warning",
         ws_max_size=limits.max_message_size + 1024,
@@ -207,6 +216,8 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     # every shutdown. Without them shutdown is prompt (docs/servers.md).
     config.websocket_ping_interval = None
     config.graceful_timeout = app.limits.close_timeout
+    # hypercorn drops a connection that is idle before its first request after this.
+    config.keep_alive_timeout = app.limits.open_timeout
     config.accesslog = None
     config.errorlog = logging.getLogger("crosswire.hypercorn")
     shutdown = asyncio.Event()

@@ -418,6 +418,7 @@ async def create_server(
         host,
         port,
         max_frame_size=limits.max_message_size,
+        websocket_handshake_timeout=limits.open_timeout,
         enable_auto_ping=ping,
         auto_ping_idle_timeout=limits.ping_interval or 20.0,
         auto_ping_reply_timeout=limits.ping_timeout or 20.0,

@@ -200,5 +200,6 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         ping_interval=limits.ping_interval,
         ping_timeout=limits.ping_timeout,
         close_timeout=limits.close_timeout,
+        open_timeout=limits.open_timeout,
         **options,
     )
