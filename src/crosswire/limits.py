@@ -17,10 +17,14 @@ class Limits:
         Largest incoming message in bytes, measured after decompression and reassembly of
         fragments. A larger message closes the connection with 1009.
     send_buffer_limit:
-        Bytes that may wait to be written to one peer (not yet taken by the kernel). A peer
-        whose buffer passes it (a client that stopped reading) is closed with 1013; sends to
-        other peers never wait on it. A message is written at once when the client keeps up,
-        so one message larger than the limit does not by itself close a reading client.
+        Bytes that may wait to be written to one peer (not yet taken by the kernel) behind
+        the largest message written since its buffer last drained. A peer whose buffer
+        passes it (a client that stopped reading) is closed with 1013; sends to other peers
+        never wait on it. One message larger than the limit therefore does not by itself
+        close a client, reading or not; what is queued behind it does. Control frames the
+        server writes on its own count too: pongs to a client that pings and never reads
+        close it the same way (websockets, picows, uvicorn; aiohttp and hypercorn stop
+        reading from it instead, see docs/servers.md).
     ping_interval, ping_timeout:
         Keepalive: the server pings an idle client every ``ping_interval`` seconds and drops it
         when no pong arrives within ``ping_timeout``. ``None`` disables. ASGI servers apply

@@ -65,6 +65,9 @@ class Transport(Protocol):
     high-water mark no larger than ``Limits.send_buffer_limit`` (see :func:`high_water`), and
     ``peer._resume_writing()`` when it has drained; the peer compares ``buffered_amount()``
     with the limit only in between, so a write costs one call when the client keeps up.
+    Control frames the server library writes by itself (pongs) count too: while paused, an
+    adapter whose library answers pings on its own calls ``peer._check_buffer()`` after
+    each socket read.
 
     ``cork`` is the connection's :class:`~crosswire.cork.Hold` when its writes can be held
     for a batch (see :mod:`crosswire.cork`), else None; the peer reads it once, when it is
@@ -177,10 +180,12 @@ class Peer:
 
     __slots__ = (
         "_app",
+        "_buffer_seen",
         "_close_sent",
         "_cork",
         "_drain_waiters",
         "_inbox",
+        "_largest_write",
         "_on_data",
         "_on_message",
         "_reading_paused",
@@ -221,6 +226,10 @@ class Peer:
         self._topics: set[str] = set()
         self._close_sent: tuple[int, str] | None = None
         self._write_paused = False
+        #: While paused: the buffered amount at the last check, and the largest growth
+        #: between two checks (the largest write), which may wait on top of the limit.
+        self._buffer_seen = 0
+        self._largest_write = 0
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._inbox: collections.deque[tuple[int, Any, Any]] | None = None
         self._wake: asyncio.Event | None = None
@@ -382,8 +391,21 @@ class Peer:
             self._check_buffer()
 
     def _check_buffer(self) -> None:
-        """The transport is past its high-water mark: close the peer if past its limit."""
-        if self._transport.buffered_amount() > self._app.limits.send_buffer_limit:
+        """The transport is past its high-water mark: close the peer if what waits behind
+        the largest write since then is past the limit.
+
+        Called after each write while paused, and by adapters after a read that made the
+        server write control frames (pongs). The growth of the buffer between two calls is
+        the size of what was written (less what the kernel took meanwhile); the largest such
+        write is allowed on top of the limit, so that one message larger than the limit,
+        to a client that reads, does not close it: the bytes queued behind it do.
+        """
+        amount = self._transport.buffered_amount()
+        grown = amount - self._buffer_seen
+        self._buffer_seen = amount
+        if grown > self._largest_write:
+            self._largest_write = grown
+        if amount - self._largest_write > self._app.limits.send_buffer_limit:
             self._overflow()
 
     def _overflow(self) -> None:
@@ -462,6 +484,7 @@ class Peer:
 
     def _pause_writing(self) -> None:
         self._write_paused = True
+        self._buffer_seen = self._largest_write = 0
 
     def _resume_writing(self) -> None:
         if not self._write_paused:
