@@ -154,13 +154,14 @@ async def _start_aiohttp(app: App, sock: socket.socket) -> Callable[[], Awaitabl
 async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitable[None]]:
     import uvicorn
 
-    from .adapters._uvicorn import http_protocol
+    from .adapters._uvicorn import http_protocol, websocket_protocol
     from .adapters.asgi import ASGIApp
 
     limits = app.limits
     config = uvicorn.Config(
         ASGIApp(app),
         http=http_protocol(limits.open_timeout),
+        ws=websocket_protocol(limits),
         lifespan="off",
         log_level="warning",
         ws_max_size=limits.max_message_size + 1024,

@@ -8,6 +8,8 @@ still serves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from websockets.asyncio.client import connect
 
 from crosswire import App, Limits, Message, Peer, define_hooks
 from crosswire.server import SERVERS
-from tests.support import TIMEOUT, recv
+from tests.support import TIMEOUT, Log, recv
 
 
 @pytest.fixture(params=SERVERS)
@@ -69,3 +71,82 @@ async def test_half_finished_handshakes_are_dropped_after_the_open_timeout(
     async with connect(served.url) as ws:
         await ws.send("still here")
         assert await recv(ws) == "still here"
+
+
+HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def open_websocket(
+    url: str, *, receive_buffer: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket opened by hand; ``receive_buffer`` shrinks the socket's receive buffer,
+    so that a client that stops reading stops the server's writes quickly."""
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port_of(url)))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(HANDSHAKE)
+    response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return reader, writer
+
+
+def masked(first: int, payload: bytes) -> bytes:
+    """A client frame of under 126 bytes, masked with the key 0 (payload unchanged)."""
+    assert len(payload) < 126
+    return bytes((first, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+#: 125-byte pings, 1,000 to a write.
+PINGS = masked(0x89, b"p" * 125) * 1000
+
+#: Servers that answer every ping as they read it: past the send buffer limit they close the
+#: client with 1013. aiohttp and hypercorn wait for the socket to drain before each pong, so
+#: they stop reading from a client that does not read (TCP pushes back on its pings).
+CLOSE_ON_PONGS = ("websockets", "picows", "uvicorn")
+
+
+async def test_pongs_to_a_client_that_never_reads_are_bounded(
+    start_server: Any, server: str
+) -> None:
+    """80,000 pings (10 MB of pongs, more than the kernel buffers) from a client that never
+    reads: the pongs waiting count against ``send_buffer_limit``."""
+    log = Log()
+    app = App(
+        define_hooks(
+            message=lambda peer, msg: peer.send(msg.raw),
+            close=lambda peer, code, reason: log.add("close", code, reason),
+        ),
+        limits=Limits(send_buffer_limit=64 * 1024, close_timeout=0.5),
+    )
+    served = await start_server(app, server)
+    _, writer = await open_websocket(served.url, receive_buffer=8192)
+
+    async def flood() -> None:
+        for _ in range(80):
+            writer.write(PINGS)
+            await writer.drain()
+
+    pinging = asyncio.ensure_future(flood())
+    try:
+        if server in CLOSE_ON_PONGS:
+            (closed,) = await log.wait_for("close")
+            assert closed[1:] == (1013, "send buffer overflow")
+        else:
+            done, _ = await asyncio.wait([pinging], timeout=2.0)
+            assert not done, "the server kept reading pings it could not answer"
+            (peer,) = app.peers.values()
+            assert peer.buffered_amount <= 64 * 1024 * 2
+        async with connect(served.url) as ws:  # others are served
+            await ws.send("hello")
+            assert await recv(ws) == "hello"
+    finally:
+        pinging.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await asyncio.wait_for(pinging, TIMEOUT)
+        writer.close()

@@ -46,11 +46,12 @@ from ..peer import Peer, high_water
 
 __all__ = ["create_server"]
 
-_TEXT, _BINARY, _CONT, _CLOSE = (
+_TEXT, _BINARY, _CONT, _CLOSE, _PING = (
     WSMsgType.TEXT,
     WSMsgType.BINARY,
     WSMsgType.CONTINUATION,
     WSMsgType.CLOSE,
+    WSMsgType.PING,
 )
 
 
@@ -277,8 +278,18 @@ class _Listener(WSListener):
         assert peer is not None
         if kind is _TEXT or kind is _BINARY or kind is _CONT:
             self._fragment(peer, frame, kind)
+        elif kind is _PING:
+            self._on_ping(peer, transport, frame)
         elif kind is _CLOSE:
             self._on_close(transport, frame)
+
+    def _on_ping(self, peer: Peer, transport: WSTransport, frame: WSFrame) -> None:
+        # Answered here rather than by picows (enable_auto_pong=False), so that pongs to a
+        # client that does not read count against the send buffer limit like any message.
+        if not transport.is_close_frame_sent:
+            transport.send_pong(frame.get_payload_as_bytes())
+            if peer._write_paused:
+                peer._check_buffer()
 
     def _invalid_utf8(self) -> None:
         if self.peer is not None:
@@ -420,6 +431,7 @@ async def create_server(
         max_frame_size=limits.max_message_size,
         websocket_handshake_timeout=limits.open_timeout,
         enable_auto_ping=ping,
+        enable_auto_pong=False,  # _Listener._on_ping answers, within the send buffer limit
         auto_ping_idle_timeout=limits.ping_interval or 20.0,
         auto_ping_reply_timeout=limits.ping_timeout or 20.0,
         **options,

@@ -30,7 +30,8 @@ _OPEN = State.OPEN
 
 
 class _Connection(ServerConnection):
-    """A ``ServerConnection`` that tells its peer when writing pauses and resumes."""
+    """A ``ServerConnection`` that tells its peer when writing pauses and resumes, and has it
+    check its send buffer after a read while paused (the pongs websockets wrote)."""
 
     peer: Peer | None = None
     accept: Accept | None = None
@@ -44,6 +45,14 @@ class _Connection(ServerConnection):
         super().resume_writing()
         if self.peer is not None:
             self.peer._resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        # websockets answers pings as it reads them: while the client is not reading, the
+        # pongs count against the send buffer limit like any message.
+        super().data_received(data)
+        peer = self.peer
+        if peer is not None and peer._write_paused:
+            peer._check_buffer()
 
 
 class _Transport:
