@@ -206,9 +206,13 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
+    from .adapters import _hypercorn
     from .adapters.asgi import ASGIApp
 
+    _hypercorn.install()  # its size limit mended: bounded inflation, 1009 that ends the stream
     config = Config()
+    # Read by _hypercorn.WSStream (an attribute of crosswire's, not hypercorn's).
+    config.websocket_close_timeout = app.limits.close_timeout  # type: ignore[attr-defined]
     # hypercorn owns (and closes) the descriptor it is given: give it a duplicate.
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.websocket_max_message_size = app.limits.max_message_size + 1024

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
+import zlib
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from websockets.asyncio.client import connect
 
 from crosswire import App, Limits, Message, Peer, define_hooks
 from crosswire.server import SERVERS
-from tests.support import TIMEOUT, Log, recv
+from tests.support import ROOT, TIMEOUT, Log, recv
 
 
 @pytest.fixture(params=SERVERS)
@@ -150,3 +152,95 @@ async def test_pongs_to_a_client_that_never_reads_are_bounded(
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await asyncio.wait_for(pinging, TIMEOUT)
         writer.close()
+
+
+#: Servers that negotiate permessage-deflate (picows does not).
+DEFLATE_SERVERS = tuple(s for s in SERVERS if s != "picows")
+
+
+def deflate_bomb(inflated: int) -> bytes:
+    """One masked, compressed text frame (RSV1) that inflates to ``inflated`` zero bytes."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1024 * 1024)
+    parts = [compressor.compress(chunk) for _ in range(inflated // len(chunk))]
+    parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+    payload = b"".join(parts).removesuffix(b"\x00\x00\xff\xff")
+    header = bytes((0xC1, 0x80 | 127)) + len(payload).to_bytes(8, "big") + b"\0\0\0\0"
+    return header + payload
+
+
+async def server_process(
+    server: str, max_message_size: int
+) -> tuple[asyncio.subprocess.Process, str, int]:
+    """``tests.apps.echo`` on ``server`` in a process of its own: (process, url, maxrss KB)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.apps.echo",
+        server,
+        str(max_message_size),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 3 * TIMEOUT)).decode().split()
+    assert line[0] == "url", line
+    return proc, line[1], int(line[3])
+
+
+async def peak_rss_kb(proc: asyncio.subprocess.Process) -> int:
+    """Stop ``tests.apps.echo``; the peak resident size of its whole run."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.close()
+    out = (await asyncio.wait_for(proc.stdout.read(), 3 * TIMEOUT)).decode().split()
+    await asyncio.wait_for(proc.wait(), TIMEOUT)
+    assert out[0] == "maxrss", out
+    return int(out[1])
+
+
+async def server_close_code(reader: asyncio.StreamReader) -> int | None:
+    """Read the server's frames until its close frame; its code (None: no close frame)."""
+    data = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+            if not chunk:
+                return None
+            data += chunk
+            while len(data) >= 2:
+                size = data[1] & 0x7F
+                if size >= 126:  # a data frame this big is not expected here
+                    raise AssertionError(f"unexpected frame {data[:16]!r}")
+                if len(data) < 2 + size:
+                    break
+                if data[0] == 0x88:
+                    return int.from_bytes(data[2:4], "big") if size >= 2 else 1005
+                data = data[2 + size :]
+    except ConnectionResetError:
+        return None
+
+
+@pytest.mark.parametrize("server", DEFLATE_SERVERS)
+async def test_a_deflate_bomb_is_refused_before_it_is_inflated(server: str) -> None:
+    """A 256 KB compressed frame that inflates to 256 MiB, against a 1 MiB limit: the server
+    closes with 1009 and its memory grows by far less than the frame would inflate to."""
+    bomb = deflate_bomb(256 * 1024 * 1024)
+    proc, url, started_kb = await server_process(server, 1024 * 1024)
+    try:
+        handshake = HANDSHAKE.replace(
+            b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+        writer.write(handshake)
+        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert b"permessage-deflate" in response.lower(), response
+        writer.write(bomb)
+        assert await server_close_code(reader) == 1009
+        writer.close()
+        async with connect(url + "/ws") as ws:  # the server carries on
+            await ws.send("still here")
+            assert await recv(ws) == "still here"
+    finally:
+        peak_kb = await peak_rss_kb(proc)
+    assert peak_kb - started_kb < 64 * 1024, f"the server grew by {peak_kb - started_kb} KB"

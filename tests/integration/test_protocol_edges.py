@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from crosswire import App, Limits, Message, Peer, define_hooks
 from crosswire.server import SERVERS
-from tests.support import TIMEOUT, Log, closed_with, recv
+from tests.support import TIMEOUT, Log, recv
 
 
 @pytest.fixture(params=SERVERS)
@@ -51,3 +51,21 @@ async def test_an_echo_larger_than_the_send_buffer_limit_reaches_a_reading_clien
             await ws.send("after")
             assert await recv(ws) == "after"
     assert (await log.wait_for("close"))[0][1] in (1000, 1006)  # hypercorn: 1006
+
+
+async def test_a_message_past_the_size_limit_closes_1009_and_ends_the_connection(
+    start_server: Any, server: str
+) -> None:
+    """256 KiB in 64 fragments against a 64 KiB limit (past hypercorn's own bound too): the
+    client gets 1009, the server ends the TCP connection after the closing handshake, and the
+    close hook reports 1009 at once, not when the client gives up."""
+    log = Log()
+    served = await start_server(echo_app(log, max_message_size=64 * 1024), server)
+    async with connect(served.url) as other:
+        ws = await connect(served.url, compression=None, max_size=None, close_timeout=60)
+        await ws.send([os.urandom(4096) for _ in range(64)])
+        await asyncio.wait_for(ws.wait_closed(), TIMEOUT)  # the server ended it
+        assert ws.close_code == 1009
+        assert (await log.wait_for("close"))[0][1] == 1009
+        await other.send("still here")
+        assert await recv(other) == "still here"
