@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from .pubsub.envelope import Render
     from .pubsub.hub import Transform
 
-__all__ = ["CloseCode", "Message", "Peer", "ReadyState", "Transport", "encode", "high_water"]
+__all__ = [
+    "CloseCode",
+    "Message",
+    "Peer",
+    "ReadyState",
+    "Transport",
+    "encode",
+    "high_water",
+    "receivable_close_code",
+]
 
 logger = logging.getLogger("crosswire.peer")
 
@@ -586,6 +595,13 @@ class Peer:
             hook(self, exc)
         except Exception:
             logger.exception("peer %s: the error hook raised", self.id)
+
+
+def receivable_close_code(code: int) -> bool:
+    """Whether a client's close frame may carry ``code`` (RFC 6455 section 7.4 and IANA's
+    registry: 1000-1003, 1007-1014, 3000-4999). Adapters whose library lets others through
+    answer those with 1002."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 def _check_close(code: int, reason: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import zlib
 from typing import Any
@@ -19,6 +18,7 @@ from websockets.asyncio.client import connect
 
 from crosswire import App, Limits, Message, Peer, define_hooks
 from crosswire.server import SERVERS
+from tests.rawws import masked, open_websocket, port_of, server_close
 from tests.support import ROOT, TIMEOUT, Log, recv
 
 
@@ -33,10 +33,6 @@ def echo_app(**limits: Any) -> App:
         peer.send(msg.raw)
 
     return App(define_hooks(message=message), limits=Limits(**limits))
-
-
-def port_of(url: str) -> int:
-    return int(url.split(":")[2].split("/")[0])
 
 
 async def dropped(reader: asyncio.StreamReader) -> bool:
@@ -73,35 +69,6 @@ async def test_half_finished_handshakes_are_dropped_after_the_open_timeout(
     async with connect(served.url) as ws:
         await ws.send("still here")
         assert await recv(ws) == "still here"
-
-
-HANDSHAKE = (
-    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-async def open_websocket(
-    url: str, *, receive_buffer: int | None = None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A WebSocket opened by hand; ``receive_buffer`` shrinks the socket's receive buffer,
-    so that a client that stops reading stops the server's writes quickly."""
-    sock = socket.socket()
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port_of(url)))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(HANDSHAKE)
-    response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return reader, writer
-
-
-def masked(first: int, payload: bytes) -> bytes:
-    """A client frame of under 126 bytes, masked with the key 0 (payload unchanged)."""
-    assert len(payload) < 126
-    return bytes((first, 0x80 | len(payload))) + b"\0\0\0\0" + payload
 
 
 #: 125-byte pings, 1,000 to a write.
@@ -165,8 +132,7 @@ def deflate_bomb(inflated: int) -> bytes:
     parts = [compressor.compress(chunk) for _ in range(inflated // len(chunk))]
     parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
     payload = b"".join(parts).removesuffix(b"\x00\x00\xff\xff")
-    header = bytes((0xC1, 0x80 | 127)) + len(payload).to_bytes(8, "big") + b"\0\0\0\0"
-    return header + payload
+    return masked(0xC1, payload)
 
 
 async def server_process(
@@ -199,28 +165,6 @@ async def peak_rss_kb(proc: asyncio.subprocess.Process) -> int:
     return int(out[1])
 
 
-async def server_close_code(reader: asyncio.StreamReader) -> int | None:
-    """Read the server's frames until its close frame; its code (None: no close frame)."""
-    data = b""
-    try:
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
-            if not chunk:
-                return None
-            data += chunk
-            while len(data) >= 2:
-                size = data[1] & 0x7F
-                if size >= 126:  # a data frame this big is not expected here
-                    raise AssertionError(f"unexpected frame {data[:16]!r}")
-                if len(data) < 2 + size:
-                    break
-                if data[0] == 0x88:
-                    return int.from_bytes(data[2:4], "big") if size >= 2 else 1005
-                data = data[2 + size :]
-    except ConnectionResetError:
-        return None
-
-
 @pytest.mark.parametrize("server", DEFLATE_SERVERS)
 async def test_a_deflate_bomb_is_refused_before_it_is_inflated(server: str) -> None:
     """A 256 KB compressed frame that inflates to 256 MiB, against a 1 MiB limit: the server
@@ -228,15 +172,9 @@ async def test_a_deflate_bomb_is_refused_before_it_is_inflated(server: str) -> N
     bomb = deflate_bomb(256 * 1024 * 1024)
     proc, url, started_kb = await server_process(server, 1024 * 1024)
     try:
-        handshake = HANDSHAKE.replace(
-            b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
-        )
-        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
-        writer.write(handshake)
-        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        assert b"permessage-deflate" in response.lower(), response
+        reader, writer = await open_websocket(url + "/ws", extensions=b"permessage-deflate")
         writer.write(bomb)
-        assert await server_close_code(reader) == 1009
+        assert (await server_close(reader))[0] == 1009
         writer.close()
         async with connect(url + "/ws") as ws:  # the server carries on
             await ws.send("still here")
