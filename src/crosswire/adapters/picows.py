@@ -42,7 +42,7 @@ from ..cork import Hold
 from ..errors import ConfigurationError
 from ..http import Accept, Headers, Request, Response
 from ..limits import Limits
-from ..peer import Peer, high_water
+from ..peer import Peer, high_water, receivable_close_code
 
 __all__ = ["create_server"]
 
@@ -228,6 +228,8 @@ class _Listener(WSListener):
         self._transport: _Transport | None = None
         self.peer: Peer | None = None
         self._receive: Callable[[str | bytes, bool], None] = _not_connected
+        #: The connection failed (a protocol error): what follows but a close is dropped.
+        self._failed = False
         self._cork: Hold | None = None
         self._writes = app.hub.writes
 
@@ -253,7 +255,11 @@ class _Listener(WSListener):
         if cork is not None and self._writes.held is None and not frame.last_in_buffer:
             self._writes.open()  # more frames in this read: what this one fans out is held
         try:
-            if frame.msg_type is _TEXT and frame.fin and not self._parts:  # the hot path
+            if (  # the hot path: a whole text message, no reserved bit (no extension here)
+                frame.msg_type is _TEXT
+                and frame.fin
+                and not (self._parts or frame.rsv1 or frame.rsv2 or frame.rsv3)
+            ):
                 try:
                     text = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
@@ -271,6 +277,13 @@ class _Listener(WSListener):
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """Every frame but a whole text message (handled in :meth:`on_ws_frame`)."""
         kind = frame.msg_type
+        if self._failed:  # only the client's close frame matters now
+            if kind is _CLOSE:
+                self._on_close(transport, frame)
+            return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:  # picows negotiates no extension
+            self._fail(1002, "reserved bits set")
+            return
         if kind is _BINARY and frame.fin and not self._parts:
             self._receive(frame.get_payload_as_bytes(), True)
             return
@@ -292,19 +305,26 @@ class _Listener(WSListener):
                 peer._check_buffer()
 
     def _invalid_utf8(self) -> None:
+        self._fail(1007, "invalid UTF-8")
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection: close with ``code``; the frames that follow in the same read
+        reach no hook, and only a close frame is answered."""
+        self._failed = True
+        self._receive = _drop
+        self._parts.clear()
         if self.peer is not None:
-            self.peer.close(1007, "invalid UTF-8")
+            self.peer.close(code, reason)
 
     def _fragment(self, peer: Peer, frame: WSFrame, kind: WSMsgType) -> None:
         if (kind is _CONT) != bool(self._parts):
-            peer.close(1002, "unexpected continuation frame")
+            self._fail(1002, "unexpected continuation frame")
             return
         if kind is not _CONT:
             self._parts_binary = kind is _BINARY
         self._parts_size += frame.payload_size
         if self._parts_size > self._max:
-            self._parts.clear()
-            peer.close(1009, "message too big")
+            self._fail(1009, "message too big")
             return
         self._parts.append(frame.get_payload_as_bytes())
         if frame.fin:
@@ -317,7 +337,7 @@ class _Listener(WSListener):
             try:
                 text = data.decode()
             except UnicodeDecodeError:
-                peer.close(1007, "invalid UTF-8")
+                self._fail(1007, "invalid UTF-8")
                 return
             self._receive(text, False)
 
@@ -327,7 +347,12 @@ class _Listener(WSListener):
         if self._transport is not None:
             self._transport.release()
         if not transport.is_close_frame_sent:
-            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            if frame.payload_size < 2:  # no code: picows would answer with code 0
+                transport.send_close(cast(WSCloseCode, 1000))
+            elif receivable_close_code(_code(frame.get_close_code())):
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+            else:  # picows lets 0, 1006, 1015 and 5000+ through
+                self._fail(1002, "invalid close code")
         transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -343,6 +368,10 @@ class _Listener(WSListener):
     def resume_writing(self) -> None:
         if self.peer is not None:
             self.peer._resume_writing()
+
+
+def _drop(data: str | bytes, is_binary: bool) -> None:
+    """Takes the messages of a connection that failed."""
 
 
 def _not_connected(data: str | bytes, is_binary: bool) -> None:
