@@ -15,7 +15,9 @@ class Limits:
 
     max_message_size:
         Largest incoming message in bytes, measured after decompression and reassembly of
-        fragments. A larger message closes the connection with 1009.
+        fragments. A larger message closes the connection with 1009; inflating a compressed
+        one stops at the limit. (The websockets server also refuses a message of more than
+        4,096 fragments with 1009: its own cap, see docs/servers.md.)
     send_buffer_limit:
         Bytes that may wait to be written to one peer (not yet taken by the kernel) behind
         the largest message written since its buffer last drained. A peer whose buffer

@@ -144,3 +144,19 @@ async def test_a_close_code_no_client_may_send_is_answered_with_1002(
     finally:
         writer.close()
     assert (await log.wait_for("close"))[0][1] == 1002
+
+
+async def test_an_unmasked_client_frame_closes_1002_except_on_aiohttp(
+    start_server: Any, server: str
+) -> None:
+    """RFC 6455 5.1: a server must fail a client frame that is not masked. aiohttp accepts
+    it, and crosswire cannot tell without parsing frames itself (docs/servers.md)."""
+    served = await start_server(echo_app(), server)
+    reader, writer = await open_websocket(served.url)
+    try:
+        writer.write(bytes((0x81, 5)) + b"plain")
+        writer.write(close_frame(1000))
+        code, echoed = await server_close(reader)
+    finally:
+        writer.close()
+    assert (code, echoed) == ((1000, [b"plain"]) if server == "aiohttp" else (1002, []))
