@@ -160,3 +160,16 @@ async def test_an_unmasked_client_frame_closes_1002_except_on_aiohttp(
     finally:
         writer.close()
     assert (code, echoed) == ((1000, [b"plain"]) if server == "aiohttp" else (1002, []))
+
+
+async def test_a_message_of_5000_fragments(start_server: Any, server: str) -> None:
+    """Past 4,096 fragments websockets closes with 1009 "too many fragments" (its own cap,
+    docs/servers.md); the other servers reassemble the message."""
+    served = await start_server(echo_app(), server)
+    async with connect(served.url, compression=None) as ws:
+        await ws.send([b"x"] * 5000)
+        if server == "websockets":
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+            assert ws.close_code == 1009
+        else:
+            assert await recv(ws) == b"x" * 5000
