@@ -47,7 +47,7 @@ VIRTUALENV = "virtualenv==20.15.1"
 #: (group 9's messages of up to 16 MiB take about 10 s of it).
 CASES = ("1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*")
 #: ``CROSSWIRE_AUTOBAHN=full``: every case, compression (groups 12 and 13: thousands of
-#: compressed messages, several minutes per server) included.
+#: compressed messages, about 14 minutes per server on 2 cores) included.
 FULL_CASES = ("*",)
 #: Compression, which a server that does not negotiate it (picows) cannot run.
 COMPRESSION_CASES = ("12.*", "13.*")

@@ -2,7 +2,7 @@
 
 The App echoes every message with ``Limits(max_message_size=16 MiB)`` and every other limit
 at its default. Groups 1-7, 9 and 10 run in the test command; ``CROSSWIRE_AUTOBAHN=full``
-runs every case, compression (12, 13) included, which takes minutes per server. A failure
+runs every case, compression (12, 13) included, about 15 minutes per server. A failure
 outside ``allowlist.py`` fails the test, and so does an allowed case that passes. The
 reports stay in ``.autobahn/reports/<server>/`` (open ``index.html``).
 
