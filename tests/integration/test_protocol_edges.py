@@ -164,12 +164,15 @@ async def test_an_unmasked_client_frame_closes_1002_except_on_aiohttp(
 
 async def test_a_message_of_5000_fragments(start_server: Any, server: str) -> None:
     """Past 4,096 fragments websockets closes with 1009 "too many fragments" (its own cap,
-    docs/servers.md); the other servers reassemble the message."""
-    served = await start_server(echo_app(), server)
+    docs/servers.md), and the close hook follows at once; the other servers reassemble the
+    message."""
+    log = Log()
+    served = await start_server(echo_app(log), server)
     async with connect(served.url, compression=None) as ws:
         await ws.send([b"x"] * 5000)
         if server == "websockets":
             await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
             assert ws.close_code == 1009
+            assert (await log.wait_for("close"))[0][1] == 1009
         else:
             assert await recv(ws) == b"x" * 5000

@@ -30,8 +30,9 @@ _OPEN = State.OPEN
 
 
 class _Connection(ServerConnection):
-    """A ``ServerConnection`` that tells its peer when writing pauses and resumes, and has it
-    check its send buffer after a read while paused (the pongs websockets wrote)."""
+    """A ``ServerConnection`` that tells its peer when writing pauses and resumes, has it
+    check its send buffer after a read while paused (the pongs websockets wrote), and reads
+    on once its close frame is sent."""
 
     peer: Peer | None = None
     accept: Accept | None = None
@@ -45,6 +46,15 @@ class _Connection(ServerConnection):
         super().resume_writing()
         if self.peer is not None:
             self.peer._resume_writing()
+
+    def send_data(self) -> None:
+        super().send_data()
+        # Once websockets has sent its close frame it must read on, to see the client's
+        # answer or the end of the stream, even where its queue of frames had paused reading:
+        # after a failure ("too many fragments") nothing takes frames from that queue again,
+        # and the connection, the peer and its close hook would wait for the keepalive.
+        if self.protocol.close_sent is not None:
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         # websockets answers pings as it reads them: while the client is not reading, the
