@@ -15,18 +15,31 @@ class Limits:
 
     max_message_size:
         Largest incoming message in bytes, measured after decompression and reassembly of
-        fragments. A larger message closes the connection with 1009.
+        fragments. A larger message closes the connection with 1009; inflating a compressed
+        one stops at the limit. (The websockets server also refuses a message of more than
+        4,096 fragments with 1009: its own cap, see docs/servers.md.)
     send_buffer_limit:
-        Bytes that may wait to be written to one peer (not yet taken by the kernel). A peer
-        whose buffer passes it (a client that stopped reading) is closed with 1013; sends to
-        other peers never wait on it. A message is written at once when the client keeps up,
-        so one message larger than the limit does not by itself close a reading client.
+        Bytes that may wait to be written to one peer (not yet taken by the kernel) behind
+        the largest message written since its buffer last drained. A peer whose buffer
+        passes it (a client that stopped reading) is closed with 1013; sends to other peers
+        never wait on it. One message larger than the limit therefore does not by itself
+        close a client, reading or not; what is queued behind it does. Control frames the
+        server writes on its own count too: pongs to a client that pings and never reads
+        close it the same way (websockets, picows, uvicorn; aiohttp and hypercorn stop
+        reading from it instead, see docs/servers.md).
     ping_interval, ping_timeout:
         Keepalive: the server pings an idle client every ``ping_interval`` seconds and drops it
         when no pong arrives within ``ping_timeout``. ``None`` disables. ASGI servers apply
         their own setting (uvicorn ``--ws-ping-interval``), as ASGI has no ping.
     close_timeout:
         Seconds to wait for the client's close frame before dropping the TCP connection.
+    open_timeout:
+        Seconds a new TCP connection has to finish its HTTP request (the WebSocket handshake,
+        or a plain request to the ``http`` handler). A client that sends part of a request
+        and then nothing is dropped when it runs out, so that half-open connections cannot
+        use up the server's file descriptors. Applied by every server crosswire starts
+        (``crosswire.start``/``serve``); a server you run yourself has its own setting
+        (docs/servers.md).
     inbound_queue:
         Messages that may wait for an ``async`` message hook; past it the server stops reading
         from that socket until the hook catches up (TCP backpressure, nothing is dropped). The
@@ -55,6 +68,7 @@ class Limits:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     close_timeout: float = 5.0
+    open_timeout: float = 10.0
     inbound_queue: int = 256
     coalesce_writes: bool = True
     max_topics: int = 2048
@@ -68,7 +82,7 @@ class Limits:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"Limits.{name} must be > 0 or None, got {value!r}")
-        if self.close_timeout <= 0:
-            raise ConfigurationError(
-                f"Limits.close_timeout must be > 0, got {self.close_timeout!r}"
-            )
+        for name in ("close_timeout", "open_timeout"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ConfigurationError(f"Limits.{name} must be > 0, got {value!r}")

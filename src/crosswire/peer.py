@@ -28,7 +28,16 @@ if TYPE_CHECKING:
     from .pubsub.envelope import Render
     from .pubsub.hub import Transform
 
-__all__ = ["CloseCode", "Message", "Peer", "ReadyState", "Transport", "encode", "high_water"]
+__all__ = [
+    "CloseCode",
+    "Message",
+    "Peer",
+    "ReadyState",
+    "Transport",
+    "encode",
+    "high_water",
+    "receivable_close_code",
+]
 
 logger = logging.getLogger("crosswire.peer")
 
@@ -66,6 +75,9 @@ class Transport(Protocol):
     high-water mark no larger than ``Limits.send_buffer_limit`` (see :func:`high_water`), and
     ``peer._resume_writing()`` when it has drained; the peer compares ``buffered_amount()``
     with the limit only in between, so a write costs one call when the client keeps up.
+    Control frames the server library writes by itself (pongs) count too: while paused, an
+    adapter whose library answers pings on its own calls ``peer._check_buffer()`` after
+    each socket read.
 
     ``cork`` is the connection's :class:`~crosswire.cork.Hold` when its writes can be held
     for a batch (see :mod:`crosswire.cork`), else None; the peer reads it once, when it is
@@ -178,10 +190,12 @@ class Peer:
 
     __slots__ = (
         "_app",
+        "_buffer_seen",
         "_close_sent",
         "_cork",
         "_drain_waiters",
         "_inbox",
+        "_largest_write",
         "_on_data",
         "_on_message",
         "_reading_paused",
@@ -222,6 +236,10 @@ class Peer:
         self._topics: set[str] = set()
         self._close_sent: tuple[int, str] | None = None
         self._write_paused = False
+        #: While paused: the buffered amount at the last check, and the largest growth
+        #: between two checks (the largest write), which may wait on top of the limit.
+        self._buffer_seen = 0
+        self._largest_write = 0
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._inbox: collections.deque[tuple[int, Any, Any]] | None = None
         self._wake: asyncio.Event | None = None
@@ -395,8 +413,21 @@ class Peer:
             self._check_buffer()
 
     def _check_buffer(self) -> None:
-        """The transport is past its high-water mark: close the peer if past its limit."""
-        if self._transport.buffered_amount() > self._app.limits.send_buffer_limit:
+        """The transport is past its high-water mark: close the peer if what waits behind
+        the largest write since then is past the limit.
+
+        Called after each write while paused, and by adapters after a read that made the
+        server write control frames (pongs). The growth of the buffer between two calls is
+        the size of what was written (less what the kernel took meanwhile); the largest such
+        write is allowed on top of the limit, so that one message larger than the limit,
+        to a client that reads, does not close it: the bytes queued behind it do.
+        """
+        amount = self._transport.buffered_amount()
+        grown = amount - self._buffer_seen
+        self._buffer_seen = amount
+        if grown > self._largest_write:
+            self._largest_write = grown
+        if amount - self._largest_write > self._app.limits.send_buffer_limit:
             self._overflow()
 
     def _overflow(self) -> None:
@@ -475,6 +506,7 @@ class Peer:
 
     def _pause_writing(self) -> None:
         self._write_paused = True
+        self._buffer_seen = self._largest_write = 0
 
     def _resume_writing(self) -> None:
         if not self._write_paused:
@@ -576,6 +608,13 @@ class Peer:
             hook(self, exc)
         except Exception:
             logger.exception("peer %s: the error hook raised", self.id)
+
+
+def receivable_close_code(code: int) -> bool:
+    """Whether a client's close frame may carry ``code`` (RFC 6455 section 7.4 and IANA's
+    registry: 1000-1003, 1007-1014, 3000-4999). Adapters whose library lets others through
+    answer those with 1002."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 def _check_close(code: int, reason: str) -> None:

@@ -141,8 +141,14 @@ async def _start_aiohttp(app: App, sock: socket.socket) -> Callable[[], Awaitabl
 
     web_app = web.Application()
     web_app.router.add_route("GET", "/{tail:.*}", handler(app))
+    # aiohttp's keep-alive timer also runs from the accept to the first whole request: the
+    # open timeout (its default, about an hour, lets half-sent requests hold descriptors).
     runner = web.AppRunner(
-        web_app, handle_signals=False, access_log=None, logger=library_logger("aiohttp")
+        web_app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=app.limits.open_timeout,
+        logger=library_logger("aiohttp"),
     )
     await runner.setup()
     await web.SockSite(runner, sock).start()
@@ -156,11 +162,14 @@ async def _start_aiohttp(app: App, sock: socket.socket) -> Callable[[], Awaitabl
 async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitable[None]]:
     import uvicorn
 
+    from .adapters._uvicorn import http_protocol, websocket_protocol
     from .adapters.asgi import ASGIApp
 
     limits = app.limits
     config = uvicorn.Config(
         ASGIApp(app),
+        http=http_protocol(limits.open_timeout),
+        ws=websocket_protocol(limits),
         lifespan="off",
         # uvicorn must not configure logging (the application does); its per-connection INFO
         # lines are not wanted, and access lines carry the query string.
@@ -209,9 +218,13 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
+    from .adapters import _hypercorn
     from .adapters.asgi import ASGIApp
 
+    _hypercorn.install()  # its size limit mended: bounded inflation, 1009 that ends the stream
     config = Config()
+    # Read by _hypercorn.WSStream (an attribute of crosswire's, not hypercorn's).
+    config.websocket_close_timeout = app.limits.close_timeout  # type: ignore[attr-defined]
     # hypercorn owns (and closes) the descriptor it is given: give it a duplicate.
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.websocket_max_message_size = app.limits.max_message_size + 1024
@@ -220,6 +233,8 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     # every shutdown. Without them shutdown is prompt (docs/servers.md).
     config.websocket_ping_interval = None
     config.graceful_timeout = app.limits.close_timeout
+    # hypercorn drops a connection that is idle before its first request after this.
+    config.keep_alive_timeout = app.limits.open_timeout
     config.accesslog = None
     config.errorlog = library_logger("hypercorn")
     shutdown = asyncio.Event()

@@ -493,10 +493,6 @@ def echo_and_log_close(log: Log) -> App:
     )
 
 
-#: hypercorn drops the TCP connection on a protocol error without sending a close frame.
-PROTOCOL_ERROR_CLOSE = {"hypercorn": None}
-
-
 async def test_text_that_is_not_utf8_closes_1007_and_others_carry_on(
     start_server: Any, kind: str
 ) -> None:
@@ -507,14 +503,15 @@ async def test_text_that_is_not_utf8_closes_1007_and_others_carry_on(
         async with connect(served.url) as good:
             bad.protocol.send_text(b"caf\xe9")  # latin-1, not UTF-8
             bad.flush()
-            assert await bad.close_code() == PROTOCOL_ERROR_CLOSE.get(kind, 1007)
+            assert await bad.close_code() == 1007
             await good.send("still fine")
             assert await recv(good) == "still fine"
     finally:
         bad.close()
     codes = sorted(e[1] for e in await log.wait_for("close", 2))
-    # The bad connection's hook sees 1007, the good one's 1000 (hypercorn: 1006 for both).
-    assert codes == ([1006, 1006] if kind == "hypercorn" else [1000, 1007])
+    # The bad connection's hook sees 1007, the good one's 1000 (hypercorn: 1006, as it does
+    # not pass the client's close frame to ASGI applications).
+    assert codes == ([1006, 1007] if kind == "hypercorn" else [1000, 1007])
 
 
 async def test_reserved_opcode_closes_1002(start_server: Any, kind: str) -> None:
@@ -525,11 +522,11 @@ async def test_reserved_opcode_closes_1002(start_server: Any, kind: str) -> None
         # FIN + opcode 0x3 (reserved), masked, empty payload, mask key 0: RFC 6455 5.2 says
         # the receiver must fail the connection.
         bad.send_raw(bytes([0x83, 0x80, 0, 0, 0, 0]))
-        assert await bad.close_code() == PROTOCOL_ERROR_CLOSE.get(kind, 1002)
+        assert await bad.close_code() == 1002
     finally:
         bad.close()
     (closed,) = await log.wait_for("close")
-    assert closed[1] == (1006 if kind == "hypercorn" else 1002)
+    assert closed[1] == 1002
 
 
 async def test_connections_during_shutdown_are_refused_with_503(

@@ -25,6 +25,7 @@ def test_defaults() -> None:
         ("ping_interval", 0),
         ("ping_timeout", -2.0),
         ("close_timeout", 0),
+        ("open_timeout", -1.0),
     ],
 )
 def test_bad_values_are_refused_with_the_option_named(option: str, value: object) -> None:

@@ -14,7 +14,7 @@ from ..app import App
 from ..cork import Cork
 from ..http import Accept, Headers, Request, Response
 from ..logs import filter_library_logger
-from ..peer import high_water
+from ..peer import high_water, receivable_close_code
 from ._eager import HIGH_WATER, EagerTransport
 
 __all__ = ["handler"]
@@ -40,12 +40,30 @@ def _web_response(response: Response) -> web.Response:
 
 
 def _close_info(msg: WSMessage) -> tuple[int, str]:
-    """The close code and reason carried by aiohttp's CLOSE or ERROR message."""
+    """The close code and reason carried by aiohttp's CLOSE or ERROR message (a client's
+    close frame without a code: 1005; with one that may not be sent: the 1002 answering it)."""
     if msg.type is WSMsgType.CLOSE:
-        return int(msg.data), str(msg.extra or "")
+        code = int(msg.data)
+        if code == 0:
+            return 1005, ""
+        if not receivable_close_code(code):
+            return 1002, "invalid close code"
+        return code, str(msg.extra or "")
     if msg.type is WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
         return int(msg.data.code), str(msg.data)
     return 1006, ""
+
+
+def _too_big(limit: int) -> Callable[[str | bytes], bool]:
+    """Whether a message is larger than ``limit`` bytes (UTF-8 for text)."""
+    chars = limit // 4  # a str this long or shorter is within the limit in UTF-8
+
+    def too_big(data: str | bytes) -> bool:
+        if isinstance(data, bytes):
+            return len(data) > limit
+        return len(data) > chars and len(data.encode()) > limit
+
+    return too_big
 
 
 def handler(app: App) -> Handler:
@@ -71,8 +89,13 @@ def handler(app: App) -> Handler:
         water = high_water(limits.send_buffer_limit, HIGH_WATER)
         ws = web.WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
-            max_msg_size=limits.max_message_size,
+            # aiohttp refuses a frame of max_msg_size bytes: one more, so that a message of
+            # exactly max_message_size passes, as on the other servers.
+            max_msg_size=limits.max_message_size + 1,
             heartbeat=limits.ping_interval,
+            # The loop below answers close frames: aiohttp answers every code with 1000,
+            # even those no client may send (1006), which must be failed with 1002.
+            autoclose=False,
             timeout=limits.close_timeout,
             writer_limit=water,
         )
@@ -120,6 +143,8 @@ def handler(app: App) -> Handler:
         pending = getattr(getattr(ws, "_reader", None), "_buffer", None)
         if pending is None:
             cork = None  # (fan-outs to this connection can still hold it: transport.cork)
+        # Inflated, a message of max_message_size + 1 bytes still passes aiohttp's bound.
+        too_big = _too_big(limits.max_message_size) if ws.compress else None
         try:
             while True:
                 msg = await ws.receive()
@@ -129,7 +154,13 @@ def handler(app: App) -> Handler:
                     is_binary = True
                 else:
                     received = _close_info(msg)
+                    if msg.type is WSMsgType.CLOSE:  # the client's: answer it
+                        code = received[0]
+                        await ws.close(code=1000 if code == 1005 else code, drain=False)
                     break
+                if too_big is not None and too_big(msg.data):
+                    peer.close(1009, "message too big")
+                    continue
                 if cork is not None and pending and writes.held is None:
                     writes.open()  # more in this read: what this message fans out is held
                 peer._receive_data(msg.data, is_binary)

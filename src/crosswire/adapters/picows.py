@@ -44,15 +44,16 @@ from ..hooks import is_async_callable
 from ..http import Accept, Headers, Request, Response
 from ..limits import Limits
 from ..logs import library_logger
-from ..peer import Peer, high_water
+from ..peer import Peer, high_water, receivable_close_code
 
 __all__ = ["create_server"]
 
-_TEXT, _BINARY, _CONT, _CLOSE = (
+_TEXT, _BINARY, _CONT, _CLOSE, _PING = (
     WSMsgType.TEXT,
     WSMsgType.BINARY,
     WSMsgType.CONTINUATION,
     WSMsgType.CLOSE,
+    WSMsgType.PING,
 )
 
 
@@ -229,6 +230,8 @@ class _Listener(WSListener):
         self._transport: _Transport | None = None
         self.peer: Peer | None = None
         self._receive: Callable[[str | bytes, bool], None] = _not_connected
+        #: The connection failed (a protocol error): what follows but a close is dropped.
+        self._failed = False
         self._cork: Hold | None = None
         self._writes = app.hub.writes
 
@@ -254,7 +257,11 @@ class _Listener(WSListener):
         if cork is not None and self._writes.held is None and not frame.last_in_buffer:
             self._writes.open()  # more frames in this read: what this one fans out is held
         try:
-            if frame.msg_type is _TEXT and frame.fin and not self._parts:  # the hot path
+            if (  # the hot path: a whole text message, no reserved bit (no extension here)
+                frame.msg_type is _TEXT
+                and frame.fin
+                and not (self._parts or frame.rsv1 or frame.rsv2 or frame.rsv3)
+            ):
                 try:
                     text = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
@@ -272,6 +279,13 @@ class _Listener(WSListener):
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """Every frame but a whole text message (handled in :meth:`on_ws_frame`)."""
         kind = frame.msg_type
+        if self._failed:  # only the client's close frame matters now
+            if kind is _CLOSE:
+                self._on_close(transport, frame)
+            return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:  # picows negotiates no extension
+            self._fail(1002, "reserved bits set")
+            return
         if kind is _BINARY and frame.fin and not self._parts:
             self._receive(frame.get_payload_as_bytes(), True)
             return
@@ -279,23 +293,40 @@ class _Listener(WSListener):
         assert peer is not None
         if kind is _TEXT or kind is _BINARY or kind is _CONT:
             self._fragment(peer, frame, kind)
+        elif kind is _PING:
+            self._on_ping(peer, transport, frame)
         elif kind is _CLOSE:
             self._on_close(transport, frame)
 
+    def _on_ping(self, peer: Peer, transport: WSTransport, frame: WSFrame) -> None:
+        # Answered here rather than by picows (enable_auto_pong=False), so that pongs to a
+        # client that does not read count against the send buffer limit like any message.
+        if not transport.is_close_frame_sent:
+            transport.send_pong(frame.get_payload_as_bytes())
+            if peer._write_paused:
+                peer._check_buffer()
+
     def _invalid_utf8(self) -> None:
+        self._fail(1007, "invalid UTF-8")
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection: close with ``code``; the frames that follow in the same read
+        reach no hook, and only a close frame is answered."""
+        self._failed = True
+        self._receive = _drop
+        self._parts.clear()
         if self.peer is not None:
-            self.peer.close(1007, "invalid UTF-8")
+            self.peer.close(code, reason)
 
     def _fragment(self, peer: Peer, frame: WSFrame, kind: WSMsgType) -> None:
         if (kind is _CONT) != bool(self._parts):
-            peer.close(1002, "unexpected continuation frame")
+            self._fail(1002, "unexpected continuation frame")
             return
         if kind is not _CONT:
             self._parts_binary = kind is _BINARY
         self._parts_size += frame.payload_size
         if self._parts_size > self._max:
-            self._parts.clear()
-            peer.close(1009, "message too big")
+            self._fail(1009, "message too big")
             return
         self._parts.append(frame.get_payload_as_bytes())
         if frame.fin:
@@ -308,7 +339,7 @@ class _Listener(WSListener):
             try:
                 text = data.decode()
             except UnicodeDecodeError:
-                peer.close(1007, "invalid UTF-8")
+                self._fail(1007, "invalid UTF-8")
                 return
             self._receive(text, False)
 
@@ -318,7 +349,12 @@ class _Listener(WSListener):
         if self._transport is not None:
             self._transport.release()
         if not transport.is_close_frame_sent:
-            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            if frame.payload_size < 2:  # no code: picows would answer with code 0
+                transport.send_close(cast(WSCloseCode, 1000))
+            elif receivable_close_code(_code(frame.get_close_code())):
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+            else:  # picows lets 0, 1006, 1015 and 5000+ through
+                self._fail(1002, "invalid close code")
         transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -334,6 +370,10 @@ class _Listener(WSListener):
     def resume_writing(self) -> None:
         if self.peer is not None:
             self.peer._resume_writing()
+
+
+def _drop(data: str | bytes, is_binary: bool) -> None:
+    """Takes the messages of a connection that failed."""
 
 
 def _not_connected(data: str | bytes, is_binary: bool) -> None:
@@ -424,7 +464,9 @@ async def create_server(
         host,
         port,
         max_frame_size=limits.max_message_size,
+        websocket_handshake_timeout=limits.open_timeout,
         enable_auto_ping=ping,
+        enable_auto_pong=False,  # _Listener._on_ping answers, within the send buffer limit
         auto_ping_idle_timeout=limits.ping_interval or 20.0,
         auto_ping_reply_timeout=limits.ping_timeout or 20.0,
         **options,

@@ -31,7 +31,9 @@ _OPEN = State.OPEN
 
 
 class _Connection(ServerConnection):
-    """A ``ServerConnection`` that tells its peer when writing pauses and resumes."""
+    """A ``ServerConnection`` that tells its peer when writing pauses and resumes, has it
+    check its send buffer after a read while paused (the pongs websockets wrote), and reads
+    on once its close frame is sent."""
 
     peer: Peer | None = None
     accept: Accept | None = None
@@ -45,6 +47,23 @@ class _Connection(ServerConnection):
         super().resume_writing()
         if self.peer is not None:
             self.peer._resume_writing()
+
+    def send_data(self) -> None:
+        super().send_data()
+        # Once websockets has sent its close frame it must read on, to see the client's
+        # answer or the end of the stream, even where its queue of frames had paused reading:
+        # after a failure ("too many fragments") nothing takes frames from that queue again,
+        # and the connection, the peer and its close hook would wait for the keepalive.
+        if self.protocol.close_sent is not None:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        # websockets answers pings as it reads them: while the client is not reading, the
+        # pongs count against the send buffer limit like any message.
+        super().data_received(data)
+        peer = self.peer
+        if peer is not None and peer._write_paused:
+            peer._check_buffer()
 
 
 class _Transport:
@@ -203,5 +222,6 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         ping_interval=limits.ping_interval,
         ping_timeout=limits.ping_timeout,
         close_timeout=limits.close_timeout,
+        open_timeout=limits.open_timeout,
         **options,
     )

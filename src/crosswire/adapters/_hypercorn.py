@@ -1,0 +1,169 @@
+"""What ``crosswire.start(server="hypercorn")`` mends in hypercorn's WebSocket stream.
+
+hypercorn (0.17-0.18) reads WebSocket frames with wsproto in its ``WSStream``. Past its
+``websocket_max_message_size`` it goes wrong three ways, which a crosswire App behind it
+cannot see or mend through ASGI:
+
+* it inflates a compressed frame whole before it compares sizes: a 1 MB frame of zeros
+  becomes 1 GiB in memory (wsproto's permessage-deflate decompresses without a bound);
+* once a message is too big it keeps adding the rest of it to its buffer, and handles one
+  event per read, so a close frame read together with the last fragments is never seen and
+  the TCP connection is never closed;
+* it never tells the application: the peer stays open until the client drops.
+
+:class:`WSStream` is hypercorn's stream with these mended: inflation stops at the limit
+(:class:`BoundedDeflate`), the rest of a message that is too big is dropped, and the
+application gets ``websocket.disconnect`` with the code hypercorn sent (1009). A frame
+wsproto cannot parse (a protocol error, bad UTF-8) now gets a close frame with wsproto's
+code (1002, 1007, 1009) before the connection ends, where hypercorn dropped the connection
+without one; what the client sends after it is dropped unread. Either way the connection
+ends with the client's close frame or end of stream, or after ``websocket_close_timeout``
+(an attribute crosswire adds to hypercorn's Config: ``Limits.close_timeout``).
+
+:func:`install` puts the stream in hypercorn's HTTP/1.1 protocol, the one that carries
+``ws://``; that is process-wide, and does for every hypercorn server of the process what it
+does for crosswire's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from typing import Any, cast
+
+from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.protocol import ws_stream
+from hypercorn.protocol.events import StreamClosed
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, Message, Ping
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
+
+__all__ = ["BoundedDeflate", "WSStream", "install"]
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """wsproto's permessage-deflate, inflating at most ``max_size`` bytes per message: past
+    it the frame fails with 1009 before anything more is inflated."""
+
+    max_size = 0
+    _inflated = 0
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        assert self._decompressor is not None
+        allowed = self.max_size - self._inflated
+        try:  # one byte more than allowed tells a message that is too big
+            inflated = self._decompressor.decompress(bytes(data), allowed + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(inflated)
+        if self._inflated > self.max_size:
+            return CloseReason.MESSAGE_TOO_BIG
+        return inflated
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        result = super().frame_inbound_complete(proto, fin)
+        if isinstance(result, bytes):
+            self._inflated += len(result)
+            if self._inflated > self.max_size:
+                result = CloseReason.MESSAGE_TOO_BIG
+        if fin:
+            self._inflated = 0
+        return result
+
+
+class WSStream(ws_stream.WSStream):
+    """hypercorn's WebSocket stream with its size limit mended (see the module docstring)."""
+
+    #: The rest of a message that was too big is being dropped.
+    _discarding = False
+    #: The close frame for a failure is sent and the application told.
+    _failed = False
+    #: wsproto can parse no more (after a frame it failed): what arrives is dropped unread.
+    _lingering = False
+    #: Set once the stream has ended (for the close timeout to stop waiting).
+    _ended: asyncio.Event | None = None
+
+    async def _accept(self, message: Any) -> None:
+        await super()._accept(message)
+        for extension in self.connection._proto.extensions:
+            if type(extension) is PerMessageDeflate:
+                extension.__class__ = BoundedDeflate
+                cast(BoundedDeflate, extension).max_size = self.config.websocket_max_message_size
+
+    async def handle(self, event: Any) -> None:
+        if self._failed:
+            if isinstance(event, StreamClosed):  # the application has been told already
+                self.closed = True
+                if self._ended is not None:
+                    self._ended.set()
+                return
+            if self._lingering:
+                return
+        await super().handle(event)
+
+    async def _handle_events(self) -> None:
+        for event in self.connection.events():
+            if isinstance(event, Message):
+                await self._message(event)
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, CloseConnection):
+                if self.connection.state is ConnectionState.OPEN:  # wsproto failed a frame
+                    await self._fail(event.code, event.reason or "", parsing=False)
+                    return
+                if self.connection.state is ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                await self.send(StreamClosed(stream_id=self.stream_id))
+
+    async def _message(self, event: Message[Any]) -> None:
+        if self._discarding:  # the rest of a message that was too big
+            self._discarding = not event.message_finished
+            return
+        try:
+            self.buffer.extend(event)
+        except ws_stream.FrameTooLargeError:
+            self.buffer.clear()
+            self._discarding = not event.message_finished
+            await self._fail(CloseReason.MESSAGE_TOO_BIG, "message too big", parsing=True)
+            return
+        if event.message_finished:
+            assert self.app_put is not None  # (set when the application started)
+            await self.app_put(self.buffer.to_message())
+            self.buffer.clear()
+
+    async def _fail(self, code: int, reason: str, *, parsing: bool) -> None:
+        """Send a close frame with ``code`` and tell the application. The connection ends
+        with the client's answer (read while wsproto can still ``parse``), when the client
+        closes it, or after ``websocket_close_timeout``, whichever comes first."""
+        if self._failed or self.closed:
+            return
+        self._failed = True
+        self._lingering = not parsing
+        await self._send_wsproto_event(CloseConnection(code=code, reason=reason))
+        self.state = ws_stream.ASGIWebsocketState.CLOSED
+        if self.app_put is not None:
+            await self.app_put(
+                {"type": "websocket.disconnect", "code": int(code), "reason": reason}
+            )
+        self._ended = asyncio.Event()
+        self.task_group.spawn(self._end_after_close_timeout, self._ended)
+
+    async def _end_after_close_timeout(self, ended: asyncio.Event) -> None:
+        timeout = getattr(self.config, "websocket_close_timeout", 5.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), timeout)
+        if not self.closed:
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
+
+def install() -> None:
+    """Serve ``ws://`` through :class:`WSStream` in every hypercorn server of this process."""
+    hypercorn_h11.WSStream = WSStream  # type: ignore[attr-defined]

@@ -1,0 +1,85 @@
+"""What ``crosswire.start(server="uvicorn")`` adds to uvicorn: an open timeout, and pongs
+within the send buffer limit.
+
+uvicorn arms no timer until it has answered a first request, so a client that sends half a
+request and then nothing holds its connection, and a file descriptor, for ever. The HTTP
+protocol made here drops such a connection once ``Limits.open_timeout`` runs out, unless
+by then a request is being answered or the connection has become a WebSocket (uvicorn then
+hands the socket to another protocol).
+
+uvicorn answers every ping as it reads it, whether or not the client reads the pongs; the
+ASGI application never sees them. The WebSocket protocol made here counts the pongs written
+while the socket's buffer is past its high-water mark, and past ``Limits.send_buffer_limit``
+closes the connection with 1013, as crosswire closes a client that does not read its
+messages (the application gets ``websocket.disconnect`` with that code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from ..limits import Limits
+
+__all__ = ["http_protocol", "websocket_protocol"]
+
+
+def http_protocol(open_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's own HTTP protocol class (httptools or h11), with an open timeout."""
+    base: Any = AutoHTTPProtocol
+
+    class OpenTimeoutProtocol(base):  # type: ignore[misc]
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(transport)
+            self._open_timer = self.loop.call_later(open_timeout, self._open_timed_out)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._open_timer.cancel()
+            super().connection_lost(exc)
+
+        def _open_timed_out(self) -> None:
+            transport = self.transport
+            if self.cycle is None and transport.get_protocol() is self:
+                transport.close()  # no request came whole, and it is no WebSocket either
+
+    return OpenTimeoutProtocol
+
+
+def websocket_protocol(limits: Limits) -> type[asyncio.Protocol]:
+    """uvicorn's WebSocket protocol (on websockets' sans-I/O core), with its pongs counted
+    against ``limits.send_buffer_limit``."""
+    base: Any = WebSocketsSansIOProtocol
+    limit, close_timeout = limits.send_buffer_limit, limits.close_timeout
+
+    class BoundedPongsProtocol(base):  # type: ignore[misc]
+        _paused_at = 0
+        _overflowed = False
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            # uvicorn writes no message while paused: what the buffer gains is pongs.
+            self._paused_at = self.transport.get_write_buffer_size()
+
+        def handle_ping(self) -> None:
+            super().handle_ping()
+            if self.writable.is_set() or self._overflowed:
+                return
+            if self.transport.get_write_buffer_size() - self._paused_at > limit:
+                self._overflow()
+
+        def _overflow(self) -> None:
+            self._overflowed = True
+            self.conn.send_close(1013, "send buffer overflow")
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self.queue.put_nowait(
+                {"type": "websocket.disconnect", "code": 1013, "reason": "send buffer overflow"}
+            )
+            # A client that does not read will not answer the close frame either.
+            self.transport.pause_reading()
+            self.loop.call_later(close_timeout, self.transport.abort)
+
+    return BoundedPongsProtocol

@@ -1,0 +1,184 @@
+"""Clients that try to use up a server's resources, on every server crosswire starts.
+
+Each attack comes from a plain asyncio TCP client that writes what it likes (half a request,
+pings it never reads the answers to); after each one, another client checks that the server
+still serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import zlib
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from crosswire import App, Limits, Message, Peer, define_hooks
+from crosswire.server import SERVERS
+from tests.rawws import masked, open_websocket, port_of, server_close
+from tests.support import ROOT, TIMEOUT, Log, recv
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    """Each server crosswire starts itself (their timeouts and sizes are crosswire's)."""
+    return str(request.param)
+
+
+def echo_app(**limits: Any) -> App:
+    def message(peer: Peer, msg: Message) -> None:
+        peer.send(msg.raw)
+
+    return App(define_hooks(message=message), limits=Limits(**limits))
+
+
+async def dropped(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closes this connection (reads until the end, at most TIMEOUT)."""
+    try:
+        while await asyncio.wait_for(reader.read(65536), TIMEOUT):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_half_finished_handshakes_are_dropped_after_the_open_timeout(
+    start_server: Any, server: str
+) -> None:
+    """A request line and one header, then silence: every server drops the connection once
+    ``Limits.open_timeout`` runs out, and other clients are served all along."""
+    served = await start_server(echo_app(open_timeout=0.5), server)
+    port = port_of(served.url)
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+    try:
+        for _, writer in streams:
+            writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        async with connect(served.url) as ws:  # served while they hang
+            await ws.send("hello")
+            assert await recv(ws) == "hello"
+        results = await asyncio.gather(*(dropped(reader) for reader, _ in streams))
+        assert results == [True] * len(streams)
+    finally:
+        for _, writer in streams:
+            writer.close()
+    async with connect(served.url) as ws:
+        await ws.send("still here")
+        assert await recv(ws) == "still here"
+
+
+#: 125-byte pings, 1,000 to a write.
+PINGS = masked(0x89, b"p" * 125) * 1000
+
+#: Servers that answer every ping as they read it: past the send buffer limit they close the
+#: client with 1013. aiohttp and hypercorn wait for the socket to drain before each pong, so
+#: they stop reading from a client that does not read (TCP pushes back on its pings).
+CLOSE_ON_PONGS = ("websockets", "picows", "uvicorn")
+
+
+async def test_pongs_to_a_client_that_never_reads_are_bounded(
+    start_server: Any, server: str
+) -> None:
+    """80,000 pings (10 MB of pongs, more than the kernel buffers) from a client that never
+    reads: the pongs waiting count against ``send_buffer_limit``."""
+    log = Log()
+    app = App(
+        define_hooks(
+            message=lambda peer, msg: peer.send(msg.raw),
+            close=lambda peer, code, reason: log.add("close", code, reason),
+        ),
+        limits=Limits(send_buffer_limit=64 * 1024, close_timeout=0.5),
+    )
+    served = await start_server(app, server)
+    _, writer = await open_websocket(served.url, receive_buffer=8192)
+
+    async def flood() -> None:
+        for _ in range(80):
+            writer.write(PINGS)
+            await writer.drain()
+
+    pinging = asyncio.ensure_future(flood())
+    try:
+        if server in CLOSE_ON_PONGS:
+            (closed,) = await log.wait_for("close")
+            assert closed[1:] == (1013, "send buffer overflow")
+        else:
+            done, _ = await asyncio.wait([pinging], timeout=2.0)
+            assert not done, "the server kept reading pings it could not answer"
+            (peer,) = app.peers.values()
+            assert peer.buffered_amount <= 64 * 1024 * 2
+        async with connect(served.url) as ws:  # others are served
+            await ws.send("hello")
+            assert await recv(ws) == "hello"
+    finally:
+        pinging.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await asyncio.wait_for(pinging, TIMEOUT)
+        writer.close()
+
+
+#: Servers that negotiate permessage-deflate (picows does not).
+DEFLATE_SERVERS = tuple(s for s in SERVERS if s != "picows")
+
+
+def deflate_bomb(inflated: int) -> bytes:
+    """One masked, compressed text frame (RSV1) that inflates to ``inflated`` zero bytes."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1024 * 1024)
+    parts = [compressor.compress(chunk) for _ in range(inflated // len(chunk))]
+    parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+    payload = b"".join(parts).removesuffix(b"\x00\x00\xff\xff")
+    return masked(0xC1, payload)
+
+
+async def server_process(
+    server: str, max_message_size: int
+) -> tuple[asyncio.subprocess.Process, str, int]:
+    """``tests.apps.echo`` on ``server`` in a process of its own: (process, url, maxrss KB)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.apps.echo",
+        server,
+        str(max_message_size),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 3 * TIMEOUT)).decode().split()
+    assert line[0] == "url", line
+    return proc, line[1], int(line[3])
+
+
+async def peak_rss_kb(proc: asyncio.subprocess.Process) -> int:
+    """Stop ``tests.apps.echo``; the peak resident size of its whole run."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.close()
+    out = (await asyncio.wait_for(proc.stdout.read(), 3 * TIMEOUT)).decode().split()
+    await asyncio.wait_for(proc.wait(), TIMEOUT)
+    assert out[0] == "maxrss", out
+    return int(out[1])
+
+
+@pytest.mark.parametrize("server", DEFLATE_SERVERS)
+async def test_a_deflate_bomb_is_refused_before_it_is_inflated(server: str) -> None:
+    """A 256 KB compressed frame that inflates to 256 MiB, against a 1 MiB limit: the server
+    closes with 1009 and its memory grows by far less than the frame would inflate to."""
+    bomb = deflate_bomb(256 * 1024 * 1024)
+    proc, url, started_kb = await server_process(server, 1024 * 1024)
+    try:
+        reader, writer = await open_websocket(url + "/ws", extensions=b"permessage-deflate")
+        writer.write(bomb)
+        assert (await server_close(reader))[0] == 1009
+        writer.close()
+        async with connect(url + "/ws") as ws:  # the server carries on
+            await ws.send("still here")
+            assert await recv(ws) == "still here"
+    finally:
+        peak_kb = await peak_rss_kb(proc)
+    assert peak_kb - started_kb < 64 * 1024, f"the server grew by {peak_kb - started_kb} KB"
