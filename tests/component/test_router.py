@@ -422,6 +422,12 @@ async def test_on_auth_false_rejects_with_unauthenticated_and_1008(make_client: 
         ),
         ('{"type": "$ws:nope"}', "INVALID_ARGUMENT", "reserved"),
         ('{"type": "__sneaky"}', "INVALID_ARGUMENT", "reserved"),
+        # Nested deeper than a JSON reader goes (orjson: 1,024 levels; msgspec fewer).
+        (
+            '{"type": "ECHO", "payload": ' + "[" * 1100 + "]" * 1100 + "}",
+            "INVALID_ARGUMENT",
+            "depth",
+        ),
     ],
 )
 async def test_bad_input_gets_a_documented_error_and_the_connection_lives(

@@ -48,6 +48,8 @@ def test_decode_a_full_frame() -> None:
         (b'{"meta": {"correlationId": "c"}, "payload": -1e400}', "out of range", None),
         (b'{"type": "A", "meta": {"correlationId": "c"}, "payload": "\xff"}', "UTF-8", "c"),
         (b'{"type": "A", "meta": {"correlationId": "c"}, "payload": [1e400,]}', "malformed", None),
+        (b'{"type": "A", "payload": ' + b"[" * 1100 + b"]" * 1100 + b"}", "depth limit", None),
+        (b"[" * 5000 + b"]" * 5000, "depth limit", None),
     ],
 )
 def test_bad_frames_say_what_is_wrong(frame: bytes, says: str, cid: str | None) -> None:

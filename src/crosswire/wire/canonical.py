@@ -181,8 +181,11 @@ def _unreadable(data: str | bytes, exc: orjson.JSONDecodeError) -> BadFrame:
     an RPC caller gets it at once."""
     try:
         outline = _decode_outline(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):  # not JSON, or not an object
+    # not JSON, not an object, or nested past what msgspec reads either
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return BadFrame(f"malformed JSON: {exc}")
+    if str(exc).startswith("depth limit"):  # orjson reads 1,024 levels at most
+        return BadFrame(f"malformed JSON: {exc}", correlation_id=_outline_correlation_id(outline))
     cid = _outline_correlation_id(outline)
     if isinstance(data, bytes) and not _is_utf8(data):
         return BadFrame(f"malformed JSON: {exc}", correlation_id=cid)
@@ -200,7 +203,7 @@ def _outline_correlation_id(outline: _Outline) -> str | None:
         return None
     try:
         cid = _decode_outline_meta(outline.meta).correlationId
-    except (msgspec.DecodeError, msgspec.ValidationError):  # meta is not an object
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # not an object
         return None
     return cid if type(cid) is str and 0 < len(cid) <= MAX_CORRELATION_ID else None
 
