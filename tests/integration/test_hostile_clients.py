@@ -182,3 +182,66 @@ async def test_a_deflate_bomb_is_refused_before_it_is_inflated(server: str) -> N
     finally:
         peak_kb = await peak_rss_kb(proc)
     assert peak_kb - started_kb < 64 * 1024, f"the server grew by {peak_kb - started_kb} KB"
+
+
+async def test_a_deflate_bomb_over_http2_is_refused_too() -> None:
+    """hypercorn also serves WebSockets over HTTP/2 (RFC 8441) on a cleartext socket, to a
+    client that opens with the HTTP/2 preface: the same bomb is bounded there."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    bomb = deflate_bomb(256 * 1024 * 1024)
+    proc, url, started_kb = await server_process("hypercorn", 1024 * 1024)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        received: list[h2.events.Event] = []
+
+        async def exchange() -> bool:
+            """Send what is due, read once; False at the end of the connection."""
+            writer.write(conn.data_to_send())
+            data = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+            received.extend(conn.receive_data(data) if data else [])
+            return bool(data)
+
+        connect_protocol = h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
+        while not conn.remote_settings.get(connect_protocol):
+            assert await exchange(), "hypercorn offers no extended CONNECT"
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(
+            stream,
+            [
+                (":method", "CONNECT"),
+                (":protocol", "websocket"),
+                (":scheme", "http"),
+                (":path", "/ws"),
+                (":authority", "127.0.0.1"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-extensions", "permessage-deflate"),
+            ],
+        )
+        while not any(isinstance(e, h2.events.ResponseReceived) for e in received):
+            assert await exchange(), "no answer to the extended CONNECT"  # (data goes after)
+        assert (b":status", b"200") in next(
+            e.headers for e in received if isinstance(e, h2.events.ResponseReceived)
+        )
+        received.clear()
+        sent = 0
+        frames = b""
+        while not frames.startswith(b"\x88"):  # until the server's close frame
+            while sent < len(bomb) and conn.local_flow_control_window(stream) > 0:
+                size = min(conn.local_flow_control_window(stream), conn.max_outbound_frame_size)
+                conn.send_data(stream, bomb[sent : sent + size])
+                sent += size
+            assert await exchange(), "the connection ended without a close frame"
+            frames += b"".join(e.data for e in received if isinstance(e, h2.events.DataReceived))
+            received.clear()
+        assert int.from_bytes(frames[2:4], "big") == 1009
+        assert sent < len(bomb)  # refused before the whole bomb was even read
+        writer.close()
+    finally:
+        peak_kb = await peak_rss_kb(proc)
+    assert peak_kb - started_kb < 64 * 1024, f"the server grew by {peak_kb - started_kb} KB"

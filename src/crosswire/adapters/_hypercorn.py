@@ -20,9 +20,10 @@ without one; what the client sends after it is dropped unread. Either way the co
 ends with the client's close frame or end of stream, or after ``websocket_close_timeout``
 (an attribute crosswire adds to hypercorn's Config: ``Limits.close_timeout``).
 
-:func:`install` puts the stream in hypercorn's HTTP/1.1 protocol, the one that carries
-``ws://``; that is process-wide, and does for every hypercorn server of the process what it
-does for crosswire's.
+:func:`install` puts the stream in hypercorn's HTTP/1.1 and HTTP/2 protocols (hypercorn also
+serves WebSockets over HTTP/2, RFC 8441, on a cleartext socket to a client that opens with the
+HTTP/2 preface); that is process-wide, and does for every hypercorn server of the process what
+it does for crosswire's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import contextlib
 import zlib
 from typing import Any, cast
 
+from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol import ws_stream
 from hypercorn.protocol.events import StreamClosed
@@ -165,5 +167,8 @@ class WSStream(ws_stream.WSStream):
 
 
 def install() -> None:
-    """Serve ``ws://`` through :class:`WSStream` in every hypercorn server of this process."""
+    """Serve WebSockets through :class:`WSStream` in every hypercorn server of this process:
+    over HTTP/1.1, and over HTTP/2 (RFC 8441's extended CONNECT, which hypercorn also serves
+    on a cleartext socket to a client that starts with the HTTP/2 preface)."""
     hypercorn_h11.WSStream = WSStream  # type: ignore[attr-defined]
+    hypercorn_h2.WSStream = WSStream  # type: ignore[attr-defined]
