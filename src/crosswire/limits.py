@@ -23,7 +23,11 @@ class Limits:
         the largest message written since its buffer last drained. A peer whose buffer
         passes it (a client that stopped reading) is closed with 1013; sends to other peers
         never wait on it. One message larger than the limit therefore does not by itself
-        close a client, reading or not; what is queued behind it does. Control frames the
+        close a client, reading or not; what is queued behind it does. (Counted from the
+        moment the buffer passes the server's high-water mark, at most 64 KiB: what was
+        already buffered then counts as part of that largest write, so a client that stops
+        reading is closed with at most the limit plus the largest message plus that mark
+        waiting.) Control frames the
         server writes on its own count too: pongs to a client that pings and never reads
         close it the same way (websockets, picows, uvicorn; aiohttp and hypercorn stop
         reading from it instead, see docs/servers.md).

@@ -96,7 +96,6 @@ async def start(
         raise ConfigurationError(f"unknown server {server!r}; choose one of {SERVERS}")
     sock = sock if sock is not None else listen(host, port)
     try:
-        await app.startup()
         stop = await _STARTERS[server](app, sock)
     except ModuleNotFoundError as exc:
         sock.close()
@@ -106,6 +105,14 @@ async def start(
         ) from exc
     except BaseException:
         sock.close()
+        raise
+    # After the server: a server that cannot start leaves no bus connection behind, and says
+    # so at once. Connections are accepted only once this awaits, and the App is open again
+    # (after an earlier shutdown) before it does; the bus connects meanwhile.
+    try:
+        await app.startup()
+    except BaseException:
+        await stop()
         raise
     return RunningServer(app, server, sock, stop)
 

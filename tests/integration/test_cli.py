@@ -219,9 +219,15 @@ async def test_run_with_workers_shares_rooms_through_redis(
     assert cmd.start_line.endswith("with websockets, 2 workers (Ctrl+C to stop)")
     async with contextlib.AsyncExitStack() as stack:
         by_pid: dict[int, list[ClientConnection]] = {}
-        for _ in range(60):  # the kernel picks the worker: connect until both have clients
+
+        async def join() -> None:
             ws = await stack.enter_async_context(connect(cmd.ws_url))
             by_pid.setdefault(orjson.loads(await recv(ws))["pid"], []).append(ws)
+
+        # The kernel picks the worker that accepts: connect, eight at once, until both have
+        # clients (all of 80 connections going to one worker would mean the other is stuck).
+        for _ in range(10):
+            await asyncio.gather(*(join() for _ in range(8)))
             if len(by_pid) == 2:
                 break
         assert len(by_pid) == 2, "every connection went to one worker"

@@ -185,3 +185,33 @@ async def test_uvicorn_workers_without_a_bus_are_warned_about(tmp_path: Path) ->
         sock.close()
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), TIMEOUT * 2)
+
+
+async def test_an_app_that_cannot_start_fails_the_asgi_lifespan_startup() -> None:
+    """uvicorn is told (``lifespan.startup.failed``) and does not serve."""
+    from crosswire.pubsub import MemoryBackend, MemoryBus
+
+    class Unstartable(MemoryBackend):
+        async def start(self) -> None:
+            raise RuntimeError("no bus here")
+
+    app = crosswire.App(crosswire.define_hooks(), hub=crosswire.Hub(Unstartable(MemoryBus())))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    config = uvicorn.Config(crosswire.asgi(app), log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+
+    async def serve() -> int | str | None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exited:  # (caught here: it must not reach the event loop)
+            return exited.code
+        return None
+
+    try:
+        assert await asyncio.wait_for(serve(), TIMEOUT) == 3  # uvicorn's "startup failed"
+    finally:
+        sock.close()
+    assert not server.started

@@ -277,3 +277,34 @@ async def test_a_publisher_idle_for_a_while_pings_first_and_waits_out_a_redis_th
         await listener.aclose()
         await admin.aclose()
         await redis.kill()
+
+
+async def test_two_instances_carry_every_message_across_redis_closing_idle_connections(
+    tmp_path: Path,
+) -> None:
+    """``redis-server --timeout 1``: each time, both instances' publisher connections were
+    closed as idle before the next message; every message still arrives, once, in order."""
+    redis = RedisServer(tmp_path)
+    await redis.start("--timeout", "1")
+    made = Cluster(lambda: fast(redis.url), redis)
+    try:
+        a, b = await made.instance(), await made.instance()
+        alice = await made.client(a, rooms=("lobby",))
+        bob = await made.client(b, rooms=("lobby",))
+        await made.settled()
+        for i in range(3):
+            await asyncio.wait_for(idle_connections_closed(redis), TIMEOUT)
+            await say(bob, f"from bob {i}", 2)
+            await say(alice, f"from alice {i}", 2)
+            assert [await alice.receive() for _ in range(2)] == events(f"from bob {i}", 2)
+            assert [await bob.receive() for _ in range(2)] == events(f"from alice {i}", 2)
+        await alice.nothing_more()
+        await bob.nothing_more()
+        for inst in (a, b):
+            assert inst.hub.bus_stats().dropped == 0
+    finally:
+        for ws in made.clients:
+            await ws.close()
+        for inst in made.instances:
+            await asyncio.wait_for(inst.server.aclose(), TIMEOUT)
+        await redis.kill()

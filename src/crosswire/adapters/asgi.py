@@ -90,7 +90,11 @@ class ASGIApp:
         while True:
             event = await receive()
             if event["type"] == "lifespan.startup":
-                await self.app.startup()
+                try:
+                    await self.app.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    raise
                 await send({"type": "lifespan.startup.complete"})
             elif event["type"] == "lifespan.shutdown":
                 await self.app.shutdown()

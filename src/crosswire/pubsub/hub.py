@@ -84,7 +84,7 @@ class Hub:
         #: A process forked after the Hub was made (``crosswire run --workers``, gunicorn
         #: ``--preload``) gets a new one, or the processes would drop each other's messages.
         self.server_id = str(uuid.uuid4())
-        _renew_id_after_fork(self)
+        _HUBS.add(self)
         self.namespace = namespace
         self._backend = backend
         self._on_error = on_error
@@ -458,15 +458,14 @@ def _ids(exclude: Collection[str]) -> frozenset[str]:
     return frozenset(exclude) if exclude else _NO_EXCLUDE
 
 
-def _renew_id_after_fork(hub: Hub) -> None:
-    """Give ``hub`` a new ``server_id`` in every process forked from this one (held weakly:
-    the registration outlives the Hub)."""
-    ref = weakref.ref(hub)
+#: The Hubs of this process, each given a new ``server_id`` in a forked child.
+_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
 
-    def renew() -> None:
-        alive = ref()
-        if alive is not None:
-            alive.server_id = str(uuid.uuid4())
 
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=renew)
+def _renew_ids() -> None:
+    for hub in list(_HUBS):
+        hub.server_id = str(uuid.uuid4())
+
+
+if hasattr(os, "register_at_fork"):  # once for the process, whatever the number of Hubs
+    os.register_at_fork(after_in_child=_renew_ids)

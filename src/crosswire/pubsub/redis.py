@@ -491,10 +491,12 @@ def _where(kwargs: dict[str, Any]) -> str:
 def _closed_by_redis(conn: AbstractConnection) -> bool:
     """Whether Redis closed or reset ``conn``: its stream saw the end or an error, so nothing
     written to it would arrive. asyncio tells only the stream (redis-py's, private) at once;
-    the kernel would accept the write and lose it."""
-    reader = getattr(conn, "_reader", None)
-    writer = getattr(conn, "_writer", None)
-    if reader is None or writer is None:
+    the kernel would accept the write and lose it. False when it cannot tell (a redis-py
+    without those attributes): the PING before an idle connection's next batch decides."""
+    if not (hasattr(conn, "_reader") and hasattr(conn, "_writer")):
+        return False
+    reader, writer = conn._reader, conn._writer
+    if reader is None or writer is None:  # redis-py disconnected it
         return True
     return bool(reader.at_eof() or reader.exception() is not None or writer.transport.is_closing())
 
