@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigurationError
 
-__all__ = ["Limits"]
+__all__ = ["Limits", "message_size", "surely_within"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,3 +90,15 @@ class Limits:
             value = getattr(self, name)
             if value <= 0:
                 raise ConfigurationError(f"Limits.{name} must be > 0, got {value!r}")
+
+
+def message_size(data: str | bytes) -> int:
+    """A message's size as ``Limits.max_message_size`` measures it: UTF-8 bytes for text."""
+    return len(data.encode()) if isinstance(data, str) else len(data)
+
+
+def surely_within(limit: int) -> int:
+    """The longest ``str`` that is within ``limit`` bytes whatever its characters (a
+    character is at most 4 bytes of UTF-8): adapters measure only longer messages with
+    :func:`message_size`, so that the common message costs one ``len``."""
+    return limit // 4

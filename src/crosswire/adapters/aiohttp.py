@@ -13,6 +13,7 @@ from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 from ..app import App
 from ..cork import Cork
 from ..http import Accept, Headers, Request, Response
+from ..limits import message_size, surely_within
 from ..logs import filter_library_logger
 from ..peer import high_water, receivable_close_code
 from ._eager import HIGH_WATER, EagerTransport
@@ -52,18 +53,6 @@ def _close_info(msg: WSMessage) -> tuple[int, str]:
     if msg.type is WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
         return int(msg.data.code), str(msg.data)
     return 1006, ""
-
-
-def _too_big(limit: int) -> Callable[[str | bytes], bool]:
-    """Whether a message is larger than ``limit`` bytes (UTF-8 for text)."""
-    chars = limit // 4  # a str this long or shorter is within the limit in UTF-8
-
-    def too_big(data: str | bytes) -> bool:
-        if isinstance(data, bytes):
-            return len(data) > limit
-        return len(data) > chars and len(data.encode()) > limit
-
-    return too_big
 
 
 def handler(app: App) -> Handler:
@@ -144,7 +133,8 @@ def handler(app: App) -> Handler:
         if pending is None:
             cork = None  # (fan-outs to this connection can still hold it: transport.cork)
         # Inflated, a message of max_message_size + 1 bytes still passes aiohttp's bound.
-        too_big = _too_big(limits.max_message_size) if ws.compress else None
+        limit = limits.max_message_size
+        limit_chars = surely_within(limit) if ws.compress else None
         try:
             while True:
                 msg = await ws.receive()
@@ -158,7 +148,11 @@ def handler(app: App) -> Handler:
                         code = received[0]
                         await ws.close(code=1000 if code == 1005 else code, drain=False)
                     break
-                if too_big is not None and too_big(msg.data):
+                if (
+                    limit_chars is not None
+                    and len(msg.data) > limit_chars
+                    and message_size(msg.data) > limit
+                ):
                     peer.close(1009, "message too big")
                     continue
                 if cork is not None and pending and writes.held is None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..app import App
 from ..http import Accept, Headers, Request, Response
+from ..limits import message_size, surely_within
 from ..logs import filter_library_logger
 from ._eager import EagerTransport
 
@@ -54,10 +55,6 @@ def _as_text(payload: str | bytes) -> str:
     text = payload.decode()  # type: ignore[union-attr]
     _last_decoded = (payload, text)  # type: ignore[assignment]
     return text
-
-
-def _utf8_size(data: str | bytes) -> int:
-    return len(data.encode()) if isinstance(data, str) else len(data)
 
 
 def _raw_headers(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -182,7 +179,7 @@ class ASGIApp:
             Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
         )
         limit = app.limits.max_message_size
-        limit_chars = limit // 4  # a str this long or shorter is within the limit in UTF-8
+        limit_chars = surely_within(limit)
         code, reason = 1006, ""
         try:
             while True:
@@ -191,7 +188,7 @@ class ASGIApp:
                 if kind == "websocket.receive":
                     text = event.get("text")
                     data: str | bytes = text if text is not None else event["bytes"]
-                    if len(data) > limit_chars and _utf8_size(data) > limit:
+                    if len(data) > limit_chars and message_size(data) > limit:
                         peer.close(1009, "message too big")
                         continue
                     peer._receive_data(data, text is None)

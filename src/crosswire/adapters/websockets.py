@@ -50,11 +50,13 @@ class _Connection(ServerConnection):
 
     def send_data(self) -> None:
         super().send_data()
-        # Once websockets has sent its close frame it must read on, to see the client's
-        # answer or the end of the stream, even where its queue of frames had paused reading:
-        # after a failure ("too many fragments") nothing takes frames from that queue again,
-        # and the connection, the peer and its close hook would wait for the keepalive.
-        if self.protocol.close_sent is not None:
+        # Once websockets has failed the connection (sent its close frame and the end of its
+        # stream) it must read on, to see the client's answer or the end of the stream, even
+        # where its queue of frames had paused reading: after a failure ("too many
+        # fragments") nothing takes frames from that queue again, and the connection, the
+        # peer and its close hook would wait for the keepalive. (A close it started normally
+        # keeps reading paused until the queue drains, as websockets intends.)
+        if self.protocol.eof_sent:
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
