@@ -28,11 +28,12 @@ from .errors import ErrorCode, ValidationError, WsError
 from .pubsub.envelope import Kind, Publication
 from .rpc import deadline_for
 from .schema import MessageSchema, within
-from .wire import canonical
+from .wire import Envelope
 
 if TYPE_CHECKING:
     from .peer import Peer
     from .router import Dispatcher, Session
+    from .wire import Dialect
 
 __all__ = [
     "CloseContext",
@@ -100,7 +101,7 @@ class ConnectionContext:
         meta: Mapping[str, Any] | None = None,
     ) -> bool:
         """Send a message of ``schema`` to this connection; False if it is closed."""
-        return self.peer._send_json(_frame(schema, payload, meta))
+        return self.peer._send_json(_frame(self._session.dialect, schema, payload, meta))
 
     def subscribe(self, topic: str) -> None:
         """Subscribe this connection to ``topic`` (see :meth:`publish`). Past
@@ -160,7 +161,7 @@ class EventContext(ConnectionContext, Generic[P]):
         dispatch: Dispatcher,
         session: Session,
         schema: MessageSchema[P] | None,
-        envelope: canonical.Envelope,
+        envelope: Envelope,
         received_at: float,
     ) -> None:
         # Every slot set here, without super().__init__: this runs for every message.
@@ -235,7 +236,7 @@ class EventContext(ConnectionContext, Generic[P]):
     ) -> bool:
         """Send an ``ERROR`` frame to this connection."""
         error = WsError(code, message, details, retryable=retryable, retry_after_ms=retry_after_ms)
-        return self.peer._send_json(canonical.encode_error(error, None))
+        return self.peer._send_json(self._session.dialect.error(error, None))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.type} client={self.peer.id[:8]}>"
@@ -266,7 +267,7 @@ class RpcContext(EventContext[P]):
         dispatch: Dispatcher,
         session: Session,
         schema: MessageSchema[P],
-        envelope: canonical.Envelope,
+        envelope: Envelope,
         received_at: float,
         correlation_id: str,
         received_loop_time: float,
@@ -321,13 +322,14 @@ class RpcContext(EventContext[P]):
             )
             return False
         response = self._response
+        dialect = self._session.dialect
         if meta or response.meta is not None:
             out_meta = {
                 **_check_out_meta(response, meta or {}),
                 "correlationId": self.correlation_id,
             }
-            frame = canonical.encode_message(
-                response.type, out_meta, response.dump_payload(payload)
+            frame = dialect.message(
+                response.type, orjson.dumps(out_meta), response.dump_payload_json(payload)
             )
         else:
             codec = response.payload
@@ -340,7 +342,7 @@ class RpcContext(EventContext[P]):
                     data = codec.dump_json(payload)
             else:
                 data = response.dump_payload_json(payload)  # None, or the right error
-            frame = canonical.encode_reply(response.type, self.correlation_id, data)
+            frame = dialect.reply(response.type, self.correlation_id, data)
         self._dispatch._finish_call(self)
         return self.peer._send_json(frame)
 
@@ -357,7 +359,7 @@ class RpcContext(EventContext[P]):
         error = WsError(code, message, details, retryable=retryable, retry_after_ms=retry_after_ms)
         if self.done:
             return False
-        frame = canonical.encode_error(error, self.correlation_id)  # before the call ends
+        frame = self._session.dialect.error(error, self.correlation_id)  # before the call ends
         self._dispatch._finish_call(self)
         return self.peer._send_json(frame)
 
@@ -369,7 +371,7 @@ class RpcContext(EventContext[P]):
             return False
         if self._dispatch.drop_progress_on_backpressure and self.peer._under_backpressure:
             return False
-        return self.peer._send_json(canonical.encode_progress(self.correlation_id, data))
+        return self.peer._send_json(self._session.dialect.progress(self.correlation_id, data))
 
     def on_cancel(self, callback: Callable[[], Any]) -> Callable[[], None]:
         """Run ``callback`` if the call is cancelled; returns a function that unregisters it."""
@@ -405,11 +407,21 @@ class RpcContext(EventContext[P]):
         return f"<RpcContext {self.type} {self.correlation_id} client={self.peer.id[:8]}>"
 
 
-def _frame(schema: MessageSchema[Any], payload: Any, meta: Mapping[str, Any] | None) -> bytes:
+def _frame(
+    dialect: Dialect,
+    schema: MessageSchema[Any],
+    payload: Any,
+    meta: Mapping[str, Any] | None,
+) -> bytes:
+    """A message of ``schema`` in ``dialect``: validated (payload and meta) and encoded."""
     if not isinstance(schema, MessageSchema):
         raise TypeError(f"expected a message schema, got {schema!r}")
     out_meta = _check_out_meta(schema, meta or {}) if meta or schema.meta is not None else None
-    return canonical.encode_message(schema.type, out_meta, schema.dump_payload(payload))
+    return dialect.message(
+        schema.type,
+        orjson.dumps(out_meta) if out_meta else None,
+        schema.dump_payload_json(payload),
+    )
 
 
 def _publication(

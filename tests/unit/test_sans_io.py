@@ -21,6 +21,8 @@ CORE = (
     "wire/__init__.py",
     "wire/canonical.py",
     "wire/events.py",
+    "wire/dialect.py",
+    "wire/rover.py",
     "pubsub/envelope.py",
     "pubsub/outage.py",
     "auth.py",

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
 import orjson
 
 from ..errors import BusError
+from ..wire.dialect import Render
 
 __all__ = [
     "Kind",
@@ -38,9 +39,6 @@ __all__ = [
 
 Kind = Literal["room", "client", "user", "broadcast"]
 
-#: Renders an event for one dialect: ``(event, meta JSON or None, data JSON or None)`` to the
-#: UTF-8 bytes of a text frame. ``crosswire.wire`` has one per dialect.
-Render = Callable[[str, bytes | None, bytes | None], bytes]
 
 _NO_EXCLUDE: frozenset[str] = frozenset()
 

@@ -23,14 +23,14 @@ from ..http import Request
 from ..peer import CloseCode, Message, Peer, ReadyState
 from ..rpc import CallTable
 from ..schema import RESERVED_PREFIXES
-from ..wire import canonical
+from ..wire import CANONICAL, BadFrame, Control, Dialect, Envelope
 from .chain import compose
 
 if TYPE_CHECKING:
     from ..app import App
     from .router import LimitExceeded, Router, _Route
 
-__all__ = ["HEARTBEAT_TIMEOUT", "Dispatcher", "Session"]
+__all__ = ["HEARTBEAT_TIMEOUT", "Dispatcher", "Session", "encode_error"]
 
 logger = logging.getLogger("crosswire.router")
 
@@ -49,17 +49,27 @@ class Session:
     __slots__ = (
         "auth",
         "calls",
+        "decode",
+        "dialect",
         "events_running",
         "heartbeat",
         "last_seen",
         "next_id",
         "peer",
         "rpcs_running",
+        "runs",
         "waiting_ack",
     )
 
-    def __init__(self, peer: Peer, max_inflight: int) -> None:
+    def __init__(
+        self, peer: Peer, max_inflight: int, dialect: Dialect, runs: dict[str, _Compiled]
+    ) -> None:
         self.peer = peer
+        #: The connection's dialect, and its decoder (read once: the hot path calls it).
+        self.dialect = dialect
+        self.decode = dialect.decode
+        #: The compiled routes of this connection's dialect (see Dispatcher._runs).
+        self.runs = runs
         self.calls: CallTable[RpcContext[Any]] = CallTable(max_inflight)
         #: None: not checked yet; True/False: the verdict; a task: the check is running.
         self.auth: bool | asyncio.Task[bool] | None = None
@@ -89,9 +99,11 @@ class Dispatcher:
         self.max_events = router.max_inflight_events
         #: Frames bigger than this (in characters or bytes) are measured against the limit.
         self._unchecked_size = self.max_payload_bytes // 4
-        #: Each message type's route and the chain that runs it, compiled on first use (the
-        #: router clears it when its routes or middleware change).
-        self._runs: dict[str, _Compiled] = {}
+        #: Per dialect, each message type's route and the chain that runs it, compiled on
+        #: first use (the router clears them when its routes or middleware change). Per
+        #: dialect: a type that is a route for one (``join``) may be a control frame of
+        #: another (Rover's ``join``), and only routes are kept here.
+        self._runs: dict[Dialect, dict[str, _Compiled]] = {}
 
     def hooks(self) -> Hooks:
         return Hooks(
@@ -112,10 +124,14 @@ class Dispatcher:
             # directly (no Python frame); another loop's (uvloop) is its own method.
             default = type(loop).time is asyncio.BaseEventLoop.time
             self.clock = time.monotonic if default else loop.time
-        session = Session(peer, self.router.max_inflight_rpcs)
+        dialect = self.dialect_of(peer)
+        runs = self._runs.get(dialect)
+        if runs is None:
+            runs = self._runs[dialect] = {}
+        session = Session(peer, self.router.max_inflight_rpcs, dialect, runs)
         peer._session = session
         peer._on_data = self._frame
-        peer._render = canonical.render
+        peer._render = dialect.render
         if self.heartbeat is not None:
             session.last_seen = self.loop.time()
             self._arm_heartbeat(session, self.heartbeat.interval)
@@ -123,6 +139,15 @@ class Dispatcher:
             ctx = ConnectionContext(self, session)
             for handler in self.router._on_open:
                 self._run_plain(handler, ctx)
+
+    def dialect_of(self, peer: Peer) -> Dialect:
+        """The dialect of a new connection."""
+        return CANONICAL
+
+    def routes_changed(self) -> None:
+        """Forget the compiled routes (the router's routes or middleware changed)."""
+        for runs in self._runs.values():
+            runs.clear()
 
     def _close(self, peer: Peer, code: int, reason: str) -> None:
         session: Session | None = peer._session
@@ -161,11 +186,11 @@ class Dispatcher:
                 self._too_big(session, size)
                 return
         try:
-            envelope = canonical.decode(raw)
-        except canonical.BadFrame as exc:
+            envelope = session.decode(raw)
+        except BadFrame as exc:
             self._fail(session, None, exc, exc.correlation_id)
             return
-        compiled = self._runs.get(envelope.type)
+        compiled = session.runs.get(envelope.type)
         if compiled is None:
             compiled = self._compile(session, envelope)
             if compiled is None:  # answered: a control frame, or a type without a route
@@ -183,14 +208,24 @@ class Dispatcher:
         if result is not None and inspect.isawaitable(result):
             self._run_event(session, ctx, result)
 
-    def _compile(self, session: Session, envelope: canonical.Envelope) -> _Compiled | None:
+    def _compile(self, session: Session, envelope: Envelope) -> _Compiled | None:
         """The route of a frame whose type has not been seen since the routes last changed,
-        and the chain that runs it; None once a frame without a route has been answered."""
+        and the chain that runs it; None once a control frame, or a frame without a route,
+        has been answered."""
         router = self.router
+        control = session.dialect.controls.get(envelope.type)
+        if control is not None:
+            self._control(session, envelope, control)
+            return None
         route = router._routes.get(envelope.type)
         if route is None:
             if envelope.type.startswith(RESERVED_PREFIXES):
-                self._control(session, envelope)
+                reserved = WsError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"message type {envelope.type!r} is reserved "
+                    f"({' and '.join(RESERVED_PREFIXES)} prefixes are control frames)",
+                )
+                self._fail(session, None, reserved, envelope.correlation_id)
             else:
                 unknown = WsError(
                     ErrorCode.UNIMPLEMENTED, f"no handler for message type {envelope.type!r}"
@@ -202,7 +237,7 @@ class Dispatcher:
             middleware.append(self._auth_gate)
         middleware.extend(router._middleware)
         middleware.extend(route.middleware)
-        compiled = self._runs[route.schema.type] = (
+        compiled = session.runs[route.schema.type] = (
             route,
             compose(route.schema, route.handler, middleware),
         )
@@ -214,10 +249,10 @@ class Dispatcher:
         self,
         session: Session,
         route: _Route,
-        envelope: canonical.Envelope,
+        envelope: Envelope,
         run: Callable[[Any], Any],
     ) -> None:
-        cid = envelope.meta.get("correlationId")  # (checked by canonical.decode)
+        cid = envelope.meta.get("correlationId")  # (checked by the dialect's decode)
         if cid is None:
             session.next_id += 1
             cid = f"srv-{session.next_id}"
@@ -426,7 +461,7 @@ class Dispatcher:
         ``auto_send_error_on_throw=False``) suppresses it."""
         suppress = self._notify(error, ctx)
         if self.router.auto_send_error_on_throw and not suppress:
-            session.peer._send_json(_encode_error(error, correlation_id))
+            session.peer._send_json(encode_error(session.dialect, error, correlation_id))
 
     def _notify(self, error: WsError, ctx: EventContext[Any] | None) -> bool:
         """Run the ``on_error`` handlers; True if one asked to suppress the reply."""
@@ -474,21 +509,21 @@ class Dispatcher:
 
     # -- control frames and heartbeat ------------------------------------------------------
 
-    def _control(self, session: Session, envelope: canonical.Envelope) -> None:
-        kind = envelope.type
-        if kind == canonical.ABORT:
+    def _control(self, session: Session, envelope: Envelope, control: Control) -> None:
+        if control is Control.ABORT:
             self._abort(session, envelope.correlation_id)
-        elif kind == canonical.HEARTBEAT:
-            session.peer._send_json(canonical.encode_heartbeat_ack(int(time.time() * 1000)))
-        elif kind == canonical.HEARTBEAT_ACK:
+        elif control is Control.HEARTBEAT:
+            ack = session.dialect.heartbeat_ack(int(time.time() * 1000))
+            if ack is not None:
+                session.peer._send_json(ack)
+        elif control is Control.HEARTBEAT_ACK:
             session.waiting_ack = False
         else:
-            error = WsError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"message type {kind!r} is reserved ({' and '.join(RESERVED_PREFIXES)} "
-                "prefixes are control frames)",
+            unsupported = WsError(
+                ErrorCode.UNIMPLEMENTED,
+                f"{envelope.type!r} ({control.value}) is not served on this connection",
             )
-            self._fail(session, None, error, envelope.correlation_id)
+            self._fail(session, None, unsupported, envelope.correlation_id)
 
     def _arm_heartbeat(self, session: Session, delay: float) -> None:
         session.heartbeat = self.loop.call_later(delay, self._check_heartbeat, session)
@@ -502,7 +537,9 @@ class Dispatcher:
             self._arm_heartbeat(session, heartbeat.interval - idle)
         elif not session.waiting_ack:
             session.waiting_ack = True
-            session.peer._send_json(canonical.encode_heartbeat())
+            ping = session.dialect.heartbeat()
+            if ping is not None:  # (a dialect without one: the silence alone counts)
+                session.peer._send_json(ping)
             self._arm_heartbeat(session, heartbeat.timeout)
         else:
             session.heartbeat = None
@@ -559,14 +596,13 @@ def _discard(running: Any) -> None:
         running.close()
 
 
-def _encode_error(error: WsError, correlation_id: str | None) -> bytes:
+def encode_error(dialect: Dialect, error: WsError, correlation_id: str | None) -> bytes:
+    """``error`` in ``dialect``; ``INTERNAL`` if its details cannot be sent as JSON."""
     try:
-        return canonical.encode_error(error, correlation_id)
+        return dialect.error(error, correlation_id)
     except (TypeError, orjson.JSONEncodeError):
         logger.exception("the details of %r cannot be sent as JSON; sending INTERNAL", error)
-        return canonical.encode_error(
-            WsError(ErrorCode.INTERNAL, "internal server error"), correlation_id
-        )
+        return dialect.error(WsError(ErrorCode.INTERNAL, "internal server error"), correlation_id)
 
 
 def _cid(ctx: EventContext[Any]) -> str | None:

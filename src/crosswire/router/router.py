@@ -392,7 +392,7 @@ class Router:
         """Routes, middleware or auth handlers changed: every dispatcher serving this router
         compiles its chains again, on each type's next frame."""
         for dispatcher in self._dispatchers:
-            dispatcher._runs.clear()
+            dispatcher.routes_changed()
 
     def hooks_for(self, app: App) -> Hooks:
         """The hooks that serve this router in ``app`` (called by ``App(router)``). A router

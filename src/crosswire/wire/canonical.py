@@ -13,6 +13,7 @@ strict WS-Kit client accepts, except progress frames, which carry their value un
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -20,13 +21,21 @@ import orjson
 from msgspec import UNSET, UnsetType
 
 from ..errors import ErrorCode, WsError
+from .dialect import Control, TopicAnswer, TopicRequest
 
 __all__ = [
     "ABORT",
+    "CANONICAL",
     "HEARTBEAT",
     "HEARTBEAT_ACK",
+    "JOIN",
+    "JOIN_ACK",
+    "JOIN_ERROR",
+    "LEAVE",
+    "LEAVE_ACK",
     "RPC_PROGRESS",
     "BadFrame",
+    "CanonicalDialect",
     "Envelope",
     "decode",
     "encode_error",
@@ -43,6 +52,11 @@ HEARTBEAT = "__heartbeat"
 HEARTBEAT_ACK = "__heartbeat_ack"
 ERROR = "ERROR"
 RPC_ERROR = "RPC_ERROR"
+JOIN = "$ws:join"
+LEAVE = "$ws:leave"
+JOIN_ACK = "$ws:join-ack"
+JOIN_ERROR = "$ws:join-error"
+LEAVE_ACK = "$ws:leave-ack"
 
 _ROOT_KEYS = frozenset({"type", "meta", "payload"})
 _RESERVED_META = frozenset({"clientId", "receivedAt"})
@@ -309,3 +323,82 @@ def encode_heartbeat() -> bytes:
 def encode_heartbeat_ack(now_ms: int) -> bytes:
     """The answer to a client's ``__heartbeat``, with the server's clock."""
     return orjson.dumps({"type": HEARTBEAT_ACK, "meta": {"ts": now_ms}})
+
+
+class CanonicalDialect:
+    """WS-Kit's dialect (see the module docstring), as a :class:`~crosswire.wire.Dialect`.
+
+    Topic control frames, answered only to clients that send them (a strict WS-Kit client
+    that never joins never sees one)::
+
+        {"type": "$ws:join", "meta": {"correlationId"?}, "payload": {"topic": T, "data"?: any}}
+          -> {"type": "$ws:join-ack", "meta": {...}, "payload": {"topic": T, "data"?: any}}
+          -> {"type": "$ws:join-error", "meta": {...},
+              "payload": {"topic": T, "code", "message", "details"?, ...}}
+        {"type": "$ws:leave", "meta": {...}, "payload": {"topic": T}}
+          -> {"type": "$ws:leave-ack", "meta": {...}, "payload": {"topic": T}}
+    """
+
+    name = "canonical"
+    subprotocol = "crosswire.canonical"
+    controls: Mapping[str, Control] = {
+        ABORT: Control.ABORT,
+        HEARTBEAT: Control.HEARTBEAT,
+        HEARTBEAT_ACK: Control.HEARTBEAT_ACK,
+        JOIN: Control.JOIN,
+        LEAVE: Control.LEAVE,
+    }
+
+    def __repr__(self) -> str:
+        return "<Dialect canonical>"
+
+    # The module's functions themselves (no Python frame of this class on the hot path).
+    decode = staticmethod(decode)
+    message = staticmethod(render)
+    render = staticmethod(render)
+    reply = staticmethod(encode_reply)
+    error = staticmethod(encode_error)
+    progress = staticmethod(encode_progress)
+    heartbeat = staticmethod(encode_heartbeat)
+    heartbeat_ack = staticmethod(encode_heartbeat_ack)
+
+    def topic_requests(self, envelope: Envelope) -> list[TopicRequest]:
+        body: Any = envelope.payload
+        topic = body.get("topic") if type(body) is dict else None
+        cid = envelope.correlation_id
+        if type(topic) is not str or not topic:
+            raise BadFrame(
+                f'{envelope.type} needs a payload {{"topic": <a non-empty string>}}',
+                correlation_id=cid,
+            )
+        extra = set(body) - {"topic", "data"}
+        if extra:
+            raise BadFrame(
+                f"unknown key(s) {sorted(extra)} in the payload of {envelope.type}: "
+                "only topic and data",
+                correlation_id=cid,
+            )
+        return [TopicRequest(topic, body.get("data"), cid)]
+
+    def joined(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
+        return [self._answer(JOIN_ACK, JOIN_ERROR, answer) for answer in answers]
+
+    def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
+        return [self._answer(LEAVE_ACK, ERROR, answer) for answer in answers]
+
+    @staticmethod
+    def _answer(ack: str, refusal: str, answer: TopicAnswer) -> bytes:
+        request = answer.request
+        meta = {"correlationId": request.correlation_id} if request.correlation_id else {}
+        payload: dict[str, Any] = {"topic": request.topic}
+        if answer.error is not None:
+            return orjson.dumps(
+                {"type": refusal, "meta": meta, "payload": payload | answer.error.to_payload()}
+            )
+        if answer.data is not None:
+            payload["data"] = answer.data
+        return orjson.dumps({"type": ack, "meta": meta, "payload": payload})
+
+
+#: The canonical dialect.
+CANONICAL = CanonicalDialect()

@@ -12,11 +12,17 @@ this form.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+from msgspec import UNSET
 
-__all__ = ["BadEvent", "EventFrame", "decode", "encode", "render"]
+from ..errors import WsError
+from .canonical import BadFrame, Envelope
+from .dialect import Control, TopicAnswer, TopicRequest
+
+__all__ = ["EVENTS", "BadEvent", "EventFrame", "EventsDialect", "decode", "encode", "render"]
 
 
 class BadEvent(ValueError):
@@ -68,3 +74,91 @@ def render(event: str, meta: bytes | None, data: bytes | None) -> bytes:
     if data is None:
         return b'{"event":' + orjson.dumps(event) + b"}"
     return b'{"event":' + orjson.dumps(event) + b',"data":' + data + b"}"
+
+
+class EventsDialect:
+    """Seed 003's dialect as a :class:`~crosswire.wire.Dialect`.
+
+    A client frame ``{"event", "data"?, "id"?}`` is the envelope ``type`` = event, ``payload``
+    = data (absent when the frame has none), ``meta`` = ``{"correlationId": id}`` when ``id``
+    is a string (an RPC's answers carry it back as ``id``; seed 003 has no RPC). Control
+    frames: ``authenticate``, ``heartbeat`` (answered with nothing), ``join`` and ``leave``
+    with ``{"rooms": [...]}``. An accepted join or a leave is answered with nothing; the
+    rooms refused for one reason share one ``error`` event, ``{"message", "rooms", ...}``.
+    Errors are ``{"event": "error", "data": {"message", ...details}}``, as the seed's.
+    """
+
+    name = "events"
+    subprotocol = "crosswire.events"
+    controls: Mapping[str, Control] = {
+        "authenticate": Control.AUTHENTICATE,
+        "heartbeat": Control.HEARTBEAT,
+        "join": Control.JOIN,
+        "leave": Control.LEAVE,
+    }
+
+    def __repr__(self) -> str:
+        return "<Dialect events>"
+
+    message = staticmethod(render)
+    render = staticmethod(render)
+
+    def decode(self, frame: str | bytes) -> Envelope:
+        try:
+            event = decode(frame)
+        except BadEvent as exc:
+            raise BadFrame(str(exc)) from None
+        meta = {"correlationId": event.id} if event.id is not None else {}
+        payload = event.raw.get("data", UNSET)
+        return Envelope(event.event, meta, payload)
+
+    def reply(self, type: str, correlation_id: str, payload: bytes | None) -> bytes:
+        return render(type, None, payload)[:-1] + b',"id":' + orjson.dumps(correlation_id) + b"}"
+
+    def error(self, error: WsError, correlation_id: str | None) -> bytes:
+        data = {"message": error.message, **error.details}
+        frame = encode("error", data)
+        if correlation_id is None:
+            return frame
+        return frame[:-1] + b',"id":' + orjson.dumps(correlation_id) + b"}"
+
+    def progress(self, correlation_id: str, data: Any) -> bytes:
+        return orjson.dumps({"event": "progress", "data": data, "id": correlation_id})
+
+    def heartbeat(self) -> None:
+        return None
+
+    def heartbeat_ack(self, now_ms: int) -> None:
+        return None
+
+    def topic_requests(self, envelope: Envelope) -> list[TopicRequest]:
+        body: Any = envelope.payload
+        rooms = body.get("rooms") if isinstance(body, dict) else None
+        if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
+            raise BadFrame("Invalid rooms")
+        cid = envelope.correlation_id
+        return [TopicRequest(room, None, cid) for room in rooms]
+
+    def joined(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
+        return _refusals(answers)
+
+    def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
+        return _refusals(answers)
+
+
+def _refusals(answers: Sequence[TopicAnswer]) -> list[bytes]:
+    """One ``error`` event per distinct refusal, naming its rooms; nothing for the rest."""
+    refused: dict[str, tuple[WsError, list[str]]] = {}
+    for answer in answers:
+        if answer.error is not None:
+            refused.setdefault(answer.error.message, (answer.error, []))[1].append(
+                answer.request.topic
+            )
+    return [
+        encode("error", {"message": error.message, "rooms": rooms, **error.details})
+        for error, rooms in refused.values()
+    ]
+
+
+#: The events dialect.
+EVENTS = EventsDialect()

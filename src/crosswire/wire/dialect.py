@@ -1,0 +1,134 @@
+"""The seam between the router and the wire: one :class:`Dialect` per wire format. Sans-I/O.
+
+A dialect turns a client's frame into the :class:`~crosswire.wire.canonical.Envelope` the
+router works with (``type``, ``meta``, ``payload``), and turns every frame the server sends
+into bytes: messages, RPC replies, errors, progress, topic answers, heartbeats, and the
+rendering of a publication (which the Hub does once per dialect, whatever the number of
+recipients). The router keeps the dialect of each connection and calls it; it never calls a
+codec module directly.
+
+Three dialects ship with crosswire:
+
+==============  ==================================================  =========================
+dialect         frames                                              seed
+==============  ==================================================  =========================
+``canonical``   ``{"type", "meta"?, "payload"?}``                   WS-Kit (002)
+``events``      ``{"event", "data"?, "id"?}``                       the Redis helper (003)
+``rover``       ``{"type": event, ...fields}``                      Rover (004)
+==============  ==================================================  =========================
+
+Some frame types are *control frames* of the connection, not messages for a route:
+:attr:`Dialect.controls` maps them to a :class:`Control`. A dialect that has no frame for a
+control (Rover has no heartbeat) leaves it out, and an ``encode`` for it returns ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..errors import WsError
+    from .canonical import Envelope
+
+__all__ = ["Control", "Dialect", "Render", "TopicAnswer", "TopicRequest"]
+
+#: Renders an event for one dialect: ``(type, meta JSON or None, payload JSON or None)`` to
+#: the UTF-8 bytes of a text frame (:meth:`Dialect.message`).
+Render = Callable[[str, bytes | None, bytes | None], bytes]
+
+
+class Control(Enum):
+    """What a control frame asks of the connection."""
+
+    ABORT = "abort"  #: cancel an RPC in flight (its correlation id)
+    HEARTBEAT = "heartbeat"  #: the client's heartbeat: answered when the dialect can
+    HEARTBEAT_ACK = "heartbeat_ack"  #: the answer to the server's heartbeat
+    JOIN = "join"  #: join one topic or several
+    LEAVE = "leave"  #: leave one topic or several
+    AUTHENTICATE = "authenticate"  #: in-band authentication, with the credentials
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRequest:
+    """One topic a client asks to join or leave: its name, the data that came with it (for
+    the join handler; ``None`` without), and the correlation id its answer carries."""
+
+    topic: str
+    data: Any = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicAnswer:
+    """The answer to one :class:`TopicRequest`: ``error`` is None when it was accepted, and
+    ``data`` is what the join handler gave for the ack."""
+
+    request: TopicRequest
+    error: WsError | None = None
+    data: Any = None
+
+
+class Dialect(Protocol):
+    """A wire format. Every method is pure: values in, bytes out (see the module docstring).
+
+    JSON arguments (``payload``, ``meta``, ``data``) are already encoded (UTF-8 bytes of JSON,
+    or ``None`` for none), so that a message is encoded once whatever the dialect.
+    """
+
+    #: Short name: ``canonical``, ``events``, ``rover``.
+    name: str
+    #: The WebSocket subprotocol that asks for this dialect (``crosswire.<name>``).
+    subprotocol: str
+    #: Frame types that are control frames, and what they ask.
+    controls: Mapping[str, Control]
+
+    @property
+    def render(self) -> Render:
+        """:meth:`message`, as one object for every connection of the dialect: the Hub
+        renders a publication once per dialect, keyed by it."""
+        ...
+
+    def decode(self, frame: str | bytes) -> Envelope:
+        """A client's frame as an envelope; raises :class:`~crosswire.wire.canonical.BadFrame`
+        (an ``INVALID_ARGUMENT`` error, with the correlation id when it could be read)."""
+        ...
+
+    def message(self, type: str, meta: bytes | None, payload: bytes | None) -> bytes:
+        """A message to a client (``ctx.send``) or a publication (the Hub's ``Render``)."""
+        ...
+
+    def reply(self, type: str, correlation_id: str, payload: bytes | None) -> bytes:
+        """The answer to an RPC."""
+        ...
+
+    def error(self, error: WsError, correlation_id: str | None) -> bytes:
+        """An error: of an RPC when ``correlation_id`` is given, else of the connection."""
+        ...
+
+    def progress(self, correlation_id: str, data: Any) -> bytes:
+        """A progress frame of an RPC (``data``: any JSON-able value)."""
+        ...
+
+    def heartbeat(self) -> bytes | None:
+        """The server's heartbeat, or None when the dialect has none (the server then only
+        watches the client's silence)."""
+        ...
+
+    def heartbeat_ack(self, now_ms: int) -> bytes | None:
+        """The answer to a client's heartbeat, or None when the dialect answers nothing."""
+        ...
+
+    def topic_requests(self, envelope: Envelope) -> list[TopicRequest]:
+        """The topics a ``JOIN`` or ``LEAVE`` control frame names; raises ``BadFrame``."""
+        ...
+
+    def joined(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
+        """The frames that answer the topic requests of one ``JOIN`` frame."""
+        ...
+
+    def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
+        """The frames that answer the topic requests of one ``LEAVE`` frame."""
+        ...
