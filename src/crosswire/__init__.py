@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .app import App
 from .context import CloseContext, ConnectionContext, EventContext, PublishResult, RpcContext
+from .endpoint import Endpoint
 from .errors import (
     BusError,
     ConfigurationError,
@@ -43,6 +44,7 @@ __all__ = [
     "ConnectionContext",
     "CrosswireError",
     "Emitter",
+    "Endpoint",
     "ErrorCode",
     "EventContext",
     "Headers",

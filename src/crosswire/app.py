@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any
 
 from .eager import spawn_eager
+from .endpoint import Endpoint
 from .errors import ConfigurationError
-from .hooks import HOOK_NAMES, HookProvider, Hooks
+from .hooks import HookProvider, Hooks
 from .http import Accept, Request, Response
 from .limits import Limits
 from .peer import CloseCode, Peer, Transport
@@ -35,7 +37,9 @@ class App:
 
     ``hooks`` is a :class:`~crosswire.Hooks` (see :func:`~crosswire.define_hooks`), any object
     with hook methods, or a :class:`~crosswire.Router`; anything else (None, a dict, an object
-    with none of the hook methods) raises :class:`~crosswire.ConfigurationError`. ``http``
+    with none of the hook methods) raises :class:`~crosswire.ConfigurationError`. It serves
+    every path. Or, instead, ``endpoints``: one :class:`~crosswire.Endpoint` per path, each
+    with its handler and its dialects (a handshake on another path gets 404). ``http``
     answers plain HTTP requests on the standalone servers and the ASGI adapter (the demo page,
     a health check); without it they get 426 Upgrade Required. ``origins`` lists the
     ``Origin`` values allowed to open a WebSocket (include ``None`` to let in clients that send
@@ -45,8 +49,9 @@ class App:
 
     def __init__(
         self,
-        hooks: object,
+        hooks: object = None,
         *,
+        endpoints: Sequence[Endpoint] = (),
         limits: Limits | None = None,
         hub: Hub | None = None,
         http: HttpHandler | None = None,
@@ -60,27 +65,50 @@ class App:
         self.origins = frozenset(origins) if origins is not None else None
         self.hub = hub if hub is not None else Hub()
         self.http = http
-        #: Whether a peer joins the Hub (by id, in the broadcast group) as it opens.
-        self.admits_on_open = True
-        #: The Router or RoomServer serving this App through its hooks, if any.
-        self._provider: HookProvider | None = None
-        if isinstance(hooks, type) and isinstance(hooks, HookProvider):  # App(Router)
-            raise ConfigurationError(
-                f"App takes a {hooks.__name__}, not the class: App({hooks.__name__}(...))"
-            )
-        if isinstance(hooks, HookProvider):  # a Router: it builds hooks for this App
-            self.admits_on_open = hooks.admits_on_open
-            self._provider = hooks
-            hooks = hooks.hooks_for(self)
-        self.hooks = Hooks.of(hooks)
-        #: True when every hook is a plain function: hooks then run inline, with no task.
-        self.inline_hooks = not any(self.hooks.is_async(n) for n in HOOK_NAMES if n != "upgrade")
+        if endpoints and hooks is not None:
+            raise ConfigurationError("App takes hooks (one endpoint) or endpoints, not both")
+        if not endpoints:
+            if isinstance(hooks, type) and isinstance(hooks, HookProvider):  # App(Router)
+                raise ConfigurationError(
+                    f"App takes a {hooks.__name__}, not the class: App({hooks.__name__}(...))"
+                )
+            endpoints = (Endpoint(None, hooks),)
+        #: The endpoints by path (``None``: the one that serves every path).
+        self.endpoints: dict[str | None, Endpoint] = {}
+        for endpoint in endpoints:
+            if endpoint.path in self.endpoints:
+                raise ConfigurationError(f"two endpoints at {endpoint.path!r}")
+            if None in self.endpoints or (endpoint.path is None and self.endpoints):
+                raise ConfigurationError("an endpoint for every path serves an App alone")
+            endpoint.serve(self)
+            self.endpoints[endpoint.path] = endpoint
         self._peers: dict[str, Peer] = {}
         self._closing = False
         self._no_peers = asyncio.Event()
         self._no_peers.set()
         #: Hook tasks of peers (open or closed) that have not finished yet; see _spawn.
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def hooks(self) -> Hooks:
+        """The hooks of an App that serves one endpoint (``App(hooks)``)."""
+        return self._sole().hooks
+
+    @property
+    def inline_hooks(self) -> bool:
+        """Whether the hooks of an App that serves one endpoint are all plain functions
+        (they then run inline, with no task per connection)."""
+        return self._sole().inline
+
+    def _sole(self) -> Endpoint:
+        if len(self.endpoints) != 1:
+            raise ConfigurationError("this App serves several endpoints: see App.endpoints")
+        return next(iter(self.endpoints.values()))
+
+    def endpoint_for(self, request: Request) -> Endpoint | None:
+        """The endpoint that serves ``request``'s path, if any."""
+        endpoints = self.endpoints
+        return endpoints.get(None) or endpoints.get(request.path)
 
     @property
     def peers(self) -> Mapping[str, Peer]:
@@ -95,15 +123,15 @@ class App:
     # -- the seam with server adapters -----------------------------------------------------
 
     async def handle_upgrade(self, request: Request) -> Accept | Response:
-        """Check the Origin, then run the ``upgrade`` hook; an error in it refuses the
-        connection with 500."""
-        if self._closing:
-            return Response(503, "server shutting down")
-        if self.origins is not None and request.headers.get("origin") not in self.origins:
-            return _FORBIDDEN_ORIGIN
-        hook = self.hooks.upgrade
+        """Find the endpoint and the connection's dialect, check the Origin, then run the
+        ``upgrade`` hook; an error in it refuses the connection with 500."""
+        checked = self._check_upgrade(request)
+        if isinstance(checked, Response):
+            return checked
+        endpoint, subprotocol = checked
+        hook = endpoint.hooks.upgrade
         if hook is None:
-            return Accept()
+            return Accept(subprotocol=subprotocol)
         try:
             result = hook(request)
             if inspect.isawaitable(result):
@@ -111,26 +139,24 @@ class App:
         except Exception:
             logger.exception("upgrade hook raised; refusing %r with 500", request)
             return Response(500, "internal server error")
-        return _upgrade_result(result)
+        return _upgrade_result(result, subprotocol)
 
     def upgrade_is_async(self) -> bool:
-        """Whether the upgrade hook must be awaited: an ``async`` hook, or the ``async``
-        ``on_upgrade`` of the Router serving the App (as registered now). Servers whose
+        """Whether an upgrade hook must be awaited: an ``async`` hook, or the ``async``
+        ``on_upgrade`` of a Router serving the App (as registered now). Servers whose
         handshake cannot await (picows) refuse such an App when they start."""
-        if self._provider is not None:
-            return self._provider.upgrade_is_async()
-        return self.hooks.is_async("upgrade")
+        return any(endpoint.upgrade_is_async() for endpoint in self.endpoints.values())
 
     def handle_upgrade_sync(self, request: Request) -> Accept | Response:
         """``handle_upgrade`` for servers whose handshake cannot await (picows). A hook that
         returns an awaitable all the same is refused with 500 (the awaitable is closed)."""
-        if self._closing:
-            return Response(503, "server shutting down")
-        if self.origins is not None and request.headers.get("origin") not in self.origins:
-            return _FORBIDDEN_ORIGIN
-        hook = self.hooks.upgrade
+        checked = self._check_upgrade(request)
+        if isinstance(checked, Response):
+            return checked
+        endpoint, subprotocol = checked
+        hook = endpoint.hooks.upgrade
         if hook is None:
-            return Accept()
+            return Accept(subprotocol=subprotocol)
         try:
             result = hook(request)
         except Exception:
@@ -138,7 +164,24 @@ class App:
             return Response(500, "internal server error")
         if inspect.isawaitable(result):
             return _cannot_await("upgrade hook (or on_upgrade handler)", result, request)
-        return _upgrade_result(result)
+        return _upgrade_result(result, subprotocol)
+
+    def _check_upgrade(self, request: Request) -> tuple[Endpoint, str | None] | Response:
+        """What every handshake goes through first: the App open, an endpoint at the path, a
+        dialect it serves, an allowed Origin. The endpoint, and the subprotocol that names
+        the chosen dialect (if the client chose it so), or the refusal."""
+        if self._closing:
+            return Response(503, "server shutting down")
+        endpoint = self.endpoint_for(request)
+        if endpoint is None:
+            return Response(404, "no WebSocket endpoint at this path")
+        chosen = endpoint.dialect_for(request)
+        if chosen is None:
+            served = ", ".join(d.name for d in endpoint.dialects)
+            return Response(400, f"this endpoint speaks {served}")
+        if self.origins is not None and request.headers.get("origin") not in self.origins:
+            return _FORBIDDEN_ORIGIN
+        return endpoint, chosen[1]
 
     async def handle_http(self, request: Request) -> Response:
         """Answer a plain HTTP request with the ``http`` handler, or 426."""
@@ -176,17 +219,23 @@ class App:
 
     def connect(self, transport: Transport, request: Request, accept: Accept) -> Peer:
         """Create the peer of a newly opened WebSocket and run its ``open`` hook."""
+        endpoint = self.endpoint_for(request)
+        chosen = endpoint.dialect_for(request) if endpoint is not None else None
+        if endpoint is None or chosen is None:  # (refused at the handshake: cannot happen)
+            raise ConfigurationError(f"no endpoint serves {request!r}")
         peer = Peer(
             self,
+            endpoint,
             transport,
             request,
+            dialect=chosen[0],
             subprotocol=accept.subprotocol,
             context=dict(accept.context),
         )
         transport.bind(peer)
         self._peers[peer.id] = peer
         self._no_peers.clear()
-        if self.admits_on_open:
+        if endpoint.admits_on_open:
             self.hub.admit(peer)
         peer._opened()
         return peer
@@ -305,10 +354,16 @@ def _cannot_await(what: str, result: Awaitable[Any], request: Request) -> Respon
     return Response(500, "internal server error")
 
 
-def _upgrade_result(result: Any) -> Accept | Response:
+def _upgrade_result(result: Any, subprotocol: str | None) -> Accept | Response:
+    """What the upgrade hook returned, accepting with the dialect's ``subprotocol`` unless the
+    hook chose one of its own."""
     if result is None:
-        return Accept()
-    if isinstance(result, Accept | Response):
+        return Accept(subprotocol=subprotocol)
+    if isinstance(result, Accept):
+        if result.subprotocol is None and subprotocol is not None:
+            return dataclasses.replace(result, subprotocol=subprotocol)
+        return result
+    if isinstance(result, Response):
         return result
     raise ConfigurationError(
         f"upgrade hook must return None, Accept or Response, not {type(result).__name__}"

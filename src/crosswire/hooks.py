@@ -23,7 +23,7 @@ any object with methods of these names.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -33,6 +33,7 @@ from .http import Accept, Request, Response
 if TYPE_CHECKING:
     from .app import App
     from .peer import Message, Peer
+    from .wire import Dialect
 
 __all__ = [
     "HOOK_NAMES",
@@ -63,9 +64,11 @@ class HookProvider(Protocol):
     #: True when the App admits each peer to its Hub (addressable by id, in the broadcast
     #: group) as it opens; False when the layer admits peers itself (after authentication).
     admits_on_open: bool
+    #: The dialects it speaks by default (the first is the default of its endpoint).
+    dialects: Sequence[Dialect]
 
     def hooks_for(self, app: App) -> Hooks:
-        """The hooks serving ``app``; called once, when the App is created."""
+        """The hooks serving ``app``; called once per endpoint, when the App is created."""
 
     def upgrade_is_async(self) -> bool:
         """Whether its upgrade hook must be awaited (an ``async`` handler registered now):

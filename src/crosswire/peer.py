@@ -20,10 +20,11 @@ import orjson
 
 from .errors import ErrorCode, WsError
 from .http import Request
-from .wire import events
+from .wire import EVENTS, Dialect
 
 if TYPE_CHECKING:
     from .app import App
+    from .endpoint import Endpoint
     from .cork import Hold
     from .pubsub.envelope import Render
     from .pubsub.hub import Transform
@@ -191,6 +192,8 @@ class Peer:
     __slots__ = (
         "_app",
         "_buffer_seen",
+        "_hooks",
+        "_inline",
         "_close_sent",
         "_cork",
         "_drain_waiters",
@@ -210,6 +213,7 @@ class Peer:
         "_wake",
         "_write_paused",
         "context",
+        "dialect",
         "id",
         "request",
         "subprotocol",
@@ -218,13 +222,20 @@ class Peer:
     def __init__(
         self,
         app: App,
+        endpoint: Endpoint,
         transport: Transport,
         request: Request,
         *,
+        dialect: Dialect = EVENTS,
         subprotocol: str | None = None,
         context: dict[str, Any] | None = None,
     ) -> None:
         self._app = app
+        #: The hooks of the endpoint this peer connected to, and whether they run inline.
+        self._hooks = endpoint.hooks
+        self._inline = endpoint.inline
+        #: The wire dialect of this connection (chosen at the handshake).
+        self.dialect = dialect
         self._transport = transport
         #: The transport's cork (its socket's writes held in a batch), or None.
         self._cork: Hold | None = getattr(transport, "cork", None)  # (custom ones may lack it)
@@ -246,14 +257,14 @@ class Peer:
         self._task: asyncio.Task[None] | None = None
         self._reading_paused = False
         #: The message hook when hooks run inline (no task); None otherwise.
-        self._on_message = app.hooks.message if app.inline_hooks else None
+        self._on_message = self._hooks.message if self._inline else None
         #: State kept by the layer serving this peer (the router's per-connection state).
         self._session: Any = None
         #: Set by that layer to take each frame raw, ``(peer, data, is_binary)``, before any
         #: Message is built (the router's message path).
         self._on_data: Callable[[Peer, str | bytes, bool], None] | None = None
-        #: How published events are rendered for this peer: its dialect (set by the layer).
-        self._render: Render = events.render
+        #: How published events are rendered for this peer: in its dialect.
+        self._render: Render = dialect.render
         #: Outbound transform of what the Hub delivers (per-client encryption), or None.
         self._transform: Transform | None = None
         self._user_id: str | None = None
@@ -449,8 +460,8 @@ class Peer:
     # -- called by server adapters ---------------------------------------------------------
 
     def _opened(self) -> None:
-        if self._app.inline_hooks:
-            hook = self._app.hooks.open
+        if self._inline:
+            hook = self._hooks.open
             if hook is not None:
                 self._call_inline(hook, self)
             return
@@ -498,7 +509,7 @@ class Peer:
         self._app._forget(self)
         self._release_drain_waiters()
         if self._inbox is None:
-            hook = self._app.hooks.close
+            hook = self._hooks.close
             if hook is not None:
                 self._call_inline(hook, self, code, reason)
             return
@@ -513,7 +524,7 @@ class Peer:
             return
         self._write_paused = False
         self._release_drain_waiters()
-        hook = self._app.hooks.drain
+        hook = self._hooks.drain
         if hook is None or self._state is ReadyState.CLOSED:
             return
         if self._inbox is None:
@@ -541,7 +552,7 @@ class Peer:
     async def _run(self) -> None:
         """Run async hooks one at a time, in the order events happened."""
         assert self._inbox is not None and self._wake is not None
-        inbox, wake, hooks = self._inbox, self._wake, self._app.hooks
+        inbox, wake, hooks = self._inbox, self._wake, self._hooks
         resume_at = self._app.limits.inbound_queue // 2
         try:
             while True:
@@ -582,7 +593,7 @@ class Peer:
             await self._report(exc)
 
     async def _report(self, exc: Exception) -> None:
-        hook = self._app.hooks.error
+        hook = self._hooks.error
         if hook is None:
             logger.error("peer %s: unhandled error in a hook", self.id, exc_info=exc)
             return
@@ -600,7 +611,7 @@ class Peer:
             self._report_inline(exc)
 
     def _report_inline(self, exc: Exception) -> None:
-        hook = self._app.hooks.error
+        hook = self._hooks.error
         if hook is None:
             logger.error("peer %s: unhandled error in a hook", self.id, exc_info=exc)
             return

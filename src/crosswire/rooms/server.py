@@ -30,14 +30,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from ..hooks import Hooks, check_callable
 from ..peer import ReadyState
-from ..wire import events
+from ..wire import Dialect, events
 from .client import ClientState, Handshake, Identity, RoomClient
 
 if TYPE_CHECKING:
@@ -86,6 +86,8 @@ class RoomServer:
 
     #: Peers join the Hub when they authenticate, not when they open.
     admits_on_open = False
+    #: Seed 003's clients speak the events dialect.
+    dialects: Sequence[Dialect] = (events.EVENTS,)
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ from ..http import Request
 from ..peer import CloseCode, Message, Peer, ReadyState
 from ..rpc import CallTable
 from ..schema import RESERVED_PREFIXES
-from ..wire import CANONICAL, BadFrame, Control, Dialect, Envelope
+from ..wire import BadFrame, Control, Dialect, Envelope
 from .chain import compose
 
 if TYPE_CHECKING:
@@ -124,14 +124,13 @@ class Dispatcher:
             # directly (no Python frame); another loop's (uvloop) is its own method.
             default = type(loop).time is asyncio.BaseEventLoop.time
             self.clock = time.monotonic if default else loop.time
-        dialect = self.dialect_of(peer)
+        dialect = peer.dialect  # (chosen at the handshake, among the endpoint's)
         runs = self._runs.get(dialect)
         if runs is None:
             runs = self._runs[dialect] = {}
         session = Session(peer, self.router.max_inflight_rpcs, dialect, runs)
         peer._session = session
         peer._on_data = self._frame
-        peer._render = dialect.render
         if self.heartbeat is not None:
             session.last_seen = self.loop.time()
             self._arm_heartbeat(session, self.heartbeat.interval)
@@ -139,10 +138,6 @@ class Dispatcher:
             ctx = ConnectionContext(self, session)
             for handler in self.router._on_open:
                 self._run_plain(handler, ctx)
-
-    def dialect_of(self, peer: Peer) -> Dialect:
-        """The dialect of a new connection."""
-        return CANONICAL
 
     def routes_changed(self) -> None:
         """Forget the compiled routes (the router's routes or middleware changed)."""

@@ -30,7 +30,7 @@ handlers see every error first and may suppress the reply by returning ``False``
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -41,6 +41,7 @@ from ..http import Request
 from ..peer import Peer
 from ..pubsub.envelope import Publication
 from ..schema import MessageSchema
+from ..wire import CANONICAL, Dialect
 from .chain import Middleware
 from .dispatch import Dispatcher
 
@@ -139,6 +140,8 @@ class Router:
 
     #: The App admits each connection to its Hub as it opens.
     admits_on_open = True
+    #: A router's endpoint speaks the canonical dialect unless it says otherwise.
+    dialects: Sequence[Dialect] = (CANONICAL,)
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..errors import WsError
     from .canonical import Envelope
 
-__all__ = ["Control", "Dialect", "Render", "TopicAnswer", "TopicRequest"]
+__all__ = ["Control", "Dialect", "Render", "TopicAnswer", "TopicRequest", "select"]
 
 #: Renders an event for one dialect: ``(type, meta JSON or None, payload JSON or None)`` to
 #: the UTF-8 bytes of a text frame (:meth:`Dialect.message`).
@@ -132,3 +132,26 @@ class Dialect(Protocol):
     def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         """The frames that answer the topic requests of one ``LEAVE`` frame."""
         ...
+
+
+def select(
+    served: Sequence[Dialect], offered: Sequence[str], asked: str | None
+) -> tuple[Dialect, str | None] | None:
+    """The dialect of a new connection, among those an endpoint ``served`` (the first is its
+    default), and the subprotocol to answer with (None: none of the dialects').
+
+    In order: ``asked`` (the ``dialect`` query parameter) names one by name; else the first
+    subprotocol ``offered`` that names one (``crosswire.<name>``); else the default. None
+    when ``asked`` names a dialect the endpoint does not serve (the handshake is refused)."""
+    if asked is not None:
+        for dialect in served:
+            if dialect.name == asked:
+                return dialect, None
+        return None
+    if offered:
+        by_subprotocol = {dialect.subprotocol: dialect for dialect in served}
+        for subprotocol in offered:
+            chosen = by_subprotocol.get(subprotocol)
+            if chosen is not None:
+                return chosen, subprotocol
+    return served[0], None
