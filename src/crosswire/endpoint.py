@@ -57,8 +57,7 @@ class Endpoint:
             raise ConfigurationError(f"an endpoint's path starts with '/': {path!r}")
         if isinstance(handler, type) and isinstance(handler, HookProvider):
             raise ConfigurationError(
-                f"Endpoint takes a {handler.__name__}, not the class: "
-                f"{handler.__name__}(...)"
+                f"Endpoint takes a {handler.__name__}, not the class: {handler.__name__}(...)"
             )
         if dialects is not None and not dialects:
             raise ConfigurationError("an endpoint serves at least one dialect")

@@ -24,8 +24,8 @@ from .wire import EVENTS, Dialect
 
 if TYPE_CHECKING:
     from .app import App
-    from .endpoint import Endpoint
     from .cork import Hold
+    from .endpoint import Endpoint
     from .pubsub.envelope import Render
     from .pubsub.hub import Transform
 
@@ -192,12 +192,12 @@ class Peer:
     __slots__ = (
         "_app",
         "_buffer_seen",
-        "_hooks",
-        "_inline",
         "_close_sent",
         "_cork",
         "_drain_waiters",
+        "_hooks",
         "_inbox",
+        "_inline",
         "_largest_write",
         "_on_data",
         "_on_message",
