@@ -11,7 +11,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .app import App
-from .context import CloseContext, ConnectionContext, EventContext, PublishResult, RpcContext
+from .context import (
+    CloseContext,
+    ConnectionContext,
+    EventContext,
+    JoinContext,
+    LeaveContext,
+    PublishResult,
+    RpcContext,
+)
 from .endpoint import Endpoint
 from .errors import (
     BusError,
@@ -51,6 +59,8 @@ __all__ = [
     "Heartbeat",
     "Hooks",
     "Hub",
+    "JoinContext",
+    "LeaveContext",
     "LimitExceeded",
     "Limits",
     "Message",

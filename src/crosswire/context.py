@@ -8,6 +8,9 @@ context                       given to
 :class:`EventContext`         ``router.on`` handlers, middleware, ``on_auth``, ``on_error``
 :class:`RpcContext`           ``router.rpc`` handlers: adds ``reply``, ``progress``,
                               ``deadline``, ``time_remaining()``, ``on_cancel``
+:class:`JoinContext`          a topic's join handler: ``topic``, ``params``, ``data``,
+                              ``accept(data)``, ``reject(reason)``
+:class:`LeaveContext`         a topic's leave handler: ``topic``, ``params``, ``data``
 ============================  =================================================================
 
 All sends go through the message's schema first: a payload that does not match raises
@@ -39,6 +42,8 @@ __all__ = [
     "CloseContext",
     "ConnectionContext",
     "EventContext",
+    "JoinContext",
+    "LeaveContext",
     "PublishResult",
     "RpcContext",
 ]
@@ -142,6 +147,67 @@ class CloseContext(ConnectionContext):
         super().__init__(dispatch, session)
         self.code = code
         self.reason = reason
+
+
+class LeaveContext(ConnectionContext):
+    """A client leaves ``topic`` (its name; ``params`` are what the route's pattern took from
+    it, ``payload`` what the leave request carried). The handler runs while the connection is
+    still a member; the leave is then done, and answered, whatever the handler does."""
+
+    __slots__ = ("params", "payload", "topic")
+
+    def __init__(
+        self,
+        dispatch: Dispatcher,
+        session: Session,
+        topic: str,
+        params: Mapping[str, str],
+        payload: Any,
+    ) -> None:
+        super().__init__(dispatch, session)
+        self.topic = topic
+        self.params = dict(params)
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.topic!r} client={self.peer.id[:8]}>"
+
+
+class JoinContext(LeaveContext):
+    """A client asks to join ``topic``. ``payload`` is what the request carried (validated
+    against the route's ``data`` schema when it has one). Answer with :meth:`accept` (the
+    default when the handler returns without answering) or :meth:`reject`; raising a
+    :class:`~crosswire.WsError` rejects with its code and message, raising anything else
+    rejects with ``INTERNAL``. A rejected join never subscribes."""
+
+    __slots__ = ("_ack", "_error")
+
+    def __init__(
+        self,
+        dispatch: Dispatcher,
+        session: Session,
+        topic: str,
+        params: Mapping[str, str],
+        payload: Any,
+    ) -> None:
+        super().__init__(dispatch, session, topic, params, payload)
+        self._ack: Any = None
+        self._error: WsError | None = None
+
+    def accept(self, data: Any = None) -> None:
+        """Accept the join; ``data`` (any JSON-able value) goes in the acknowledgement."""
+        self._ack = data
+        self._error = None
+
+    def reject(
+        self,
+        reason: str,
+        *,
+        code: ErrorCode | str = ErrorCode.PERMISSION_DENIED,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Reject the join with ``reason`` (the client's ``join_error``)."""
+        self._error = WsError(code, reason, details)
 
 
 class EventContext(ConnectionContext, Generic[P]):

@@ -8,10 +8,11 @@ router can be served by several Apps, one after another (tests) or at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,6 +26,7 @@ from ..rpc import CallTable
 from ..schema import RESERVED_PREFIXES
 from ..wire import BadFrame, Control, Dialect, Envelope
 from .chain import compose
+from .topics import TopicDesk
 
 if TYPE_CHECKING:
     from ..app import App
@@ -58,6 +60,7 @@ class Session:
         "peer",
         "rpcs_running",
         "runs",
+        "topic_backlog",
         "waiting_ack",
     )
 
@@ -81,6 +84,9 @@ class Session:
         #: or not their call has been answered), still running.
         self.events_running = 0
         self.rpcs_running = 0
+        #: Topic frames waiting while one of this connection's is being served (None: none
+        #: is being served).
+        self.topic_backlog: collections.deque[tuple[Envelope, Control]] | None = None
 
 
 class Dispatcher:
@@ -104,6 +110,8 @@ class Dispatcher:
         #: dialect: a type that is a route for one (``join``) may be a control frame of
         #: another (Rover's ``join``), and only routes are kept here.
         self._runs: dict[Dialect, dict[str, _Compiled]] = {}
+        #: Joins and leaves of topics.
+        self.topics = TopicDesk(self)
 
     def hooks(self) -> Hooks:
         return Hooks(
@@ -356,10 +364,10 @@ class Dispatcher:
 
     # -- the auth gate ---------------------------------------------------------------------
 
-    def _auth_gate(self, ctx: EventContext[Any], next: Callable[[], Any]) -> Any:
-        """Middleware in front of every route when there are ``on_auth`` handlers: their
-        verdict is taken once per connection; frames that arrive while an async check runs
-        wait for it."""
+    def _auth_gate(self, ctx: ConnectionContext, next: Callable[[], Any]) -> Any:
+        """Middleware in front of every route, and of topic requests, when there are
+        ``on_auth`` handlers: their verdict is taken once per connection; frames that arrive
+        while an async check runs wait for it."""
         session: Session = ctx._session
         verdict = session.auth
         if verdict is None:
@@ -370,7 +378,7 @@ class Dispatcher:
             return None
         return self._after_auth(verdict, next)
 
-    def _check_auth(self, ctx: EventContext[Any], session: Session) -> bool | asyncio.Task[bool]:
+    def _check_auth(self, ctx: ConnectionContext, session: Session) -> bool | asyncio.Task[bool]:
         handlers = self.router._on_auth
         for i, handler in enumerate(handlers):
             try:
@@ -386,7 +394,7 @@ class Dispatcher:
         return True
 
     async def _check_rest(
-        self, ctx: EventContext[Any], session: Session, pending: Awaitable[Any], index: int
+        self, ctx: ConnectionContext, session: Session, pending: Awaitable[Any], index: int
     ) -> bool:
         """Finish an auth check that went async: await the pending verdict, then run the
         remaining handlers (from ``index``) in order."""
@@ -416,15 +424,15 @@ class Dispatcher:
             if result is not None and inspect.isawaitable(result):
                 await result
 
-    def _auth_failed(self, session: Session, ctx: EventContext[Any], exc: Exception) -> None:
+    def _auth_failed(self, session: Session, ctx: ConnectionContext, exc: Exception) -> None:
         """An ``on_auth`` handler raised: answer its error (``INTERNAL`` unless a ``WsError``)
         and close with 1008."""
-        self._fail(session, ctx, exc, _cid(ctx))
+        self._fail(session, _message_of(ctx), exc, _cid(ctx))
         ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
 
-    def _refuse(self, session: Session, ctx: EventContext[Any]) -> None:
+    def _refuse(self, session: Session, ctx: ConnectionContext) -> None:
         error = WsError(ErrorCode.UNAUTHENTICATED, "not authenticated")
-        self._fail(session, ctx, error, _cid(ctx))
+        self._fail(session, _message_of(ctx), error, _cid(ctx))
         ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
 
     # -- errors ----------------------------------------------------------------------------
@@ -513,6 +521,8 @@ class Dispatcher:
                 session.peer._send_json(ack)
         elif control is Control.HEARTBEAT_ACK:
             session.waiting_ack = False
+        elif control is Control.JOIN or control is Control.LEAVE:
+            self.topics.request(session, envelope, control)
         else:
             unsupported = WsError(
                 ErrorCode.UNIMPLEMENTED,
@@ -575,6 +585,23 @@ class Dispatcher:
             session.events_running += 1
             task.add_done_callback(lambda t: self._event_done(session, running))
 
+    def _run_task(self, session: Session, running: Coroutine[Any, Any, None]) -> None:
+        """Run other async work of a connection (a join whose handler awaits) in a task
+        that counts against ``max_inflight_events``, as an async event handler does."""
+        if session.events_running >= self.max_events:
+            _discard(running)
+            busy = WsError(
+                ErrorCode.RESOURCE_EXHAUSTED,
+                f"too many handlers running on this connection (limit {self.max_events})",
+                retry_after_ms=100,
+            )
+            self._answer(session, None, busy, None)
+            return
+        task = self.app._spawn(running, eager=True)
+        if not task.done():
+            session.events_running += 1
+            task.add_done_callback(lambda t: self._event_done(session, running))
+
     def _event_done(self, session: Session, running: Any) -> None:
         _discard(running)
         session.events_running -= 1
@@ -600,8 +627,13 @@ def encode_error(dialect: Dialect, error: WsError, correlation_id: str | None) -
         return dialect.error(WsError(ErrorCode.INTERNAL, "internal server error"), correlation_id)
 
 
-def _cid(ctx: EventContext[Any]) -> str | None:
+def _cid(ctx: ConnectionContext) -> str | None:
     return ctx.correlation_id if isinstance(ctx, RpcContext) else None
+
+
+def _message_of(ctx: ConnectionContext) -> EventContext[Any] | None:
+    """The message context of the gate's context (None for a topic request)."""
+    return ctx if isinstance(ctx, EventContext) else None
 
 
 async def _log_errors(running: Awaitable[Any], handler: Callable[..., Any]) -> None:

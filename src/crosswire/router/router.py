@@ -41,6 +41,7 @@ from ..http import Request
 from ..peer import Peer
 from ..pubsub.envelope import Publication
 from ..schema import MessageSchema
+from ..topics import TopicRoute, TopicTable
 from ..wire import CANONICAL, Dialect
 from .chain import Middleware
 from .dispatch import Dispatcher
@@ -178,6 +179,7 @@ class Router:
         self._on_auth: list[Handler] = []
         self._on_error: list[Callable[[WsError, Any], Any]] = []
         self._on_limit: list[Handler] = []
+        self._topics = TopicTable()
 
     @property
     def schemas(self) -> tuple[MessageSchema[Any], ...]:
@@ -200,6 +202,21 @@ class Router:
         """Handle RPC requests of ``schema`` (which needs a ``response``) with
         ``handler(ctx: RpcContext)``."""
         return self._add(schema, handler, (), is_rpc=True)
+
+    def topic(self, name: str, *, data: Any = None) -> TopicRoute:
+        """Let clients join and leave ``name``: one topic, or a pattern such as
+        ``room:{id}`` whose parameters reach the handlers as ``ctx.params``. Returns the
+        route, for ``.on_join(handler)`` and ``.on_leave(handler)``; ``data`` is the schema
+        of what a join carries. A client can join only a topic some route matches; the
+        server itself joins connections to any topic (``ctx.subscribe``)."""
+        route = TopicRoute(name, data=data)
+        self._topics.add(route)
+        return route
+
+    @property
+    def topics(self) -> tuple[TopicRoute, ...]:
+        """The topic routes, exact names first (for docs and type generation)."""
+        return tuple(self._topics)
 
     def route(self, schema: MessageSchema[Any]) -> RouteBuilder:
         """Start registering ``schema`` with its own middleware."""
@@ -227,6 +244,7 @@ class Router:
         for handlers in (self._on_open, self._on_close, self._on_auth, self._on_error):
             handlers.clear()
         self._on_limit.clear()
+        self._topics.clear()
         self._on_upgrade = None
         self._changed()
         return self
@@ -235,6 +253,7 @@ class Router:
         """Take ``other``'s routes and lifecycle handlers. ``other``'s global middleware keeps
         applying to its own routes only. A type both routers handle is refused."""
         clash = set(self._routes) & set(other._routes)
+        clash |= {t.name for t in self._topics} & {t.name for t in other._topics}
         if clash:
             raise ConfigurationError(f"both routers handle {sorted(clash)}")
         if other._on_upgrade is not None:
@@ -249,6 +268,8 @@ class Router:
         self._on_auth.extend(other._on_auth)
         self._on_error.extend(other._on_error)
         self._on_limit.extend(other._on_limit)
+        for topic in other._topics:
+            self._topics.add(topic)
         self._changed()
         return self
 

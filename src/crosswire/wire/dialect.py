@@ -64,11 +64,13 @@ class TopicRequest:
 @dataclass(frozen=True, slots=True)
 class TopicAnswer:
     """The answer to one :class:`TopicRequest`: ``error`` is None when it was accepted, and
-    ``data`` is what the join handler gave for the ack."""
+    ``data`` is what the join handler gave for the ack. ``whole``: the frame's requests were
+    refused together, for one reason (too many topics), each answer carrying that error."""
 
     request: TopicRequest
     error: WsError | None = None
     data: Any = None
+    whole: bool = False
 
 
 class Dialect(Protocol):

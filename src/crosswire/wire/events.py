@@ -147,17 +147,19 @@ class EventsDialect:
 
 
 def _refusals(answers: Sequence[TopicAnswer]) -> list[bytes]:
-    """One ``error`` event per distinct refusal, naming its rooms; nothing for the rest."""
-    refused: dict[str, tuple[WsError, list[str]]] = {}
+    """One ``error`` event per distinct refusal, naming its rooms (but for a refusal of the
+    whole join: ``{"message", ...details}``); nothing for the rest."""
+    refused: dict[str, tuple[TopicAnswer, list[str]]] = {}
     for answer in answers:
         if answer.error is not None:
-            refused.setdefault(answer.error.message, (answer.error, []))[1].append(
-                answer.request.topic
-            )
-    return [
-        encode("error", {"message": error.message, "rooms": rooms, **error.details})
-        for error, rooms in refused.values()
-    ]
+            refused.setdefault(answer.error.message, (answer, []))[1].append(answer.request.topic)
+    frames = []
+    for answer, rooms in refused.values():
+        error = answer.error
+        assert error is not None
+        named = {} if answer.whole else {"rooms": rooms}
+        frames.append(encode("error", {"message": error.message, **named, **error.details}))
+    return frames
 
 
 #: The events dialect.
