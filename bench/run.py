@@ -4,14 +4,17 @@
     .venv/bin/python bench/run.py --quick    # short run, under a minute
     .venv/bin/python bench/run.py --only picows --scenarios echo --profile
     .venv/bin/python bench/run.py --only picows --scenarios cluster   # fan-out through Redis
+    .venv/bin/python bench/run.py --only picows --scenarios fanout    # typed fan-out
 
 Each server (bench/servers.py) runs in its own Python process pinned to CPU 0; the load
 generator (bench/load.mjs, Node + ws) runs pinned to CPU 1. Raw server and crosswire on that
 server alternate, each on a fresh server process, for several rounds; the table gives the
 median of each figure and the ratio crosswire / raw for the same underlying server. The cluster
 scenario compares fan-out through two crosswire instances and a redis-server (publisher on
-one, subscribers on the other) with single-instance fan-out on the same server. All runs also
-go to bench/results/latest.json. docs/performance.md explains the method.
+one, subscribers on the other) with single-instance fan-out on the same server. The fanout
+scenario compares typed fan-out through a Router (SUB, PUB, NEWS in the canonical dialect) with
+the hooks layer's broadcast on the same server. All runs also go to bench/results/latest.json.
+docs/performance.md explains the method.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ RESULTS = BENCH / "results"
 PYTHON = sys.executable
 BASES = ("websockets", "aiohttp", "picows")
 KINDS = ("raw", "crosswire")
-SCENARIOS = ("echo", "broadcast", "memory", "rpc", "cluster")
+SCENARIOS = ("echo", "broadcast", "fanout", "memory", "rpc", "cluster")
 #: The cluster scenario: one instance ("crosswire") against two on Redis ("redis").
 CLUSTER_KINDS = ("crosswire", "redis")
 CLUSTER_GOAL = 0.7  # issue 4: fan-out through two instances and Redis >= 0.7x one instance
@@ -55,6 +58,14 @@ RPC_SERVERS = (
 )
 RPC_BASELINE = "raw-picows"
 RPC_GOAL = 0.5  # issue 3: typed RPC echo >= 0.5x raw picows
+#: Typed fan-out (scenario "fanout"): each typed row against the hooks layer's broadcast
+#: ("crosswire-*") on the same server.
+FANOUT_SERVERS = (
+    "crosswire-websockets",
+    "typed-websockets",
+    "crosswire-picows",
+    "typed-picows",
+)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SERVER_CPU = "0"
@@ -91,10 +102,10 @@ QUICK = Settings(
 class Sample:
     """One measurement: one load run against one server process."""
 
-    scenario: str  # "echo", "broadcast" or "memory"
-    param: int  # connections (echo, memory) or subscribers (broadcast)
+    scenario: str  # one of SCENARIOS
+    param: int  # connections (echo, rpc, memory) or subscribers (broadcast, fanout, cluster)
     base: str  # websockets / aiohttp / picows
-    kind: str  # raw / crosswire
+    kind: str  # raw / crosswire / typed / redis / socketio
     value: float  # messages/s, deliveries/s or KiB per connection
     server_cpu: float | None = None  # share of CPU 0 the server used while measured
     client_cpu: float | None = None  # share of CPU 1 the load generator used
@@ -105,6 +116,7 @@ class Sample:
 UNITS = {
     "echo": "msg/s",
     "broadcast": "deliveries/s",
+    "fanout": "deliveries/s",
     "memory": "KiB/conn",
     "rpc": "msg/s",
     "cluster": "deliveries/s",
@@ -175,6 +187,8 @@ class Summary:
             return f"echo, {self.param} conn"
         if self.scenario == "broadcast":
             return f"broadcast, {self.param} subs"
+        if self.scenario == "fanout":
+            return f"fanout, {self.param} subs"
         if self.scenario == "rpc":
             return f"rpc echo, {self.param} conn"
         if self.scenario == "cluster":
@@ -375,10 +389,24 @@ def run_echo(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sa
 
 def run_broadcast(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
     """Fan-out to each number of subscribers, each on a fresh server process."""
+    return fan_out("broadcast", base, kind, s, profile)
+
+
+def run_fanout(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+    """Fan-out as in broadcast, typed (SUB, PUB, NEWS through a Router) on the typed servers,
+    the hooks layer's broadcast on the crosswire ones."""
+    return fan_out("fanout", base, kind, s, profile, typed=kind == "typed")
+
+
+def fan_out(
+    scenario: str, base: str, kind: str, s: Settings, profile: Path | None, *, typed: bool = False
+) -> list[Sample]:
+    """One publisher and each number of subscribers, each on a fresh server process; with
+    ``typed``, the load generator speaks the typed protocol (``load.mjs --typed 1``)."""
     samples = []
     for subs in s.broadcast_subs:
         args = ["--mode", "broadcast", "--subs", str(subs),
-                "--bwindow", str(s.broadcast_window)]  # fmt: skip
+                "--bwindow", str(s.broadcast_window), "--typed", str(int(typed))]  # fmt: skip
         with server(f"{kind}-{base}", profile, kill=True) as (pid, port):
             load = Load(port, args + common(s))
             try:
@@ -389,10 +417,13 @@ def run_broadcast(base: str, kind: str, s: Settings, profile: Path | None) -> li
         load.finish()
         if not r.get("complete"):
             print(f"\nwarning: {kind}-{base} lost or duplicated broadcasts with {subs} subscribers")
+        if r.get("wrong"):
+            print(f"\nwarning: {kind}-{base} sent {r['wrong']} frames that were not the broadcast")
         samples.append(
             Sample(
-                "broadcast", subs, base, kind, r["rate"], srv_cpu, r["client_cpu"], other,
-                {"broadcasts_per_s": r["broadcasts"] / r["seconds"], "complete": r["complete"]},
+                scenario, subs, base, kind, r["rate"], srv_cpu, r["client_cpu"], other,
+                {"broadcasts_per_s": r["broadcasts"] / r["seconds"], "complete": r["complete"],
+                 "wrong": r.get("wrong", 0)},
             )
         )  # fmt: skip
     return samples
@@ -516,6 +547,7 @@ def run_cluster(base: str, kind: str, s: Settings, profile: Path | None) -> list
 RUNNERS = {
     "echo": run_echo,
     "broadcast": run_broadcast,
+    "fanout": run_fanout,
     "memory": run_memory,
     "rpc": run_rpc,
     "cluster": run_cluster,
@@ -527,7 +559,8 @@ RUNNERS = {
 
 def raw_of(summaries: list[Summary], x: Summary) -> Summary | None:
     """The row ``x`` is compared with: for the hooks layer, the raw server it runs on; for
-    the RPC scenario, raw picows' echo."""
+    the RPC scenario, raw picows' echo; for typed fan-out, the hooks layer's broadcast on the
+    same server; for fan-out through Redis, fan-out on one instance."""
     if x.scenario == "rpc":
         if x.server == RPC_BASELINE:
             return None
@@ -536,11 +569,11 @@ def raw_of(summaries: list[Summary], x: Summary) -> Summary | None:
             if other.key == ("rpc", x.param, base_kind[1], base_kind[0]):
                 return other
         return None
-    if x.scenario == "cluster":
-        if x.kind != "redis":
+    if x.scenario in ("cluster", "fanout"):
+        if x.kind not in ("redis", "typed"):
             return None
         for other in summaries:
-            if other.key == ("cluster", x.param, x.base, "crosswire"):
+            if other.key == (x.scenario, x.param, x.base, "crosswire"):
                 return other
         return None
     if x.kind != "crosswire":
@@ -631,7 +664,7 @@ GOAL = 0.9  # the project's goal: crosswire echo and fan-out >= 0.9x the raw ser
 def verdicts(summaries: list[Summary]) -> list[str]:
     """Whether crosswire reaches GOAL x the raw server, by throughput and by CPU per message;
     and the typed-RPC goal against raw picows."""
-    lines = rpc_verdicts(summaries) + cluster_verdicts(summaries)
+    lines = rpc_verdicts(summaries) + fanout_verdicts(summaries) + cluster_verdicts(summaries)
     for base in BASES:
         rows = [
             x for x in summaries
@@ -668,6 +701,23 @@ def cluster_verdicts(summaries: list[Summary]) -> list[str]:
             f"fan-out to {x.param} subs through 2 instances + Redis on {x.base}: "
             f"{x.value:,.0f} deliveries/s = {q:.2f}x one instance "
             f"({verdict} the >= {CLUSTER_GOAL}x goal)"
+        )
+    return lines
+
+
+def fanout_verdicts(summaries: list[Summary]) -> list[str]:
+    """Typed fan-out against the hooks layer's broadcast (no goal: issue 15 compares each
+    with itself before and after a change)."""
+    lines = []
+    for x in summaries:
+        q = ratio(summaries, x) if x.scenario == "fanout" else None
+        if q is None:
+            continue
+        by_cpu = cpu_ratio(summaries, x)
+        lines.append(
+            f"typed fan-out to {x.param} subs on {x.base}: {x.value:,.0f} deliveries/s = "
+            f"{q:.2f}x the hooks layer's broadcast"
+            + (f" ({by_cpu:.2f}x by CPU per delivery)" if by_cpu is not None else "")
         )
     return lines
 
@@ -714,24 +764,81 @@ def ensure_node_deps() -> None:
     subprocess.run([*cmd, "--no-audit", "--no-fund"], cwd=BENCH, check=True)
 
 
-def select(only: str | None) -> tuple[list[tuple[str, str]], list[str]]:
-    """(base, kind) pairs to run, and the servers of the rpc scenario. ``--only`` takes
-    picows, raw, crosswire-aiohttp, ... for the first; full names (typed-picows, ...) for the
-    second, which then also runs its baseline (raw picows) for the ratios."""
+@dataclass(frozen=True)
+class Selection:
+    """The servers ``--only`` picked: (base, kind) pairs for echo, broadcast, memory and
+    cluster; full names for the rpc and fanout scenarios."""
+
+    pairs: list[tuple[str, str]]
+    rpc: list[str]
+    fanout: list[str]
+
+
+def select(only: str | None) -> Selection:
+    """What to run. ``--only`` takes bases (picows), kinds (raw, crosswire, typed) or full
+    names (crosswire-aiohttp, typed-picows); a typed row brings the row it is compared with
+    (raw picows for rpc, the hooks layer on the same server for fanout)."""
     pairs = [(base, kind) for base in BASES for kind in KINDS]
     if not only:
-        return pairs, list(RPC_SERVERS)
+        return Selection(pairs, list(RPC_SERVERS), list(FANOUT_SERVERS))
     wanted = {w.strip() for w in only.split(",") if w.strip()}
-    chosen = [(b, k) for b, k in pairs if wanted & {b, k, f"{k}-{b}"}]
-    rpc = [n for n in RPC_SERVERS if n in wanted]
+
+    def picked(name: str) -> bool:
+        kind, base = name.split("-", 1)
+        return bool(wanted & {name, kind, base})
+
+    chosen = [(b, k) for b, k in pairs if picked(f"{k}-{b}")]
+    rpc = [n for n in RPC_SERVERS if picked(n)]
     if rpc and RPC_BASELINE not in rpc:
         rpc.insert(0, RPC_BASELINE)
-    if not chosen and not rpc:
+    fanout = [
+        n for n in FANOUT_SERVERS if picked(n) or picked(n.replace("crosswire-", "typed-", 1))
+    ]
+    if not chosen and not rpc and not fanout:
         sys.exit(
             f"--only {only!r} matches no server; use e.g. picows, raw-aiohttp, crosswire, "
             f"typed-picows"
         )
-    return chosen, rpc
+    return Selection(chosen, rpc, fanout)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One entry of the plan: a scenario on one server, in round ``rnd`` of ``rounds``."""
+
+    scenario: str
+    base: str
+    kind: str
+    rnd: int
+    rounds: int
+
+
+def kinds_for(scenario: str, base: str, sel: Selection) -> list[str]:
+    """The servers (kinds) of ``scenario`` on ``base``, in the order they run in even rounds."""
+    if scenario == "cluster":
+        return list(CLUSTER_KINDS) if (base, "crosswire") in sel.pairs else []
+    if scenario == "fanout":
+        return [n.split("-", 1)[0] for n in sel.fanout if n.endswith(f"-{base}")]
+    return [k for k in KINDS if (base, k) in sel.pairs]
+
+
+def plan(scenarios: list[str], sel: Selection, s: Settings) -> list[Run]:
+    """Every run, in order. The sides of a ratio alternate, and swap order every round, so
+    that drift of the machine's speed hits both alike."""
+    runs = []
+    for base in BASES:
+        for scenario in (x for x in scenarios if x != "rpc"):
+            rounds = 1 if scenario == "memory" else s.rounds
+            kinds = kinds_for(scenario, base, sel)
+            for rnd in range(rounds):
+                for kind in kinds if rnd % 2 == 0 else kinds[::-1]:
+                    runs.append(Run(scenario, base, kind, rnd, rounds))
+    if "rpc" in scenarios:
+        for rnd in range(s.rounds):
+            for name in sel.rpc if rnd % 2 == 0 else sel.rpc[::-1]:
+                kind, base = name.split("-", 1)
+                runs.append(Run("rpc", base, kind, rnd, s.rounds))
+    return runs
 
 
 def versions() -> dict[str, str]:
@@ -767,13 +874,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run: 1 round of 1 s each")
     parser.add_argument(
         "--only",
-        help="comma-separated servers: websockets, aiohttp, picows, raw, crosswire, "
-        "or full names like crosswire-picows",
+        help="comma-separated servers: websockets, aiohttp, picows, raw, crosswire, typed, "
+        "or full names like crosswire-picows, typed-picows",
     )
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help="comma-separated: echo,broadcast,memory,rpc,cluster",
+        help=f"comma-separated: {','.join(SCENARIOS)}",
     )
     parser.add_argument("--rounds", type=int, help="runs per server for echo and broadcast")
     parser.add_argument("--duration", type=float, help="seconds counted per run")
@@ -806,7 +913,7 @@ def main() -> None:
     scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
     if unknown := set(scenarios) - set(SCENARIOS):
         sys.exit(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
-    pairs, rpc_servers = select(args.only)
+    runs = plan(scenarios, select(args.only), settings)
     if args.no_coalesce:
         os.environ["BENCH_COALESCE"] = "0"  # read by bench/servers.py
 
@@ -848,23 +955,8 @@ def main() -> None:
         figures = ", ".join(f"{x.param}: {fmt_value(x.value, unit)}" for x in got)
         print(f" {figures}  ({time.monotonic() - t0:.0f} s)")
 
-    for base in BASES:
-        for scenario in (x for x in scenarios if x != "rpc"):
-            rounds = 1 if scenario == "memory" else settings.rounds
-            both = CLUSTER_KINDS if scenario == "cluster" else KINDS
-            for rnd in range(rounds):
-                # The two sides of a ratio alternate, and swap order every round, so that
-                # drift of the machine's speed hits both alike.
-                kinds = both if rnd % 2 == 0 else both[::-1]
-                for kind in kinds:
-                    if (base, "crosswire" if scenario == "cluster" else kind) in pairs:
-                        run_one(scenario, base, kind, rnd, rounds)
-    if "rpc" in scenarios:
-        for rnd in range(settings.rounds):
-            order = rpc_servers if rnd % 2 == 0 else rpc_servers[::-1]
-            for name in order:
-                kind, base = name.split("-", 1)
-                run_one("rpc", base, kind, rnd, settings.rounds)
+    for run in runs:
+        run_one(run.scenario, run.base, run.kind, run.rnd, run.rounds)
     elapsed = time.monotonic() - started
 
     summaries = summarize(samples)

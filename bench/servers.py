@@ -14,10 +14,12 @@ The redis servers are the crosswire ones with a Hub on the Redis at ``BENCH_REDI
 publish reaches the subscribers of every instance. Their ``"probe"`` is answered once the
 subscriptions made before it are in effect on Redis.
 
-The typed servers serve one RPC through a crosswire Router, in the canonical dialect: ``ECHO
-{text}`` answered by ``ECHO_RESULT {text}``, with pydantic models validating both ways. The
-socketio server answers the socket.io event ``echo`` through its ack (python-socketio on
-aiohttp).
+The typed servers serve a crosswire Router, in the canonical dialect: the RPC ``ECHO {text}``
+answered by ``ECHO_RESULT {text}``, with pydantic models validating both ways; for typed
+fan-out, the RPC ``SUB`` (no payload) subscribes the connection to ``"b"`` and answers
+``SUBBED`` once it has, and the event ``PUB {text}`` is published to ``"b"`` as ``NEWS {text}``
+(the publisher excluded). The socketio server answers the socket.io event ``echo`` through its
+ack (python-socketio on aiohttp).
 """
 
 from __future__ import annotations
@@ -251,11 +253,22 @@ def typed_app() -> object:
         text: str
 
     echo = crosswire.message("ECHO", EchoIn, response=crosswire.message("ECHO_RESULT", EchoOut))
+    sub = crosswire.message("SUB", response=crosswire.message("SUBBED"))
+    pub = crosswire.message("PUB", {"text": str})
+    news = crosswire.message("NEWS", {"text": str})
 
     def handle(ctx: crosswire.RpcContext[EchoIn]) -> None:
         ctx.reply(EchoOut(text=ctx.payload.text))
 
-    return crosswire.App(crosswire.Router().rpc(echo, handle), limits=limits())
+    def subscribe(ctx: crosswire.RpcContext[None]) -> None:
+        ctx.subscribe("b")
+        ctx.reply()  # the client's probe: its subscription is in place
+
+    def publish(ctx: crosswire.EventContext[Any]) -> None:
+        ctx.publish("b", news, {"text": ctx.payload.text}, exclude_self=True)
+
+    router = crosswire.Router().rpc(echo, handle).rpc(sub, subscribe).on(pub, publish)
+    return crosswire.App(router, limits=limits())
 
 
 def typed_on(name: str) -> Callable[[], Awaitable[Started]]:
