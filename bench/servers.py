@@ -20,6 +20,10 @@ fan-out, the RPC ``SUB`` (no payload) subscribes the connection to ``"b"`` and a
 ``SUBBED`` once it has, and the event ``PUB {text}`` is published to ``"b"`` as ``NEWS {text}``
 (the publisher excluded). The socketio server answers the socket.io event ``echo`` through its
 ack (python-socketio on aiohttp).
+
+Before its port, a server that imported crosswire prints ``crosswire <path of its
+__init__.py>``: ``bench/run.py --against REV`` runs this file with another revision's ``src/``
+on ``PYTHONPATH`` and checks, from that line, which code the server runs.
 """
 
 from __future__ import annotations
@@ -327,6 +331,8 @@ async def main(name: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
+    if (module := sys.modules.get("crosswire")) is not None:
+        print("crosswire", module.__file__)  # which code this server runs (run.py checks it)
     print(port, flush=True)
     await done.wait()
     with contextlib.suppress(Exception):  # shutting down a benchmark server: nothing to save
