@@ -330,10 +330,11 @@ def server(
         if line.startswith("crosswire "):
             check_import(name, code, line.split(" ", 1)[1].strip())
             line = proc.stdout.readline()
-        elif code.rev:
+        elif code.rev and line.strip().isdigit():
             raise RuntimeError(f"server {name}{code.suffix} did not say which crosswire it runs")
         if not line.strip().isdigit():
-            raise RuntimeError(f"server {name}{code.suffix} did not start (printed {line!r})")
+            hint = f" (can {code.rev} serve this bench/servers.py?)" if code.rev else ""
+            raise RuntimeError(f"server {name}{code.suffix} did not start{hint}: printed {line!r}")
         yield proc.pid, int(line)
     finally:
         if proc.poll() is None:
