@@ -3,6 +3,7 @@
 //   node load.mjs --mode echo      --url ws://127.0.0.1:PORT/ --conns 10 --window 16
 //   node load.mjs --mode broadcast --url ws://127.0.0.1:PORT/ --subs 1000 --bwindow 8
 //                 [--puburl ws://127.0.0.1:OTHER/]   (the publisher on another instance)
+//                 [--typed 1]                        (typed fan-out, see below)
 //   node load.mjs --mode idle      --url ws://127.0.0.1:PORT/ --conns 2000
 //   node load.mjs --mode rpc       --url ws://127.0.0.1:PORT/ --conns 10 --window 16
 //   node load.mjs --mode sio       --url http://127.0.0.1:PORT/ --conns 10 --window 16
@@ -20,6 +21,12 @@
 //
 // rpc: typed RPC in crosswire's canonical dialect: {"type":"ECHO","meta":{"correlationId"},
 // "payload":{"text"}} answered by ECHO_RESULT with the same correlationId (checked).
+// broadcast --typed 1: typed fan-out in the canonical dialect. Each subscriber calls the RPC
+// {"type":"SUB","meta":{"correlationId":"s1"}} and waits for its reply (SUBBED: the
+// subscription is in place) instead of "sub" + probe; the publisher sends the event
+// {"type":"PUB","payload":{"text"}} (about --size bytes) instead of "pub:...", which the
+// server publishes as NEWS {text}. Each subscriber's first delivery is checked to be a NEWS
+// frame (`wrong` counts those that are not).
 // sio: socket.io (websocket transport): emit("echo", text, ack), the reply through the ack.
 
 import { performance } from "node:perf_hooks";
@@ -34,6 +41,7 @@ const DEFAULTS = {
   subs: 1000,
   bwindow: 8,
   puburl: "",
+  typed: 0,
   size: 100,
   warmup: 0.5,
   duration: 3,
@@ -174,6 +182,33 @@ async function echo() {
   await closeAll(sockets);
 }
 
+// Subscribe to topic "b": "sub" then a probe, or with --typed the SUB RPC and its reply.
+async function subscribe(ws) {
+  if (!opts.typed) {
+    ws.send("sub");
+    await probe(ws); // echoed after "sub" was handled: the subscription is in place
+    return;
+  }
+  const reply = await new Promise((resolve) => {
+    ws.once("message", (data) => resolve(JSON.parse(data)));
+    ws.send('{"type":"SUB","meta":{"correlationId":"s1"}}');
+  });
+  if (reply.type !== "SUBBED" || reply.meta?.correlationId !== "s1") {
+    throw new Error(`SUB answered with ${JSON.stringify(reply)}`);
+  }
+}
+
+// What the publisher sends: "pub:xxx...", or with --typed a PUB event; about --size bytes.
+function publication() {
+  if (!opts.typed) return payload("pub:");
+  const frame = (text) => `{"type":"PUB","payload":{"text":"${text}"}}`;
+  return Buffer.from(frame("x".repeat(Math.max(1, opts.size - frame("").length))));
+}
+
+// With --typed, whether a delivery is the NEWS event (checked on each subscriber's first).
+const NEWS = Buffer.from('{"type":"NEWS",');
+const isNews = (data) => Buffer.isBuffer(data) && NEWS.equals(data.subarray(0, NEWS.length));
+
 // -- broadcast: one publisher, n subscribers, at most `bwindow` broadcasts outstanding ------------
 
 async function broadcast() {
@@ -182,8 +217,9 @@ async function broadcast() {
   const RING = 1 << 16; // must exceed W: slot k % RING counts subscribers that got broadcast k
   const got = new Uint32Array(n); // per subscriber: broadcasts received (they arrive in order)
   const ring = new Uint32Array(RING);
-  const msg = payload("pub:");
+  const msg = publication();
   let delivered = 0;
+  let wrong = 0; // with --typed: first deliveries that were not NEWS; frames to the publisher
   let completed = 0; // broadcasts 0..completed-1 reached every subscriber
   let sent = 0;
   let running = false;
@@ -209,16 +245,19 @@ async function broadcast() {
     }
   }
 
-  const subs = await openMany(n, async (ws) => {
-    ws.send("sub");
-    await probe(ws); // echoed after "sub" was handled: the subscription is in place
-  });
-  subs.forEach((ws, i) => ws.on("message", () => onDelivery(i)));
+  const subs = await openMany(n, subscribe);
+  subs.forEach((ws, i) =>
+    ws.on("message", (data) => {
+      if (opts.typed && got[i] === 0 && !isNews(data)) wrong++;
+      onDelivery(i);
+    }),
+  );
   pub = await openOne(opts.puburl || opts.url);
   pub.on("error", (err) => {
     emit({ event: "error", message: String(err) });
     process.exit(2);
   });
+  pub.on("message", () => wrong++); // the publisher is not a subscriber: an error, if anything
   emit({ event: "connected", conns: n + 1 });
   running = true;
   pump();
@@ -233,7 +272,7 @@ async function broadcast() {
     hi = Math.max(hi, g);
   }
   emit({ event: "result", mode: "broadcast", subs: n, bwindow: W, size: msg.length,
-         deliveries: r.count, broadcasts: r.count / n, ...r,
+         typed: Boolean(opts.typed), wrong, deliveries: r.count, broadcasts: r.count / n, ...r,
          // every subscriber received exactly the broadcasts that were sent:
          complete: lo === sent && hi === sent }); // prettier-ignore
   await closeAll([pub, ...subs]);

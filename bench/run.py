@@ -4,14 +4,20 @@
     .venv/bin/python bench/run.py --quick    # short run, under a minute
     .venv/bin/python bench/run.py --only picows --scenarios echo --profile
     .venv/bin/python bench/run.py --only picows --scenarios cluster   # fan-out through Redis
+    .venv/bin/python bench/run.py --only picows --scenarios fanout    # typed fan-out
+    .venv/bin/python bench/run.py --scenarios rpc,fanout --against main  # before/after
 
 Each server (bench/servers.py) runs in its own Python process pinned to CPU 0; the load
 generator (bench/load.mjs, Node + ws) runs pinned to CPU 1. Raw server and crosswire on that
 server alternate, each on a fresh server process, for several rounds; the table gives the
 median of each figure and the ratio crosswire / raw for the same underlying server. The cluster
 scenario compares fan-out through two crosswire instances and a redis-server (publisher on
-one, subscribers on the other) with single-instance fan-out on the same server. All runs also
-go to bench/results/latest.json. docs/performance.md explains the method.
+one, subscribers on the other) with single-instance fan-out on the same server. The fanout
+scenario compares typed fan-out through a Router (SUB, PUB, NEWS in the canonical dialect) with
+the hooks layer's broadcast on the same server. ``--against REV`` also runs every server that
+imports crosswire with the crosswire of revision REV (a git worktree under bench/results/), in
+the same run, rows named ``typed-picows@<rev>``, and gives the ratio current / REV. All runs
+also go to bench/results/latest.json. docs/performance.md explains the method.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ RESULTS = BENCH / "results"
 PYTHON = sys.executable
 BASES = ("websockets", "aiohttp", "picows")
 KINDS = ("raw", "crosswire")
-SCENARIOS = ("echo", "broadcast", "memory", "rpc", "cluster")
+SCENARIOS = ("echo", "broadcast", "fanout", "memory", "rpc", "cluster")
 #: The cluster scenario: one instance ("crosswire") against two on Redis ("redis").
 CLUSTER_KINDS = ("crosswire", "redis")
 CLUSTER_GOAL = 0.7  # issue 4: fan-out through two instances and Redis >= 0.7x one instance
@@ -55,10 +61,47 @@ RPC_SERVERS = (
 )
 RPC_BASELINE = "raw-picows"
 RPC_GOAL = 0.5  # issue 3: typed RPC echo >= 0.5x raw picows
+#: Typed fan-out (scenario "fanout"): each typed row against the hooks layer's broadcast
+#: ("crosswire-*") on the same server.
+FANOUT_SERVERS = (
+    "crosswire-websockets",
+    "typed-websockets",
+    "crosswire-picows",
+    "typed-picows",
+)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
+#: The servers that import crosswire: the ones ``--against`` runs on another revision too.
+CROSSWIRE_KINDS = ("crosswire", "typed", "redis")
+
+
+@dataclass(frozen=True)
+class Code:
+    """The crosswire a server imports: the current tree's ``src/`` (``rev`` empty), or the
+    ``src/`` of a worktree of another revision (``--against``), first on its PYTHONPATH."""
+
+    rev: str = ""  # short commit of the other revision; "" for the current tree
+    commit: str = ""  # its full commit
+    src: Path = ROOT / "src"
+
+    @property
+    def suffix(self) -> str:
+        """What the names of this code's rows end with: ``@<rev>``, or nothing."""
+        return f"@{self.rev}" if self.rev else ""
+
+    def env(self) -> dict[str, str]:
+        """The server's environment changes: another revision's ``src/`` before anything."""
+        if not self.rev:
+            return {}
+        path = [str(self.src), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {"PYTHONPATH": os.pathsep.join(path)}
+
+
+HERE = Code()
+#: Where each code's servers imported crosswire from ("current" or the rev), as they said.
+IMPORTED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -91,20 +134,22 @@ QUICK = Settings(
 class Sample:
     """One measurement: one load run against one server process."""
 
-    scenario: str  # "echo", "broadcast" or "memory"
-    param: int  # connections (echo, memory) or subscribers (broadcast)
+    scenario: str  # one of SCENARIOS
+    param: int  # connections (echo, rpc, memory) or subscribers (broadcast, fanout, cluster)
     base: str  # websockets / aiohttp / picows
-    kind: str  # raw / crosswire
+    kind: str  # raw / crosswire / typed / redis / socketio
     value: float  # messages/s, deliveries/s or KiB per connection
     server_cpu: float | None = None  # share of CPU 0 the server used while measured
     client_cpu: float | None = None  # share of CPU 1 the load generator used
     other_cpu: float | None = None  # CPU (in cores) used by the rest of the machine meanwhile
     extra: dict[str, Any] = field(default_factory=dict)
+    rev: str = ""  # the crosswire it ran: "" for the current tree, else --against's short rev
 
 
 UNITS = {
     "echo": "msg/s",
     "broadcast": "deliveries/s",
+    "fanout": "deliveries/s",
     "memory": "KiB/conn",
     "rpc": "msg/s",
     "cluster": "deliveries/s",
@@ -119,15 +164,21 @@ class Summary:
     param: int
     base: str
     kind: str
+    rev: str
     samples: list[Sample]
 
     @property
-    def key(self) -> tuple[str, int, str, str]:
-        return (self.scenario, self.param, self.base, self.kind)
+    def key(self) -> tuple[str, int, str, str, str]:
+        return (self.scenario, self.param, self.base, self.kind, self.rev)
+
+    @property
+    def at(self) -> str:
+        """``@<rev>`` for a row of ``--against``'s revision, else nothing."""
+        return f"@{self.rev}" if self.rev else ""
 
     @property
     def server(self) -> str:
-        return f"{self.kind}-{self.base}"
+        return f"{self.kind}-{self.base}{self.at}"
 
     @property
     def unit(self) -> str:
@@ -175,6 +226,8 @@ class Summary:
             return f"echo, {self.param} conn"
         if self.scenario == "broadcast":
             return f"broadcast, {self.param} subs"
+        if self.scenario == "fanout":
+            return f"fanout, {self.param} subs"
         if self.scenario == "rpc":
             return f"rpc echo, {self.param} conn"
         if self.scenario == "cluster":
@@ -183,9 +236,9 @@ class Summary:
 
 
 def summarize(samples: list[Sample]) -> list[Summary]:
-    groups: dict[tuple[str, int, str, str], list[Sample]] = {}
+    groups: dict[tuple[str, int, str, str, str], list[Sample]] = {}
     for x in samples:
-        groups.setdefault((x.scenario, x.param, x.base, x.kind), []).append(x)
+        groups.setdefault((x.scenario, x.param, x.base, x.kind, x.rev), []).append(x)
     return [Summary(*key, group) for key, group in groups.items()]
 
 
@@ -251,14 +304,16 @@ def server(
     kill: bool = False,
     cpu: str = SERVER_CPU,
     env: dict[str, str] | None = None,
+    code: Code = HERE,
 ) -> Iterator[tuple[int, int]]:
-    """Start ``bench/servers.py NAME`` on ``cpu`` (CPU 0); yields ``(pid, port)``.
+    """Start ``bench/servers.py NAME`` on ``cpu`` (CPU 0) with the crosswire of ``code``;
+    yields ``(pid, port)``.
 
     On exit the server gets SIGTERM (graceful), or SIGKILL with ``kill=True``: after a
     5,000-subscriber run a graceful shutdown only costs time. Profiled servers always stop
     gracefully, as they write their profile on the way out.
     """
-    env = {**os.environ, **(env or {})}
+    env = {**os.environ, **(env or {}), **code.env()}
     if profile is not None:
         env["BENCH_PROFILE"] = str(profile)
         kill = False
@@ -272,8 +327,14 @@ def server(
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
+        if line.startswith("crosswire "):
+            check_import(name, code, line.split(" ", 1)[1].strip())
+            line = proc.stdout.readline()
+        elif code.rev and line.strip().isdigit():
+            raise RuntimeError(f"server {name}{code.suffix} did not say which crosswire it runs")
         if not line.strip().isdigit():
-            raise RuntimeError(f"server {name} did not start (printed {line!r})")
+            hint = f" (can {code.rev} serve this bench/servers.py?)" if code.rev else ""
+            raise RuntimeError(f"server {name}{code.suffix} did not start{hint}: printed {line!r}")
         yield proc.pid, int(line)
     finally:
         if proc.poll() is None:
@@ -283,6 +344,16 @@ def server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def check_import(name: str, code: Code, path: str) -> None:
+    """Fail unless the server ``name`` imported crosswire from ``code``'s ``src/``."""
+    where = Path(path).resolve()
+    if not where.is_relative_to(code.src.resolve()):
+        raise RuntimeError(
+            f"server {name}{code.suffix} imported crosswire from {where}, not from {code.src}"
+        )
+    IMPORTED.setdefault(code.rev or "current", str(where))
 
 
 class Load:
@@ -356,10 +427,12 @@ def measure(load: Load, pid: int) -> tuple[dict[str, Any], float, float]:
     return result, min(1.0, (s1 - s0) / CLK_TCK / wall), other
 
 
-def run_echo(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+def run_echo(
+    base: str, kind: str, s: Settings, profile: Path | None, code: Code = HERE
+) -> list[Sample]:
     """Echo with 1, 10 and 100 connections, one after the other on one server process."""
     samples = []
-    with server(f"{kind}-{base}", profile) as (pid, port):
+    with server(f"{kind}-{base}", profile, code=code) as (pid, port):
         for conns in s.echo_conns:
             args = ["--mode", "echo", "--conns", str(conns), "--window", str(s.echo_window)]
             load = Load(port, args + common(s))
@@ -373,13 +446,38 @@ def run_echo(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sa
     return samples
 
 
-def run_broadcast(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+def run_broadcast(
+    base: str, kind: str, s: Settings, profile: Path | None, code: Code = HERE
+) -> list[Sample]:
     """Fan-out to each number of subscribers, each on a fresh server process."""
+    return fan_out("broadcast", base, kind, s, profile, code)
+
+
+def run_fanout(
+    base: str, kind: str, s: Settings, profile: Path | None, code: Code = HERE
+) -> list[Sample]:
+    """Fan-out as in broadcast, typed (SUB, PUB, NEWS through a Router) on the typed servers,
+    the hooks layer's broadcast on the crosswire ones."""
+    return fan_out("fanout", base, kind, s, profile, code, typed=kind == "typed")
+
+
+def fan_out(
+    scenario: str,
+    base: str,
+    kind: str,
+    s: Settings,
+    profile: Path | None,
+    code: Code,
+    *,
+    typed: bool = False,
+) -> list[Sample]:
+    """One publisher and each number of subscribers, each on a fresh server process; with
+    ``typed``, the load generator speaks the typed protocol (``load.mjs --typed 1``)."""
     samples = []
     for subs in s.broadcast_subs:
         args = ["--mode", "broadcast", "--subs", str(subs),
-                "--bwindow", str(s.broadcast_window)]  # fmt: skip
-        with server(f"{kind}-{base}", profile, kill=True) as (pid, port):
+                "--bwindow", str(s.broadcast_window), "--typed", str(int(typed))]  # fmt: skip
+        with server(f"{kind}-{base}", profile, kill=True, code=code) as (pid, port):
             load = Load(port, args + common(s))
             try:
                 r, srv_cpu, other = measure(load, pid)
@@ -389,18 +487,23 @@ def run_broadcast(base: str, kind: str, s: Settings, profile: Path | None) -> li
         load.finish()
         if not r.get("complete"):
             print(f"\nwarning: {kind}-{base} lost or duplicated broadcasts with {subs} subscribers")
+        if r.get("wrong"):
+            print(f"\nwarning: {kind}-{base} sent {r['wrong']} frames that were not the broadcast")
         samples.append(
             Sample(
-                "broadcast", subs, base, kind, r["rate"], srv_cpu, r["client_cpu"], other,
-                {"broadcasts_per_s": r["broadcasts"] / r["seconds"], "complete": r["complete"]},
+                scenario, subs, base, kind, r["rate"], srv_cpu, r["client_cpu"], other,
+                {"broadcasts_per_s": r["broadcasts"] / r["seconds"], "complete": r["complete"],
+                 "wrong": r.get("wrong", 0)},
             )
         )  # fmt: skip
     return samples
 
 
-def run_memory(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+def run_memory(
+    base: str, kind: str, s: Settings, profile: Path | None, code: Code = HERE
+) -> list[Sample]:
     """RSS growth of a fresh server process per idle connection."""
-    with server(f"{kind}-{base}", profile, kill=True) as (pid, port):
+    with server(f"{kind}-{base}", profile, kill=True, code=code) as (pid, port):
         # Warm up first (lazy imports, first allocations), so that the difference below is
         # what the idle connections cost.
         warm = Load(port, ["--mode", "idle", "--conns", "50"], stdin=True)
@@ -427,12 +530,14 @@ def run_memory(base: str, kind: str, s: Settings, profile: Path | None) -> list[
     ]  # fmt: skip
 
 
-def run_rpc(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+def run_rpc(
+    base: str, kind: str, s: Settings, profile: Path | None, code: Code = HERE
+) -> list[Sample]:
     """Request/response at 1, 10 and 100 connections: typed RPC (typed-*), socket.io events
     answered through their ack (socketio-*), or the plain echo of the raw servers."""
     mode, scheme = {"typed": ("rpc", "ws"), "socketio": ("sio", "http")}.get(kind, ("echo", "ws"))
     samples = []
-    with server(f"{kind}-{base}", profile) as (pid, port):
+    with server(f"{kind}-{base}", profile, code=code) as (pid, port):
         for conns in s.echo_conns:
             args = ["--mode", mode, "--conns", str(conns), "--window", str(s.echo_window)]
             load = Load(port, args + common(s), scheme=scheme)
@@ -473,7 +578,9 @@ def redis_server() -> Iterator[str]:
         proc.wait()
 
 
-def run_cluster(base: str, kind: str, s: Settings, profile: Path | None) -> list[Sample]:
+def run_cluster(
+    base: str, kind: str, s: Settings, profile: Path | None, code: Code = HERE
+) -> list[Sample]:
     """Fan-out with every subscriber on one instance: the publisher on the same instance
     ("crosswire"), or on a second instance that reaches it through Redis ("redis"). The
     subscribers' instance runs on CPU 0 and is measured; the publisher's instance and
@@ -487,14 +594,16 @@ def run_cluster(base: str, kind: str, s: Settings, profile: Path | None) -> list
                 RESULTS.mkdir(parents=True, exist_ok=True)
                 env = {"BENCH_REDIS_URL": stack.enter_context(redis_server())}
                 pid, port = stack.enter_context(
-                    server(f"redis-{base}", profile, kill=True, env=env)
+                    server(f"redis-{base}", profile, kill=True, env=env, code=code)
                 )
                 _, pub_port = stack.enter_context(
-                    server(f"redis-{base}", kill=True, cpu=CLIENT_CPU, env=env)
+                    server(f"redis-{base}", kill=True, cpu=CLIENT_CPU, env=env, code=code)
                 )
                 args += ["--puburl", f"ws://127.0.0.1:{pub_port}/"]
             else:
-                pid, port = stack.enter_context(server(f"crosswire-{base}", profile, kill=True))
+                pid, port = stack.enter_context(
+                    server(f"crosswire-{base}", profile, kill=True, code=code)
+                )
             load = Load(port, args + common(s))
             try:
                 r, srv_cpu, other = measure(load, pid)
@@ -516,6 +625,7 @@ def run_cluster(base: str, kind: str, s: Settings, profile: Path | None) -> list
 RUNNERS = {
     "echo": run_echo,
     "broadcast": run_broadcast,
+    "fanout": run_fanout,
     "memory": run_memory,
     "rpc": run_rpc,
     "cluster": run_cluster,
@@ -527,28 +637,40 @@ RUNNERS = {
 
 def raw_of(summaries: list[Summary], x: Summary) -> Summary | None:
     """The row ``x`` is compared with: for the hooks layer, the raw server it runs on; for
-    the RPC scenario, raw picows' echo."""
+    the RPC scenario, raw picows' echo; for typed fan-out, the hooks layer's broadcast on the
+    same server; for fan-out through Redis, fan-out on one instance."""
     if x.scenario == "rpc":
         if x.server == RPC_BASELINE:
             return None
-        base_kind = tuple(RPC_BASELINE.split("-", 1))
-        for other in summaries:
-            if other.key == ("rpc", x.param, base_kind[1], base_kind[0]):
-                return other
-        return None
-    if x.scenario == "cluster":
-        if x.kind != "redis":
+        kind, base = RPC_BASELINE.split("-", 1)
+        return find(summaries, ("rpc", x.param, base, kind, ""))
+    if x.scenario in ("cluster", "fanout"):
+        if x.kind not in ("redis", "typed"):
             return None
-        for other in summaries:
-            if other.key == ("cluster", x.param, x.base, "crosswire"):
-                return other
-        return None
+        return find(summaries, (x.scenario, x.param, x.base, "crosswire", x.rev))
     if x.kind != "crosswire":
         return None
-    for other in summaries:
-        if other.key == (x.scenario, x.param, x.base, "raw"):
-            return other
-    return None
+    return find(summaries, (x.scenario, x.param, x.base, "raw", ""))
+
+
+def find(summaries: list[Summary], key: tuple[str, int, str, str, str]) -> Summary | None:
+    return next((x for x in summaries if x.key == key), None)
+
+
+def new_of(summaries: list[Summary], x: Summary) -> Summary | None:
+    """For a row of another revision (``--against``), the same row of the current tree."""
+    return find(summaries, (*x.key[:4], "")) if x.rev else None
+
+
+def new_over_old(summaries: list[Summary], x: Summary) -> tuple[float | None, float | None]:
+    """For a row of another revision: current / old figure, and old / current server CPU per
+    message (above 1: the current tree is faster)."""
+    new = new_of(summaries, x)
+    if new is None:
+        return None, None
+    q = new.value / x.value if x.value else None
+    by_cpu = x.cpu_us / new.cpu_us if x.cpu_us is not None and new.cpu_us else None
+    return q, by_cpu
 
 
 def ratio(summaries: list[Summary], x: Summary) -> float | None:
@@ -590,15 +712,22 @@ def times(q: float | None) -> str:
     return "" if q is None else f"{q:.2f}x"
 
 
+AGAINST_HEADER = ["new/old", "new/old by CPU"]  # with --against: on each row of the old code
+
+
 def table(summaries: list[Summary]) -> list[list[str]]:
-    rows = [HEADER]
+    against = any(x.rev for x in summaries)
+    rows = [HEADER + AGAINST_HEADER if against else HEADER]
     for x in summaries:
         us = "" if x.cpu_us is None else f"{x.cpu_us:.1f}"
-        rows.append([
+        row = [
             x.label, x.server, fmt_value(x.value, x.unit), spread(x),
             times(ratio(summaries, x)), us, times(cpu_ratio(summaries, x)),
             pct(x.server_cpu), pct(x.client_cpu), pct(x.other_cpu),
-        ])  # fmt: skip
+        ]  # fmt: skip
+        if against:
+            row += [times(q) for q in new_over_old(summaries, x)]
+        rows.append(row)
     return rows
 
 
@@ -631,11 +760,12 @@ GOAL = 0.9  # the project's goal: crosswire echo and fan-out >= 0.9x the raw ser
 def verdicts(summaries: list[Summary]) -> list[str]:
     """Whether crosswire reaches GOAL x the raw server, by throughput and by CPU per message;
     and the typed-RPC goal against raw picows."""
-    lines = rpc_verdicts(summaries) + cluster_verdicts(summaries)
+    lines = rpc_verdicts(summaries) + fanout_verdicts(summaries) + cluster_verdicts(summaries)
     for base in BASES:
         rows = [
             x for x in summaries
-            if x.base == base and x.scenario in ("echo", "broadcast") and raw_of(summaries, x)
+            if x.base == base and x.scenario in ("echo", "broadcast") and not x.rev
+            and raw_of(summaries, x)
         ]  # fmt: skip
         if not rows:
             continue
@@ -665,9 +795,26 @@ def cluster_verdicts(summaries: list[Summary]) -> list[str]:
             continue
         verdict = "meets" if q >= CLUSTER_GOAL else "MISSES"
         lines.append(
-            f"fan-out to {x.param} subs through 2 instances + Redis on {x.base}: "
+            f"fan-out to {x.param} subs through 2 instances + Redis on {x.base}{x.at}: "
             f"{x.value:,.0f} deliveries/s = {q:.2f}x one instance "
             f"({verdict} the >= {CLUSTER_GOAL}x goal)"
+        )
+    return lines
+
+
+def fanout_verdicts(summaries: list[Summary]) -> list[str]:
+    """Typed fan-out against the hooks layer's broadcast (no goal: issue 15 compares each
+    with itself before and after a change)."""
+    lines = []
+    for x in summaries:
+        q = ratio(summaries, x) if x.scenario == "fanout" else None
+        if q is None:
+            continue
+        by_cpu = cpu_ratio(summaries, x)
+        lines.append(
+            f"typed fan-out to {x.param} subs on {x.base}{x.at}: {x.value:,.0f} deliveries/s = "
+            f"{q:.2f}x the hooks layer's broadcast"
+            + (f" ({by_cpu:.2f}x by CPU per delivery)" if by_cpu is not None else "")
         )
     return lines
 
@@ -683,13 +830,30 @@ def rpc_verdicts(summaries: list[Summary]) -> list[str]:
             continue
         verdict = "meets" if q >= RPC_GOAL else "MISSES"
         line = (
-            f"typed RPC echo on {x.base}, {conns} conn: {x.value:,.0f} msg/s = {q:.2f}x raw "
+            f"typed RPC echo on {x.base}{x.at}, {conns} conn: {x.value:,.0f} msg/s = {q:.2f}x raw "
             f"picows ({verdict} the >= {RPC_GOAL}x goal)"
         )
         sio = rows.get(("socketio-aiohttp", conns))
         if sio is not None and sio.value:
             line += f"; {x.value / sio.value:.1f}x python-socketio"
         lines.append(line)
+    return lines
+
+
+def against_verdicts(summaries: list[Summary]) -> list[str]:
+    """Each row of the current tree against the same row of ``--against``'s revision."""
+    lines = []
+    for x in summaries:
+        q, by_cpu = new_over_old(summaries, x)
+        new = new_of(summaries, x)
+        if q is None or new is None:
+            continue
+        lines.append(
+            f"{x.label}, {new.server} against {x.server}: {new.value:,.0f} / {x.value:,.0f} "
+            f"{x.unit} = {q:.2f}x"
+            + (f", {by_cpu:.2f}x by CPU per message" if by_cpu is not None else "")
+            + f" (spread {spread(new) or '-'} / {spread(x) or '-'}; above 1: current is faster)"
+        )
     return lines
 
 
@@ -714,24 +878,162 @@ def ensure_node_deps() -> None:
     subprocess.run([*cmd, "--no-audit", "--no-fund"], cwd=BENCH, check=True)
 
 
-def select(only: str | None) -> tuple[list[tuple[str, str]], list[str]]:
-    """(base, kind) pairs to run, and the servers of the rpc scenario. ``--only`` takes
-    picows, raw, crosswire-aiohttp, ... for the first; full names (typed-picows, ...) for the
-    second, which then also runs its baseline (raw picows) for the ratios."""
+@dataclass(frozen=True)
+class Selection:
+    """The servers ``--only`` picked: (base, kind) pairs for echo, broadcast, memory and
+    cluster; full names for the rpc and fanout scenarios."""
+
+    pairs: list[tuple[str, str]]
+    rpc: list[str]
+    fanout: list[str]
+
+
+def select(only: str | None) -> Selection:
+    """What to run. ``--only`` takes bases (picows), kinds (raw, crosswire, typed) or full
+    names (crosswire-aiohttp, typed-picows); a typed row brings the row it is compared with
+    (raw picows for rpc, the hooks layer on the same server for fanout)."""
     pairs = [(base, kind) for base in BASES for kind in KINDS]
     if not only:
-        return pairs, list(RPC_SERVERS)
+        return Selection(pairs, list(RPC_SERVERS), list(FANOUT_SERVERS))
     wanted = {w.strip() for w in only.split(",") if w.strip()}
-    chosen = [(b, k) for b, k in pairs if wanted & {b, k, f"{k}-{b}"}]
-    rpc = [n for n in RPC_SERVERS if n in wanted]
+
+    def picked(name: str) -> bool:
+        kind, base = name.split("-", 1)
+        return bool(wanted & {name, kind, base})
+
+    chosen = [(b, k) for b, k in pairs if picked(f"{k}-{b}")]
+    rpc = [n for n in RPC_SERVERS if picked(n)]
     if rpc and RPC_BASELINE not in rpc:
         rpc.insert(0, RPC_BASELINE)
-    if not chosen and not rpc:
+    fanout = [
+        n for n in FANOUT_SERVERS if picked(n) or picked(n.replace("crosswire-", "typed-", 1))
+    ]
+    if not chosen and not rpc and not fanout:
         sys.exit(
             f"--only {only!r} matches no server; use e.g. picows, raw-aiohttp, crosswire, "
             f"typed-picows"
         )
-    return chosen, rpc
+    return Selection(chosen, rpc, fanout)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One entry of the plan: a scenario on one server with the crosswire of ``code``, in
+    round ``rnd`` of ``rounds``."""
+
+    scenario: str
+    base: str
+    kind: str
+    code: Code
+    rnd: int
+    rounds: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.base}{self.code.suffix}"
+
+
+def kinds_for(scenario: str, base: str, sel: Selection) -> list[str]:
+    """The servers (kinds) of ``scenario`` on ``base``, in the order they run in even rounds."""
+    if scenario == "cluster":
+        return list(CLUSTER_KINDS) if (base, "crosswire") in sel.pairs else []
+    if scenario == "fanout":
+        return [n.split("-", 1)[0] for n in sel.fanout if n.endswith(f"-{base}")]
+    return [k for k in KINDS if (base, k) in sel.pairs]
+
+
+def lineup(names: list[tuple[str, str]], against: Code | None) -> list[tuple[str, str, Code]]:
+    """The (kind, base) servers on the current tree, each followed by the same server on
+    ``against``'s revision if it imports crosswire."""
+    out = []
+    for kind, base in names:
+        out.append((kind, base, HERE))
+        if against is not None and kind in CROSSWIRE_KINDS:
+            out.append((kind, base, against))
+    return out
+
+
+def plan(scenarios: list[str], sel: Selection, s: Settings, against: Code | None) -> list[Run]:
+    """Every run, in order. The sides of a ratio (raw and crosswire, typed and hooks, current
+    and old code) alternate, and swap order every round, so that drift of the machine's
+    speed hits both alike."""
+    runs = []
+
+    def rounds_of(scenario: str, servers: list[tuple[str, str, Code]], rounds: int) -> None:
+        for rnd in range(rounds):
+            for kind, base, code in servers if rnd % 2 == 0 else servers[::-1]:
+                runs.append(Run(scenario, base, kind, code, rnd, rounds))
+
+    for base in BASES:
+        for scenario in (x for x in scenarios if x != "rpc"):
+            kinds = kinds_for(scenario, base, sel)
+            servers = lineup([(kind, base) for kind in kinds], against)
+            rounds_of(scenario, servers, 1 if scenario == "memory" else s.rounds)
+    if "rpc" in scenarios:
+        names = [(kind, base) for kind, base in (n.split("-", 1) for n in sel.rpc)]
+        rounds_of("rpc", lineup(names, against), s.rounds)
+    return runs
+
+
+def git(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def against_code(rev: str) -> Code:
+    """The crosswire of revision ``rev``: a git worktree of it at bench/results/against-<rev>
+    (made, or reused when it is there at that commit). Exits with a message if ``rev`` names
+    no commit, if the current tree's ``src/`` has uncommitted changes (its rows would be of
+    no revision), or if the worktree there is not a clean checkout of ``rev``."""
+    found = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if found.returncode != 0:
+        sys.exit(f"--against {rev}: no such revision in {ROOT} (git rev-parse finds no commit)")
+    commit = found.stdout.strip()
+    if changed := git("status", "--porcelain", "--", "src").stdout.splitlines():
+        files = ", ".join(line[3:] for line in changed[:3]) + (", ..." if changed[3:] else "")
+        sys.exit(
+            f"--against {rev}: src/ has uncommitted changes ({files}), so the current rows "
+            "would be of no revision: commit or stash them, then rerun"
+        )
+    short = git("rev-parse", "--short", commit).stdout.strip()
+    tree = RESULTS / f"against-{short}"
+    if tree.exists():
+        reuse_worktree(tree, commit, rev)
+    else:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        # --force: the path may still be registered from a worktree deleted without git.
+        made = git("worktree", "add", "--force", "--detach", str(tree), commit)
+        if made.returncode != 0:
+            sys.exit(f"--against {rev}: git worktree add {tree} failed: {made.stderr.strip()}")
+    if not (tree / "src" / "crosswire" / "__init__.py").is_file():
+        sys.exit(f"--against {rev}: revision {short} has no src/crosswire/__init__.py")
+    return Code(short, commit, tree / "src")
+
+
+def reuse_worktree(tree: Path, commit: str, rev: str) -> None:
+    """Check that ``tree`` is a worktree with a clean ``src/``; move it to ``commit`` if it
+    is at another one."""
+    top = git("rev-parse", "--show-toplevel", cwd=tree).stdout.strip()
+    if not top or Path(top).resolve() != tree.resolve():
+        sys.exit(f"--against {rev}: {tree} exists but is not a git worktree: remove it, rerun")
+    if git("status", "--porcelain", "--", "src", cwd=tree).stdout.strip():
+        sys.exit(
+            f"--against {rev}: {tree} has local changes in src/, so it is not {rev}: "
+            f"remove it (git worktree remove --force {tree}) and rerun"
+        )
+    if git("rev-parse", "HEAD", cwd=tree).stdout.strip() != commit:
+        moved = git("checkout", "--quiet", "--detach", commit, cwd=tree)
+        if moved.returncode != 0:
+            sys.exit(f"--against {rev}: could not check out {commit} in {tree}: {moved.stderr}")
+
+
+def current_rev(*, short: bool = True) -> str:
+    """The current tree's commit, marked when its src/ has uncommitted changes."""
+    with contextlib.suppress(OSError):
+        rev = git("rev-parse", *(["--short"] if short else []), "HEAD").stdout.strip()
+        dirty = git("status", "--porcelain", "src").stdout.strip()
+        if rev:
+            return rev + (" (src/ modified)" if dirty else "")
+    return ""
 
 
 def versions() -> dict[str, str]:
@@ -747,13 +1049,8 @@ def versions() -> dict[str, str]:
         meta = BENCH / "node_modules" / pkg / "package.json"
         if meta.exists():
             out[f"{pkg} (npm)"] = json.loads(meta.read_text())["version"]
-    with contextlib.suppress(OSError):
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                             capture_output=True, text=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
-        if rev:
-            out["crosswire git"] = rev + (" (src/ modified)" if dirty else "")
+    if rev := current_rev():
+        out["crosswire git"] = rev
     node = subprocess.run(["node", "--version"], capture_output=True, text=True)
     out["node"] = node.stdout.strip()
     out["python"] = platform.python_version()
@@ -767,13 +1064,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run: 1 round of 1 s each")
     parser.add_argument(
         "--only",
-        help="comma-separated servers: websockets, aiohttp, picows, raw, crosswire, "
-        "or full names like crosswire-picows",
+        help="comma-separated servers: websockets, aiohttp, picows, raw, crosswire, typed, "
+        "or full names like crosswire-picows, typed-picows",
     )
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help="comma-separated: echo,broadcast,memory,rpc,cluster",
+        help=f"comma-separated: {','.join(SCENARIOS)}",
     )
     parser.add_argument("--rounds", type=int, help="runs per server for echo and broadcast")
     parser.add_argument("--duration", type=float, help="seconds counted per run")
@@ -788,6 +1085,11 @@ def main() -> None:
     parser.add_argument(
         "--no-coalesce", action="store_true",
         help="crosswire servers with Limits(coalesce_writes=False): every write leaves at once",
+    )  # fmt: skip
+    parser.add_argument(
+        "--against", metavar="REV",
+        help="also run the servers that import crosswire with the crosswire of git revision "
+        "REV (rows NAME@REV), and give the ratio current / REV",
     )  # fmt: skip
     parser.add_argument(
         "--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON"
@@ -806,7 +1108,8 @@ def main() -> None:
     scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
     if unknown := set(scenarios) - set(SCENARIOS):
         sys.exit(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
-    pairs, rpc_servers = select(args.only)
+    against = against_code(args.against) if args.against else None
+    runs = plan(scenarios, select(args.only), settings, against)
     if args.no_coalesce:
         os.environ["BENCH_COALESCE"] = "0"  # read by bench/servers.py
 
@@ -820,16 +1123,16 @@ def main() -> None:
     samples: list[Sample] = []
     profiles: list[Path] = []
 
-    def run_one(scenario: str, base: str, kind: str, rnd: int, rounds: int) -> None:
+    def run_one(run: Run) -> None:
         nonlocal patience
-        name = f"{kind}-{base}"
-        print(f"  {scenario:<9} {name:<21} {rnd + 1}/{rounds}:", end="", flush=True)
+        scenario, base, kind, name = run.scenario, run.base, run.kind, run.name
+        print(f"  {scenario:<9} {name:<29} {run.rnd + 1}/{run.rounds}:", end="", flush=True)
         prof = None
         if args.profile:
-            prof = RESULTS / f"profile-{scenario}-{name}.prof"
+            prof = RESULTS / f"profile-{scenario}-{name.replace('@', '-at-')}.prof"
             prof.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        got = RUNNERS[scenario](base, kind, settings, prof)
+        got = RUNNERS[scenario](base, kind, settings, prof, run.code)
         # Other processes took CPU meanwhile: wait for quiet and redo (twice at most, and no
         # more than `patience` seconds of waiting in a whole run).
         for _ in range(2):
@@ -840,7 +1143,9 @@ def main() -> None:
             w0 = time.monotonic()
             wait_quiet(min(60.0, patience))
             patience -= time.monotonic() - w0
-            got = RUNNERS[scenario](base, kind, settings, prof)
+            got = RUNNERS[scenario](base, kind, settings, prof, run.code)
+        for x in got:
+            x.rev = run.code.rev
         samples.extend(got)
         if prof is not None and prof not in profiles:
             profiles.append(prof)
@@ -848,23 +1153,8 @@ def main() -> None:
         figures = ", ".join(f"{x.param}: {fmt_value(x.value, unit)}" for x in got)
         print(f" {figures}  ({time.monotonic() - t0:.0f} s)")
 
-    for base in BASES:
-        for scenario in (x for x in scenarios if x != "rpc"):
-            rounds = 1 if scenario == "memory" else settings.rounds
-            both = CLUSTER_KINDS if scenario == "cluster" else KINDS
-            for rnd in range(rounds):
-                # The two sides of a ratio alternate, and swap order every round, so that
-                # drift of the machine's speed hits both alike.
-                kinds = both if rnd % 2 == 0 else both[::-1]
-                for kind in kinds:
-                    if (base, "crosswire" if scenario == "cluster" else kind) in pairs:
-                        run_one(scenario, base, kind, rnd, rounds)
-    if "rpc" in scenarios:
-        for rnd in range(settings.rounds):
-            order = rpc_servers if rnd % 2 == 0 else rpc_servers[::-1]
-            for name in order:
-                kind, base = name.split("-", 1)
-                run_one("rpc", base, kind, rnd, settings.rounds)
+    for run in runs:
+        run_one(run)
     elapsed = time.monotonic() - started
 
     summaries = summarize(samples)
@@ -873,6 +1163,14 @@ def main() -> None:
     print()
     for line in verdicts(summaries):
         print(line)
+    if against is not None:
+        print(f"\nbefore/after: the current tree ({current_rev()}) against {against.rev}")
+        for line in against_verdicts(summaries):
+            print(line)
+    if IMPORTED:
+        print("\ncrosswire imported from (checked in every server):")
+        for code_rev, where in IMPORTED.items():
+            print(f"  {code_rev}: {where}")
     busy = [x for x in samples if (x.other_cpu or 0) > BUSY]
     if busy:
         print(
@@ -881,6 +1179,11 @@ def main() -> None:
         )
     print(f"\n{len(samples)} runs in {elapsed:.0f} s")
 
+    here = current_rev(short=False)
+
+    def revision(x: Summary) -> str:
+        return against.commit if against is not None and x.rev else here
+
     data = {
         "settings": dataclasses.asdict(settings),
         "quick": args.quick,
@@ -888,6 +1191,10 @@ def main() -> None:
         "pinning": {"server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "versions": versions(),
+        "against": None if against is None else {
+            "rev": args.against, "commit": against.commit, "worktree": str(against.src.parent),
+        },
+        "crosswire_imported_from": IMPORTED,
         "elapsed_s": round(elapsed, 1),
         "summary": [
             {
@@ -897,12 +1204,14 @@ def main() -> None:
                 "server_cpu_us_per_msg": x.cpu_us,
                 "ratio_by_cpu_raw_us_over_crosswire_us": cpu_ratio(summaries, x),
                 "server_cpu": x.server_cpu, "client_cpu": x.client_cpu,
-                "max_other_cpu": x.other_cpu,
+                "max_other_cpu": x.other_cpu, "revision": revision(x),
+                "ratio_new_over_old": new_over_old(summaries, x)[0],
+                "ratio_by_cpu_old_us_over_new_us": new_over_old(summaries, x)[1],
             }
             for x in summaries
         ],
         "samples": [dataclasses.asdict(x) for x in samples],
-        "verdicts": verdicts(summaries),
+        "verdicts": verdicts(summaries) + against_verdicts(summaries),
     }  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(data, indent=2) + "\n")

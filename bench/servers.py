@@ -14,10 +14,16 @@ The redis servers are the crosswire ones with a Hub on the Redis at ``BENCH_REDI
 publish reaches the subscribers of every instance. Their ``"probe"`` is answered once the
 subscriptions made before it are in effect on Redis.
 
-The typed servers serve one RPC through a crosswire Router, in the canonical dialect: ``ECHO
-{text}`` answered by ``ECHO_RESULT {text}``, with pydantic models validating both ways. The
-socketio server answers the socket.io event ``echo`` through its ack (python-socketio on
-aiohttp).
+The typed servers serve a crosswire Router, in the canonical dialect: the RPC ``ECHO {text}``
+answered by ``ECHO_RESULT {text}``, with pydantic models validating both ways; for typed
+fan-out, the RPC ``SUB`` (no payload) subscribes the connection to ``"b"`` and answers
+``SUBBED`` once it has, and the event ``PUB {text}`` is published to ``"b"`` as ``NEWS {text}``
+(the publisher excluded). The socketio server answers the socket.io event ``echo`` through its
+ack (python-socketio on aiohttp).
+
+Before its port, a server that imported crosswire prints ``crosswire <path of its
+__init__.py>``: ``bench/run.py --against REV`` runs this file with another revision's ``src/``
+on ``PYTHONPATH`` and checks, from that line, which code the server runs.
 """
 
 from __future__ import annotations
@@ -251,11 +257,22 @@ def typed_app() -> object:
         text: str
 
     echo = crosswire.message("ECHO", EchoIn, response=crosswire.message("ECHO_RESULT", EchoOut))
+    sub = crosswire.message("SUB", response=crosswire.message("SUBBED"))
+    pub = crosswire.message("PUB", {"text": str})
+    news = crosswire.message("NEWS", {"text": str})
 
     def handle(ctx: crosswire.RpcContext[EchoIn]) -> None:
         ctx.reply(EchoOut(text=ctx.payload.text))
 
-    return crosswire.App(crosswire.Router().rpc(echo, handle), limits=limits())
+    def subscribe(ctx: crosswire.RpcContext[None]) -> None:
+        ctx.subscribe("b")
+        ctx.reply()  # the client's probe: its subscription is in place
+
+    def publish(ctx: crosswire.EventContext[Any]) -> None:
+        ctx.publish("b", news, {"text": ctx.payload.text}, exclude_self=True)
+
+    router = crosswire.Router().rpc(echo, handle).rpc(sub, subscribe).on(pub, publish)
+    return crosswire.App(router, limits=limits())
 
 
 def typed_on(name: str) -> Callable[[], Awaitable[Started]]:
@@ -314,6 +331,8 @@ async def main(name: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
+    if (module := sys.modules.get("crosswire")) is not None:
+        print("crosswire", module.__file__)  # which code this server runs (run.py checks it)
     print(port, flush=True)
     await done.wait()
     with contextlib.suppress(Exception):  # shutting down a benchmark server: nothing to save
