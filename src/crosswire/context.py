@@ -36,7 +36,7 @@ from .wire import Envelope
 if TYPE_CHECKING:
     from .peer import Peer
     from .router import Dispatcher, Session
-    from .wire import Dialect
+    from .wire.dialect import Render
 
 __all__ = [
     "CloseContext",
@@ -105,8 +105,23 @@ class ConnectionContext:
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Send a message of ``schema`` to this connection; False if it is closed."""
-        return self.peer._send_json(_frame(self._session.dialect, schema, payload, meta))
+        """Send a message of ``schema`` to this connection; False if it is closed (or a map
+        of the router dropped it)."""
+        frame = _frame(self._session.render, schema, payload, meta)
+        return frame is not None and self.peer._send_json(frame)
+
+    def send_to_client(
+        self,
+        client_id: str,
+        schema: MessageSchema[Any],
+        payload: Any = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> PublishResult:
+        """Send a message of ``schema`` to the connection ``client_id``, on whichever
+        instance it is (Rover's ``ws.send_to(id)``)."""
+        pub = _publication("client", client_id, schema, payload, meta, ())
+        return PublishResult(self._dispatch.app.hub.send(pub))
 
     def subscribe(self, topic: str) -> None:
         """Subscribe this connection to ``topic`` (see :meth:`publish`). Past
@@ -125,11 +140,15 @@ class ConnectionContext:
         payload: Any = None,
         *,
         meta: Mapping[str, Any] | None = None,
+        exclude: Collection[str] = (),
         exclude_self: bool = False,
     ) -> PublishResult:
         """Send a message of ``schema`` to every subscriber of ``topic``, on every instance
-        sharing the App's bus (validated and encoded once)."""
-        exclude = (self.peer.id,) if exclude_self else ()
+        sharing the App's bus (validated and encoded once): this connection too, when it is
+        one (Rover's ``ws.emit``), unless ``exclude_self``; never the connection ids in
+        ``exclude``."""
+        if exclude_self:
+            exclude = (*exclude, self.peer.id)
         pub = _publication("room", topic, schema, payload, meta, exclude)
         return PublishResult(self._dispatch.app.hub.send(pub))
 
@@ -474,16 +493,17 @@ class RpcContext(EventContext[P]):
 
 
 def _frame(
-    dialect: Dialect,
+    render: Render,
     schema: MessageSchema[Any],
     payload: Any,
     meta: Mapping[str, Any] | None,
-) -> bytes:
-    """A message of ``schema`` in ``dialect``: validated (payload and meta) and encoded."""
+) -> bytes | None:
+    """A message of ``schema`` through ``render`` (the connection's): validated (payload and
+    meta) and encoded; None when a map dropped it."""
     if not isinstance(schema, MessageSchema):
         raise TypeError(f"expected a message schema, got {schema!r}")
     out_meta = _check_out_meta(schema, meta or {}) if meta or schema.meta is not None else None
-    return dialect.message(
+    return render(
         schema.type,
         orjson.dumps(out_meta) if out_meta else None,
         schema.dump_payload_json(payload),

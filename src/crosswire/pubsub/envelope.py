@@ -85,7 +85,7 @@ class Publication:
         self.frame = frame
         self.binary = binary
         self.exclude = exclude
-        self._rendered: dict[Render, bytes] = {}
+        self._rendered: dict[Render, bytes | None] = {}
 
     @classmethod
     def of_event(
@@ -109,11 +109,13 @@ class Publication:
             exclude=frozenset(exclude) if exclude else _NO_EXCLUDE,
         )
 
-    def render(self, render: Render) -> bytes:
-        """This event as a text frame of one dialect; computed once per dialect."""
-        out = self._rendered.get(render)
-        if out is None:
-            out = self._rendered[render] = render(self.event, self.meta, self.data)
+    def render(self, render: Render) -> bytes | None:
+        """This event as a text frame of one dialect (None: not for its connections);
+        computed once per render function."""
+        rendered = self._rendered
+        if render in rendered:
+            return rendered[render]
+        out = rendered[render] = render(self.event, self.meta, self.data)
         return out
 
     def value(self) -> Any:

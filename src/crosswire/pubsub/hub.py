@@ -36,6 +36,7 @@ import orjson
 from ..cork import WriteBatch
 from ..errors import BusError
 from ..peer import ReadyState, encode
+from ..wire.maps import DROPPED, MappedRender
 from .backend import Backend, BusStats
 from .envelope import Kind, Publication, channel_for, decode_envelope, encode_envelope
 
@@ -340,20 +341,24 @@ class Hub:
         for peer in members:
             if peer._state is not _OPEN or (exclude and peer.id in exclude):
                 continue
-            count += 1
             if peer._transform is not None:
+                count += 1
                 self._queue_transform(peer, pub)
                 continue
+            if frame is None:
+                render = peer._render
+                if render is not last_render:
+                    payload = pub.render(render)
+                    last_render = render
+                if payload is None:  # a map of the peer's router dropped it
+                    continue
+            count += 1
             transport = peer._transport
             if batch is not None:
                 cork = peer._cork
                 if cork is not None and not cork.held:
                     writes.hold(cork)  # until the batch ends
             if frame is None:
-                render = peer._render
-                if render is not last_render:
-                    payload = pub.render(render)
-                    last_render = render
                 transport.send_text(payload)  # type: ignore[arg-type]
             elif text:
                 transport.send_text(frame)
@@ -411,16 +416,29 @@ class Hub:
         transform = peer._transform
         assert transform is not None
         event = pub.event
+        render = peer._render
         try:
-            result = transform(peer, event, pub.value())
+            value = pub.value()
+            mapped = pub.frame is None and isinstance(render, MappedRender)
+            if mapped:
+                assert isinstance(render, MappedRender)
+                value = render.apply(event, value)  # the router's map comes first
+                if value is DROPPED:
+                    return None
+            result = transform(peer, event, value)
             if inspect.isawaitable(result):
                 result = await result
             if result is None:  # send the original, as the seed's transformer contract says
                 if pub.frame is not None:
                     return pub.frame, not pub.binary
-                return pub.render(peer._render), True
+                if mapped:
+                    original = peer.dialect.render(event, pub.meta, orjson.dumps(value))
+                else:
+                    original = pub.render(render)
+                return None if original is None else (original, True)
             new_event, new_data = result
-            return peer._render(new_event, None, orjson.dumps(new_data)), True
+            out = peer.dialect.render(new_event, None, orjson.dumps(new_data))
+            return None if out is None else (out, True)
         except Exception:
             # One message is lost, never the peer's queue: the next ones are transformed.
             logger.exception(

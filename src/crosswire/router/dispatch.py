@@ -25,6 +25,8 @@ from ..peer import CloseCode, Message, Peer, ReadyState
 from ..rpc import CallTable
 from ..schema import RESERVED_PREFIXES
 from ..wire import BadFrame, Control, Dialect, Envelope
+from ..wire.dialect import Render
+from ..wire.maps import MappedRender
 from .chain import compose
 from .topics import TopicDesk
 
@@ -58,6 +60,7 @@ class Session:
         "last_seen",
         "next_id",
         "peer",
+        "render",
         "rpcs_running",
         "runs",
         "topic_backlog",
@@ -71,6 +74,8 @@ class Session:
         #: The connection's dialect, and its decoder (read once: the hot path calls it).
         self.dialect = dialect
         self.decode = dialect.decode
+        #: How the connection's events are rendered: its dialect's, behind the router's maps.
+        self.render: Render = dialect.render
         #: The compiled routes of this connection's dialect (see Dispatcher._runs).
         self.runs = runs
         self.calls: CallTable[RpcContext[Any]] = CallTable(max_inflight)
@@ -112,6 +117,9 @@ class Dispatcher:
         self._runs: dict[Dialect, dict[str, _Compiled]] = {}
         #: Joins and leaves of topics.
         self.topics = TopicDesk(self)
+        #: Per dialect, its render with the router's maps in front (one object per dialect:
+        #: the Hub renders a publication once per render).
+        self._renders: dict[Dialect, MappedRender] = {}
 
     def hooks(self) -> Hooks:
         return Hooks(
@@ -139,6 +147,11 @@ class Dispatcher:
         session = Session(peer, self.router.max_inflight_rpcs, dialect, runs)
         peer._session = session
         peer._on_data = self._frame
+        if self.router._maps:  # the router's maps before the dialect, for every event
+            render = self._renders.get(dialect)
+            if render is None:
+                render = self._renders[dialect] = MappedRender(dialect.render, self.router._maps)
+            peer._render = session.render = render
         if self.heartbeat is not None:
             session.last_seen = self.loop.time()
             self._arm_heartbeat(session, self.heartbeat.interval)

@@ -43,6 +43,7 @@ from ..pubsub.envelope import Publication
 from ..schema import MessageSchema
 from ..topics import TopicRoute, TopicTable
 from ..wire import CANONICAL, Dialect
+from ..wire.maps import Map
 from .chain import Middleware
 from .dispatch import Dispatcher
 
@@ -180,6 +181,7 @@ class Router:
         self._on_error: list[Callable[[WsError, Any], Any]] = []
         self._on_limit: list[Handler] = []
         self._topics = TopicTable()
+        self._maps: dict[str, Map] = {}
 
     @property
     def schemas(self) -> tuple[MessageSchema[Any], ...]:
@@ -213,6 +215,20 @@ class Router:
         self._topics.add(route)
         return route
 
+    def map(self, schema: MessageSchema[Any], fn: Map) -> Router:
+        """Transform every ``schema`` event on its way to one of this router's connections
+        (Rover's ``ws.map.{event}``): ``fn(payload)`` gets the event's JSON value and returns
+        the value to send, or None to drop it for that connection. It runs before encoding,
+        on direct sends (``ctx.send``, ``send_to_client``) and on publications alike, once
+        per publication and dialect, whoever published it. One per type; register it before
+        the router is served."""
+        _check_schema(schema)
+        check_callable(f"router.map({schema.type})", fn, 1, "payload")
+        if schema.type in self._maps:
+            raise ConfigurationError(f"{schema.type} already has a map")
+        self._maps[schema.type] = fn
+        return self
+
     @property
     def topics(self) -> tuple[TopicRoute, ...]:
         """The topic routes, exact names first (for docs and type generation)."""
@@ -245,6 +261,7 @@ class Router:
             handlers.clear()
         self._on_limit.clear()
         self._topics.clear()
+        self._maps.clear()
         self._on_upgrade = None
         self._changed()
         return self
@@ -254,6 +271,7 @@ class Router:
         applying to its own routes only. A type both routers handle is refused."""
         clash = set(self._routes) & set(other._routes)
         clash |= {t.name for t in self._topics} & {t.name for t in other._topics}
+        clash |= set(self._maps) & set(other._maps)
         if clash:
             raise ConfigurationError(f"both routers handle {sorted(clash)}")
         if other._on_upgrade is not None:
@@ -270,6 +288,7 @@ class Router:
         self._on_limit.extend(other._on_limit)
         for topic in other._topics:
             self._topics.add(topic)
+        self._maps.update(other._maps)
         self._changed()
         return self
 

@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Control", "Dialect", "Render", "TopicAnswer", "TopicRequest", "select"]
 
-#: Renders an event for one dialect: ``(type, meta JSON or None, payload JSON or None)`` to
-#: the UTF-8 bytes of a text frame (:meth:`Dialect.message`).
-Render = Callable[[str, bytes | None, bytes | None], bytes]
+#: Renders an event for one connection: ``(type, meta JSON or None, payload JSON or None)``
+#: to the UTF-8 bytes of a text frame (a dialect's :meth:`Dialect.message`), or None when
+#: the event is not for it (a router's outbound map dropped it: :mod:`crosswire.wire.maps`).
+Render = Callable[[str, bytes | None, bytes | None], "bytes | None"]
 
 
 class Control(Enum):
