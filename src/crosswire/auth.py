@@ -1,5 +1,11 @@
-"""Reading a client's token from the handshake: the ``Authorization`` header, a
-``bearer.<token>`` subprotocol, or the query string (no I/O; for ``upgrade`` hooks).
+"""Authentication parts: a client's token read from the handshake, and what an in-band
+authentication finds. No I/O.
+
+**At the handshake**, :func:`bearer_token` reads a token from the ``Authorization`` header, a
+``bearer.<token>`` subprotocol, or the query string (for ``upgrade`` hooks).
+**In band**, after the socket opened, ``router.authenticate(check, timeout=...)`` (seed 003's
+scheme, any dialect) lets ``check`` return an :class:`Identity`; the close codes are
+:data:`AUTH_TIMEOUT` and :data:`AUTH_FAILED`.
 
 ::
 
@@ -18,12 +24,28 @@ headers, and :class:`Credentials` hides its token in ``repr``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .http import Request
 
-__all__ = ["Credentials", "bearer_token"]
+__all__ = ["AUTH_FAILED", "AUTH_TIMEOUT", "Credentials", "Identity", "bearer_token"]
+
+#: Close code: no credentials in time (``Authentication timeout``), seed 003's.
+AUTH_TIMEOUT = 4001
+#: Close code: the credentials were refused, or checking them failed (``Authentication
+#: failed``), seed 003's.
+AUTH_FAILED = 4003
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who an in-band authentication found: the connection's user (None: no user, an
+    anonymous connection) and metadata about it."""
+
+    user_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,11 @@ context                       given to
 :class:`EventContext`         ``router.on`` handlers, middleware, ``on_auth``, ``on_error``
 :class:`RpcContext`           ``router.rpc`` handlers: adds ``reply``, ``progress``,
                               ``deadline``, ``time_remaining()``, ``on_cancel``
-:class:`JoinContext`          a topic's join handler: ``topic``, ``params``, ``data``,
+:class:`JoinContext`          a topic's join handler: ``topic``, ``params``, ``payload``,
                               ``accept(data)``, ``reject(reason)``
-:class:`LeaveContext`         a topic's leave handler: ``topic``, ``params``, ``data``
+:class:`LeaveContext`         a topic's leave handler: ``topic``, ``params``, ``payload``
+:class:`AuthContext`          ``router.authenticate``'s check: ``payload`` (the credentials),
+                              then ``identity``; and ``on_authenticated`` handlers
 ============================  =================================================================
 
 All sends go through the message's schema first: a payload that does not match raises
@@ -34,11 +36,13 @@ from .schema import MessageSchema, within
 from .wire import Envelope
 
 if TYPE_CHECKING:
+    from .auth import Identity
     from .peer import Peer
     from .router import Dispatcher, Session
     from .wire.dialect import Render
 
 __all__ = [
+    "AuthContext",
     "CloseContext",
     "ConnectionContext",
     "EventContext",
@@ -152,6 +156,20 @@ class ConnectionContext:
         pub = _publication("room", topic, schema, payload, meta, exclude)
         return PublishResult(self._dispatch.app.hub.send(pub))
 
+    def error(
+        self,
+        code: ErrorCode | str,
+        message: str = "",
+        details: Mapping[str, Any] | None = None,
+        *,
+        retryable: bool | None = None,
+        retry_after_ms: int | None = None,
+    ) -> bool:
+        """Send an error frame to this connection (``ERROR`` in the canonical dialect, an
+        ``error`` event in seed 003's, ``{"type": "error"}`` in Rover's)."""
+        error = WsError(code, message, details, retryable=retryable, retry_after_ms=retry_after_ms)
+        return self.peer._send_json(self._session.dialect.error(error, None))
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection."""
         self.peer.close(code, reason)
@@ -166,6 +184,21 @@ class CloseContext(ConnectionContext):
         super().__init__(dispatch, session)
         self.code = code
         self.reason = reason
+
+
+class AuthContext(ConnectionContext):
+    """In-band authentication (``router.authenticate``): ``payload`` holds the credentials
+    the client sent; ``identity`` is what the check returned, once it accepted them."""
+
+    __slots__ = ("identity", "payload")
+
+    def __init__(self, dispatch: Dispatcher, session: Session, payload: Any) -> None:
+        super().__init__(dispatch, session)
+        self.payload = payload
+        self.identity: Identity | None = None
+
+    def __repr__(self) -> str:
+        return f"<AuthContext client={self.peer.id[:8]}>"  # never the credentials
 
 
 class LeaveContext(ConnectionContext):
@@ -309,19 +342,6 @@ class EventContext(ConnectionContext, Generic[P]):
     def time_remaining(self) -> float:
         """Seconds left to answer: infinite for events."""
         return float("inf")
-
-    def error(
-        self,
-        code: ErrorCode | str,
-        message: str = "",
-        details: Mapping[str, Any] | None = None,
-        *,
-        retryable: bool | None = None,
-        retry_after_ms: int | None = None,
-    ) -> bool:
-        """Send an ``ERROR`` frame to this connection."""
-        error = WsError(code, message, details, retryable=retryable, retry_after_ms=retry_after_ms)
-        return self.peer._send_json(self._session.dialect.error(error, None))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.type} client={self.peer.id[:8]}>"

@@ -24,13 +24,12 @@ import binascii
 import os
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from .wire import events
 
 if TYPE_CHECKING:
     from .rooms import Handshake, RoomClient
@@ -133,9 +132,12 @@ class Encryption:
 
     def transform(self, client: RoomClient, event: str, data: Any) -> tuple[str, Any]:
         """``(event, data)`` sealed for ``client``: ``("encrypted", {"iv", "ct"})``, where the
-        plaintext is the event's frame ``{"event", "data"}``. A raw frame (``hub.publish``;
-        ``event`` is ``""``) is sealed as it is: its text (UTF-8) or bytes."""
+        plaintext is the event's frame in the client's dialect (``{"event", "data"}`` in seed
+        003's). A frame sent as it is (``hub.publish``, an error; ``event`` is ``""``) is
+        sealed as it is: its text (UTF-8) or bytes."""
         key: AESGCM = client.data[_KEY]
         if not event and isinstance(data, str | bytes):
             return ENCRYPTED, encrypt(key, data.encode() if isinstance(data, str) else data)
-        return ENCRYPTED, encrypt(key, events.encode(event, data))
+        payload = None if data is None else orjson.dumps(data)
+        frame = client.peer.dialect.message(event, None, payload)
+        return ENCRYPTED, encrypt(key, frame)

@@ -61,11 +61,15 @@ DrainHook = Callable[["Peer"], Any]
 class HookProvider(Protocol):
     """Something that serves an App through hooks it builds for that App (a Router)."""
 
-    #: True when the App admits each peer to its Hub (addressable by id, in the broadcast
-    #: group) as it opens; False when the layer admits peers itself (after authentication).
-    admits_on_open: bool
-    #: The dialects it speaks by default (the first is the default of its endpoint).
-    dialects: Sequence[Dialect]
+    @property
+    def admits_on_open(self) -> bool:
+        """True when the App admits each peer to its Hub (addressable by id, in the broadcast
+        group) as it opens; False when the layer admits peers itself (after
+        authentication)."""
+
+    @property
+    def dialects(self) -> Sequence[Dialect]:
+        """The dialects it speaks by default (the first is the default of its endpoint)."""
 
     def hooks_for(self, app: App) -> Hooks:
         """The hooks serving ``app``; called once per endpoint, when the App is created."""

@@ -286,6 +286,23 @@ class Peer:
         return frozenset(self._topics)
 
     @property
+    def transform(self) -> Transform | None:
+        """The outbound transform of this connection (per-client encryption), or None.
+
+        ``transform(peer, event, data)`` gets every message on its way to the client, in
+        order, and returns ``(event, data)`` to send instead (rendered in the connection's
+        dialect), or None to send the original; it may be ``async``. A frame sent as it is
+        (``peer.send``, an error or an acknowledgement of the router) comes with ``event``
+        ``""`` and its text (or bytes) as ``data``. Transforms run in the Hub, at most
+        ``Hub(transform_concurrency=...)`` at once; a client whose messages wait past
+        ``transform_queue`` is closed as a slow consumer (1013)."""
+        return self._transform
+
+    @transform.setter
+    def transform(self, fn: Transform | None) -> None:
+        self._transform = fn
+
+    @property
     def user_id(self) -> str | None:
         """The user this connection belongs to, once :meth:`identify` said so."""
         return self._user_id
@@ -312,6 +329,9 @@ class Peer:
         """
         if self._state is not _STATE_OPEN:
             return False
+        if self._transform is not None:
+            payload, text = encode(data)
+            return self._app.hub.to_peer_frame(self, payload, binary=not text)
         if type(data) is str:
             self._transport.send_text(data)
         else:
@@ -401,9 +421,12 @@ class Peer:
     # -- called by the Hub -----------------------------------------------------------------
 
     def _send_json(self, payload: bytes) -> bool:
-        """Send JSON already encoded (UTF-8 bytes) as a text frame; False if not open."""
+        """Send JSON already encoded (UTF-8 bytes) as a text frame; False if not open. With a
+        :attr:`transform`, the frame goes through it, in order with what the Hub delivers."""
         if self._state is not _STATE_OPEN:
             return False
+        if self._transform is not None:
+            return self._app.hub.to_peer_frame(self, payload)
         self._transport.send_text(payload)
         if self._write_paused:
             self._check_buffer()

@@ -547,7 +547,7 @@ async def test_heartbeat_frames_and_stale_connections(make_client: MakeClient) -
         await conn.send_raw('{"type": "__heartbeat_ack"}')
         assert (await conn.receive(timeout=1)).type == "__heartbeat"  # next idle period
         _, reason = await conn.expect_close(4002, timeout=1)  # this time, no answer
-        assert reason == "heartbeat timeout"
+        assert reason == "Heartbeat timeout"
         assert stale == [conn.peer.id]
 
 

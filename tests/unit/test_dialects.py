@@ -62,7 +62,7 @@ def test_every_dialect_is_registered_by_name_with_its_subprotocol() -> None:
             {},
             {"user": "a", "text": "hi"},
         ),
-        (ROVER, '{"type":"typing"}', "typing", {}, {}),
+        (ROVER, '{"type":"typing"}', "typing", {}, UNSET),
         (ROVER, '{"type":"scores","data":[3,1]}', "scores", {}, [3, 1]),
         (ROVER, '{"type":"wrapped","data":{"a":1}}', "wrapped", {}, {"data": {"a": 1}}),
     ],
@@ -129,7 +129,12 @@ def test_control_frames_per_dialect() -> None:
     assert CANONICAL.controls["$ws:abort"] is Control.ABORT
     assert EVENTS.controls["authenticate"] is Control.AUTHENTICATE
     assert EVENTS.controls["join"] is Control.JOIN
-    assert ROVER.controls == {"join": Control.JOIN, "leave": Control.LEAVE}
+    assert ROVER.controls == {
+        "join": Control.JOIN,
+        "leave": Control.LEAVE,
+        "authenticate": Control.AUTHENTICATE,
+    }
+    assert CANONICAL.controls["$ws:authenticate"] is Control.AUTHENTICATE
 
 
 def test_topic_requests_and_their_answers() -> None:

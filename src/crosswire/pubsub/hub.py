@@ -249,6 +249,12 @@ class Hub:
         dialect and through its transform; False if it is not open."""
         return self._fan_out((peer,), Publication.of_event("client", peer.id, event, data)) == 1
 
+    def to_peer_frame(self, peer: Peer, frame: bytes, *, binary: bool = False) -> bool:
+        """Send a frame (text as UTF-8 bytes) to ``peer`` of this process as it is, through
+        its transform, in order with the rest; False if it is not open."""
+        pub = Publication("client", peer.id, frame=frame, binary=binary)
+        return self._fan_out((peer,), pub) == 1
+
     def send(self, pub: Publication) -> int:
         """Deliver ``pub`` to its recipients here, then on the bus; returns the local count.
 

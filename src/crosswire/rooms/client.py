@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import asyncio
+from ..auth import Identity
 
+if TYPE_CHECKING:
     from ..peer import Peer
 
 __all__ = ["ClientState", "Handshake", "Identity", "RoomClient"]
@@ -22,14 +22,6 @@ class ClientState(StrEnum):
     AUTHENTICATING = "authenticating"
     AUTHENTICATED = "authenticated"
     DISCONNECTED = "disconnected"
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What ``authenticate`` returns to accept a client: its user (or None) and metadata."""
-
-    user_id: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,18 +38,13 @@ class RoomClient:
 
     ``id`` is the peer's id; ``user_id`` and ``metadata`` come from ``authenticate``; ``data``
     is free for the application (and :class:`~crosswire.crypto.Encryption`); ``rooms`` are the
-    rooms it is in, ``last_activity`` the loop time of its last frame.
+    rooms it is in, ``connected_at`` the loop time it opened.
     """
 
     __slots__ = (
-        "_auth_task",
-        "_auth_timer",
-        "_handlers_running",
-        "_reading_paused",
         "connected_at",
         "data",
         "encrypted",
-        "last_activity",
         "metadata",
         "peer",
         "salt",
@@ -76,12 +63,6 @@ class RoomClient:
         self.server_public_key: str | None = None
         self.salt: str | None = None
         self.connected_at = now
-        self.last_activity = now
-        self._auth_timer: asyncio.TimerHandle | None = None
-        #: The authentication (and handshake) running for this client, if any.
-        self._auth_task: asyncio.Task[None] | None = None
-        self._handlers_running = 0
-        self._reading_paused = False
 
     @property
     def id(self) -> str:

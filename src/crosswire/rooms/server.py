@@ -1,4 +1,4 @@
-"""RoomServer: seed 003's WebSocket helper on crosswire's hooks and Hub.
+"""RoomServer: seed 003's WebSocket helper, as configuration of a :class:`~crosswire.Router`.
 
 Serve it with ``crosswire.App(rooms, hub=Hub(RedisBackend(url)))``; its connections speak
 the events dialect (:mod:`crosswire.wire.events`, ``docs/protocol-events.md``)::
@@ -6,23 +6,27 @@ the events dialect (:mod:`crosswire.wire.events`, ``docs/protocol-events.md``)::
     client                                   server
     {"event":"authenticate","data":{...}} ->  authenticate(client, data) -> Identity | None
                                           <-  {"event":"connected","data":{"id","userId","time"}}
-    {"event":"join","data":{"rooms":[..]}} -> validate_rooms(client, rooms) -> allowed rooms
-    {"event":"heartbeat"}                 ->  (keeps the connection from the heartbeat sweep)
+    {"event":"join","data":{"rooms":[..]}} -> validate_rooms(client, [room]) -> allowed rooms
+    {"event":"heartbeat"}                 ->  (keeps the connection from the heartbeat timeout)
     {"event":"chat","data":...}           ->  on_message(client, frame)
 
-A connection has ``auth_timeout`` seconds to send ``authenticate`` (three times that while an
-async ``authenticate`` runs) or is closed with 4001; a refused one gets an ``error`` event and
-4003; an authenticated one silent for ``heartbeat_timeout`` is closed with 4002 by a sweep
-every ``heartbeat_interval``; with ``require_encryption`` a failed ``handshake`` closes with
-4004. Once authenticated, a client is in the Hub: addressable by id and user on every
-instance, in the broadcast group, in its default rooms and in a room named after its id.
+Each part is the router's, the same for every dialect: in-band authentication
+(``router.authenticate``: 4001 without credentials in ``auth_timeout`` seconds, three times
+that while they are checked; ``error`` and 4003 when refused), the heartbeat (``Heartbeat``:
+4002 for an authenticated client silent for ``heartbeat_timeout`` seconds, within
+``heartbeat_interval`` more), the rooms (topics: ``validate_rooms`` is the join handler of
+every room), the error frames, the tasks of async callbacks, and encryption (``require_
+encryption``: the handshake runs inside the authentication, 4004 when it fails, then every
+message to the client goes through its ``peer.transform``). Once authenticated, a client is
+in the Hub: addressable by id and user on every instance, in the broadcast group, in its
+default rooms and in a room named after its id.
 
 Where seed 003 is silent or loose, crosswire decides (``docs/protocol-events.md`` lists each):
 a refused or malformed ``join`` gets an ``error`` event instead of silence, a client's rooms
 are bounded (``Limits.max_topics``), an ``on_message`` that raises is answered
-``Internal error``, ``validate_rooms`` can only narrow what was asked, ``connected`` is sent in
-clear to an encrypted client (it carries the key material), and a ``handshake`` that raises
-closes with 4004 like one that refuses.
+``Internal error``, ``validate_rooms`` can only narrow what was asked (and is asked one room
+at a time), ``connected`` is sent in clear to an encrypted client (it carries the key
+material), and a ``handshake`` that raises closes with 4004 like one that refuses.
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
+from ..auth import Identity
+from ..context import AuthContext, CloseContext, ConnectionContext, EventContext, JoinContext
+from ..errors import ConfigurationError, ErrorCode, WsError
 from ..hooks import Hooks, check_callable
 from ..peer import ReadyState
+from ..router import Heartbeat, Router
 from ..wire import Dialect, events
-from .client import ClientState, Handshake, Identity, RoomClient
+from .client import ClientState, Handshake, RoomClient
 
 if TYPE_CHECKING:
     from ..app import App
@@ -51,13 +58,7 @@ logger = logging.getLogger("crosswire.rooms")
 #: Seed 003's default rooms, joined by every authenticated client.
 DEFAULT_ROOMS = ("ws-default", "ws-notification")
 
-AUTH_TIMEOUT = 4001
-HEARTBEAT_TIMEOUT = 4002
-AUTH_FAILED = 4003
 ENCRYPTION_REQUIRED = 4004
-
-#: Longest room name a client may ask for.
-MAX_ROOM_NAME = 256
 
 Authenticate = Callable[[RoomClient, Any], "Identity | Awaitable[Identity | None] | None"]
 HandshakeFn = Callable[[RoomClient, Any], "Handshake | Awaitable[Handshake | None] | None"]
@@ -73,15 +74,16 @@ class RoomServer:
     Callbacks may be plain or ``async``; each gets the :class:`RoomClient`:
 
     * ``authenticate(client, data)``: an :class:`Identity` to accept, None (or False) to refuse;
-    * ``validate_rooms(client, rooms)``: the rooms of a ``join`` the client may enter (without
-      it, every ``join`` is refused);
+    * ``validate_rooms(client, rooms)``: the rooms of a ``join`` the client may enter, asked
+      one room at a time (without it, every ``join`` is refused);
     * ``on_connected(client)``, ``on_disconnected(client)`` (for every connection, even one
       that never authenticated), ``on_message(client, frame)`` for the other events;
     * with ``require_encryption``: ``handshake(client, data)`` (the ``authenticate`` data) sets
       up the client's key and returns a :class:`Handshake`, and ``outbound_transformer(client,
       event, data)`` seals each message for it (:class:`crosswire.crypto.Encryption` is both).
 
-    Times are in seconds. A RoomServer serves one App.
+    Times are in seconds. A RoomServer serves one App; its :attr:`router` is the Router it
+    configures (add routes to it to serve typed messages beside seed 003's events).
     """
 
     #: Peers join the Hub when they authenticate, not when they open.
@@ -129,16 +131,21 @@ class RoomServer:
         self.on_disconnected = on_disconnected
         self.on_message = on_message
         self.default_rooms = tuple(default_rooms)
-        self.auth_timeout = auth_timeout
-        self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout
         self.require_encryption = require_encryption
         self.handshake = handshake
         self.outbound_transformer = outbound_transformer
         self._app: App | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._clients: dict[str, RoomClient] = {}
-        self._sweep: asyncio.TimerHandle | None = None
+        # A client silent for heartbeat_timeout is closed within heartbeat_interval more (the
+        # seed's sweep period); the events dialect has no heartbeat frame: the silence counts.
+        self.router = Router(
+            heartbeat=Heartbeat(interval=heartbeat_timeout, timeout=heartbeat_interval)
+        )
+        self.router.authenticate(self._check, timeout=auth_timeout)
+        self.router.on_authenticated(self._admitted)
+        self.router.on_open(self._opened).on_close(self._closed)
+        self.router.topic("{room}").on_join(self._join)
+        self.router.on_unhandled(self._message)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -152,7 +159,8 @@ class RoomServer:
                 f"own room and its {len(self.default_rooms)} default rooms"
             )
         self._app = app
-        return Hooks(open=self._open, close=self._close)
+        self.router.max_payload_bytes = app.limits.max_message_size
+        return self.router.hooks_for(app)
 
     def upgrade_is_async(self) -> bool:
         """False: a RoomServer has no upgrade hook (it authenticates in band)."""
@@ -225,135 +233,61 @@ class RoomServer:
         client.peer.unsubscribe(room)
         return True
 
-    # -- the connection ------------------------------------------------------------------
+    # -- the router's handlers ----------------------------------------------------------------
 
-    def _open(self, peer: Peer) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-        client = RoomClient(peer, loop.time())
-        peer._session = client
-        peer._on_data = self._frame
-        self._clients[peer.id] = client
-        client._auth_timer = loop.call_later(
-            self.auth_timeout, self._auth_expired, client, ClientState.UNAUTHORIZED
-        )
-        if self._sweep is None:
-            self._sweep = loop.call_later(self.heartbeat_interval, self._sweep_idle)
+    def _opened(self, ctx: ConnectionContext) -> None:
+        loop = asyncio.get_running_loop()
+        self._clients[ctx.peer.id] = RoomClient(ctx.peer, loop.time())
 
-    def _close(self, peer: Peer, code: int, reason: str) -> None:
-        client: RoomClient | None = peer._session
-        if client is None or self._clients.pop(peer.id, None) is None:
-            return
-        if client._auth_timer is not None:
-            client._auth_timer.cancel()
-        if client._auth_task is not None:  # authenticate or handshake still running
-            client._auth_task.cancel()
+    def _closed(self, ctx: CloseContext) -> Any:
+        client = self._clients.pop(ctx.peer.id, None)
+        if client is None:
+            return None
         client.state = ClientState.DISCONNECTED
         if self.on_disconnected is not None:
-            self._call(client, self.on_disconnected, client)
+            return self.on_disconnected(client)
+        return None
 
-    def _frame(self, peer: Peer, data: str | bytes, is_binary: bool) -> None:
-        client: RoomClient = peer._session
-        assert self._loop is not None
-        client.last_activity = self._loop.time()
-        try:
-            frame = events.decode(data)
-        except events.BadEvent as exc:
-            self._error(client, str(exc))
-            return
-        event = frame.event
-        if event == "heartbeat":
-            return
-        if event == "authenticate":
-            self._authenticate(client, frame.data)
-        elif client.state is not ClientState.AUTHENTICATED:
-            self._error(client, "Not authenticated")
-        elif event == "join":
-            self._join(client, frame.data)
-        elif event == "leave":
-            self._leave(client, frame.data)
-        elif self.on_message is not None:
-            self._call(client, self.on_message, client, frame, failed=self._internal_error)
-
-    # -- authentication ----------------------------------------------------------------------
-
-    def _authenticate(self, client: RoomClient, data: Any) -> None:
-        if client.state is not ClientState.UNAUTHORIZED:
-            self._error(client, "Already authenticated")
-            return
+    async def _check(self, ctx: AuthContext) -> Identity | None:
+        """The router's authentication check: ``authenticate``, then with encryption the
+        handshake (still authenticating: the client gets nothing, and cannot join)."""
+        client = self._clients[ctx.peer.id]
         client.state = ClientState.AUTHENTICATING
-        assert self._loop is not None
-        if client._auth_timer is not None:
-            client._auth_timer.cancel()
-        client._auth_timer = self._loop.call_later(
-            self.auth_timeout * 3, self._auth_expired, client, ClientState.AUTHENTICATING
-        )
-        client._auth_task = self.app._spawn(
-            self._run_authentication(client, {} if data is None else data)
-        )
-
-    def _auth_expired(self, client: RoomClient, state: ClientState) -> None:
-        if client.state is state:
-            client.peer.close(AUTH_TIMEOUT, "Authentication timeout")
-
-    async def _run_authentication(self, client: RoomClient, data: Any) -> None:
-        peer = client.peer
-        try:
-            identity = await _settle(self.authenticate(client, data))
-        except Exception:
-            logger.exception("authenticate raised for client %s", client.id)
-            self._refuse(client, "Authentication error")
-            return
-        if peer._state is not ReadyState.OPEN:
-            return
+        identity = await _settle(self.authenticate(client, ctx.payload))
         if not identity:
-            self._refuse(client, "Authentication failed")
-            return
+            return None
         if not isinstance(identity, Identity):
-            logger.error("authenticate returned %r; expected an Identity or None", identity)
-            self._refuse(client, "Authentication error")
-            return
+            raise TypeError(f"authenticate returned {identity!r}; expected an Identity or None")
         client.user_id = identity.user_id
         client.metadata = identity.metadata
-        # Still AUTHENTICATING during the handshake: no join, no message, nothing sent to
-        # it in clear, and the authentication timer still runs.
-        if self.require_encryption and not await self._set_up_encryption(client, data):
-            return
-        self._admit(client)
-        if self.on_connected is not None:
-            self._call(client, self.on_connected, client)
+        if self.require_encryption and not await self._set_up_encryption(ctx, client):
+            return None
+        return identity
 
-    async def _set_up_encryption(self, client: RoomClient, data: Any) -> bool:
-        assert self.handshake is not None and self.outbound_transformer is not None
-        peer = client.peer
+    async def _set_up_encryption(self, ctx: AuthContext, client: RoomClient) -> bool:
+        assert self.handshake is not None
         try:
-            handshake = await _settle(self.handshake(client, data))
+            handshake = await _settle(self.handshake(client, ctx.payload))
         except Exception:
             logger.exception("the encryption handshake raised for client %s", client.id)
             handshake = None
-        if peer._state is not ReadyState.OPEN:
+        if ctx.peer._state is not ReadyState.OPEN:
             return False
         if not isinstance(handshake, Handshake):
-            self._error(client, "Encryption handshake failed")
-            peer.close(ENCRYPTION_REQUIRED, "Encryption required")
+            ctx.error(ErrorCode.UNAUTHENTICATED, "Encryption handshake failed")
+            ctx.close(ENCRYPTION_REQUIRED, "Encryption required")
             return False
         client.encrypted = True
         client.server_public_key = handshake.server_public_key
         client.salt = handshake.salt
-        transformer = self.outbound_transformer
-
-        def transform(peer: Peer, event: str, data: Any) -> Any:
-            return transformer(client, event, data)
-
-        peer._transform = transform
         return True
 
-    def _admit(self, client: RoomClient) -> None:
-        """Make an authenticated client addressable, put it in its rooms, say ``connected``."""
-        peer = client.peer
+    def _admitted(self, ctx: AuthContext) -> Any:
+        """Authenticated (and admitted to the Hub by the router): its rooms, ``connected`` in
+        clear, then its transform, before anything else can reach it."""
+        peer = ctx.peer
+        client = self._clients[peer.id]
         client.state = ClientState.AUTHENTICATED
-        if client.user_id is not None:
-            peer.identify(client.user_id)
-        self.app.hub.admit(peer)
         peer.subscribe(client.id)
         for room in self.default_rooms:
             peer.subscribe(room)
@@ -364,191 +298,89 @@ class RoomServer:
         if client.encrypted:
             connected["serverPublicKey"] = client.server_public_key
             connected["salt"] = client.salt
-        # In clear even for an encrypted client: it needs the key material to read the rest.
-        peer._send_json(events.encode("connected", connected))
+        self.app.hub.to_peer(peer, "connected", connected)  # (no transform yet: in clear)
+        if client.encrypted:
+            peer.transform = _sealing(self.outbound_transformer, client)
+        if self.on_connected is not None:
+            return self.on_connected(client)
+        return None
 
-    def _refuse(self, client: RoomClient, message: str) -> None:
-        self._error(client, message)
-        client.peer.close(AUTH_FAILED, "Authentication failed")
-
-    # -- rooms -------------------------------------------------------------------------------
-
-    def _join(self, client: RoomClient, data: Any) -> None:
-        rooms = _rooms_of(data)
-        if rooms is None:
-            self._error(client, "Invalid rooms")
-            return
-        if not rooms:
-            return
-        wanted = list(
-            dict.fromkeys(
-                r for r in rooms if 0 < len(r) <= MAX_ROOM_NAME and not r.startswith("ws:")
-            )
-        )
-        if self.validate_rooms is None or not wanted:
-            self._error(client, "Join rejected", rooms)
-            return
-        if self._too_many(client, wanted):  # before validate_rooms: it gets a bounded list
-            return
+    def _join(self, ctx: JoinContext) -> Any:
+        """The join handler of every room: seed 003's rules, then ``validate_rooms``."""
+        room = ctx.topic
+        if self.validate_rooms is None or room.startswith("ws:"):
+            ctx.reject("Join rejected")
+            return None
+        client = self._clients[ctx.peer.id]
         try:
-            allowed = self.validate_rooms(client, wanted)
+            allowed = self.validate_rooms(client, [room])
         except Exception:
             logger.exception("validate_rooms raised for client %s", client.id)
-            self._error(client, "Join rejected", rooms)
-            return
+            ctx.reject("Join rejected")
+            return None
         if inspect.isawaitable(allowed):
-            self._track(client, self._join_later(client, rooms, wanted, allowed))
-        else:
-            self._enter(client, rooms, wanted, allowed)
+            return _join_later(ctx, client, allowed)
+        if room not in set(allowed or ()):  # validate_rooms can only narrow
+            ctx.reject("Join rejected")
+        return None
 
-    async def _join_later(
-        self, client: RoomClient, rooms: list[str], wanted: list[str], allowed: Awaitable[Any]
-    ) -> None:
+    def _message(self, ctx: EventContext[Any]) -> Any:
+        """Every other event, to ``on_message``; one that raises is answered ``Internal
+        error`` (never with what was raised)."""
+        if self.on_message is None:
+            return None
+        client = self._clients[ctx.peer.id]
+        frame = _frame_of(ctx)
         try:
-            result = await allowed
+            result = self.on_message(client, frame)
         except Exception:
-            logger.exception("validate_rooms raised for client %s", client.id)
-            result = ()
-        self._enter(client, rooms, wanted, result)
-
-    def _enter(self, client: RoomClient, rooms: list[str], wanted: list[str], allowed: Any) -> None:
-        peer = client.peer
-        if peer._state is not ReadyState.OPEN:
-            return
-        permitted = set(allowed or ()) & set(wanted)  # validate_rooms can only narrow
-        entering = [room for room in wanted if room in permitted]
-        if self._too_many(client, entering):  # (another join may have ended meanwhile)
-            return
-        for room in entering:
-            peer.subscribe(room)
-        rejected = [r for r in rooms if r not in permitted]
-        if rejected:
-            self._error(client, "Join rejected", rejected)
-
-    def _too_many(self, client: RoomClient, rooms: list[str]) -> bool:
-        """Refuse a join whose ``rooms`` (distinct) would take the client past
-        ``Limits.max_topics``: an error ``Too many rooms``, and none of them is joined."""
-        joined = client.rooms
-        limit = self.app.limits.max_topics
-        if len(joined) + sum(room not in joined for room in rooms) <= limit:
-            return False
-        self._error(client, "Too many rooms", limit=limit)
-        return True
-
-    def _leave(self, client: RoomClient, data: Any) -> None:
-        rooms = _rooms_of(data)
-        if rooms is None:
-            self._error(client, "Invalid rooms")
-            return
-        for room in rooms:
-            client.peer.unsubscribe(room)  # its default rooms and its own too, as the seed
-
-    # -- heartbeat ---------------------------------------------------------------------------
-
-    def _sweep_idle(self) -> None:
-        self._sweep = None
-        assert self._loop is not None
-        now = self._loop.time()
-        for client in list(self._clients.values()):
-            if (
-                client.state is ClientState.AUTHENTICATED
-                and now - client.last_activity > self.heartbeat_timeout
-            ):
-                client.peer.close(HEARTBEAT_TIMEOUT, "Heartbeat timeout")
-        if self._clients:
-            self._sweep = self._loop.call_later(self.heartbeat_interval, self._sweep_idle)
-
-    # -- sending and running callbacks -------------------------------------------------------
-
-    def _error(
-        self,
-        client: RoomClient,
-        message: str,
-        rooms: list[str] | None = None,
-        *,
-        limit: int | None = None,
-    ) -> None:
-        """An ``error`` event, through the client's transform once it is encrypted."""
-        data: dict[str, Any] = {"message": message}
-        if rooms is not None:
-            data["rooms"] = rooms
-        if limit is not None:
-            data["limit"] = limit
-        peer = client.peer
-        if peer._transform is None:
-            peer._send_json(events.encode("error", data))
-        else:
-            self.app.hub.to_peer(peer, "error", data)
-
-    def _call(
-        self,
-        client: RoomClient,
-        fn: Callable[..., Any],
-        *args: Any,
-        failed: Callable[[RoomClient], None] | None = None,
-    ) -> None:
-        """Run a callback (in a task if it is async); an exception is logged, then
-        ``failed(client)`` runs."""
-        try:
-            result = fn(*args)
-        except Exception:
-            logger.exception("%r raised for client %s", fn, client.id)
-            if failed is not None:
-                failed(client)
-            return
+            logger.exception("on_message raised for client %s", client.id)
+            raise WsError(ErrorCode.INTERNAL, "Internal error") from None
         if inspect.isawaitable(result):
-            self._track(client, _logged(result, fn, client, failed))
+            return _internal_error_if_raises(result, client)
+        return None
 
-    def _internal_error(self, client: RoomClient) -> None:
-        """``on_message`` raised: tell the client (never what was raised)."""
-        self._error(client, "Internal error")
 
-    def _track(self, client: RoomClient, work: Awaitable[None]) -> None:
-        """Run ``work`` as a task of the App; a client with too many running pauses reading."""
+def _sealing(transformer: OutboundTransformer | None, client: RoomClient) -> Any:
+    assert transformer is not None
 
-        async def run() -> None:
-            try:
-                await work
-            finally:
-                client._handlers_running -= 1
-                if client._reading_paused and client._handlers_running <= limit // 2:
-                    client._reading_paused = False
-                    if peer._state is not ReadyState.CLOSED:
-                        peer._transport.resume_reading()
+    def transform(peer: Peer, event: str, data: Any) -> Any:
+        return transformer(client, event, data)
 
-        peer = client.peer
-        limit = self.app.limits.inbound_queue
-        client._handlers_running += 1
-        if client._handlers_running >= limit and not client._reading_paused:
-            client._reading_paused = True
-            peer._transport.pause_reading()
-        self.app._spawn(run())
+    return transform
+
+
+def _frame_of(ctx: EventContext[Any]) -> events.EventFrame:
+    """The seed's frame of an event: ``event``, ``data``, ``id`` and the ``raw`` object."""
+    id_ = ctx.meta.get("correlationId")
+    raw: dict[str, Any] = {"event": ctx.type}
+    if ctx.payload is not None:
+        raw["data"] = ctx.payload
+    if id_ is not None:
+        raw["id"] = id_
+    return events.EventFrame(ctx.type, ctx.payload, id_, raw)
+
+
+async def _join_later(ctx: JoinContext, client: RoomClient, allowed: Awaitable[Any]) -> None:
+    try:
+        result = await allowed
+    except Exception:
+        logger.exception("validate_rooms raised for client %s", client.id)
+        result = ()
+    if ctx.topic not in set(result or ()):
+        ctx.reject("Join rejected")
+
+
+async def _internal_error_if_raises(result: Awaitable[Any], client: RoomClient) -> None:
+    try:
+        await result
+    except Exception:
+        logger.exception("on_message raised for client %s", client.id)
+        raise WsError(ErrorCode.INTERNAL, "Internal error") from None
 
 
 async def _settle(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
-
-
-async def _logged(
-    result: Awaitable[Any],
-    fn: Callable[..., Any],
-    client: RoomClient,
-    failed: Callable[[RoomClient], None] | None,
-) -> None:
-    try:
-        await result
-    except Exception:
-        logger.exception("%r raised for client %s", fn, client.id)
-        if failed is not None:
-            failed(client)
-
-
-def _rooms_of(data: Any) -> list[str] | None:
-    """The ``rooms`` of a join/leave, or None when they are not a list of strings."""
-    rooms = data.get("rooms") if isinstance(data, dict) else None
-    if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
-        return None
-    return rooms
 
 
 def _now_iso() -> str:

@@ -28,6 +28,7 @@ from ..wire import BadFrame, Control, Dialect, Envelope
 from ..wire.dialect import Render
 from ..wire.maps import MappedRender
 from .chain import compose
+from .inband import InBandDesk
 from .topics import TopicDesk
 
 if TYPE_CHECKING:
@@ -52,6 +53,9 @@ class Session:
 
     __slots__ = (
         "auth",
+        "auth_task",
+        "auth_timer",
+        "authenticated",
         "calls",
         "decode",
         "dialect",
@@ -81,6 +85,11 @@ class Session:
         self.calls: CallTable[RpcContext[Any]] = CallTable(max_inflight)
         #: None: not checked yet; True/False: the verdict; a task: the check is running.
         self.auth: bool | asyncio.Task[bool] | None = None
+        #: In-band authentication: whether it is done (True without one), its timer, and the
+        #: check still running.
+        self.authenticated = True
+        self.auth_timer: asyncio.TimerHandle | None = None
+        self.auth_task: asyncio.Task[None] | None = None
         self.next_id = 0
         self.last_seen = 0.0
         self.waiting_ack = False
@@ -117,6 +126,9 @@ class Dispatcher:
         self._runs: dict[Dialect, dict[str, _Compiled]] = {}
         #: Joins and leaves of topics.
         self.topics = TopicDesk(self)
+        #: In-band authentication, when the router has one.
+        scheme = router._authenticate
+        self.inband = InBandDesk(self, scheme) if scheme is not None else None
         #: Per dialect, its render with the router's maps in front (one object per dialect:
         #: the Hub renders a publication once per render).
         self._renders: dict[Dialect, MappedRender] = {}
@@ -152,13 +164,21 @@ class Dispatcher:
             if render is None:
                 render = self._renders[dialect] = MappedRender(dialect.render, self.router._maps)
             peer._render = session.render = render
-        if self.heartbeat is not None:
-            session.last_seen = self.loop.time()
-            self._arm_heartbeat(session, self.heartbeat.interval)
+        if self.inband is not None:
+            session.authenticated = False
+            self.inband.opened(session)
+        else:
+            self.start_heartbeat(session)
         if self.router._on_open:
             ctx = ConnectionContext(self, session)
             for handler in self.router._on_open:
                 self._run_plain(handler, ctx)
+
+    def start_heartbeat(self, session: Session) -> None:
+        """Start watching the connection's silence (once it is authenticated)."""
+        if self.heartbeat is not None:
+            session.last_seen = self.loop.time()
+            self._arm_heartbeat(session, self.heartbeat.interval)
 
     def routes_changed(self) -> None:
         """Forget the compiled routes (the router's routes or middleware changed)."""
@@ -171,6 +191,8 @@ class Dispatcher:
             return
         if session.heartbeat is not None:
             session.heartbeat.cancel()
+        if self.inband is not None:
+            self.inband.closed(session)
         if isinstance(session.auth, asyncio.Task):
             session.auth.cancel()
         for call in session.calls.drain():
@@ -206,6 +228,9 @@ class Dispatcher:
         except BadFrame as exc:
             self._fail(session, None, exc, exc.correlation_id)
             return
+        if not session.authenticated:  # in-band authentication first
+            self.inband.before(session, envelope)  # type: ignore[union-attr]
+            return
         compiled = session.runs.get(envelope.type)
         if compiled is None:
             compiled = self._compile(session, envelope)
@@ -230,12 +255,15 @@ class Dispatcher:
         has been answered."""
         router = self.router
         control = session.dialect.controls.get(envelope.type)
-        if control is not None:
+        # (a router without in-band authentication routes Rover's "authenticate" as any type)
+        if control is not None and (control is not Control.AUTHENTICATE or self.inband):
             self._control(session, envelope, control)
             return None
         route = router._routes.get(envelope.type)
         if route is None:
-            if envelope.type.startswith(RESERVED_PREFIXES):
+            if router._on_unhandled is not None and not envelope.type.startswith(RESERVED_PREFIXES):
+                self._unhandled(session, envelope, router._on_unhandled)
+            elif envelope.type.startswith(RESERVED_PREFIXES):
                 reserved = WsError(
                     ErrorCode.INVALID_ARGUMENT,
                     f"message type {envelope.type!r} is reserved "
@@ -536,6 +564,8 @@ class Dispatcher:
             session.waiting_ack = False
         elif control is Control.JOIN or control is Control.LEAVE:
             self.topics.request(session, envelope, control)
+        elif control is Control.AUTHENTICATE and self.inband is not None:
+            self.inband.credentials(session, envelope)  # (answers: already authenticated)
         else:
             unsupported = WsError(
                 ErrorCode.UNIMPLEMENTED,
@@ -565,7 +595,7 @@ class Dispatcher:
             stale = heartbeat.on_stale_connection
             if stale is not None:
                 self._run_plain(lambda p: stale(p.id, p), peer)
-            peer.close(HEARTBEAT_TIMEOUT, "heartbeat timeout")
+            peer.close(HEARTBEAT_TIMEOUT, "Heartbeat timeout")
 
     # -- running user code -----------------------------------------------------------------
 
@@ -597,6 +627,21 @@ class Dispatcher:
         if not task.done():
             session.events_running += 1
             task.add_done_callback(lambda t: self._event_done(session, running))
+
+    def _unhandled(
+        self, session: Session, envelope: Envelope, handler: Callable[[Any], Any]
+    ) -> None:
+        """A message without a route, to the router's ``on_unhandled`` handler (its payload
+        as the client sent it). Not compiled: any type may come, and nothing is kept."""
+        ctx: EventContext[Any] = EventContext(self, session, None, envelope, time.time())
+        ctx.payload = envelope.payload if envelope.has_payload else None
+        try:
+            result = handler(ctx)
+        except Exception as exc:
+            self._fail(session, ctx, exc, envelope.correlation_id)
+            return
+        if result is not None and inspect.isawaitable(result):
+            self._run_event(session, ctx, result)
 
     def _run_task(self, session: Session, running: Coroutine[Any, Any, None]) -> None:
         """Run other async work of a connection (a join whose handler awaits) in a task

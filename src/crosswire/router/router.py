@@ -50,7 +50,7 @@ from .dispatch import Dispatcher
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["Heartbeat", "LimitExceeded", "RouteBuilder", "Router"]
+__all__ = ["Heartbeat", "InBand", "LimitExceeded", "RouteBuilder", "Router"]
 
 P = TypeVar("P")
 Handler = Callable[[Any], Any]
@@ -73,6 +73,14 @@ class Heartbeat:
             check_callable(
                 "Heartbeat.on_stale_connection", self.on_stale_connection, 2, "client_id, peer"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class InBand:
+    """A router's in-band authentication: its check, and the seconds to send credentials."""
+
+    check: Callable[[Any], Any]
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +148,6 @@ class Router:
     ``drop_progress_on_backpressure``, ``auto_send_error_on_throw``, ``expose_error_details``.
     """
 
-    #: The App admits each connection to its Hub as it opens.
-    admits_on_open = True
     #: A router's endpoint speaks the canonical dialect unless it says otherwise.
     dialects: Sequence[Dialect] = (CANONICAL,)
 
@@ -182,6 +188,15 @@ class Router:
         self._on_limit: list[Handler] = []
         self._topics = TopicTable()
         self._maps: dict[str, Map] = {}
+        self._authenticate: InBand | None = None
+        self._on_authenticated: list[Handler] = []
+        self._on_unhandled: Handler | None = None
+
+    @property
+    def admits_on_open(self) -> bool:
+        """Whether the App admits each connection to its Hub as it opens (addressable by
+        id, in the broadcast group); with in-band authentication, once it authenticated."""
+        return self._authenticate is None
 
     @property
     def schemas(self) -> tuple[MessageSchema[Any], ...]:
@@ -262,6 +277,9 @@ class Router:
         self._on_limit.clear()
         self._topics.clear()
         self._maps.clear()
+        self._authenticate = None
+        self._on_authenticated.clear()
+        self._on_unhandled = None
         self._on_upgrade = None
         self._changed()
         return self
@@ -336,6 +354,49 @@ class Router:
         if is_async_callable(handler):
             raise ConfigurationError("on_error handlers must be plain functions (not async)")
         self._on_error.append(handler)
+        return self
+
+    def authenticate(self, check: Handler, *, timeout: float = 5.0) -> Router:
+        """In-band authentication (seed 003's scheme, in any dialect). A connection has
+        ``timeout`` seconds to send its credentials in its dialect's ``authenticate`` frame
+        (``{"event": "authenticate", "data": ...}``, Rover's ``{"type": "authenticate",
+        ...}``, the canonical ``{"type": "$ws:authenticate", "payload": ...}``), else it is
+        closed with 4001 ``Authentication timeout``. ``check(ctx: AuthContext)`` reads
+        ``ctx.payload`` and returns an :class:`~crosswire.auth.Identity` to accept, or None
+        (False) to refuse: an error ``Authentication failed``, then 4003. It may be async
+        and take up to three times ``timeout`` (then 4001); one that raises refuses with
+        ``Authentication error``, 4003; one that closed the connection itself leaves it so.
+
+        Until accepted, a connection is not in the Hub (not addressable by id or user, not
+        in the broadcast group), its heartbeat has not started, and every frame but the
+        credentials and heartbeats is answered ``UNAUTHENTICATED`` ``Not authenticated``.
+        Accepted, it is identified as the identity's user and admitted, its heartbeat
+        starts, and the ``on_authenticated`` handlers run. One per router."""
+        check_callable("authenticate check", check, 1, "ctx")
+        if timeout <= 0:
+            raise ConfigurationError("authenticate: timeout must be > 0")
+        if self._authenticate is not None:
+            raise ConfigurationError("the router already authenticates in band")
+        self._authenticate = InBand(check, timeout)
+        return self
+
+    def on_authenticated(self, handler: Handler) -> Router:
+        """``handler(ctx: AuthContext)`` once a connection's in-band authentication accepted
+        it (``ctx.identity``), before anything else reaches it when it is a plain function:
+        the place to put it in its rooms, greet it, or set its ``peer.transform``."""
+        check_callable("on_authenticated handler", handler, 1, "ctx")
+        self._on_authenticated.append(handler)
+        return self
+
+    def on_unhandled(self, handler: Handler) -> Router:
+        """``handler(ctx: EventContext)`` for a message whose type has no route, instead of
+        ``UNIMPLEMENTED``: ``ctx.type``, and ``ctx.payload`` as the client sent it (no
+        schema). One per router."""
+        check_callable("on_unhandled handler", handler, 1, "ctx")
+        if self._on_unhandled is not None:
+            raise ConfigurationError("the router already has an on_unhandled handler")
+        self._on_unhandled = handler
+        self._changed()
         return self
 
     def on_limit_exceeded(self, handler: Handler) -> Router:

@@ -25,6 +25,7 @@ from .dialect import Control, TopicAnswer, TopicRequest
 
 __all__ = [
     "ABORT",
+    "AUTHENTICATE",
     "CANONICAL",
     "HEARTBEAT",
     "HEARTBEAT_ACK",
@@ -53,6 +54,7 @@ HEARTBEAT_ACK = "__heartbeat_ack"
 ERROR = "ERROR"
 RPC_ERROR = "RPC_ERROR"
 JOIN = "$ws:join"
+AUTHENTICATE = "$ws:authenticate"
 LEAVE = "$ws:leave"
 JOIN_ACK = "$ws:join-ack"
 JOIN_ERROR = "$ws:join-error"
@@ -347,6 +349,7 @@ class CanonicalDialect:
         HEARTBEAT_ACK: Control.HEARTBEAT_ACK,
         JOIN: Control.JOIN,
         LEAVE: Control.LEAVE,
+        AUTHENTICATE: Control.AUTHENTICATE,
     }
 
     def __repr__(self) -> str:

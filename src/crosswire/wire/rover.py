@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+from msgspec import UNSET
 
 from ..errors import WsError
 from .canonical import BadFrame, Envelope
@@ -51,6 +52,8 @@ def decode(frame: str | bytes) -> Envelope:
     kind = obj.pop("type", None)
     if type(kind) is not str or not kind:
         raise BadFrame('missing "type": a frame needs a non-empty string type')
+    if not obj:  # an event without fields: no payload (a schema without one matches)
+        return Envelope(kind, {}, UNSET)
     if len(obj) == 1 and "data" in obj and type(obj["data"]) is not dict:
         return Envelope(kind, {}, obj["data"])
     return Envelope(kind, {}, obj)
@@ -79,7 +82,11 @@ class RoverDialect:
 
     name = "rover"
     subprotocol = "crosswire.rover"
-    controls: Mapping[str, Control] = {"join": Control.JOIN, "leave": Control.LEAVE}
+    controls: Mapping[str, Control] = {
+        "join": Control.JOIN,
+        "leave": Control.LEAVE,
+        "authenticate": Control.AUTHENTICATE,
+    }
 
     def __repr__(self) -> str:
         return "<Dialect rover>"
