@@ -11,15 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .app import App
-from .context import (
-    CloseContext,
-    ConnectionContext,
-    EventContext,
-    JoinContext,
-    LeaveContext,
-    PublishResult,
-    RpcContext,
-)
 from .endpoint import Endpoint
 from .errors import (
     BusError,
@@ -36,6 +27,15 @@ from .limits import Limits
 from .peer import CloseCode, Message, Peer, ReadyState
 from .pubsub import Emitter, Hub
 from .router import Heartbeat, LimitExceeded, Router
+from .router.context import (
+    CloseContext,
+    ConnectionContext,
+    EventContext,
+    JoinContext,
+    LeaveContext,
+    PublishResult,
+    RpcContext,
+)
 from .schema import MessageSchema, message, rpc
 from .server import RunningServer, serve, start
 

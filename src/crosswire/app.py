@@ -11,18 +11,19 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .eager import spawn_eager
 from .endpoint import Endpoint
 from .errors import ConfigurationError
-from .hooks import HookProvider, Hooks
+from .hooks import Hooks
 from .http import Accept, Request, Response
 from .limits import Limits
 from .peer import CloseCode, Peer, Transport
 from .pubsub import Hub
+from .wire import EVENTS, Dialect
 
-__all__ = ["WORKERS_NEED_A_BUS", "App", "HttpHandler"]
+__all__ = ["WORKERS_NEED_A_BUS", "App", "HookProvider", "HttpHandler"]
 
 logger = logging.getLogger("crosswire.app")
 
@@ -30,6 +31,28 @@ logger = logging.getLogger("crosswire.app")
 _FORBIDDEN_ORIGIN = Response(403, "origin not allowed")
 
 HttpHandler = Callable[[Request], Response | Awaitable[Response]]
+
+
+@runtime_checkable
+class HookProvider(Protocol):
+    """Something that serves an App through hooks it builds for that App (a Router)."""
+
+    @property
+    def admits_on_open(self) -> bool:
+        """True when the App admits each peer to its Hub (addressable by id, in the broadcast
+        group) as it opens; False when the layer admits peers itself (after
+        authentication)."""
+
+    @property
+    def dialects(self) -> Sequence[Dialect]:
+        """The dialects it speaks by default (the first is the default of its endpoint)."""
+
+    def hooks_for(self, app: App) -> Hooks:
+        """The hooks serving ``app``; called once per endpoint, when the App is created."""
+
+    def upgrade_is_async(self) -> bool:
+        """Whether its upgrade hook must be awaited (an ``async`` handler registered now):
+        servers whose handshake cannot await refuse such an App when they start."""
 
 
 class App:
@@ -73,6 +96,12 @@ class App:
                     f"App takes a {hooks.__name__}, not the class: App({hooks.__name__}(...))"
                 )
             endpoints = (Endpoint(None, hooks),)
+        for endpoint in endpoints:
+            handler = endpoint.handler
+            if isinstance(handler, type) and isinstance(handler, HookProvider):
+                raise ConfigurationError(
+                    f"Endpoint takes a {handler.__name__}, not the class: {handler.__name__}(...)"
+                )
         #: The endpoints by path (``None``: the one that serves every path).
         self.endpoints: dict[str | None, Endpoint] = {}
         for endpoint in endpoints:
@@ -80,14 +109,27 @@ class App:
                 raise ConfigurationError(f"two endpoints at {endpoint.path!r}")
             if None in self.endpoints or (endpoint.path is None and self.endpoints):
                 raise ConfigurationError("an endpoint for every path serves an App alone")
-            endpoint.serve(self)
+            self._serve(endpoint)
             self.endpoints[endpoint.path] = endpoint
         self._peers: dict[str, Peer] = {}
         self._closing = False
         self._no_peers = asyncio.Event()
         self._no_peers.set()
-        #: Hook tasks of peers (open or closed) that have not finished yet; see _spawn.
+        #: Hook tasks of peers (open or closed) that have not finished yet; see spawn.
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _serve(self, endpoint: Endpoint) -> None:
+        """Build the hooks that serve ``endpoint`` in this App (once, as the App is made)."""
+        handler = endpoint.handler
+        if isinstance(handler, HookProvider):
+            endpoint.served(
+                Hooks.of(handler.hooks_for(self)),
+                dialects=handler.dialects,
+                admits_on_open=handler.admits_on_open,
+                upgrade_is_async=handler.upgrade_is_async,
+            )
+        else:
+            endpoint.served(Hooks.of(handler), dialects=(EVENTS,))
 
     @property
     def hooks(self) -> Hooks:
@@ -225,7 +267,8 @@ class App:
             raise ConfigurationError(f"no endpoint serves {request!r}")
         peer = Peer(
             self,
-            endpoint,
+            endpoint.hooks,
+            endpoint.inline,
             transport,
             request,
             dialect=chosen[0],
@@ -240,7 +283,7 @@ class App:
         peer._opened()
         return peer
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], *, eager: bool = False) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, None], *, eager: bool = False) -> asyncio.Task[None]:
         """Run a task of a peer (its hooks) or of a layer serving it (a router's handler); the
         App owns it until it ends, and shutdown awaits it. ``eager`` starts it at once on
         Python 3.12+."""
@@ -271,7 +314,8 @@ class App:
             )
         await self.hub.start()
 
-    def _forget(self, peer: Peer) -> None:
+    def peer_closed(self, peer: Peer) -> None:
+        """``peer`` closed: forget it (shutdown waits until every peer is forgotten)."""
         self._peers.pop(peer.id, None)
         if not self._peers:
             self._no_peers.set()

@@ -24,13 +24,13 @@ headers, and :class:`Credentials` hides its token in ``repr``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .http import Request
 
-__all__ = ["AUTH_FAILED", "AUTH_TIMEOUT", "Credentials", "Identity", "bearer_token"]
+__all__ = ["AUTH_FAILED", "AUTH_TIMEOUT", "Credentials", "Identity", "InBand", "bearer_token"]
 
 #: Close code: no credentials in time (``Authentication timeout``), seed 003's.
 AUTH_TIMEOUT = 4001
@@ -78,3 +78,11 @@ def bearer_token(
     if token:
         return Credentials(token, "query")
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class InBand:
+    """A router's in-band authentication: its check, and the seconds to send credentials."""
+
+    check: Callable[[Any], Any]
+    timeout: float

@@ -23,17 +23,13 @@ read frames themselves, and receive publications in the events dialect.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 from .errors import ConfigurationError
-from .hooks import HOOK_NAMES, HookProvider, Hooks
+from .hooks import HOOK_NAMES, Hooks
 from .http import Request
 from .wire import EVENTS, Dialect
 from .wire.dialect import select
-
-if TYPE_CHECKING:
-    from .app import App
 
 __all__ = ["Endpoint"]
 
@@ -55,45 +51,45 @@ class Endpoint:
     ) -> None:
         if path is not None and not path.startswith("/"):
             raise ConfigurationError(f"an endpoint's path starts with '/': {path!r}")
-        if isinstance(handler, type) and isinstance(handler, HookProvider):
-            raise ConfigurationError(
-                f"Endpoint takes a {handler.__name__}, not the class: {handler.__name__}(...)"
-            )
         if dialects is not None and not dialects:
             raise ConfigurationError("an endpoint serves at least one dialect")
         self.path = path
         self.handler = handler
         self._dialects = tuple(dialects) if dialects is not None else None
-        #: Set when the App is built (:meth:`serve`).
+        #: Set when the App is built (:meth:`served`).
         self.hooks = Hooks()
         self.inline = True
         self.admits_on_open = True
         self.dialects: tuple[Dialect, ...] = (EVENTS,)
-        self.provider: HookProvider | None = None
+        self._upgrade_is_async: Callable[[], bool] = lambda: False
 
     def __repr__(self) -> str:
         names = ", ".join(d.name for d in self.dialects)
         return f"<Endpoint {self.path or '*'} {type(self.handler).__name__} [{names}]>"
 
-    def serve(self, app: App) -> None:
-        """Build the hooks that serve this endpoint in ``app`` (once, as the App is made)."""
-        handler = self.handler
-        if isinstance(handler, HookProvider):
-            self.provider = handler
-            self.admits_on_open = handler.admits_on_open
-            default = handler.dialects
-            handler = handler.hooks_for(app)
+    def served(
+        self,
+        hooks: Hooks,
+        *,
+        dialects: Sequence[Dialect],
+        admits_on_open: bool = True,
+        upgrade_is_async: Callable[[], bool] | None = None,
+    ) -> None:
+        """What serves this endpoint (set once, by the App as it is made): ``hooks`` (those
+        its handler built for the App), and its handler's default ``dialects`` (used unless
+        the endpoint names its own)."""
+        self.hooks = hooks
+        self.inline = not any(hooks.is_async(n) for n in HOOK_NAMES if n != "upgrade")
+        self.admits_on_open = admits_on_open
+        self.dialects = self._dialects if self._dialects is not None else tuple(dialects)
+        if upgrade_is_async is not None:
+            self._upgrade_is_async = upgrade_is_async
         else:
-            default = (EVENTS,)
-        self.hooks = Hooks.of(handler)
-        self.inline = not any(self.hooks.is_async(n) for n in HOOK_NAMES if n != "upgrade")
-        self.dialects = self._dialects if self._dialects is not None else tuple(default)
+            self._upgrade_is_async = lambda: hooks.is_async("upgrade")
 
     def upgrade_is_async(self) -> bool:
         """Whether the upgrade hook must be awaited (see :meth:`crosswire.App.upgrade_is_async`)."""
-        if self.provider is not None:
-            return self.provider.upgrade_is_async()
-        return self.hooks.is_async("upgrade")
+        return self._upgrade_is_async()
 
     def dialect_for(self, request: Request) -> tuple[Dialect, str | None] | None:
         """The dialect of a connection opened with ``request``, and the subprotocol that

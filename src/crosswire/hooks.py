@@ -23,21 +23,18 @@ any object with methods of these names.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 from .http import Accept, Request, Response
 
 if TYPE_CHECKING:
-    from .app import App
     from .peer import Message, Peer
-    from .wire import Dialect
 
 __all__ = [
     "HOOK_NAMES",
-    "HookProvider",
     "Hooks",
     "check_callable",
     "define_hooks",
@@ -55,28 +52,6 @@ MessageHook = Callable[["Peer", "Message"], Any]
 CloseHook = Callable[["Peer", int, str], Any]
 ErrorHook = Callable[["Peer", BaseException], Any]
 DrainHook = Callable[["Peer"], Any]
-
-
-@runtime_checkable
-class HookProvider(Protocol):
-    """Something that serves an App through hooks it builds for that App (a Router)."""
-
-    @property
-    def admits_on_open(self) -> bool:
-        """True when the App admits each peer to its Hub (addressable by id, in the broadcast
-        group) as it opens; False when the layer admits peers itself (after
-        authentication)."""
-
-    @property
-    def dialects(self) -> Sequence[Dialect]:
-        """The dialects it speaks by default (the first is the default of its endpoint)."""
-
-    def hooks_for(self, app: App) -> Hooks:
-        """The hooks serving ``app``; called once per endpoint, when the App is created."""
-
-    def upgrade_is_async(self) -> bool:
-        """Whether its upgrade hook must be awaited (an ``async`` handler registered now):
-        servers whose handshake cannot await refuse such an App when they start."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

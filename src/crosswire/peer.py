@@ -1,8 +1,20 @@
 """The CrossWS connection model: :class:`Peer` (one connected client) and :class:`Message`.
 
-Server adapters create peers through :meth:`crosswire.App.connect` and report what happens on
-the socket (``_receive_data``, ``_closed``, ``_pause_writing``, ``_resume_writing``); the peer runs
-the user's hooks in order and owns the task that runs ``async`` hooks.
+A peer has three sides, each a small named interface:
+
+* **users** (hooks, handlers): ``send``, ``subscribe``, ``publish``, ``identify``, ``close``,
+  ``terminate``, and what they read (``id``, ``request``, ``topics``, ``user_id``, ...);
+* **the layers above** (the Hub, the router): ``ready_state``, ``render``, ``transform``,
+  ``session``, ``cork``, :meth:`Peer.attach`, :meth:`Peer.send_frame`, :meth:`Peer.write`,
+  ``backpressured`` and :meth:`Peer.close_overflowed`;
+* **the server adapter below** (:class:`Transport`): the peer's ``_receive_data``,
+  ``_closed``, ``_pause_writing``, ``_resume_writing`` and ``_check_buffer``, which only
+  adapters call.
+
+What a peer needs of the App that made it is the :class:`Host` protocol (its limits, its Hub
+as a :class:`PeerHub`, its task tracking), and of its hooks the :class:`PeerHooks` protocol:
+this module imports neither the App nor the Hub. The peer runs the user's hooks in order and
+owns the task that runs ``async`` hooks.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ import collections
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,19 +33,21 @@ import orjson
 from .errors import ErrorCode, WsError
 from .http import Request
 from .wire import EVENTS, Dialect
+from .wire.dialect import Render
 
 if TYPE_CHECKING:
-    from .app import App
     from .cork import Hold
-    from .endpoint import Endpoint
-    from .pubsub.envelope import Render
-    from .pubsub.hub import Transform
+    from .limits import Limits
 
 __all__ = [
     "CloseCode",
+    "Host",
     "Message",
     "Peer",
+    "PeerHooks",
+    "PeerHub",
     "ReadyState",
+    "Transform",
     "Transport",
     "encode",
     "high_water",
@@ -116,6 +130,68 @@ class Transport(Protocol):
         """Read from the socket again."""
 
 
+#: An outbound transform of one connection (:attr:`Peer.transform`): ``(peer, event, data)``
+#: to the ``(event, data)`` to send instead, or None to send the original. For a raw frame,
+#: ``event`` is ``""`` and ``data`` its text or bytes. It may be async.
+Transform = Callable[
+    ["Peer", str, Any], "tuple[str, Any] | Awaitable[tuple[str, Any] | None] | None"
+]
+
+
+class PeerHub(Protocol):
+    """What a peer asks of the Hub (:class:`crosswire.Hub` is one)."""
+
+    def subscribe(self, peer: Peer, topic: str) -> None: ...
+
+    def unsubscribe(self, peer: Peer, topic: str) -> None: ...
+
+    def publish(self, topic: str, data: object, *, exclude: Collection[str] = ()) -> int: ...
+
+    def identify(self, peer: Peer, user_id: str | None) -> None:
+        """Index ``peer`` under ``user_id`` (its :attr:`Peer.user_id` is still the old one)."""
+
+    def remove(self, peer: Peer) -> None:
+        """Forget ``peer`` everywhere: it closed."""
+
+    def to_peer_frame(self, peer: Peer, frame: bytes, *, binary: bool = False) -> bool:
+        """Send a frame through the peer's transform, in order with the Hub's deliveries."""
+
+
+class Host(Protocol):
+    """What a peer asks of the App that made it (:class:`crosswire.App` is one)."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def hub(self) -> PeerHub: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None], *, eager: bool = False) -> asyncio.Task[None]:
+        """Run a task the App tracks until it ends (shutdown awaits it)."""
+
+    def peer_closed(self, peer: Peer) -> None:
+        """``peer`` is closed: the App forgets it."""
+
+
+class PeerHooks(Protocol):
+    """The hooks a peer runs (:class:`crosswire.Hooks` is one); None where there is none."""
+
+    @property
+    def open(self) -> Callable[..., Any] | None: ...
+
+    @property
+    def message(self) -> Callable[..., Any] | None: ...
+
+    @property
+    def close(self) -> Callable[..., Any] | None: ...
+
+    @property
+    def error(self) -> Callable[..., Any] | None: ...
+
+    @property
+    def drain(self) -> Callable[..., Any] | None: ...
+
+
 def high_water(limits_send_buffer: int, default: int) -> int:
     """The high-water mark an adapter should use: its ``default``, or lower to stay within
     ``Limits.send_buffer_limit`` so that an overflow is always noticed."""
@@ -193,7 +269,6 @@ class Peer:
         "_app",
         "_buffer_seen",
         "_close_sent",
-        "_cork",
         "_drain_waiters",
         "_hooks",
         "_inbox",
@@ -202,27 +277,29 @@ class Peer:
         "_on_data",
         "_on_message",
         "_reading_paused",
-        "_render",
-        "_session",
-        "_state",
         "_task",
         "_topics",
-        "_transform",
         "_transport",
         "_user_id",
         "_wake",
         "_write_paused",
         "context",
+        "cork",
         "dialect",
         "id",
+        "ready_state",
+        "render",
         "request",
+        "session",
         "subprotocol",
+        "transform",
     )
 
     def __init__(
         self,
-        app: App,
-        endpoint: Endpoint,
+        app: Host,
+        hooks: PeerHooks,
+        inline: bool,
         transport: Transport,
         request: Request,
         *,
@@ -232,18 +309,20 @@ class Peer:
     ) -> None:
         self._app = app
         #: The hooks of the endpoint this peer connected to, and whether they run inline.
-        self._hooks = endpoint.hooks
-        self._inline = endpoint.inline
+        self._hooks = hooks
+        self._inline = inline
         #: The wire dialect of this connection (chosen at the handshake).
         self.dialect = dialect
         self._transport = transport
-        #: The transport's cork (its socket's writes held in a batch), or None.
-        self._cork: Hold | None = getattr(transport, "cork", None)  # (custom ones may lack it)
+        #: The transport's cork (its socket's writes held in a batch), or None; the Hub holds
+        #: it for a burst of publishes (:mod:`crosswire.cork`).
+        self.cork: Hold | None = getattr(transport, "cork", None)  # (custom ones may lack it)
         self.id: str = str(uuid.uuid4())
         self.request = request
         self.subprotocol = subprotocol
         self.context: dict[str, Any] = dict(context or {})
-        self._state = ReadyState.OPEN
+        #: The WebSocket ``readyState`` (read it; the peer changes it).
+        self.ready_state = ReadyState.OPEN
         self._topics: set[str] = set()
         self._close_sent: tuple[int, str] | None = None
         self._write_paused = False
@@ -258,15 +337,25 @@ class Peer:
         self._reading_paused = False
         #: The message hook when hooks run inline (no task); None otherwise.
         self._on_message = self._hooks.message if self._inline else None
-        #: State kept by the layer serving this peer (the router's per-connection state).
-        self._session: Any = None
+        #: State kept by the layer serving this peer (the router's :class:`Session`); see
+        #: :meth:`attach`.
+        self.session: Any = None
         #: Set by that layer to take each frame raw, ``(peer, data, is_binary)``, before any
         #: Message is built (the router's message path).
         self._on_data: Callable[[Peer, str | bytes, bool], None] | None = None
-        #: How published events are rendered for this peer: in its dialect.
-        self._render: Render = dialect.render
-        #: Outbound transform of what the Hub delivers (per-client encryption), or None.
-        self._transform: Transform | None = None
+        #: How events published to this peer are rendered: in its dialect (with the
+        #: router's outbound maps in front, set by the router).
+        self.render: Render = dialect.render
+        #: The outbound transform of this connection (per-client encryption), or None.
+        #:
+        #: ``transform(peer, event, data)`` gets every message on its way to the client, in
+        #: order, and returns ``(event, data)`` to send instead (rendered in the connection's
+        #: dialect), or None to send the original; it may be ``async``. A frame sent as it
+        #: is (``peer.send``, an error or an acknowledgement of the router) comes with
+        #: ``event`` ``""`` and its text (or bytes) as ``data``. Transforms run in the Hub, at
+        #: most ``Hub(transform_concurrency=...)`` at once; a client whose messages wait past
+        #: ``transform_queue`` is closed as a slow consumer (1013).
+        self.transform: Transform | None = None
         self._user_id: str | None = None
 
     # -- what users read -------------------------------------------------------------------
@@ -277,30 +366,9 @@ class Peer:
         return self.request.remote_address
 
     @property
-    def ready_state(self) -> ReadyState:
-        return self._state
-
-    @property
     def topics(self) -> frozenset[str]:
         """The topics this peer is subscribed to."""
         return frozenset(self._topics)
-
-    @property
-    def transform(self) -> Transform | None:
-        """The outbound transform of this connection (per-client encryption), or None.
-
-        ``transform(peer, event, data)`` gets every message on its way to the client, in
-        order, and returns ``(event, data)`` to send instead (rendered in the connection's
-        dialect), or None to send the original; it may be ``async``. A frame sent as it is
-        (``peer.send``, an error or an acknowledgement of the router) comes with ``event``
-        ``""`` and its text (or bytes) as ``data``. Transforms run in the Hub, at most
-        ``Hub(transform_concurrency=...)`` at once; a client whose messages wait past
-        ``transform_queue`` is closed as a slow consumer (1013)."""
-        return self._transform
-
-    @transform.setter
-    def transform(self, fn: Transform | None) -> None:
-        self._transform = fn
 
     @property
     def user_id(self) -> str | None:
@@ -310,14 +378,14 @@ class Peer:
     @property
     def buffered_amount(self) -> int:
         """Bytes sent to this peer and not yet written to the socket."""
-        if self._state is ReadyState.CLOSED:
+        if self.ready_state is ReadyState.CLOSED:
             return 0
         return self._transport.buffered_amount()
 
     def __repr__(self) -> str:
         return (
             f"<Peer {self.id[:8]} addr={self.remote_address} "
-            f"path={self.request.path} state={self._state.name}>"
+            f"path={self.request.path} state={self.ready_state.name}>"
         )
 
     # -- what users do ---------------------------------------------------------------------
@@ -327,16 +395,16 @@ class Peer:
 
         Returns ``False`` (and sends nothing) when the peer is no longer open.
         """
-        if self._state is not _STATE_OPEN:
+        if self.ready_state is not _STATE_OPEN:
             return False
-        if self._transform is not None:
+        if self.transform is not None:
             payload, text = encode(data)
             return self._app.hub.to_peer_frame(self, payload, binary=not text)
         if type(data) is str:
             self._transport.send_text(data)
         else:
             payload, text = encode(data)
-            self._write(payload, text)
+            self.write(payload, text)
             return True
         if self._write_paused:
             self._check_buffer()
@@ -348,7 +416,7 @@ class Peer:
         Raises :class:`~crosswire.WsError` ``RESOURCE_EXHAUSTED`` (not subscribed) when the
         peer already has ``Limits.max_topics`` topics.
         """
-        if self._state is ReadyState.OPEN and topic not in self._topics:
+        if self.ready_state is ReadyState.OPEN and topic not in self._topics:
             limit = self._app.limits.max_topics
             if len(self._topics) >= limit:
                 raise WsError(
@@ -377,15 +445,16 @@ class Peer:
     def identify(self, user_id: str | None) -> None:
         """Say which user this connection belongs to (None: no user), so that messages to
         that user (``hub.to_user``, ``Emitter.to_user``) reach it, on any instance."""
-        if self._state is ReadyState.OPEN or user_id is None:
+        if self.ready_state is ReadyState.OPEN or user_id is None:
             self._app.hub.identify(self, user_id)
+            self._user_id = user_id
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close gracefully with ``code`` and ``reason``; the ``close`` hook follows."""
         _check_close(code, reason)
-        if self._state is not ReadyState.OPEN:
+        if self.ready_state is not ReadyState.OPEN:
             return
-        self._state = ReadyState.CLOSING
+        self.ready_state = ReadyState.CLOSING
         self._close_sent = (int(code), reason)
         self._transport.close(int(code), reason)
 
@@ -393,9 +462,9 @@ class Peer:
         """Drop the connection at once, without a closing handshake. Messages already read
         but not yet handed to the ``message`` hook (the rest of the same socket read, or
         waiting for an ``async`` hook) are dropped too; the ``close`` hook follows."""
-        if self._state is ReadyState.CLOSED:
+        if self.ready_state is ReadyState.CLOSED:
             return
-        self._state = ReadyState.CLOSING
+        self.ready_state = ReadyState.CLOSING
         self._on_data = _ignore  # what the adapter still hands over from its last read
         if self._inbox:
             kept = [event for event in self._inbox if event[0] != _MESSAGE]
@@ -408,7 +477,7 @@ class Peer:
 
         Returns at once when the buffer is not full or the peer is closed. Safe to cancel.
         """
-        if not self._write_paused or self._state is ReadyState.CLOSED:
+        if not self._write_paused or self.ready_state is ReadyState.CLOSED:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drain_waiters.append(fut)
@@ -418,14 +487,22 @@ class Peer:
             if fut in self._drain_waiters:
                 self._drain_waiters.remove(fut)
 
-    # -- called by the Hub -----------------------------------------------------------------
+    # -- the layers above: the Hub and the router ----------------------------------------
 
-    def _send_json(self, payload: bytes) -> bool:
-        """Send JSON already encoded (UTF-8 bytes) as a text frame; False if not open. With a
-        :attr:`transform`, the frame goes through it, in order with what the Hub delivers."""
-        if self._state is not _STATE_OPEN:
+    def attach(self, session: Any, on_frame: Callable[[Peer, str | bytes, bool], None]) -> None:
+        """Serve this peer from a layer above the hooks (the router): ``session`` is its
+        state for the connection (:attr:`session`), and ``on_frame(peer, data, is_binary)``
+        takes each frame as it arrives, instead of the ``message`` hook."""
+        self.session = session
+        self._on_data = on_frame
+
+    def send_frame(self, payload: bytes) -> bool:
+        """Send a text frame already encoded (UTF-8 bytes, what a dialect rendered); False if
+        not open. With a :attr:`transform`, the frame goes through it, in order with what the
+        Hub delivers."""
+        if self.ready_state is not _STATE_OPEN:
             return False
-        if self._transform is not None:
+        if self.transform is not None:
             return self._app.hub.to_peer_frame(self, payload)
         self._transport.send_text(payload)
         if self._write_paused:
@@ -433,12 +510,13 @@ class Peer:
         return True
 
     @property
-    def _under_backpressure(self) -> bool:
+    def backpressured(self) -> bool:
         """Whether the send buffer is past its high-water mark (the client is behind)."""
         return self._write_paused
 
-    def _write(self, payload: bytes, text: bool) -> None:
-        """Write an encoded message."""
+    def write(self, payload: bytes, text: bool) -> None:
+        """Write an encoded message as it is (no state check, no transform): the Hub's
+        fan-out, to a peer it found open."""
         if text:
             self._transport.send_text(payload)
         else:
@@ -462,10 +540,12 @@ class Peer:
         if grown > self._largest_write:
             self._largest_write = grown
         if amount - self._largest_write > self._app.limits.send_buffer_limit:
-            self._overflow()
+            self.close_overflowed()
 
-    def _overflow(self) -> None:
-        if self._state is not _STATE_OPEN:
+    def close_overflowed(self) -> None:
+        """Close as a slow consumer: 1013 ``send buffer overflow``, and drop the connection
+        if the client does not answer the close frame in ``Limits.close_timeout``."""
+        if self.ready_state is not _STATE_OPEN:
             return
         logger.warning(
             "peer %s: send buffer passed %d bytes; closing with 1013",
@@ -477,7 +557,7 @@ class Peer:
         asyncio.get_running_loop().call_later(self._app.limits.close_timeout, self._drop)
 
     def _drop(self) -> None:
-        if self._state is not ReadyState.CLOSED:
+        if self.ready_state is not ReadyState.CLOSED:
             self._transport.abort()
 
     # -- called by server adapters ---------------------------------------------------------
@@ -490,7 +570,7 @@ class Peer:
             return
         self._inbox = collections.deque()
         self._wake = asyncio.Event()
-        self._task = self._app._spawn(self._run())
+        self._task = self._app.spawn(self._run())
         self._enqueue(_OPEN, None, None)
 
     def _receive_data(self, data: str | bytes, is_binary: bool) -> None:
@@ -522,14 +602,15 @@ class Peer:
 
     def _closed(self, code: int, reason: str) -> None:
         """The connection is gone; ``code`` is the one received (1006 if none)."""
-        if self._state is ReadyState.CLOSED:
+        if self.ready_state is ReadyState.CLOSED:
             return
-        self._state = ReadyState.CLOSED
+        self.ready_state = ReadyState.CLOSED
         if self._close_sent is not None:
             code, reason = self._close_sent
         self._app.hub.remove(self)
+        self._user_id = None
         self._topics.clear()
-        self._app._forget(self)
+        self._app.peer_closed(self)
         self._release_drain_waiters()
         if self._inbox is None:
             hook = self._hooks.close
@@ -548,7 +629,7 @@ class Peer:
         self._write_paused = False
         self._release_drain_waiters()
         hook = self._hooks.drain
-        if hook is None or self._state is ReadyState.CLOSED:
+        if hook is None or self.ready_state is ReadyState.CLOSED:
             return
         if self._inbox is None:
             self._call_inline(hook, self)
@@ -602,7 +683,7 @@ class Peer:
 
     def _resume_reading(self) -> None:
         self._reading_paused = False
-        if self._state is not ReadyState.CLOSED:
+        if self.ready_state is not ReadyState.CLOSED:
             self._transport.resume_reading()
 
     async def _call(self, hook: Callable[..., Any] | None, *args: Any) -> None:

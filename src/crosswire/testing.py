@@ -24,11 +24,10 @@ from typing import Any
 
 import orjson
 
-from .app import App
+from .app import App, HookProvider
 from .client.frames import Frame, error_of, parse, typed
 from .cork import Hold
 from .errors import ErrorCode, WsError
-from .hooks import HookProvider
 from .http import Accept, Headers, Request, Response
 from .peer import Peer
 from .schema import MessageSchema

@@ -53,7 +53,7 @@ def corked(sock: Any) -> bool:
 
 def held(peer: Peer) -> bool:
     """Whether the peer's writes are held now (by TCP_CORK, or picows' held frames)."""
-    hold = peer._cork
+    hold = peer.cork
     return hold is not None and hold.held
 
 
@@ -177,7 +177,7 @@ async def test_coalesce_writes_off_holds_nothing(kind: str, sockets: list[Any]) 
         send_in_one_write(client, "p", "q", "r")
         assert await client.messages(3) == ["P", "Q", "R"]
         assert sockets == []
-        assert peers[0]._cork is None
+        assert peers[0].cork is None
         assert seen == [("p", False), ("q", False), ("r", False)]
 
 

@@ -158,13 +158,12 @@ async def test_close_hooks_publish_during_shutdown_and_shutdown_returns(
     await pubsub.subscribe("ws:room:audit")
     errors: list[BusError] = []
 
-    def close(peer: crosswire.Peer, code: int, reason: str) -> None:
-        peer._app.hub.to_room("audit", "left", peer.id)
+    hub = crosswire.Hub(RedisBackend(redis_server.url), on_error=errors.append)
 
-    app = crosswire.App(
-        crosswire.define_hooks(close=close),
-        hub=crosswire.Hub(RedisBackend(redis_server.url), on_error=errors.append),
-    )
+    def close(peer: crosswire.Peer, code: int, reason: str) -> None:
+        hub.to_room("audit", "left", peer.id)
+
+    app = crosswire.App(crosswire.define_hooks(close=close), hub=hub)
     server = await crosswire.start(app)
     clients = [await connect(server.url + "/") for _ in range(20)]
     try:

@@ -28,14 +28,14 @@ import logging
 import os
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..cork import WriteBatch
 from ..errors import BusError
-from ..peer import ReadyState, encode
+from ..peer import ReadyState, Transform, encode
 from ..wire.maps import DROPPED, MappedRender
 from .backend import Backend, BusStats
 from .envelope import Kind, Publication, channel_for, decode_envelope, encode_envelope
@@ -46,13 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["Hub", "Transform"]
 
 logger = logging.getLogger("crosswire.pubsub")
-
-#: An outbound transform: ``(peer, event, data)`` to the ``(event, data)`` to send instead, or
-#: None to send the original. For a raw frame, ``event`` is ``""`` and ``data`` its text or
-#: bytes. It may be async.
-Transform = Callable[
-    ["Peer", str, Any], "tuple[str, Any] | Awaitable[tuple[str, Any] | None] | None"
-]
 
 _OPEN = ReadyState.OPEN
 _NO_EXCLUDE: frozenset[str] = frozenset()
@@ -131,7 +124,7 @@ class Hub:
         """Make ``peer`` addressable by its id and a member of the broadcast group. The App
         admits a peer when it opens; a layer with its own admission (the seed-003 rooms,
         after authentication) admits it then."""
-        if peer.id in self._clients or peer._state is not _OPEN:
+        if peer.id in self._clients or peer.ready_state is not _OPEN:
             return
         self._clients[peer.id] = peer
         self._bus_subscribe("client", peer.id)
@@ -141,7 +134,7 @@ class Hub:
 
     def remove(self, peer: Peer) -> None:
         """Forget ``peer`` everywhere (it closed)."""
-        for topic in peer._topics:
+        for topic in peer.topics:
             self.unsubscribe(peer, topic)
         self.identify(peer, None)
         if self._clients.pop(peer.id, None) is not None:
@@ -167,7 +160,7 @@ class Hub:
 
     def identify(self, peer: Peer, user_id: str | None) -> None:
         """Index ``peer`` under ``user_id`` (None: under no user)."""
-        old = peer._user_id
+        old = peer.user_id
         if old == user_id:
             return
         if old is not None:
@@ -177,7 +170,6 @@ class Hub:
                 if not members:
                     del self._users[old]
                     self._bus_unsubscribe("user", old)
-        peer._user_id = user_id
         if user_id is not None:
             members = self._users.get(user_id)
             if members is None:
@@ -334,7 +326,7 @@ class Hub:
         return self._fan_out(tuple(members), pub)
 
     def _fan_out(self, members: tuple[Peer, ...], pub: Publication) -> int:
-        # The loop is Peer._write inlined: a fan-out to thousands of peers is this loop's cost.
+        # A fan-out to thousands of peers is this loop's cost: keep it lean.
         # ``members`` is a copy: a write may close a slow peer, which leaves its rooms.
         exclude = pub.exclude
         frame = pub.frame
@@ -345,33 +337,28 @@ class Hub:
         writes = self.writes
         batch = writes.held
         for peer in members:
-            if peer._state is not _OPEN or (exclude and peer.id in exclude):
+            if peer.ready_state is not _OPEN or (exclude and peer.id in exclude):
                 continue
-            if peer._transform is not None:
+            if peer.transform is not None:
                 count += 1
                 self._queue_transform(peer, pub)
                 continue
             if frame is None:
-                render = peer._render
+                render = peer.render
                 if render is not last_render:
                     payload = pub.render(render)
                     last_render = render
                 if payload is None:  # a map of the peer's router dropped it
                     continue
             count += 1
-            transport = peer._transport
             if batch is not None:
-                cork = peer._cork
+                cork = peer.cork
                 if cork is not None and not cork.held:
                     writes.hold(cork)  # until the batch ends
             if frame is None:
-                transport.send_text(payload)  # type: ignore[arg-type]
-            elif text:
-                transport.send_text(frame)
+                peer.write(payload, True)  # type: ignore[arg-type]
             else:
-                transport.send_binary(frame)
-            if peer._write_paused:
-                peer._check_buffer()
+                peer.write(frame, text)
         return count
 
     def _from_bus(self, channel: str, message: bytes, more: bool = False) -> None:
@@ -399,30 +386,30 @@ class Hub:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if len(queue) >= self._transform_queue:
-            peer._overflow()
+            peer.close_overflowed()
             return
         queue.append(pub)
 
     async def _transform_all(self, peer: Peer, queue: collections.deque[Publication]) -> None:
         """Transform and send ``peer``'s queue in order; ends when it is empty."""
         try:
-            while queue and peer._state is _OPEN:
+            while queue and peer.ready_state is _OPEN:
                 pub = queue[0]
                 async with self._transform_slots:
                     out = await self._transform_one(peer, pub)
                 queue.popleft()
-                if out is not None and peer._state is _OPEN:
-                    peer._write(*out)
+                if out is not None and peer.ready_state is _OPEN:
+                    peer.write(*out)
         finally:
             if self._outbox.get(peer) is queue:
                 del self._outbox[peer]
 
     async def _transform_one(self, peer: Peer, pub: Publication) -> tuple[bytes, bool] | None:
         """What to write to ``peer`` for ``pub``: ``(payload, is_text)``, or None to drop it."""
-        transform = peer._transform
+        transform = peer.transform
         assert transform is not None
         event = pub.event
-        render = peer._render
+        render = peer.render
         try:
             value = pub.value()
             mapped = pub.frame is None and isinstance(render, MappedRender)

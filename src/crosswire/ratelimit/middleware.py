@@ -20,9 +20,9 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ..context import EventContext
 from ..errors import ConfigurationError, ErrorCode
 from ..router import LimitExceeded
+from ..router.context import EventContext
 from .bucket import Decision, Policy
 
 __all__ = ["RateLimiter", "per_user", "per_user_per_type", "rate_limit"]

@@ -39,11 +39,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..auth import Identity
-from ..context import AuthContext, CloseContext, ConnectionContext, EventContext, JoinContext
 from ..errors import ConfigurationError, ErrorCode, WsError
 from ..hooks import Hooks, check_callable
 from ..peer import ReadyState
 from ..router import Heartbeat, Router
+from ..router.context import AuthContext, CloseContext, ConnectionContext, EventContext, JoinContext
 from ..wire import Dialect, events
 from .client import ClientState, Handshake, RoomClient
 
@@ -271,7 +271,7 @@ class RoomServer:
         except Exception:
             logger.exception("the encryption handshake raised for client %s", client.id)
             handshake = None
-        if ctx.peer._state is not ReadyState.OPEN:
+        if ctx.peer.ready_state is not ReadyState.OPEN:
             return False
         if not isinstance(handshake, Handshake):
             ctx.error(ErrorCode.UNAUTHENTICATED, "Encryption handshake failed")

@@ -8,7 +8,6 @@ router can be served by several Apps, one after another (tests) or at once.
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import logging
 import time
@@ -17,25 +16,24 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..context import CloseContext, ConnectionContext, EventContext, RpcContext
 from ..errors import ErrorCode, WsError
 from ..hooks import Hooks
 from ..http import Request
 from ..peer import CloseCode, Message, Peer, ReadyState
-from ..rpc import CallTable
 from ..schema import RESERVED_PREFIXES
 from ..wire import BadFrame, Control, Dialect, Envelope
-from ..wire.dialect import Render
 from ..wire.maps import MappedRender
 from .chain import compose
+from .context import CloseContext, ConnectionContext, EventContext, LimitExceeded, RpcContext
 from .inband import InBandDesk
+from .session import Compiled, Session
 from .topics import TopicDesk
 
 if TYPE_CHECKING:
     from ..app import App
-    from .router import LimitExceeded, Router, _Route
+    from .router import Router, _Route
 
-__all__ = ["HEARTBEAT_TIMEOUT", "Dispatcher", "Session", "encode_error"]
+__all__ = ["HEARTBEAT_TIMEOUT", "Dispatcher", "encode_error"]
 
 logger = logging.getLogger("crosswire.router")
 
@@ -43,64 +41,6 @@ logger = logging.getLogger("crosswire.router")
 HEARTBEAT_TIMEOUT = 4002
 
 _OPEN = ReadyState.OPEN
-
-#: A route, and the callable that runs its middleware, validation and handler.
-_Compiled = tuple["_Route", Callable[[Any], Any]]
-
-
-class Session:
-    """The router's state for one connection."""
-
-    __slots__ = (
-        "auth",
-        "auth_task",
-        "auth_timer",
-        "authenticated",
-        "calls",
-        "decode",
-        "dialect",
-        "events_running",
-        "heartbeat",
-        "last_seen",
-        "next_id",
-        "peer",
-        "render",
-        "rpcs_running",
-        "runs",
-        "topic_backlog",
-        "waiting_ack",
-    )
-
-    def __init__(
-        self, peer: Peer, max_inflight: int, dialect: Dialect, runs: dict[str, _Compiled]
-    ) -> None:
-        self.peer = peer
-        #: The connection's dialect, and its decoder (read once: the hot path calls it).
-        self.dialect = dialect
-        self.decode = dialect.decode
-        #: How the connection's events are rendered: its dialect's, behind the router's maps.
-        self.render: Render = dialect.render
-        #: The compiled routes of this connection's dialect (see Dispatcher._runs).
-        self.runs = runs
-        self.calls: CallTable[RpcContext[Any]] = CallTable(max_inflight)
-        #: None: not checked yet; True/False: the verdict; a task: the check is running.
-        self.auth: bool | asyncio.Task[bool] | None = None
-        #: In-band authentication: whether it is done (True without one), its timer, and the
-        #: check still running.
-        self.authenticated = True
-        self.auth_timer: asyncio.TimerHandle | None = None
-        self.auth_task: asyncio.Task[None] | None = None
-        self.next_id = 0
-        self.last_seen = 0.0
-        self.waiting_ack = False
-        self.heartbeat: asyncio.TimerHandle | None = None
-        #: Tasks of this connection's async event handlers, and of its RPC handlers (whether
-        #: or not their call has been answered), still running.
-        self.events_running = 0
-        self.rpcs_running = 0
-        #: Topic frames waiting while one of this connection's is being served (None: none
-        #: is being served).
-        self.topic_backlog: collections.deque[tuple[Envelope, Control]] | None = None
 
 
 class Dispatcher:
@@ -123,12 +63,14 @@ class Dispatcher:
         #: first use (the router clears them when its routes or middleware change). Per
         #: dialect: a type that is a route for one (``join``) may be a control frame of
         #: another (Rover's ``join``), and only routes are kept here.
-        self._runs: dict[Dialect, dict[str, _Compiled]] = {}
+        self._runs: dict[Dialect, dict[str, Compiled]] = {}
         #: Joins and leaves of topics.
-        self.topics = TopicDesk(self)
+        self.topics = TopicDesk(self, router._topics, router._on_auth)
         #: In-band authentication, when the router has one.
         scheme = router._authenticate
-        self.inband = InBandDesk(self, scheme) if scheme is not None else None
+        self.inband = (
+            InBandDesk(self, scheme, router._on_authenticated) if scheme is not None else None
+        )
         #: Per dialect, its render with the router's maps in front (one object per dialect:
         #: the Hub renders a publication once per render).
         self._renders: dict[Dialect, MappedRender] = {}
@@ -157,13 +99,12 @@ class Dispatcher:
         if runs is None:
             runs = self._runs[dialect] = {}
         session = Session(peer, self.router.max_inflight_rpcs, dialect, runs)
-        peer._session = session
-        peer._on_data = self._frame
+        peer.attach(session, self._frame)
         if self.router._maps:  # the router's maps before the dialect, for every event
             render = self._renders.get(dialect)
             if render is None:
                 render = self._renders[dialect] = MappedRender(dialect.render, self.router._maps)
-            peer._render = session.render = render
+            peer.render = session.render = render
         if self.inband is not None:
             session.authenticated = False
             self.inband.opened(session)
@@ -172,7 +113,7 @@ class Dispatcher:
         if self.router._on_open:
             ctx = ConnectionContext(self, session)
             for handler in self.router._on_open:
-                self._run_plain(handler, ctx)
+                self.run_plain(handler, ctx)
 
     def start_heartbeat(self, session: Session) -> None:
         """Start watching the connection's silence (once it is authenticated)."""
@@ -186,7 +127,7 @@ class Dispatcher:
             runs.clear()
 
     def _close(self, peer: Peer, code: int, reason: str) -> None:
-        session: Session | None = peer._session
+        session: Session | None = peer.session
         if session is None:
             return
         if session.heartbeat is not None:
@@ -203,7 +144,7 @@ class Dispatcher:
         if self.router._on_close:
             ctx = CloseContext(self, session, code, reason)
             for handler in self.router._on_close:
-                self._run_plain(handler, ctx)
+                self.run_plain(handler, ctx)
 
     # -- frames ----------------------------------------------------------------------------
 
@@ -213,9 +154,9 @@ class Dispatcher:
 
     def _frame(self, peer: Peer, raw: str | bytes, is_binary: bool) -> None:
         """One frame from a client: the router's hot path."""
-        if peer._state is not _OPEN:  # closing: what is still in flight is not handled
+        if peer.ready_state is not _OPEN:  # closing: what is still in flight is not handled
             return
-        session: Session = peer._session
+        session: Session = peer.session
         if self.heartbeat is not None:
             session.last_seen = self.loop.time()
         if len(raw) > self._unchecked_size:
@@ -226,7 +167,7 @@ class Dispatcher:
         try:
             envelope = session.decode(raw)
         except BadFrame as exc:
-            self._fail(session, None, exc, exc.correlation_id)
+            self.fail(session, None, exc, exc.correlation_id)
             return
         if not session.authenticated:  # in-band authentication first
             self.inband.before(session, envelope)  # type: ignore[union-attr]
@@ -244,12 +185,12 @@ class Dispatcher:
         try:
             result = run(ctx)
         except Exception as exc:
-            self._fail(session, ctx, exc, None)
+            self.fail(session, ctx, exc, None)
             return
         if result is not None and inspect.isawaitable(result):
             self._run_event(session, ctx, result)
 
-    def _compile(self, session: Session, envelope: Envelope) -> _Compiled | None:
+    def _compile(self, session: Session, envelope: Envelope) -> Compiled | None:
         """The route of a frame whose type has not been seen since the routes last changed,
         and the chain that runs it; None once a control frame, or a frame without a route,
         has been answered."""
@@ -269,16 +210,16 @@ class Dispatcher:
                     f"message type {envelope.type!r} is reserved "
                     f"({' and '.join(RESERVED_PREFIXES)} prefixes are control frames)",
                 )
-                self._fail(session, None, reserved, envelope.correlation_id)
+                self.fail(session, None, reserved, envelope.correlation_id)
             else:
                 unknown = WsError(
                     ErrorCode.UNIMPLEMENTED, f"no handler for message type {envelope.type!r}"
                 )
-                self._fail(session, None, unknown, envelope.correlation_id)
+                self.fail(session, None, unknown, envelope.correlation_id)
             return None
         middleware: list[Any] = []
         if router._on_auth:
-            middleware.append(self._auth_gate)
+            middleware.append(self.auth_gate)
         middleware.extend(router._middleware)
         middleware.extend(route.middleware)
         compiled = session.runs[route.schema.type] = (
@@ -308,13 +249,13 @@ class Dispatcher:
             try:
                 calls.check_room(cid)
             except WsError as exc:
-                self._answer(session, None, exc, cid)
+                self.answer(session, None, exc, cid)
                 return
         calls[cid] = ctx
         try:
             result = run(ctx)
         except Exception as exc:
-            self._fail(session, ctx, exc, cid)
+            self.fail(session, ctx, exc, cid)
             return
         if result is None or not inspect.isawaitable(result):
             if not ctx.done:
@@ -322,9 +263,9 @@ class Dispatcher:
             return
         if session.rpcs_running >= calls.limit:  # handlers of answered calls still running
             _discard(result)
-            self._fail(session, ctx, calls.exhausted(), cid)
+            self.fail(session, ctx, calls.exhausted(), cid)
             return
-        task = self.app._spawn(self._finish_call_task(session, ctx, result), eager=True)
+        task = self.app.spawn(self._finish_call_task(session, ctx, result), eager=True)
         if not task.done():  # (an eager task may already have finished)
             session.rpcs_running += 1
             task.add_done_callback(lambda t: self._rpc_done(session, result))
@@ -332,7 +273,7 @@ class Dispatcher:
             if not ctx.done and ctx._timer is None:
                 ctx._timer = self.loop.call_at(ctx.deadline, self._expire, ctx)
 
-    def _finish_call(self, ctx: RpcContext[Any]) -> None:
+    def finish_call(self, ctx: RpcContext[Any]) -> None:
         """The call got its terminal reply or error."""
         ctx.done = True
         ctx._session.calls.pop(ctx.correlation_id, None)
@@ -371,7 +312,7 @@ class Dispatcher:
         if ctx._timer is not None:
             ctx._timer.cancel()
             ctx._timer = None
-        self._answer(ctx._session, ctx, error, ctx.correlation_id)
+        self.answer(ctx._session, ctx, error, ctx.correlation_id)
 
     async def _finish_call_task(
         self, session: Session, ctx: RpcContext[Any], running: Awaitable[Any]
@@ -386,10 +327,10 @@ class Dispatcher:
                 raise
             # Something the handler awaited was cancelled by someone else.
             cancelled = WsError(ErrorCode.CANCELLED, "the handler was cancelled")
-            self._fail(session, ctx, cancelled, ctx.correlation_id)
+            self.fail(session, ctx, cancelled, ctx.correlation_id)
             return
         except Exception as exc:
-            self._fail(session, ctx, exc, ctx.correlation_id)
+            self.fail(session, ctx, exc, ctx.correlation_id)
             return
         ctx._task = None
         if not ctx.done:
@@ -401,11 +342,11 @@ class Dispatcher:
         try:
             await running
         except Exception as exc:
-            self._fail(session, ctx, exc, None)
+            self.fail(session, ctx, exc, None)
 
     # -- the auth gate ---------------------------------------------------------------------
 
-    def _auth_gate(self, ctx: ConnectionContext, next: Callable[[], Any]) -> Any:
+    def auth_gate(self, ctx: ConnectionContext, next: Callable[[], Any]) -> Any:
         """Middleware in front of every route, and of topic requests, when there are
         ``on_auth`` handlers: their verdict is taken once per connection; frames that arrive
         while an async check runs wait for it."""
@@ -468,17 +409,17 @@ class Dispatcher:
     def _auth_failed(self, session: Session, ctx: ConnectionContext, exc: Exception) -> None:
         """An ``on_auth`` handler raised: answer its error (``INTERNAL`` unless a ``WsError``)
         and close with 1008."""
-        self._fail(session, _message_of(ctx), exc, _cid(ctx))
+        self.fail(session, _message_of(ctx), exc, _cid(ctx))
         ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
 
     def _refuse(self, session: Session, ctx: ConnectionContext) -> None:
         error = WsError(ErrorCode.UNAUTHENTICATED, "not authenticated")
-        self._fail(session, _message_of(ctx), error, _cid(ctx))
+        self.fail(session, _message_of(ctx), error, _cid(ctx))
         ctx.peer.close(CloseCode.POLICY_VIOLATION, "unauthenticated")
 
     # -- errors ----------------------------------------------------------------------------
 
-    def _fail(
+    def fail(
         self,
         session: Session,
         ctx: EventContext[Any] | None,
@@ -486,15 +427,15 @@ class Dispatcher:
         correlation_id: str | None,
     ) -> None:
         """An exception from a handler, middleware or the protocol: answer it."""
-        error = self._as_ws_error(exc, ctx)
+        error = self.as_ws_error(exc, ctx)
         if isinstance(ctx, RpcContext):
             if ctx.done:  # already answered: only report it
-                self._notify(error, ctx)
+                self.notify(error, ctx)
                 return
-            self._finish_call(ctx)
-        self._answer(session, ctx, error, correlation_id)
+            self.finish_call(ctx)
+        self.answer(session, ctx, error, correlation_id)
 
-    def _answer(
+    def answer(
         self,
         session: Session,
         ctx: EventContext[Any] | None,
@@ -503,11 +444,11 @@ class Dispatcher:
     ) -> None:
         """Tell ``on_error`` handlers, then send the error unless one of them (or
         ``auto_send_error_on_throw=False``) suppresses it."""
-        suppress = self._notify(error, ctx)
+        suppress = self.notify(error, ctx)
         if self.router.auto_send_error_on_throw and not suppress:
-            session.peer._send_json(encode_error(session.dialect, error, correlation_id))
+            session.peer.send_frame(encode_error(session.dialect, error, correlation_id))
 
-    def _notify(self, error: WsError, ctx: EventContext[Any] | None) -> bool:
+    def notify(self, error: WsError, ctx: EventContext[Any] | None) -> bool:
         """Run the ``on_error`` handlers; True if one asked to suppress the reply."""
         suppress = False
         for handler in self.router._on_error:
@@ -525,7 +466,7 @@ class Dispatcher:
                 suppress = True
         return suppress
 
-    def _as_ws_error(self, exc: Exception, ctx: EventContext[Any] | None) -> WsError:
+    def as_ws_error(self, exc: Exception, ctx: EventContext[Any] | None) -> WsError:
         if isinstance(exc, WsError):
             return exc
         where = f" in {ctx.type} handler" if ctx is not None else ""
@@ -540,7 +481,6 @@ class Dispatcher:
         return WsError.wrap(exc, ErrorCode.INTERNAL, "internal server error")
 
     def _too_big(self, session: Session, size: int) -> None:
-        from .router import LimitExceeded
 
         peer = session.peer
         self.report_limit(LimitExceeded("payload", peer.id, peer, size, self.max_payload_bytes))
@@ -549,7 +489,7 @@ class Dispatcher:
     def report_limit(self, info: LimitExceeded) -> None:
         """Run the router's ``on_limit_exceeded`` handlers (errors are logged)."""
         for handler in self.router._on_limit:
-            self._run_plain(handler, info)
+            self.run_plain(handler, info)
 
     # -- control frames and heartbeat ------------------------------------------------------
 
@@ -559,7 +499,7 @@ class Dispatcher:
         elif control is Control.HEARTBEAT:
             ack = session.dialect.heartbeat_ack(int(time.time() * 1000))
             if ack is not None:
-                session.peer._send_json(ack)
+                session.peer.send_frame(ack)
         elif control is Control.HEARTBEAT_ACK:
             session.waiting_ack = False
         elif control is Control.JOIN or control is Control.LEAVE:
@@ -571,7 +511,7 @@ class Dispatcher:
                 ErrorCode.UNIMPLEMENTED,
                 f"{envelope.type!r} ({control.value}) is not served on this connection",
             )
-            self._fail(session, None, unsupported, envelope.correlation_id)
+            self.fail(session, None, unsupported, envelope.correlation_id)
 
     def _arm_heartbeat(self, session: Session, delay: float) -> None:
         session.heartbeat = self.loop.call_later(delay, self._check_heartbeat, session)
@@ -587,19 +527,19 @@ class Dispatcher:
             session.waiting_ack = True
             ping = session.dialect.heartbeat()
             if ping is not None:  # (a dialect without one: the silence alone counts)
-                session.peer._send_json(ping)
+                session.peer.send_frame(ping)
             self._arm_heartbeat(session, heartbeat.timeout)
         else:
             session.heartbeat = None
             peer = session.peer
             stale = heartbeat.on_stale_connection
             if stale is not None:
-                self._run_plain(lambda p: stale(p.id, p), peer)
+                self.run_plain(lambda p: stale(p.id, p), peer)
             peer.close(HEARTBEAT_TIMEOUT, "Heartbeat timeout")
 
     # -- running user code -----------------------------------------------------------------
 
-    def _run_plain(self, handler: Callable[[Any], Any], arg: Any) -> None:
+    def run_plain(self, handler: Callable[[Any], Any], arg: Any) -> None:
         """Run a lifecycle handler (in a task if it is async); errors are logged, never
         raised."""
         try:
@@ -608,7 +548,7 @@ class Dispatcher:
             logger.exception("%r raised", handler)
             return
         if result is not None and inspect.isawaitable(result):
-            self.app._spawn(_log_errors(result, handler), eager=True)
+            self.app.spawn(_log_errors(result, handler), eager=True)
 
     def _run_event(self, session: Session, ctx: EventContext[Any], running: Any) -> None:
         """Run an async event handler in a task. Past ``max_inflight_events`` of them on one
@@ -621,9 +561,9 @@ class Dispatcher:
                 f"too many event handlers running on this connection (limit {self.max_events})",
                 retry_after_ms=100,
             )
-            self._answer(session, ctx, busy, None)
+            self.answer(session, ctx, busy, None)
             return
-        task = self.app._spawn(self._finish_event(session, ctx, running), eager=True)
+        task = self.app.spawn(self._finish_event(session, ctx, running), eager=True)
         if not task.done():
             session.events_running += 1
             task.add_done_callback(lambda t: self._event_done(session, running))
@@ -638,12 +578,12 @@ class Dispatcher:
         try:
             result = handler(ctx)
         except Exception as exc:
-            self._fail(session, ctx, exc, envelope.correlation_id)
+            self.fail(session, ctx, exc, envelope.correlation_id)
             return
         if result is not None and inspect.isawaitable(result):
             self._run_event(session, ctx, result)
 
-    def _run_task(self, session: Session, running: Coroutine[Any, Any, None]) -> None:
+    def run_task(self, session: Session, running: Coroutine[Any, Any, None]) -> None:
         """Run other async work of a connection (a join whose handler awaits) in a task
         that counts against ``max_inflight_events``, as an async event handler does."""
         if session.events_running >= self.max_events:
@@ -653,9 +593,9 @@ class Dispatcher:
                 f"too many handlers running on this connection (limit {self.max_events})",
                 retry_after_ms=100,
             )
-            self._answer(session, None, busy, None)
+            self.answer(session, None, busy, None)
             return
-        task = self.app._spawn(running, eager=True)
+        task = self.app.spawn(running, eager=True)
         if not task.done():
             session.events_running += 1
             task.add_done_callback(lambda t: self._event_done(session, running))

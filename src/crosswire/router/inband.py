@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..auth import AUTH_FAILED, AUTH_TIMEOUT, Identity
-from ..context import AuthContext
+from ..auth import AUTH_FAILED, AUTH_TIMEOUT, Identity, InBand
 from ..errors import ErrorCode, WsError
 from ..peer import ReadyState
 from ..wire import Control, Envelope
+from .context import AuthContext, Serving
 
 if TYPE_CHECKING:
-    from .dispatch import Dispatcher, Session
-    from .router import InBand
+    from .session import Session
 
 __all__ = ["InBandDesk"]
 
@@ -38,9 +37,12 @@ _OPEN = ReadyState.OPEN
 class InBandDesk:
     """The in-band authentication of one dispatcher's connections."""
 
-    def __init__(self, dispatch: Dispatcher, scheme: InBand) -> None:
+    def __init__(
+        self, dispatch: Serving, scheme: InBand, on_authenticated: Sequence[Callable[[Any], Any]]
+    ) -> None:
         self.dispatch = dispatch
         self.scheme = scheme
+        self.on_authenticated = on_authenticated
 
     def opened(self, session: Session) -> None:
         """A connection opened: its credentials are due within the timeout."""
@@ -76,7 +78,7 @@ class InBandDesk:
             self._failed(session, exc)
             return
         if result is not None and inspect.isawaitable(result):
-            session.auth_task = self.dispatch.app._spawn(self._checked_later(session, ctx, result))
+            session.auth_task = self.dispatch.app.spawn(self._checked_later(session, ctx, result))
         else:
             self._decide(session, ctx, result)
 
@@ -94,7 +96,7 @@ class InBandDesk:
 
     def _decide(self, session: Session, ctx: AuthContext, result: Any) -> None:
         peer = session.peer
-        if peer._state is not _OPEN:  # gone, or the check closed it itself
+        if peer.ready_state is not _OPEN:  # gone, or the check closed it itself
             return
         if not result:
             self._refuse(session, "Authentication failed")
@@ -107,23 +109,23 @@ class InBandDesk:
             peer.identify(identity.user_id)
         self.dispatch.app.hub.admit(peer)
         self.dispatch.start_heartbeat(session)
-        for handler in self.dispatch.router._on_authenticated:
-            self.dispatch._run_plain(handler, ctx)
+        for handler in self.on_authenticated:
+            self.dispatch.run_plain(handler, ctx)
 
     def _failed(self, session: Session, exc: Exception) -> None:
         logger.error("the authenticate check raised", exc_info=exc)
-        if session.peer._state is _OPEN:
+        if session.peer.ready_state is _OPEN:
             self._refuse(session, "Authentication error")
 
     def _refuse(self, session: Session, message: str) -> None:
         refused = WsError(ErrorCode.UNAUTHENTICATED, message)
-        self.dispatch._answer(session, None, refused, None)
+        self.dispatch.answer(session, None, refused, None)
         session.peer.close(AUTH_FAILED, "Authentication failed")
 
     def _refuse_frame(self, session: Session, envelope: Envelope, message: str) -> None:
         code = ErrorCode.UNAUTHENTICATED if message == "Not authenticated" else None
         error = WsError(code or ErrorCode.FAILED_PRECONDITION, message)
-        self.dispatch._answer(session, None, error, envelope.correlation_id)
+        self.dispatch.answer(session, None, error, envelope.correlation_id)
 
     def _arm(self, session: Session, delay: float) -> None:
         if session.auth_timer is not None:

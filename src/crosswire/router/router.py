@@ -32,9 +32,9 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..context import EventContext, PublishResult, RpcContext, _publication
+from ..auth import InBand
 from ..errors import ConfigurationError, WsError
 from ..hooks import Hooks, check_callable, is_async_callable
 from ..http import Request
@@ -45,12 +45,13 @@ from ..topics import TopicRoute, TopicTable
 from ..wire import CANONICAL, Dialect
 from ..wire.maps import Map
 from .chain import Middleware
+from .context import EventContext, LimitExceeded, PublishResult, RpcContext, _publication
 from .dispatch import Dispatcher
 
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["Heartbeat", "InBand", "LimitExceeded", "RouteBuilder", "Router"]
+__all__ = ["Heartbeat", "LimitExceeded", "RouteBuilder", "Router"]
 
 P = TypeVar("P")
 Handler = Callable[[Any], Any]
@@ -73,26 +74,6 @@ class Heartbeat:
             check_callable(
                 "Heartbeat.on_stale_connection", self.on_stale_connection, 2, "client_id, peer"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class InBand:
-    """A router's in-band authentication: its check, and the seconds to send credentials."""
-
-    check: Callable[[Any], Any]
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True)
-class LimitExceeded:
-    """What ``on_limit_exceeded`` handlers receive."""
-
-    type: Literal["payload", "rate"]
-    client_id: str
-    peer: Peer
-    observed: int
-    limit: int
-    retry_after_ms: int | None = None
 
 
 class _Route:

@@ -28,17 +28,17 @@ from __future__ import annotations
 import collections
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..context import JoinContext, LeaveContext
 from ..errors import ErrorCode, ValidationError, WsError
 from ..peer import ReadyState
-from ..topics import MAX_TOPIC, TopicRoute
+from ..topics import MAX_TOPIC, TopicRoute, TopicTable
 from ..wire import BadFrame, Control, Envelope, TopicAnswer, TopicRequest
+from .context import JoinContext, LeaveContext, Serving
 
 if TYPE_CHECKING:
-    from .dispatch import Dispatcher, Session
+    from .session import Session
 
 __all__ = ["TopicDesk"]
 
@@ -50,8 +50,14 @@ _OPEN = ReadyState.OPEN
 class TopicDesk:
     """The joins and leaves of one dispatcher's connections."""
 
-    def __init__(self, dispatch: Dispatcher) -> None:
+    def __init__(
+        self, dispatch: Serving, table: TopicTable, on_auth: Sequence[Callable[[Any], Any]]
+    ) -> None:
         self.dispatch = dispatch
+        #: The router's topics, and its ``on_auth`` handlers (the same objects: the router
+        #: may add to them while served).
+        self.table = table
+        self.on_auth = on_auth
 
     # -- joins -------------------------------------------------------------------------------
 
@@ -63,7 +69,7 @@ class TopicDesk:
             running = self._serve(session, envelope, control)
             if running is not None:
                 session.topic_backlog = collections.deque()
-                self.dispatch._run_task(session, self._serve_backlog(session, running))
+                self.dispatch.run_task(session, self._serve_backlog(session, running))
             return
         if len(backlog) >= self.dispatch.max_events:
             busy = WsError(
@@ -71,7 +77,7 @@ class TopicDesk:
                 f"too many topic requests waiting (limit {self.dispatch.max_events})",
                 retry_after_ms=100,
             )
-            self.dispatch._answer(session, None, busy, envelope.correlation_id)
+            self.dispatch.answer(session, None, busy, envelope.correlation_id)
             return
         backlog.append((envelope, control))
 
@@ -154,7 +160,7 @@ class TopicDesk:
         topic = request.topic
         if topic in session.peer.topics:  # already in: acknowledged again
             return TopicAnswer(request)
-        found = self.dispatch.router._topics.find(topic) if len(topic) <= MAX_TOPIC else None
+        found = self.table.find(topic) if len(topic) <= MAX_TOPIC else None
         if found is None:
             return TopicAnswer(request, WsError(ErrorCode.NOT_FOUND, f"no topic {topic!r}"))
         route, params = found
@@ -176,7 +182,7 @@ class TopicDesk:
 
     def _settle(self, ctx: JoinContext, request: TopicRequest) -> TopicAnswer:
         """The answer to a join whose handler is done: subscribed unless it was rejected."""
-        if ctx._error is None and ctx.peer._state is _OPEN:
+        if ctx._error is None and ctx.peer.ready_state is _OPEN:
             try:
                 ctx.peer.subscribe(ctx.topic)
             except WsError as exc:  # past Limits.max_topics meanwhile
@@ -185,14 +191,14 @@ class TopicDesk:
 
     def _refusal(self, ctx: JoinContext, exc: Exception) -> WsError:
         """What a join handler that raised answers: its WsError, else ``INTERNAL``."""
-        error = self.dispatch._as_ws_error(exc, None)
-        self.dispatch._notify(error, None)
+        error = self.dispatch.as_ws_error(exc, None)
+        self.dispatch.notify(error, None)
         return error
 
     def _answer_joins(self, session: Session, answers: list[TopicAnswer]) -> None:
-        if session.peer._state is _OPEN:
+        if session.peer.ready_state is _OPEN:
             for frame in session.dialect.joined(answers):
-                session.peer._send_json(frame)
+                session.peer.send_frame(frame)
 
     # -- leaves ------------------------------------------------------------------------------
 
@@ -231,12 +237,13 @@ class TopicDesk:
         member; an awaitable when the handler has to be awaited (the caller unsubscribes)."""
         topic = request.topic
         peer = session.peer
-        found = self.dispatch.router._topics.find(topic) if topic in peer.topics else None
-        if found is not None and found[0].leave is not None:
-            route, params = found
+        found = self.table.find(topic) if topic in peer.topics else None
+        leave = found[0].leave if found is not None else None
+        if found is not None and leave is not None:
+            params = found[1]
             ctx = LeaveContext(self.dispatch, session, topic, params, request.data)
             try:
-                result = route.leave(ctx)  # type: ignore[misc]  # (checked: not None)
+                result = leave(ctx)
             except Exception:
                 logger.exception("the leave handler of topic %r raised", topic)
             else:
@@ -246,9 +253,9 @@ class TopicDesk:
         return None
 
     def _answer_leaves(self, session: Session, answers: list[TopicAnswer]) -> None:
-        if session.peer._state is _OPEN:
+        if session.peer.ready_state is _OPEN:
             for frame in session.dialect.left(answers):
-                session.peer._send_json(frame)
+                session.peer.send_frame(frame)
 
     # -- both --------------------------------------------------------------------------------
 
@@ -257,7 +264,7 @@ class TopicDesk:
         try:
             requests = session.dialect.topic_requests(envelope)
         except BadFrame as exc:
-            self.dispatch._fail(session, None, exc, exc.correlation_id)
+            self.dispatch.fail(session, None, exc, exc.correlation_id)
             return None
         return requests or None
 
@@ -265,9 +272,9 @@ class TopicDesk:
         """``serve()`` behind the router's ``on_auth`` gate: None when done, else what is
         left to await."""
         dispatch = self.dispatch
-        if dispatch.router._on_auth:
+        if self.on_auth:
             ctx = JoinContext(dispatch, session, first.topic, {}, first.data)
-            result = dispatch._auth_gate(ctx, serve)
+            result = dispatch.auth_gate(ctx, serve)
         else:
             result = serve()
         return result if result is not None and inspect.isawaitable(result) else None

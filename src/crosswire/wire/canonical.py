@@ -18,10 +18,10 @@ from typing import Any
 
 import msgspec
 import orjson
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET
 
-from ..errors import ErrorCode, WsError
-from .dialect import Control, TopicAnswer, TopicRequest
+from ..errors import WsError
+from .dialect import BadFrame, Control, Envelope, TopicAnswer, TopicRequest
 
 __all__ = [
     "ABORT",
@@ -64,42 +64,6 @@ _ROOT_KEYS = frozenset({"type", "meta", "payload"})
 _RESERVED_META = frozenset({"clientId", "receivedAt"})
 #: Correlation ids longer than this are refused: they are echoed in every reply.
 MAX_CORRELATION_ID = 256
-
-
-class BadFrame(WsError):
-    """A frame that breaks the protocol; answered with an ``INVALID_ARGUMENT`` error.
-
-    ``correlation_id`` is the frame's ``meta.correlationId`` when it could be read, so that an
-    RPC caller gets its error at once instead of waiting for its timeout.
-    """
-
-    def __init__(self, message: str, *, correlation_id: str | None = None) -> None:
-        super().__init__(ErrorCode.INVALID_ARGUMENT, message)
-        self.correlation_id = correlation_id
-
-
-class Envelope(msgspec.Struct, forbid_unknown_fields=True):
-    """A decoded frame, as msgspec reads it in one pass: the root keys and the JSON types of
-    ``type`` and ``meta`` are checked by the decoder; :func:`decode` checks the standard meta
-    keys. ``payload`` is the raw JSON value, or ``UNSET`` when the frame has none."""
-
-    type: str
-    meta: dict[str, Any] = {}  # msgspec gives each frame its own empty dict
-    payload: Any | UnsetType = UNSET
-
-    @property
-    def has_payload(self) -> bool:
-        """Whether the frame has a ``payload`` key (``null`` included)."""
-        return self.payload is not UNSET
-
-    @property
-    def correlation_id(self) -> str | None:
-        """``meta.correlationId``: valid when present (:func:`decode` refuses a bad one)."""
-        cid: str | None = self.meta.get("correlationId")
-        return cid
-
-    def __repr__(self) -> str:
-        return f"<Envelope {self.type} meta={sorted(self.meta)} payload={self.has_payload}>"
 
 
 _decode_frame = msgspec.json.Decoder(Envelope).decode

@@ -27,18 +27,65 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ..errors import WsError
-    from .canonical import Envelope
+import msgspec
+from msgspec import UNSET, UnsetType
 
-__all__ = ["Control", "Dialect", "Render", "TopicAnswer", "TopicRequest", "select"]
+from ..errors import ErrorCode, WsError
+
+__all__ = [
+    "BadFrame",
+    "Control",
+    "Dialect",
+    "Envelope",
+    "Render",
+    "TopicAnswer",
+    "TopicRequest",
+    "select",
+]
 
 #: Renders an event for one connection: ``(type, meta JSON or None, payload JSON or None)``
 #: to the UTF-8 bytes of a text frame (a dialect's :meth:`Dialect.message`), or None when
 #: the event is not for it (a router's outbound map dropped it: :mod:`crosswire.wire.maps`).
 Render = Callable[[str, bytes | None, bytes | None], "bytes | None"]
+
+
+class BadFrame(WsError):
+    """A frame that breaks the protocol; answered with an ``INVALID_ARGUMENT`` error.
+
+    ``correlation_id`` is the frame's ``meta.correlationId`` when it could be read, so that an
+    RPC caller gets its error at once instead of waiting for its timeout.
+    """
+
+    def __init__(self, message: str, *, correlation_id: str | None = None) -> None:
+        super().__init__(ErrorCode.INVALID_ARGUMENT, message)
+        self.correlation_id = correlation_id
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """A decoded frame: what the router works with, whatever the dialect. ``payload`` is the
+    raw JSON value, or ``UNSET`` when the frame has none. The canonical dialect's decoder
+    reads it in one pass with msgspec (root keys and JSON types checked), the others build
+    it from their frames."""
+
+    type: str
+    meta: dict[str, Any] = {}  # msgspec gives each frame its own empty dict
+    payload: Any | UnsetType = UNSET
+
+    @property
+    def has_payload(self) -> bool:
+        """Whether the frame has a ``payload`` key (``null`` included)."""
+        return self.payload is not UNSET
+
+    @property
+    def correlation_id(self) -> str | None:
+        """``meta.correlationId``: valid when present (decoders refuse a bad one)."""
+        cid: str | None = self.meta.get("correlationId")
+        return cid
+
+    def __repr__(self) -> str:
+        return f"<Envelope {self.type} meta={sorted(self.meta)} payload={self.has_payload}>"
 
 
 class Control(Enum):

@@ -23,33 +23,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import orjson
 
-from .errors import ErrorCode, ValidationError, WsError
-from .pubsub.envelope import Kind, Publication
-from .rpc import deadline_for
-from .schema import MessageSchema, within
-from .wire import Envelope
+from ..errors import ErrorCode, ValidationError, WsError
+from ..pubsub.envelope import Kind, Publication
+from ..rpc import deadline_for
+from ..schema import MessageSchema, within
+from ..wire import Envelope
 
 if TYPE_CHECKING:
-    from .auth import Identity
-    from .peer import Peer
-    from .router import Dispatcher, Session
-    from .wire.dialect import Render
+    from ..app import App
+    from ..auth import Identity
+    from ..peer import Peer
+    from ..wire.dialect import Render
+    from .session import Session
 
 __all__ = [
     "AuthContext",
     "CloseContext",
     "ConnectionContext",
+    "Desk",
     "EventContext",
     "JoinContext",
     "LeaveContext",
+    "LimitExceeded",
     "PublishResult",
     "RpcContext",
+    "Serving",
 ]
 
 logger = logging.getLogger("crosswire.router")
@@ -60,6 +64,68 @@ _OUT_META: dict[str, type | tuple[type, ...]] = {
     "correlationId": str,
     "timestamp": (int, float),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class LimitExceeded:
+    """What ``on_limit_exceeded`` handlers receive."""
+
+    type: Literal["payload", "rate"]
+    client_id: str
+    peer: Peer
+    observed: int
+    limit: int
+    retry_after_ms: int | None = None
+
+
+class Desk(Protocol):
+    """What contexts ask of the dispatcher serving their connection."""
+
+    app: App
+    rpc_timeout: float
+    drop_progress_on_backpressure: bool
+
+    def finish_call(self, ctx: RpcContext[Any]) -> None:
+        """The call of ``ctx`` is answered: forget it, stop its deadline."""
+
+    def report_limit(self, info: LimitExceeded) -> None:
+        """A client passed a limit: to the router's ``on_limit_exceeded`` handlers."""
+
+
+class Serving(Desk, Protocol):
+    """What the dispatcher's desks (topics, in-band authentication) call on it."""
+
+    loop: asyncio.AbstractEventLoop
+    max_events: int
+
+    def answer(
+        self,
+        session: Session,
+        ctx: EventContext[Any] | None,
+        error: WsError,
+        correlation_id: str | None,
+    ) -> None: ...
+
+    def fail(
+        self,
+        session: Session,
+        ctx: EventContext[Any] | None,
+        exc: Exception,
+        correlation_id: str | None,
+    ) -> None: ...
+
+    def as_ws_error(self, exc: Exception, ctx: EventContext[Any] | None) -> WsError: ...
+
+    def notify(self, error: WsError, ctx: EventContext[Any] | None) -> bool: ...
+
+    def auth_gate(self, ctx: ConnectionContext, next: Callable[[], Any]) -> Any: ...
+
+    def run_plain(self, handler: Callable[[Any], Any], arg: Any) -> None: ...
+
+    def run_task(self, session: Session, running: Coroutine[Any, Any, None]) -> None: ...
+
+    def start_heartbeat(self, session: Session) -> None:
+        """Start watching the connection's silence (once it is authenticated)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +145,7 @@ class ConnectionContext:
 
     __slots__ = ("_dispatch", "_session", "peer")
 
-    def __init__(self, dispatch: Dispatcher, session: Session) -> None:
+    def __init__(self, dispatch: Desk, session: Session) -> None:
         self._dispatch = dispatch
         self._session = session
         self.peer: Peer = session.peer
@@ -112,7 +178,7 @@ class ConnectionContext:
         """Send a message of ``schema`` to this connection; False if it is closed (or a map
         of the router dropped it)."""
         frame = _frame(self._session.render, schema, payload, meta)
-        return frame is not None and self.peer._send_json(frame)
+        return frame is not None and self.peer.send_frame(frame)
 
     def send_to_client(
         self,
@@ -168,7 +234,7 @@ class ConnectionContext:
         """Send an error frame to this connection (``ERROR`` in the canonical dialect, an
         ``error`` event in seed 003's, ``{"type": "error"}`` in Rover's)."""
         error = WsError(code, message, details, retryable=retryable, retry_after_ms=retry_after_ms)
-        return self.peer._send_json(self._session.dialect.error(error, None))
+        return self.peer.send_frame(self._session.dialect.error(error, None))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection."""
@@ -180,7 +246,7 @@ class CloseContext(ConnectionContext):
 
     __slots__ = ("code", "reason")
 
-    def __init__(self, dispatch: Dispatcher, session: Session, code: int, reason: str) -> None:
+    def __init__(self, dispatch: Desk, session: Session, code: int, reason: str) -> None:
         super().__init__(dispatch, session)
         self.code = code
         self.reason = reason
@@ -192,7 +258,7 @@ class AuthContext(ConnectionContext):
 
     __slots__ = ("identity", "payload")
 
-    def __init__(self, dispatch: Dispatcher, session: Session, payload: Any) -> None:
+    def __init__(self, dispatch: Desk, session: Session, payload: Any) -> None:
         super().__init__(dispatch, session)
         self.payload = payload
         self.identity: Identity | None = None
@@ -210,7 +276,7 @@ class LeaveContext(ConnectionContext):
 
     def __init__(
         self,
-        dispatch: Dispatcher,
+        dispatch: Desk,
         session: Session,
         topic: str,
         params: Mapping[str, str],
@@ -236,7 +302,7 @@ class JoinContext(LeaveContext):
 
     def __init__(
         self,
-        dispatch: Dispatcher,
+        dispatch: Desk,
         session: Session,
         topic: str,
         params: Mapping[str, str],
@@ -276,7 +342,7 @@ class EventContext(ConnectionContext, Generic[P]):
 
     def __init__(
         self,
-        dispatch: Dispatcher,
+        dispatch: Desk,
         session: Session,
         schema: MessageSchema[P] | None,
         envelope: Envelope,
@@ -369,7 +435,7 @@ class RpcContext(EventContext[P]):
 
     def __init__(
         self,
-        dispatch: Dispatcher,
+        dispatch: Desk,
         session: Session,
         schema: MessageSchema[P],
         envelope: Envelope,
@@ -448,8 +514,8 @@ class RpcContext(EventContext[P]):
             else:
                 data = response.dump_payload_json(payload)  # None, or the right error
             frame = dialect.reply(response.type, self.correlation_id, data)
-        self._dispatch._finish_call(self)
-        return self.peer._send_json(frame)
+        self._dispatch.finish_call(self)
+        return self.peer.send_frame(frame)
 
     def error(
         self,
@@ -465,8 +531,8 @@ class RpcContext(EventContext[P]):
         if self.done:
             return False
         frame = self._session.dialect.error(error, self.correlation_id)  # before the call ends
-        self._dispatch._finish_call(self)
-        return self.peer._send_json(frame)
+        self._dispatch.finish_call(self)
+        return self.peer.send_frame(frame)
 
     def progress(self, data: Any = None) -> bool:
         """Send a non-terminal progress frame (any JSON value). Dropped (False) after the
@@ -474,9 +540,9 @@ class RpcContext(EventContext[P]):
         progress under backpressure."""
         if self.done:
             return False
-        if self._dispatch.drop_progress_on_backpressure and self.peer._under_backpressure:
+        if self._dispatch.drop_progress_on_backpressure and self.peer.backpressured:
             return False
-        return self.peer._send_json(self._session.dialect.progress(self.correlation_id, data))
+        return self.peer.send_frame(self._session.dialect.progress(self.correlation_id, data))
 
     def on_cancel(self, callback: Callable[[], Any]) -> Callable[[], None]:
         """Run ``callback`` if the call is cancelled; returns a function that unregisters it."""
