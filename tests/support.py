@@ -25,8 +25,9 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 import crosswire
+from crosswire.client.dialects import CANONICAL, ClientDialect
 from crosswire.server import SERVERS, RunningServer
-from crosswire.testing import DEFAULT_TIMEOUT, Rejected, TestClient, TestConnection
+from crosswire.testing import DEFAULT_TIMEOUT, DialectName, Rejected, TestClient, TestConnection
 
 #: Seconds any single wait in a test may take.
 TIMEOUT = 5
@@ -298,10 +299,12 @@ class SocketClient(TestClient):
         headers: Mapping[str, str] | None = None,
         subprotocols: tuple[str, ...] = (),
         remote_address: str = "127.0.0.1",
+        dialect: DialectName | None = None,
     ) -> AsyncIterator[TestConnection]:
         async with self._starting:  # connections opened together share one server
             if self._server is None:
                 self._server = await crosswire.start(self.app, server=self.kind)  # type: ignore[arg-type]
+        query, speaks = self._opening(path, query, subprotocols, dialect)
         url = self._server.url + path + (f"?{query}" if query else "")
         tag = uuid.uuid4().hex  # finds this connection's peer on the server
         try:
@@ -319,7 +322,7 @@ class SocketClient(TestClient):
             raise Rejected(
                 crosswire.Response(response.status_code, bytes(response.body or b""))
             ) from None
-        conn = SocketConnection(self.app, self.timeout, ws)
+        conn = SocketConnection(self.app, self.timeout, ws, speaks)
         try:
             # The server's peer (for tests that look at it): it may be made just after the
             # handshake's response has left, or be gone already if the server closed at once.
@@ -351,8 +354,14 @@ class SocketConnection(TestConnection):
 
     __test__ = False
 
-    def __init__(self, app: crosswire.App, timeout: float, ws: ClientConnection) -> None:
-        super().__init__(app, timeout)
+    def __init__(
+        self,
+        app: crosswire.App,
+        timeout: float,
+        ws: ClientConnection,
+        dialect: ClientDialect = CANONICAL,
+    ) -> None:
+        super().__init__(app, timeout, dialect)
         self.ws = ws
         self._reader = asyncio.get_running_loop().create_task(self._read())
 

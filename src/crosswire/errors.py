@@ -10,8 +10,11 @@ The tree::
      │                          unreadable; handed to the Hub's ``on_error``, raised only by
      │                          ``flush()`` and the ``Emitter``
      └── WsError                an error to send to a client: ``code`` (an ErrorCode),
-                                ``message``, ``details``, retry hints; raise it in a handler
-                                or build one with ``WsError.wrap(exc, code, ...)``
+          │                     ``message``, ``details``, retry hints; raise it in a handler
+          │                     or build one with ``WsError.wrap(exc, code, ...)``
+          └── JoinRefused       a client's join that the server refused: ``topic``, and the
+                                server's ``code`` and ``reason``; raised by the clients'
+                                and the test client's ``join``
 
 Errors raised *inside* user hooks and handlers are never swallowed: the hooks layer hands them
 to the ``error`` hook, the router turns them into an ``INTERNAL`` error reply (details only with
@@ -34,6 +37,7 @@ __all__ = [
     "ConfigurationError",
     "CrosswireError",
     "ErrorCode",
+    "JoinRefused",
     "ValidationError",
     "WsError",
     "is_retryable",
@@ -193,3 +197,31 @@ class WsError(CrosswireError):
 
     def __repr__(self) -> str:
         return f"WsError({self.code.value}, {self.message!r})"
+
+
+class JoinRefused(WsError):
+    """The server refused a client's join of ``topic``: ``code`` and ``reason`` (the
+    ``message``) are the server's, ``details`` what else it said. Raised by
+    ``Client.join`` (:mod:`crosswire.client`) and ``TestConnection.join``
+    (:mod:`crosswire.testing`)."""
+
+    def __init__(
+        self,
+        topic: str,
+        code: ErrorCode | str,
+        reason: str = "",
+        details: Mapping[str, Any] | None = None,
+        *,
+        retryable: bool | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        super().__init__(code, reason, details, retryable=retryable, retry_after_ms=retry_after_ms)
+        self.topic = topic
+
+    @property
+    def reason(self) -> str:
+        """Why the server refused (its ``reason``; the same as ``message``)."""
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"JoinRefused({self.topic!r}, {self.code.value}, {self.message!r})"

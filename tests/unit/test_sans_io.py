@@ -33,6 +33,7 @@ CORE = (
     "ratelimit/bucket.py",
     "client/backoff.py",
     "client/frames.py",
+    "client/dialects.py",
 )
 
 FORBIDDEN = {"asyncio", "socket", "selectors", "redis", "websockets", "aiohttp", "picows"}

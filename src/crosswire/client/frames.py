@@ -7,10 +7,10 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ErrorCode, WsError, is_retryable
+from ..errors import ErrorCode, JoinRefused, WsError, is_retryable
 from ..schema import MessageSchema
 
-__all__ = ["Frame", "error_of", "parse", "typed"]
+__all__ = ["Frame", "JoinAck", "error_of", "parse", "refusal", "typed"]
 
 _read_json = msgspec.json.Decoder().decode
 
@@ -24,7 +24,7 @@ class Frame:
     meta: dict[str, Any] = field(default_factory=dict)
     payload: Any = None
     #: The whole frame as parsed JSON (``None`` for binary frames and text that is not a
-    #: canonical frame).
+    #: frame of the connection's dialect).
     json: dict[str, Any] | None = None
     raw: str | bytes = b""
 
@@ -33,6 +33,17 @@ class Frame:
         """``meta.correlationId`` if it is a string (``None`` otherwise)."""
         cid = self.meta.get("correlationId")
         return cid if isinstance(cid, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAck:
+    """A join the server accepted: the ``topic``, the ``data`` its join handler gave
+    ``ctx.accept(data)`` (``None`` when none), and the ``frame`` that said so (``None`` in the
+    events dialect, which acknowledges a join with nothing)."""
+
+    topic: str
+    data: Any = None
+    frame: Frame | None = None
 
 
 def parse(data: str | bytes, binary: bool) -> Frame:
@@ -87,3 +98,15 @@ def error_of(frame: Frame) -> WsError:
         )
     except (ValueError, TypeError):  # without the retry hint that broke the rules
         return WsError(known, message, details, retryable=retryable)
+
+
+def refusal(topic: str, error: WsError) -> JoinRefused:
+    """``error``, the server's answer to a join of ``topic``, as a :class:`JoinRefused`."""
+    return JoinRefused(
+        topic,
+        error.code,
+        error.message,
+        error.details,
+        retryable=error.retryable,
+        retry_after_ms=error.retry_after_ms,
+    )
