@@ -34,6 +34,7 @@ CORE = (
     "client/backoff.py",
     "client/frames.py",
     "client/dialects.py",
+    "client/topics.py",
 )
 
 FORBIDDEN = {"asyncio", "socket", "selectors", "redis", "websockets", "aiohttp", "picows"}

@@ -1,7 +1,8 @@
 """The typed client (WS-Kit's ``wsClient``, in Python): requests with progress, deadlines and
-cancellation, typed handlers, a bounded queue while offline, reconnection with backoff, and a
-token attached to every attempt. See ``docs/client.md``. The same client for browsers is one
-ES module, served with :func:`browser_module`.
+cancellation, typed handlers, topics joined and left (and joined again after a reconnect), a
+bounded queue while offline, reconnection with backoff, and a token attached to every
+attempt. See ``docs/client.md``. The same client for browsers is one ES module, served with
+:func:`browser_module`.
 
 ::
 
@@ -13,9 +14,19 @@ ES module, served with :func:`browser_module`.
 
 from __future__ import annotations
 
+from ..errors import JoinRefused
 from .backoff import Reconnect
 from .browser import browser_module
 from .client import Auth, Client, ClientState, ErrorContext
 from .frames import Frame
 
-__all__ = ["Auth", "Client", "ClientState", "ErrorContext", "Frame", "Reconnect", "browser_module"]
+__all__ = [
+    "Auth",
+    "Client",
+    "ClientState",
+    "ErrorContext",
+    "Frame",
+    "JoinRefused",
+    "Reconnect",
+    "browser_module",
+]

@@ -2,10 +2,11 @@
 
 One task owns the connection: it connects, reads, and reconnects with backoff after a loss it
 did not ask for. Everything else talks to it through the client's state: ``send`` writes at
-once when open and queues (bounded) otherwise; ``request`` registers a pending call, sends or
-queues its frame, and waits for the reply with a timeout. A lost connection fails every
-pending call with ``UNAVAILABLE`` (the server cancelled them), and queued frames are sent on
-the next open.
+once when open and queues (bounded) otherwise; ``request``, ``join`` and ``leave`` register a
+pending call, send or queue its frame, and wait for the answer with a timeout. A lost
+connection fails every pending call with ``UNAVAILABLE`` (the server cancelled them). On the
+next open the client joins its topics again (:mod:`crosswire.client.topics`), then sends the
+queued frames.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from ..errors import ConfigurationError, ErrorCode, ValidationError, WsError
+from ..errors import ConfigurationError, ErrorCode, JoinRefused, ValidationError, WsError
 from ..schema import RESERVED_META_KEYS, MessageSchema
 from ..wire import canonical
 from .backoff import Reconnect
-from .frames import Frame, error_of, parse, typed
+from .dialects import CANONICAL
+from .frames import Frame, JoinAck, error_of, parse, typed
+from .topics import Memberships
 
 __all__ = ["Auth", "Client", "ClientState", "ErrorContext"]
 
@@ -76,10 +79,12 @@ class ErrorContext:
     ``parse``: a frame that is not a canonical message. ``validation``: a message whose payload
     does not match the schema it was registered or requested with. ``overflow``: a message
     dropped because the queue was full (or off) while offline. ``server``: an ``ERROR`` frame
-    (not the answer to a request). ``handler``: an ``on`` handler raised.
+    (not the answer to a request). ``handler``: an ``on`` handler raised. ``rejoin``: the
+    server refused to join a topic again after a reconnect (the error is a
+    :class:`~crosswire.JoinRefused`, ``details`` the topic); the client forgot the topic.
     """
 
-    type: Literal["parse", "validation", "overflow", "server", "handler"]
+    type: Literal["parse", "validation", "overflow", "server", "handler", "rejoin"]
     details: Any = None
 
 
@@ -88,19 +93,25 @@ ErrorListener = Callable[[Exception, ErrorContext], Any]
 
 
 class _Call:
-    """A request waiting for its reply."""
+    """A request waiting for its reply (``response``), or a join or a leave of ``topic``
+    waiting for its answer."""
 
-    __slots__ = ("future", "on_progress", "response", "sent")
+    __slots__ = ("future", "joining", "on_progress", "response", "sent", "topic")
 
     def __init__(
         self,
-        response: MessageSchema[Any],
-        future: asyncio.Future[Frame],
-        on_progress: Callable[[Any], Any] | None,
+        future: asyncio.Future[Any],
+        *,
+        response: MessageSchema[Any] | None = None,
+        on_progress: Callable[[Any], Any] | None = None,
+        topic: str | None = None,
+        joining: bool = False,
     ) -> None:
-        self.response = response
         self.future = future
+        self.response = response
         self.on_progress = on_progress
+        self.topic = topic
+        self.joining = joining
         self.sent = False
 
 
@@ -112,6 +123,7 @@ class Client:
         async with Client("ws://127.0.0.1:8000/") as client:
             client.on(Chat, lambda frame: print(frame.payload.text))
             reply = await client.request(Add, {"a": 1, "b": 2})
+            welcome = await client.join("room:7", {"username": "ann"})  # the ack's data
 
     Options (keyword-only): ``subprotocols``, ``headers`` (sent with the handshake),
     ``auth`` (:class:`Auth`), ``reconnect`` (:class:`~crosswire.client.Reconnect`),
@@ -184,6 +196,7 @@ class Client:
         self._state_listeners: list[Callable[[ClientState], Any]] = []
         self._error_listeners: list[ErrorListener] = []
         self._unhandled_listeners: list[Handler] = []
+        self._memberships = Memberships()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -204,6 +217,12 @@ class Client:
     def queued(self) -> int:
         """How many frames wait for a connection."""
         return len(self._queue)
+
+    @property
+    def topics(self) -> dict[str, Any]:
+        """The topics the client is in (joined, and not left), each with the data it was
+        joined with: what it joins again after a reconnect."""
+        return dict(self._memberships.joined)
 
     # -- connecting ------------------------------------------------------------------------
 
@@ -240,9 +259,9 @@ class Client:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection and stop reconnecting; every wait is bounded by
-        ``close_timeout``. Pending requests fail with ``CANCELLED``, queued frames are
-        dropped, running async handlers are cancelled, and later sends fail with
-        ``UNAVAILABLE`` until :meth:`connect`."""
+        ``close_timeout``. Pending requests, joins and leaves fail with ``CANCELLED``, queued
+        frames are dropped, the joined topics are forgotten, running async handlers are
+        cancelled, and later sends fail with ``UNAVAILABLE`` until :meth:`connect`."""
         self._closing = True
         self._accepting = False
         runner = self._runner
@@ -259,6 +278,7 @@ class Client:
             await asyncio.wait({runner}, timeout=self._close_timeout)
         self._runner = None
         self._queue.clear()
+        self._memberships.clear()
         self._fail_calls(WsError(ErrorCode.CANCELLED, "the client closed"))
         current = asyncio.current_task()  # close() may be called from an async handler
         handlers = [task for task in self._tasks if task is not current]
@@ -329,13 +349,14 @@ class Client:
         if self._send_deadline:
             standard["timeoutMs"] = max(1, int(seconds * 1000))
         text = _encode(schema, payload, meta, standard)
-        call = _Call(response, asyncio.get_running_loop().create_future(), on_progress)
+        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        call = _Call(future, response=response, on_progress=on_progress)
         self._calls[cid] = call
         try:
             async with asyncio.timeout(seconds):
                 if await self._write_or_queue(text, cid) == "dropped":
                     raise WsError(ErrorCode.UNAVAILABLE, "not connected, and the queue is full")
-                return await call.future
+                return await future
         except TimeoutError:
             await self._abort(call, cid)
             raise WsError(
@@ -347,6 +368,91 @@ class Client:
         finally:
             self._calls.pop(cid, None)
             self._unqueue(cid)
+
+    async def join(
+        self,
+        topic: str,
+        data: Any = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - as request's
+    ) -> Any:
+        """Join ``topic`` (``$ws:join``) with ``data`` (the join handler's ``ctx.payload``;
+        None: none), and return the data of the server's ack (what the handler gave
+        ``ctx.accept(data)``; None when none).
+
+        Once acknowledged, the client remembers the topic and its data (:attr:`topics`) and
+        joins it again, with the same data, after each reconnect. Like a request, a join
+        while not connected waits in the queue, and every wait is bounded by ``timeout``
+        (default ``request_timeout``). Raises :class:`~crosswire.JoinRefused` (``code``,
+        ``reason``) when the server refuses, and :class:`~crosswire.WsError` as
+        :meth:`request` does (``DEADLINE_EXCEEDED``, ``UNAVAILABLE``, ...)."""
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"a topic is a non-empty string, not {topic!r}")
+        marker = self._memberships.joining(topic)
+        try:
+            ack: JoinAck = await self._topic_call(topic, data, timeout, joining=True)
+        except BaseException:
+            self._memberships.settled(topic, marker)
+            raise
+        self._memberships.accepted(topic, data, marker)
+        return ack.data
+
+    async def leave(
+        self,
+        topic: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - as request's
+    ) -> None:
+        """Leave ``topic`` (``$ws:leave``): the client forgets it at once (it is not joined
+        again after a reconnect), and returns once the server acknowledged the leave.
+
+        While not connected there is nothing to leave on the server (a new connection starts
+        in no topic): it returns at once, and a join of the topic still waiting in the queue
+        is taken out of it (that ``join`` raises ``CANCELLED``)."""
+        self._memberships.left(topic)
+        if not self.is_connected:
+            self._unqueue_joins(topic)
+            return
+        await self._topic_call(topic, None, timeout, joining=False)
+
+    async def _topic_call(
+        self,
+        topic: str,
+        data: Any,
+        timeout: float | None,  # noqa: ASYNC109 - as request's
+        *,
+        joining: bool,
+    ) -> Any:
+        """Send a join or a leave and wait for its answer (the JoinAck of a join)."""
+        if len(self._calls) >= self._pending_limit:
+            raise WsError(ErrorCode.RESOURCE_EXHAUSTED, "too many requests pending")
+        seconds = self._request_timeout if timeout is None else timeout
+        cid = self._new_id()
+        frame = CANONICAL.join if joining else CANONICAL.leave
+        text = frame(topic, data, cid)
+        future = asyncio.get_running_loop().create_future()
+        self._calls[cid] = _Call(future, topic=topic, joining=joining)
+        try:
+            async with asyncio.timeout(seconds):
+                if await self._write_or_queue(text, cid) == "dropped":
+                    raise WsError(ErrorCode.UNAVAILABLE, "not connected, and the queue is full")
+                return await future
+        except TimeoutError:
+            what = "join" if joining else "leave"
+            raise WsError(
+                ErrorCode.DEADLINE_EXCEEDED, f"no answer to the {what} of {topic!r} in {seconds} s"
+            ) from None
+        finally:
+            self._calls.pop(cid, None)
+            self._unqueue(cid)
+
+    def _unqueue_joins(self, topic: str) -> None:
+        for text, cid in list(self._queue):
+            call = self._calls.get(cid) if cid is not None else None
+            if call is not None and call.joining and call.topic == topic:
+                self._queue.remove((text, cid))
+                left = WsError(ErrorCode.CANCELLED, f"{topic!r} was left before the join was sent")
+                _settle(call.future, left)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -463,6 +569,7 @@ class Client:
             if not waiter.done():
                 waiter.set_result(None)
         try:
+            await self._rejoin(ws)
             await self._flush(ws)
             async for data in ws:
                 frame = parse(data, isinstance(data, bytes))
@@ -478,10 +585,18 @@ class Client:
             pass
         finally:
             self._ws = None
+            self._memberships.lost()
             if not ws.transport.is_closing():  # cancelled while open: do not leak the socket
                 ws.transport.abort()
         received = ws.protocol.close_rcvd
         return received.code if received is not None else 1006
+
+    async def _rejoin(self, ws: ClientConnection) -> None:
+        """Join the remembered topics again, before anything else is sent; their answers come
+        to :meth:`_dispatch`."""
+        for topic, text in self._memberships.rejoins(self._new_id):
+            if topic in self._memberships.joined:  # (not left while the others were sent)
+                await ws.send(text)
 
     async def _flush(self, ws: ClientConnection) -> None:
         queue = self._queue
@@ -542,20 +657,29 @@ class Client:
         cid = frame.correlation_id
         call = self._calls.get(cid) if cid is not None else None
         if call is not None and not call.future.done():
-            if frame.type == canonical.RPC_PROGRESS:
+            if call.topic is not None:
+                if self._answer_topic_call(call, frame):
+                    return
+            elif frame.type == canonical.RPC_PROGRESS:
                 if call.on_progress is not None:
                     self._run_listener(call.on_progress, frame.payload, "handler")
                 return
-            if frame.type == canonical.RPC_ERROR:
+            elif frame.type == canonical.RPC_ERROR:
                 call.future.set_exception(error_of(frame))
                 return
-            if frame.type == call.response.type:
+            elif call.response is not None and frame.type == call.response.type:
                 try:
                     call.future.set_result(typed(frame, call.response))
                 except ValidationError as exc:
                     call.future.set_exception(exc)
                     self._report(exc, "validation", frame.json)
                 return
+        rejoined = self._memberships.rejoin_answer(frame) if cid is not None else False
+        if isinstance(rejoined, JoinRefused):
+            self._report(rejoined, "rejoin", rejoined.topic)
+            return
+        if rejoined:
+            return
         if frame.type == "<text>":
             self._report(ValueError("not a canonical frame"), "parse", frame.raw)
         elif frame.type == canonical.ERROR:
@@ -571,6 +695,27 @@ class Client:
         else:
             for listener in list(self._unhandled_listeners):
                 self._run_listener(listener, frame, "handler")
+
+    @staticmethod
+    def _answer_topic_call(call: _Call, frame: Frame) -> bool:
+        """Settle a join or a leave with ``frame`` if it answers it; whether it did."""
+        topic, cid = call.topic, frame.correlation_id
+        assert topic is not None and cid is not None
+        if call.joining:
+            answer = CANONICAL.join_answer(frame, topic, cid)
+            if answer is None:
+                return False
+            if isinstance(answer, JoinRefused):
+                call.future.set_exception(answer)
+            else:
+                call.future.set_result(answer)
+            return True
+        left = CANONICAL.leave_answer(frame, topic, cid)
+        if isinstance(left, WsError):
+            call.future.set_exception(left)
+        elif left:
+            call.future.set_result(None)
+        return left is not False
 
     def _run_listener(self, listener: Callable[[Any], Any], arg: Any, what: Any) -> None:
         try:
