@@ -1,6 +1,7 @@
 """The browser client (src/crosswire/static/client.js) in Node.js against real crosswire
 servers: requests, progress, errors, deadlines and AbortSignal, heartbeat, a token in a
-subprotocol, and the offline queue across a server restart."""
+subprotocol, the offline queue across a server restart, and topics: joins, leaves, and the
+joins made again after a server restart."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from crosswire import Accept, Heartbeat, Response, Router, RpcContext, message, 
 from crosswire.auth import bearer_token
 from crosswire.client import browser_module
 from examples import echo
+from tests.integration.test_client_topics import Said, topic_router
 from tests.support import BROWSER_CLIENT, RunScenario, ServeRouter, eventually
 
 Slow = rpc("SLOW", {"seconds": float}, "SLOW_DONE", None)
@@ -182,3 +184,69 @@ async def test_a_token_in_the_query(serve_router: ServeRouter, run_scenario: Run
     server = await serve_router(router)
     assert (await (await run_scenario(server.url + "/", "query_token")).result())["sum"] == 4
     assert sources == ["query"]
+
+
+async def test_joins_are_acknowledged_or_refused_and_leaves_stop_publications(
+    serve_router: ServeRouter, run_scenario: RunScenario
+) -> None:
+    server = await serve_router(topic_router([]))
+    result = await (await run_scenario(server.url + "/", "topics")).result()
+    assert result["ack"] == {"welcome": "ann"} and result["lobby"] is True  # no data: undefined
+    assert result["refused"] == {
+        "name": "JoinRefused",
+        "code": "PERMISSION_DENIED",
+        "message": "members only",
+        "retryable": False,
+        "topic": "room:secret",
+        "reason": "members only",
+    }
+    assert result["unknown"]["code"] == "NOT_FOUND"
+    assert result["unknown"]["reason"] == "no topic 'nowhere'"
+    assert result["badTopic"]["name"] == "TypeError"
+    assert result["heard"] == ["hello", "after"]  # nothing said in room:1 after the leave
+    assert result["joined"] == [["room:1", {"username": "ann"}], ["lobby", None]]
+    assert result["left"] == [["lobby", None]] and result["closed"] == []
+
+
+async def test_topics_are_joined_again_after_the_server_restarts(
+    serve_router: ServeRouter, run_scenario: RunScenario
+) -> None:
+    joins: list[tuple[str, Any]] = []
+    first = await serve_router(topic_router(joins))
+    scenario = await run_scenario(first.url + "/", "rejoin")
+    assert await scenario.step() == "stop-server"
+    await first.aclose()
+    joins.clear()
+    scenario.go_on()
+    assert await scenario.step() == "start-server"
+    router = topic_router(joins, closed=frozenset({"room:2"}))
+    await serve_router(router, port=first.port)
+    scenario.go_on()
+    assert await scenario.step() == "publish"
+    router.publish("room:1", Said, {"room": "room:1", "text": "from the server"})
+    scenario.go_on()
+    result = await scenario.result()
+    assert joins == [("room:1", "ann"), ("room:2", "ann")]  # with the data of the first join
+    # The rejoins went before the queued SAY: the client was in room:1 again to hear it.
+    assert result["heard"] == ["while down", "from the server"]
+    assert result["errors"] == [
+        {
+            "type": "rejoin",
+            "details": "room:2",
+            "name": "JoinRefused",
+            "topic": "room:2",
+            "reason": "members only",
+        }
+    ]
+    assert result["topics"] == {"room:1": {"username": "ann"}}
+
+
+async def test_a_join_while_offline_waits_for_the_connection(
+    serve_router: ServeRouter, run_scenario: RunScenario
+) -> None:
+    server = await serve_router(topic_router([]))
+    result = await (await run_scenario(server.url + "/", "join_offline")).result()
+    assert result["queued"] == 2
+    assert result["cancelled"]["code"] == "CANCELLED"
+    assert result["ack"] == {"welcome": "ann"}
+    assert result["topics"] == {"room:1": {"username": "ann"}}

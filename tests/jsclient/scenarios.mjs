@@ -29,7 +29,8 @@ const caught = async (promise) => {
     await promise;
     return null;
   } catch (error) {
-    return { name: error.name, code: error.code, message: error.message, retryable: error.retryable };
+    const { name, code, message, retryable, topic, reason } = error;
+    return { name, code, message, retryable, topic, reason };
   }
 };
 
@@ -189,6 +190,66 @@ const scenarios = {
     return { lostError, sentNow, sum: reply.payload.sum, states };
   },
 };
+
+Object.assign(scenarios, {
+  async topics() {
+    const client = wsClient({ url, reconnect: fast });
+    const heard = [];
+    client.on("SAID", (payload) => heard.push(payload.text));
+    await client.connect();
+    const ack = await client.join("room:1", { username: "ann" });
+    const lobby = await client.join("lobby");
+    const refused = await caught(client.join("room:secret", { username: "ann" }));
+    const unknown = await caught(client.join("nowhere"));
+    const badTopic = await caught(client.join(""));
+    client.send("SAY", { room: "room:1", text: "hello" }); // a member hears itself
+    await until(() => heard.length === 1);
+    const joined = Object.entries(client.topics); // (entries: JSON keeps an undefined as null)
+    await client.leave("room:1");
+    client.send("SAY", { room: "room:1", text: "gone?" });
+    client.send("SAY", { room: "lobby", text: "after" }); // in order, from one sender
+    await until(() => heard.length === 2);
+    const left = Object.entries(client.topics);
+    await client.leave("room:1"); // not in it: acknowledged all the same
+    await client.close();
+    return { ack, lobby: lobby === undefined, refused, unknown, badTopic, heard, joined, left, closed: Object.entries(client.topics) };
+  },
+
+  async rejoin() {
+    const client = wsClient({ url, reconnect: fast });
+    const heard = [];
+    const errors = [];
+    client.on("SAID", (payload) => heard.push(payload.text));
+    client.onError((error, context) => errors.push({ type: context.type, details: context.details, name: error.name, topic: error.topic, reason: error.reason }));
+    await client.connect();
+    await client.join("room:1", { username: "ann" });
+    await client.join("room:2", { username: "ann" });
+    await step("stop-server");
+    await until(() => client.state === "reconnecting");
+    client.send("SAY", { room: "room:1", text: "while down" }); // queued: sent after the rejoins
+    await step("start-server");
+    await until(() => heard.includes("while down") && errors.length === 1);
+    await step("publish"); // the server publishes to room:1
+    await until(() => heard.includes("from the server"));
+    const topics = client.topics;
+    await client.close();
+    return { heard, errors, topics };
+  },
+
+  async join_offline() {
+    const client = wsClient({ url, reconnect: fast });
+    const pending = client.join("room:1", { username: "ann" });
+    const dropped = caught(client.join("room:9", { username: "ann" }));
+    const queued = client.queued;
+    await client.leave("room:9"); // offline: nothing to leave; its queued join is taken out
+    const cancelled = await dropped;
+    await client.connect();
+    const ack = await pending;
+    const topics = client.topics;
+    await client.close();
+    return { queued, cancelled, ack, topics };
+  },
+});
 
 const result = await scenarios[scenario]();
 console.log(JSON.stringify(result));

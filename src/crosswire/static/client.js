@@ -1,13 +1,15 @@
 // crosswire's browser client: one zero-dependency ES module for the canonical dialect
 // (docs/protocol.md), with the API of WS-Kit's wsClient and of crosswire.client.Client:
-// requests with progress, deadlines and AbortSignal, handlers per type, a bounded offline
-// queue, reconnection with backoff, and a token on every attempt. docs/client.md.
+// requests with progress, deadlines and AbortSignal, handlers per type, topics joined and
+// left (and joined again after a reconnect), a bounded offline queue, reconnection with
+// backoff, and a token on every attempt. docs/client.md.
 //
 //   import { wsClient } from "/static/client.js";
 //   const client = wsClient({ url: "ws://127.0.0.1:8000/" });
 //   client.on("ECHO", (payload, frame) => console.log(payload.text));
 //   await client.connect();
 //   const reply = await client.request("ADD", { a: 1, b: 2 });  // reply.payload.sum === 3
+//   const welcome = await client.join("room:7", { username: "ann" });  // the ack's data
 
 const RETRYABLE = new Set(["ABORTED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE"]);
 // Close codes after which reconnecting cannot help (the server refused this client).
@@ -38,7 +40,27 @@ export class WsClientError extends Error {
   }
 }
 
-/** Create a client; nothing happens until connect() (or send/request, which queue). */
+/** The server refused to join `topic`: `code` and `reason` (= `message`) are the server's. */
+export class JoinRefused extends WsClientError {
+  constructor(topic, code, reason = "", options = {}) {
+    super(code, reason, options);
+    this.name = "JoinRefused";
+    this.topic = topic;
+  }
+
+  get reason() {
+    return this.message;
+  }
+
+  static fromPayload(topic, payload) {
+    const error = WsClientError.fromPayload(payload);
+    return new JoinRefused(topic, error.code, error.message, error);
+  }
+}
+
+const JOIN_REFUSALS = new Set(["$ws:join-error", "RPC_ERROR", "ERROR"]);
+
+/** Create a client; nothing happens until connect() (or send/request/join, which queue). */
 export function wsClient(options) {
   return new Client(options);
 }
@@ -99,10 +121,23 @@ class Client {
     this._errorListeners = new Set();
     this._unhandledListeners = new Set();
     this._openWaiters = [];
+    this._topics = new Map(); // joined topic -> the data it was joined with
+    this._joining = new Map(); // topic -> a marker of its latest join waiting for an answer
+    this._rejoins = new Map(); // correlationId -> topic, the rejoins of the current socket
+  }
+
+  /** The topics joined (and not left), each with the data it was joined with. */
+  get topics() {
+    return Object.fromEntries(this._topics);
   }
 
   get isConnected() {
     return this.state === "open";
+  }
+
+  /** How many frames wait for a connection. */
+  get queued() {
+    return this._queue.length;
   }
 
   // -- connecting ------------------------------------------------------------------------
@@ -128,7 +163,8 @@ class Client {
 
   /**
    * Close and stop reconnecting; resolves once closed (at most closeTimeoutMs). Pending
-   * requests fail with CANCELLED. `code` must be 1000 or 3000-4999 (what browsers allow).
+   * requests, joins and leaves fail with CANCELLED, and the joined topics are forgotten.
+   * `code` must be 1000 or 3000-4999 (what browsers allow).
    */
   close({ code = 1000, reason = "" } = {}) {
     if (code !== 1000 && !(code >= 3000 && code <= 4999)) {
@@ -139,6 +175,9 @@ class Client {
     this._generation += 1; // the current socket's events no longer concern the client
     clearTimeout(this._timer);
     this._queue = [];
+    this._topics.clear();
+    this._joining.clear();
+    this._rejoins.clear();
     this._failCalls(new WsClientError("CANCELLED", "the client closed"));
     this._settleOpenWaiters(new Error("the client closed"));
     const ws = this._ws;
@@ -212,6 +251,7 @@ class Client {
       clearTimeout(timer);
       if (this._ws === ws) this._ws = null;
       if (!current()) return;
+      this._rejoins.clear();
       if (error) this._lastError = error;
       if (openedAt !== null) {
         this._failCalls(new WsClientError("UNAVAILABLE", `the connection was lost (${code})`));
@@ -233,6 +273,7 @@ class Client {
       this.protocol = ws.protocol;
       this._setState("open");
       this._settleOpenWaiters(null);
+      this._rejoin(); // the topics first, then what waited in the queue
       this._flush();
     });
     ws.addEventListener("message", (event) => {
@@ -329,6 +370,105 @@ class Client {
     });
   }
 
+  /**
+   * Join `topic` ($ws:join) with `data` (the join handler's ctx.payload); resolves with the
+   * data of the server's ack (undefined when none), rejects with a JoinRefused (code,
+   * reason) when the server refuses, or a WsClientError as request does. Once acknowledged,
+   * the topic is joined again, with the same data, after each reconnect. While offline the
+   * join waits in the queue.
+   */
+  async join(topic, data, { timeoutMs = 30000 } = {}) {
+    if (typeof topic !== "string" || !topic) throw new TypeError("a topic is a non-empty string");
+    const marker = {};
+    this._joining.set(topic, marker);
+    let ack;
+    try {
+      ack = await this._topicCall(topic, data, timeoutMs, true);
+    } finally {
+      if (this._joining.get(topic) === marker) {
+        this._joining.delete(topic);
+        if (ack) this._topics.set(topic, data);
+      }
+    }
+    return ack.data;
+  }
+
+  /**
+   * Leave `topic` ($ws:leave): forgotten at once (not joined again after a reconnect);
+   * resolves once the server acknowledged it. While offline there is nothing to leave on the
+   * server: it resolves at once, and a queued join of the topic fails with CANCELLED.
+   */
+  async leave(topic, { timeoutMs = 30000 } = {}) {
+    this._topics.delete(topic);
+    this._joining.delete(topic);
+    if (this.state !== "open") {
+      for (const [, cid] of this._queue) {
+        const call = this._calls.get(cid);
+        if (call?.joining && call.topic === topic) {
+          call.reject(new WsClientError("CANCELLED", `${topic} was left before the join was sent`));
+        }
+      }
+      return;
+    }
+    await this._topicCall(topic, undefined, timeoutMs, false);
+  }
+
+  _topicCall(topic, data, timeoutMs, joining) {
+    return new Promise((resolve, reject) => {
+      if (this._calls.size >= this.pendingRequestsLimit) {
+        throw new WsClientError("RESOURCE_EXHAUSTED", "too many requests pending");
+      }
+      const cid = `c${++this._nextId}`;
+      const ms = Math.min(Math.max(1, Math.round(Number(timeoutMs) || 0)), MAX_TIMEOUT_MS);
+      const payload = data === undefined ? { topic } : { topic, data };
+      const text = encode(joining ? "$ws:join" : "$ws:leave", payload, null, { correlationId: cid });
+      const call = { sent: false, topic, joining };
+      const finish = () => {
+        clearTimeout(timer);
+        if (this._calls.get(cid) === call) this._calls.delete(cid);
+        this._queue = this._queue.filter(([, id]) => id !== cid);
+      };
+      call.resolve = (value) => (finish(), resolve(value));
+      call.reject = (error) => (finish(), reject(error));
+      // Settles the call if `frame` (with its correlationId) answers it; whether it did.
+      call.answer = (frame) => {
+        if (joining && frame.type === "$ws:join-ack") call.resolve({ data: frame.payload?.data });
+        else if (joining && JOIN_REFUSALS.has(frame.type)) call.reject(JoinRefused.fromPayload(topic, frame.payload));
+        else if (!joining && frame.type === "$ws:leave-ack") call.resolve(undefined);
+        else if (!joining && (frame.type === "ERROR" || frame.type === "RPC_ERROR")) {
+          call.reject(WsClientError.fromPayload(frame.payload));
+        } else return false;
+        return true;
+      };
+      const what = joining ? "join" : "leave";
+      const timer = setTimeout(
+        () => call.reject(new WsClientError("DEADLINE_EXCEEDED", `no answer to the ${what} of ${topic} within ${ms} ms`)),
+        ms,
+      );
+      this._calls.set(cid, call);
+      let how;
+      try {
+        how = this._writeOrQueue(text, cid);
+      } catch (error) {
+        return call.reject(error);
+      }
+      if (how === "dropped") {
+        call.reject(new WsClientError("UNAVAILABLE", "not connected, and the queue is full"));
+      }
+    });
+  }
+
+  _rejoin() {
+    this._rejoins.clear();
+    for (const [topic, data] of this._topics) {
+      if (this._ws?.readyState !== 1) return;
+      const cid = `c${++this._nextId}`;
+      this._rejoins.set(cid, topic);
+      const payload = data === undefined ? { topic } : { topic, data };
+      this._ws.send(encode("$ws:join", payload, null, { correlationId: cid }));
+    }
+  }
+
   _writeOrQueue(text, cid) {
     if (!this._accepting) throw new WsClientError("UNAVAILABLE", "the client is closed: call connect()");
     if (this.state === "open" && this._ws?.readyState === 1 && this._queue.length === 0) {
@@ -396,7 +536,9 @@ class Client {
     }
     const cid = typeof meta.correlationId === "string" ? meta.correlationId : null;
     const call = cid !== null ? this._calls.get(cid) : undefined;
-    if (call) {
+    if (call?.answer) {
+      if (call.answer(frame)) return;
+    } else if (call) {
       if (frame.type === "$ws:rpc-progress") {
         if (call.onProgress) this._guard(() => call.onProgress(frame.payload ?? frame.data));
       } else if (frame.type === "RPC_ERROR" || frame.type === "ERROR") {
@@ -405,6 +547,13 @@ class Client {
         call.resolve({ type: frame.type, meta, payload: frame.payload });
       }
       return;
+    }
+    const rejoined = cid !== null ? this._rejoins.get(cid) : undefined;
+    if (rejoined !== undefined && (frame.type === "$ws:join-ack" || JOIN_REFUSALS.has(frame.type))) {
+      this._rejoins.delete(cid);
+      if (frame.type === "$ws:join-ack") return;
+      this._topics.delete(rejoined); // refused now: forgotten, and the app told
+      return this._report(JoinRefused.fromPayload(rejoined, frame.payload), "rejoin", rejoined);
     }
     if (frame.type === "ERROR") return this._report(WsClientError.fromPayload(frame.payload), "server", frame);
     const handler = this._handlers.get(frame.type);
