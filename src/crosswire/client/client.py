@@ -385,7 +385,11 @@ class Client:
         while not connected waits in the queue, and every wait is bounded by ``timeout``
         (default ``request_timeout``). Raises :class:`~crosswire.JoinRefused` (``code``,
         ``reason``) when the server refuses, and :class:`~crosswire.WsError` as
-        :meth:`request` does (``DEADLINE_EXCEEDED``, ``UNAVAILABLE``, ...)."""
+        :meth:`request` does (``DEADLINE_EXCEEDED``, ``UNAVAILABLE``, ...).
+
+        Cancelling it (or its timeout) takes a queued join out of the queue; a join already
+        sent cannot be called back: the server may join the topic all the same, and the
+        client does not remember it. :meth:`leave` it to be sure."""
         if not isinstance(topic, str) or not topic:
             raise ValueError(f"a topic is a non-empty string, not {topic!r}")
         marker = self._memberships.joining(topic)
