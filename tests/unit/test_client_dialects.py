@@ -1,0 +1,178 @@
+"""The client side of each dialect against the server side: what a client writes, the server
+reads as meant; what the server writes, a client reads back as it was. And the joined topics
+a client remembers. No event loop, no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+from crosswire import ErrorCode, JoinRefused, WsError
+from crosswire.client import dialects as client
+from crosswire.client.frames import Frame, JoinAck
+from crosswire.client.topics import Memberships
+from crosswire.wire import CANONICAL, EVENTS, ROVER, Dialect, TopicAnswer, TopicRequest
+
+PAIRS: list[tuple[Dialect, client.ClientDialect]] = [
+    (CANONICAL, client.CANONICAL),
+    (EVENTS, client.EVENTS),
+    (ROVER, client.ROVER),
+]
+IDS = [server.name for server, _ in PAIRS]
+
+#: Payloads that each dialect carries there and back; Rover has to tuck some under data.
+PAYLOADS: list[Any] = [
+    {"text": "hi"},
+    {"type": "x", "n": 1},  # a field named type
+    {"data": {"a": 1}},  # an object under a field named data
+    {"data": 5},
+    [3, 1],
+    "words",
+    7,
+]
+
+#: What Rover's frames cannot tell apart (docs/protocol-rover.md): ``{"data": 5}`` is sent as
+#: ``{"type": T, "data": 5}``, which reads as the payload 5, both ways; an object with a
+#: field named type goes under ``data``, which the server reads back as ``{"data": {...}}``.
+ROVER_READS: dict[str, tuple[Any, Any]] = {
+    # payload: (what the server reads from the client, what the client reads from the server)
+    repr({"data": 5}): (5, 5),
+    repr({"type": "x", "n": 1}): ({"data": {"type": "x", "n": 1}}, {"type": "x", "n": 1}),
+}
+
+
+@pytest.mark.parametrize(("server", "speaks"), PAIRS, ids=IDS)
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_a_message_goes_both_ways_unchanged(server: Dialect, speaks: Any, payload: Any) -> None:
+    json = msgspec.json.encode(payload)  # (as a schema dumps a payload: any integer)
+    read_by_server, read_by_client = payload, payload
+    if speaks is client.ROVER:
+        read_by_server, read_by_client = ROVER_READS.get(repr(payload), (payload, payload))
+    envelope = server.decode(speaks.encode("EV", orjson.Fragment(json), {}))
+    assert (envelope.type, envelope.payload) == ("EV", read_by_server)
+    frame = speaks.parse(server.message("EV", None, json).decode(), False)
+    assert (frame.type, frame.payload) == ("EV", read_by_client)
+
+
+@pytest.mark.parametrize(("server", "speaks"), PAIRS, ids=IDS)
+def test_a_client_reads_integers_of_any_size_exactly(server: Dialect, speaks: Any) -> None:
+    json = msgspec.json.encode({"n": 10**30 + 1})
+    assert speaks.parse(server.message("EV", None, json), False).payload == {"n": 10**30 + 1}
+
+
+@pytest.mark.parametrize(("server", "speaks"), PAIRS, ids=IDS)
+def test_replies_progress_and_errors_are_read_with_their_correlation(
+    server: Dialect, speaks: Any
+) -> None:
+    reply = speaks.parse(server.reply("DONE", "c1", b'{"sum":3}').decode(), False)
+    assert (reply.type, reply.payload) == ("DONE", {"sum": 3})
+    progress = speaks.parse(server.progress("c1", {"n": 1}).decode(), False)
+    assert speaks.progress(progress) == ({"n": 1},) and speaks.progress(reply) is None
+    denied = WsError("PERMISSION_DENIED", "no", {"why": "late"})
+    error = speaks.error(speaks.parse(server.error(denied, "c1").decode(), False))
+    assert isinstance(error, WsError) and error.message == "no"
+    assert error.details == {"why": "late"} and speaks.error(reply) is None
+    if speaks.error_codes:
+        assert error.code == ErrorCode.PERMISSION_DENIED
+    else:  # the events dialect's errors carry no code
+        assert error.code == ErrorCode.INTERNAL
+    if speaks.correlates:
+        assert reply.correlation_id == progress.correlation_id == "c1"
+
+
+@pytest.mark.parametrize(("server", "speaks"), PAIRS, ids=IDS)
+def test_join_and_leave_frames_reach_the_server_as_topic_requests(
+    server: Dialect, speaks: Any
+) -> None:
+    data = None if speaks is client.EVENTS else {"username": "ann"}
+    joined = server.topic_requests(server.decode(speaks.join("room:1", data, "j1")))
+    assert [r.topic for r in joined] == ["room:1"]
+    if data is not None:
+        assert joined[0].data == data
+    left = server.topic_requests(server.decode(speaks.leave("room:1", None, "l1")))
+    assert [r.topic for r in left] == ["room:1"]
+
+
+@pytest.mark.parametrize(("server", "speaks"), [PAIRS[0], PAIRS[2]], ids=["canonical", "rover"])
+@pytest.mark.parametrize("data", [{"members": 2}, {"type": "x"}, {"data": {"a": 1}}, 5, None])
+def test_acks_and_refusals_are_read_back(server: Dialect, speaks: Any, data: Any) -> None:
+    request = TopicRequest("room:1", None, "j1")
+
+    def answer(frame: bytes, topic: str = "room:1", cid: str = "j1") -> Any:
+        return speaks.join_answer(speaks.parse(frame.decode(), False), topic, cid)
+
+    [ack] = server.joined([TopicAnswer(request, None, data)])
+    accepted = answer(ack)
+    assert isinstance(accepted, JoinAck) and accepted.data == data
+    assert answer(ack, "room:2", "j2") is None  # another join's
+    refused = WsError("PERMISSION_DENIED", "members only")
+    [error] = server.joined([TopicAnswer(request, refused)])
+    refusal = answer(error)
+    assert isinstance(refusal, JoinRefused)
+    assert (refusal.topic, refusal.code, refusal.reason) == (
+        "room:1",
+        ErrorCode.PERMISSION_DENIED,
+        "members only",
+    )
+    [left] = server.left([TopicAnswer(TopicRequest("room:1", None, "l1"))])
+    assert speaks.leave_answer(speaks.parse(left.decode(), False), "room:1", "l1") is True
+
+
+def test_events_refusals_name_their_rooms() -> None:
+    speaks = client.EVENTS
+    request = TopicRequest("a")
+    [error] = EVENTS.joined([TopicAnswer(request, WsError("NOT_FOUND", "no topic 'a'"))])
+    frame = speaks.parse(error.decode(), False)
+    assert speaks.join_answer(frame, "b", "j") is None
+    refusal = speaks.join_answer(frame, "a", "j")
+    assert isinstance(refusal, JoinRefused) and refusal.reason == "no topic 'a'"
+    assert refusal.details == {}  # (the rooms are the frame's, not the error's)
+    too_many = WsError("RESOURCE_EXHAUSTED", "too many topics", {"limit": 4})
+    [whole] = EVENTS.joined([TopicAnswer(request, too_many, whole=True)])
+    refusal = speaks.join_answer(speaks.parse(whole.decode(), False), "a", "j")
+    assert isinstance(refusal, JoinRefused) and refusal.details == {"limit": 4}
+
+
+def test_what_is_not_a_frame_of_the_dialect() -> None:
+    for speaks in (client.CANONICAL, client.EVENTS, client.ROVER):
+        assert speaks.parse(b"\x00\x01", True) == Frame("<binary>", raw=b"\x00\x01")
+        assert speaks.parse("hello", False).type == "<text>"
+        assert speaks.parse('{"no": "type"}', False).payload == '{"no": "type"}'
+
+
+def test_memberships_remember_acked_joins_and_forget_left_ones() -> None:
+    topics = Memberships()
+    first = topics.joining("a")
+    topics.accepted("a", {"u": 1}, first)
+    left_early = topics.joining("b")
+    topics.left("b")  # before its ack came
+    topics.accepted("b", None, left_early)
+    refused = topics.joining("c")
+    topics.settled("c", refused)
+    assert dict(topics.joined) == {"a": {"u": 1}}
+
+    ids = iter(["r1", "r2"])
+    topics.accepted("d", None, topics.joining("d"))
+    frames = topics.rejoins(lambda: next(ids))
+    assert [t for t, _ in frames] == ["a", "d"]
+    assert orjson.loads(frames[0][1]) == {
+        "type": "$ws:join",
+        "meta": {"correlationId": "r1"},
+        "payload": {"topic": "a", "data": {"u": 1}},
+    }
+    ack = Frame("$ws:join-ack", {"correlationId": "r1"}, {"topic": "a"})
+    no = Frame(
+        "$ws:join-error",
+        {"correlationId": "r2"},
+        {"topic": "d", "code": "PERMISSION_DENIED", "message": "closed"},
+    )
+    assert topics.rejoin_answer(ack) is True
+    assert topics.rejoin_answer(ack) is False  # answered already
+    refusal = topics.rejoin_answer(no)
+    assert isinstance(refusal, JoinRefused) and refusal.topic == "d"
+    assert dict(topics.joined) == {"a": {"u": 1}}
+    topics.clear()
+    assert dict(topics.joined) == {}
