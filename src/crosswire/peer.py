@@ -5,7 +5,8 @@ A peer has three sides, each a small named interface:
 * **users** (hooks, handlers): ``send``, ``subscribe``, ``publish``, ``identify``, ``close``,
   ``terminate``, and what they read (``id``, ``request``, ``topics``, ``user_id``, ...);
 * **the layers above** (the Hub, the router): ``ready_state``, ``render``, ``transform``,
-  ``session``, ``cork``, :meth:`Peer.attach`, :meth:`Peer.send_frame`, :meth:`Peer.write`,
+  ``session``, ``cork``, :meth:`Peer.attach`, :meth:`Peer.send_frame`, ``write_text``,
+  :meth:`Peer.write`,
   ``backpressured`` and :meth:`Peer.close_overflowed`;
 * **the server adapter below** (:class:`Transport`): the peer's ``_receive_data``,
   ``_closed``, ``_pause_writing``, ``_resume_writing`` and ``_check_buffer``, which only
@@ -293,6 +294,7 @@ class Peer:
         "session",
         "subprotocol",
         "transform",
+        "write_text",
     )
 
     def __init__(
@@ -326,6 +328,11 @@ class Peer:
         self._topics: set[str] = set()
         self._close_sent: tuple[int, str] | None = None
         self._write_paused = False
+        #: Writes one text frame already encoded (UTF-8 bytes) as it is: the transport's own
+        #: ``send_text`` while the client keeps up, one that also checks the send buffer
+        #: while it is past its high-water mark. The Hub's fan-out calls it for each member
+        #: (no Python frame of the peer's on that path).
+        self.write_text: Callable[[bytes], None] = transport.send_text
         #: While paused: the buffered amount at the last check, and the largest growth
         #: between two checks (the largest write), which may wait on top of the limit.
         self._buffer_seen = 0
@@ -515,14 +522,19 @@ class Peer:
         return self._write_paused
 
     def write(self, payload: bytes, text: bool) -> None:
-        """Write an encoded message as it is (no state check, no transform): the Hub's
-        fan-out, to a peer it found open."""
+        """Write an encoded message as it is (no state check, no transform): the Hub's, to a
+        peer it found open (text frames in a fan-out: :attr:`write_text`)."""
         if text:
-            self._transport.send_text(payload)
-        else:
-            self._transport.send_binary(payload)
+            self.write_text(payload)
+            return
+        self._transport.send_binary(payload)
         if self._write_paused:
             self._check_buffer()
+
+    def _write_text_checked(self, payload: bytes) -> None:
+        """:attr:`write_text` while the send buffer is past its high-water mark."""
+        self._transport.send_text(payload)
+        self._check_buffer()
 
     def _check_buffer(self) -> None:
         """The transport is past its high-water mark: close the peer if what waits behind
@@ -622,11 +634,13 @@ class Peer:
     def _pause_writing(self) -> None:
         self._write_paused = True
         self._buffer_seen = self._largest_write = 0
+        self.write_text = self._write_text_checked
 
     def _resume_writing(self) -> None:
         if not self._write_paused:
             return
         self._write_paused = False
+        self.write_text = self._transport.send_text
         self._release_drain_waiters()
         hook = self._hooks.drain
         if hook is None or self.ready_state is ReadyState.CLOSED:

@@ -356,9 +356,11 @@ class Hub:
                 if cork is not None and not cork.held:
                     writes.hold(cork)  # until the batch ends
             if frame is None:
-                peer.write(payload, True)  # type: ignore[arg-type]
+                peer.write_text(payload)  # type: ignore[arg-type]
+            elif text:
+                peer.write_text(frame)
             else:
-                peer.write(frame, text)
+                peer.write(frame, False)
         return count
 
     def _from_bus(self, channel: str, message: bytes, more: bool = False) -> None:
