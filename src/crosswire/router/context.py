@@ -122,7 +122,13 @@ class Serving(Desk, Protocol):
 
     def run_plain(self, handler: Callable[[Any], Any], arg: Any) -> None: ...
 
-    def run_task(self, session: Session, running: Coroutine[Any, Any, None]) -> None: ...
+    def run_task(
+        self,
+        session: Session,
+        task_body: Coroutine[Any, Any, None],
+        ctx: EventContext[Any] | None = None,
+        running: Any = None,
+    ) -> None: ...
 
     def start_heartbeat(self, session: Session) -> None:
         """Start watching the connection's silence (once it is authenticated)."""

@@ -551,22 +551,9 @@ class Dispatcher:
             self.app.spawn(_log_errors(result, handler), eager=True)
 
     def _run_event(self, session: Session, ctx: EventContext[Any], running: Any) -> None:
-        """Run an async event handler in a task. Past ``max_inflight_events`` of them on one
-        connection, the message is refused with ``RESOURCE_EXHAUSTED``: the connection never
-        stops reading, so that aborts, heartbeats and other calls still get through."""
-        if session.events_running >= self.max_events:
-            _discard(running)
-            busy = WsError(
-                ErrorCode.RESOURCE_EXHAUSTED,
-                f"too many event handlers running on this connection (limit {self.max_events})",
-                retry_after_ms=100,
-            )
-            self.answer(session, ctx, busy, None)
-            return
-        task = self.app.spawn(self._finish_event(session, ctx, running), eager=True)
-        if not task.done():
-            session.events_running += 1
-            task.add_done_callback(lambda t: self._event_done(session, running))
+        """Run an async event handler in a task (see :meth:`run_task`); what it raises is
+        answered as the handler's error."""
+        self.run_task(session, self._finish_event(session, ctx, running), ctx, running)
 
     def _unhandled(
         self, session: Session, envelope: Envelope, handler: Callable[[Any], Any]
@@ -583,19 +570,28 @@ class Dispatcher:
         if result is not None and inspect.isawaitable(result):
             self._run_event(session, ctx, result)
 
-    def run_task(self, session: Session, running: Coroutine[Any, Any, None]) -> None:
-        """Run other async work of a connection (a join whose handler awaits) in a task
-        that counts against ``max_inflight_events``, as an async event handler does."""
+    def run_task(
+        self,
+        session: Session,
+        task_body: Coroutine[Any, Any, None],
+        ctx: EventContext[Any] | None = None,
+        running: Any = None,
+    ) -> None:
+        """Run async work of a connection (an async event handler, ``running`` inside
+        ``task_body``; a join whose handler awaits) in a task. Past ``max_inflight_events``
+        of them on one connection, it is refused with ``RESOURCE_EXHAUSTED``: the connection
+        never stops reading, so that aborts, heartbeats and other calls still get through."""
         if session.events_running >= self.max_events:
+            _discard(task_body)
             _discard(running)
             busy = WsError(
                 ErrorCode.RESOURCE_EXHAUSTED,
                 f"too many handlers running on this connection (limit {self.max_events})",
                 retry_after_ms=100,
             )
-            self.answer(session, None, busy, None)
+            self.answer(session, ctx, busy, None)
             return
-        task = self.app.spawn(running, eager=True)
+        task = self.app.spawn(task_body, eager=True)
         if not task.done():
             session.events_running += 1
             task.add_done_callback(lambda t: self._event_done(session, running))
