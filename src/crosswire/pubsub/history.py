@@ -1,0 +1,118 @@
+"""Topic history: each publication to a topic that keeps history gets an offset, and a client
+that comes back with the last offset it saw gets what it missed. No I/O in this module.
+
+A topic's history is a **stream**: publications numbered 1, 2, 3, ... (the *offset*, one more
+per publication) within an **epoch**, a token that changes whenever the stream's past is lost
+(a process restarted, Redis lost its data, the stream expired). A :class:`Position` is an
+(offset, epoch) pair. Recovery from a position succeeds when the epoch is the stream's and
+every publication after the offset is still kept; then the client gets exactly those, in
+order. Otherwise it is told ``recovered: false`` and must resync by itself: never a silent gap.
+
+:class:`History` is the policy of a topic (how many publications, for how long);
+:class:`MemoryHistory` keeps the streams of one process (a bounded ring per topic). The Redis
+store (Streams, appended and published in one script) has the same methods, async.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, NamedTuple, TypeVar
+
+from ..errors import ConfigurationError
+
+__all__ = ["History", "MemoryHistory", "Position", "Recovery"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """How much of a topic's past to keep: at most ``size`` publications, none older than
+    ``ttl`` seconds (None: no age limit). Memory is ``size`` times the size of a message,
+    per topic that has been published to."""
+
+    size: int = 100
+    ttl: float | None = 300.0
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ConfigurationError("History(size=...) keeps at least one publication")
+        if self.ttl is not None and self.ttl <= 0:
+            raise ConfigurationError("History(ttl=...) is a number of seconds > 0, or None")
+
+
+class Position(NamedTuple):
+    """Where a stream is: the offset of its last publication (0: none yet) in an epoch."""
+
+    offset: int
+    epoch: str
+
+
+class Recovery(NamedTuple, Generic[T]):
+    """What a recovery from a position found: whether it ``recovered`` (then ``missed`` holds
+    every publication after the position, oldest first; else nothing), and the stream's
+    position now (where the client is once it has ``missed``)."""
+
+    recovered: bool
+    missed: list[T]
+    position: Position
+
+
+class _Stream(Generic[T]):
+    __slots__ = ("entries", "epoch", "offset")
+
+    def __init__(self, size: int) -> None:
+        self.epoch = uuid.uuid4().hex[:12]
+        self.offset = 0
+        #: (offset, time appended, publication), oldest first.
+        self.entries: collections.deque[tuple[int, float, T]] = collections.deque(maxlen=size)
+
+
+class MemoryHistory(Generic[T]):
+    """The streams of one process. ``clock`` (seconds, monotonic) is for tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._streams: dict[str, _Stream[T]] = {}
+        self._clock = clock
+
+    def append(self, topic: str, item: T, policy: History) -> Position:
+        """Keep ``item`` as the topic's next publication; returns its position."""
+        stream = self._stream(topic, policy)
+        stream.offset += 1
+        stream.entries.append((stream.offset, self._clock(), item))
+        return Position(stream.offset, stream.epoch)
+
+    def position(self, topic: str, policy: History) -> Position:
+        """Where ``topic``'s stream is now (made, empty, if it has none yet: its epoch is
+        given out from now on)."""
+        return Position(self._stream(topic, policy).offset, self._stream(topic, policy).epoch)
+
+    def since(self, topic: str, since: Position, policy: History) -> Recovery[T]:
+        """Every publication of ``topic`` after ``since``, if the history still covers them."""
+        stream = self._stream(topic, policy)
+        now = Position(stream.offset, stream.epoch)
+        if since.epoch != stream.epoch or not 0 <= since.offset <= stream.offset:
+            return Recovery(False, [], now)
+        oldest = self._clock() - policy.ttl if policy.ttl is not None else None
+        missed = [
+            item
+            for offset, at, item in stream.entries
+            if offset > since.offset and (oldest is None or at >= oldest)
+        ]
+        if len(missed) != stream.offset - since.offset:  # trimmed or expired: a gap
+            return Recovery(False, [], now)
+        return Recovery(True, missed, now)
+
+    def _stream(self, topic: str, policy: History) -> _Stream[T]:
+        stream = self._streams.get(topic)
+        if stream is None:
+            stream = self._streams[topic] = _Stream(policy.size)
+        return stream
+
+    def forget(self, topic: str) -> None:
+        """Drop ``topic``'s stream: its next publication starts a new epoch."""
+        self._streams.pop(topic, None)
