@@ -26,7 +26,7 @@ from .hooks import Hooks, define_hooks
 from .http import Accept, Headers, QueryParams, Request, Response
 from .limits import Limits
 from .peer import CloseCode, Message, Peer, ReadyState
-from .pubsub import Emitter, Hub
+from .pubsub import Emitter, History, Hub
 from .router import Heartbeat, LimitExceeded, Router
 from .router.context import (
     CloseContext,
@@ -58,6 +58,7 @@ __all__ = [
     "EventContext",
     "Headers",
     "Heartbeat",
+    "History",
     "Hooks",
     "Hub",
     "JoinContext",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .backend import Backend, BusStats
 from .emitter import Emitter
 from .envelope import Publication
+from .history import History, MemoryHistory, Position, Recovery
 from .hub import Hub, Transform
 from .memory import MemoryBackend, MemoryBus
 
@@ -23,10 +24,14 @@ __all__ = [
     "Backend",
     "BusStats",
     "Emitter",
+    "History",
     "Hub",
     "MemoryBackend",
     "MemoryBus",
+    "MemoryHistory",
+    "Position",
     "Publication",
+    "Recovery",
     "RedisBackend",
     "Transform",
 ]

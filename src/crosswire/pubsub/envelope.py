@@ -26,7 +26,7 @@ import msgspec
 import orjson
 
 from ..errors import BusError
-from ..wire.dialect import Render
+from ..wire.dialect import Dialect, Position, Render
 
 __all__ = [
     "Kind",
@@ -54,6 +54,7 @@ class Publication:
     """
 
     __slots__ = (
+        "_positioned",
         "_rendered",
         "binary",
         "data",
@@ -62,6 +63,7 @@ class Publication:
         "frame",
         "kind",
         "meta",
+        "position",
         "target",
     )
 
@@ -86,6 +88,9 @@ class Publication:
         self.binary = binary
         self.exclude = exclude
         self._rendered: dict[Render, bytes | None] = {}
+        #: Its place in its topic's history (set by the Hub that kept it), or None.
+        self.position: Position | None = None
+        self._positioned: dict[Render, bytes] | None = None
 
     @classmethod
     def of_event(
@@ -116,6 +121,18 @@ class Publication:
         if render in rendered:
             return rendered[render]
         out = rendered[render] = render(self.event, self.meta, self.data)
+        return out
+
+    def positioned(self, render: Render, dialect: Dialect, frame: bytes) -> bytes:
+        """``frame`` (this event as ``render`` rendered it) with its topic and position, for
+        connections that asked for positions; computed once per render function."""
+        cache = self._positioned
+        if cache is None:
+            cache = self._positioned = {}
+        out = cache.get(render)
+        if out is None:
+            assert self.position is not None and self.target is not None
+            out = cache[render] = dialect.positioned(frame, self.target, self.position)
         return out
 
     def value(self) -> Any:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
 from ..errors import ConfigurationError
+from ..wire.dialect import Position
 
 __all__ = ["History", "MemoryHistory", "Position", "Recovery"]
 
@@ -43,13 +44,6 @@ class History:
             raise ConfigurationError("History(size=...) keeps at least one publication")
         if self.ttl is not None and self.ttl <= 0:
             raise ConfigurationError("History(ttl=...) is a number of seconds > 0, or None")
-
-
-class Position(NamedTuple):
-    """Where a stream is: the offset of its last publication (0: none yet) in an epoch."""
-
-    offset: int
-    epoch: str
 
 
 class Recovery(NamedTuple, Generic[T]):

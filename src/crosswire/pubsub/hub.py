@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..cork import WriteBatch
-from ..errors import BusError
+from ..errors import BusError, ConfigurationError
 from ..peer import ReadyState, Transform, encode
 from ..wire.maps import DROPPED, MappedRender
 from .backend import Backend, BusStats
 from .envelope import Kind, Publication, channel_for, decode_envelope, encode_envelope
+from .history import History, MemoryHistory, Position
 
 if TYPE_CHECKING:
     from ..peer import Peer
@@ -96,6 +97,13 @@ class Hub:
         #: adapters open it when a read brings several messages, and a fan-out meanwhile
         #: holds every socket it writes to, so that a burst leaves in one write per socket.
         self.writes = WriteBatch()
+        #: Topic history (issue 16): the rules (which topics keep history, and how much),
+        #: the policy found for each topic, the streams, and per topic the peers that asked
+        #: for positions.
+        self._history_rules: list[tuple[Callable[[str], bool], History]] = []
+        self._policies: dict[str, History | None] = {}
+        self._history: MemoryHistory[Publication] = MemoryHistory()
+        self._positioned: dict[str, set[Peer]] = {}
         if backend is not None:
             backend.bind(self._from_bus, self._report)
 
@@ -151,6 +159,8 @@ class Hub:
         members[peer] = None
 
     def unsubscribe(self, peer: Peer, topic: str) -> None:
+        if self._positioned:
+            self._unposition(peer, topic)
         members = self._topics.get(topic)
         if members is not None:
             members.pop(peer, None)
@@ -198,6 +208,63 @@ class Hub:
     def topics(self) -> list[str]:
         """Topics with at least one local subscriber."""
         return list(self._topics)
+
+    # -- history ---------------------------------------------------------------------------
+
+    def keep_history(self, matches: Callable[[str], bool], policy: History) -> None:
+        """Keep ``policy``'s history for every topic ``matches(topic)`` says (a router does
+        this for its topics declared with ``history=``). The first rule that matches a topic
+        is its policy. Events published to such a topic (not raw frames) get a position.
+
+        History is kept by this process: a Hub with a bus refuses it for now, since each
+        instance would number the same topic differently (Redis Streams come next)."""
+        if self._backend is not None:
+            raise ConfigurationError(
+                "topic history is kept in one process for now: a Hub with a bus cannot keep "
+                "it (each instance would number the topic differently)"
+            )
+        self._history_rules.append((matches, policy))
+        self._policies.clear()
+
+    def history_policy(self, topic: str) -> History | None:
+        """The history ``topic`` keeps, or None."""
+        try:
+            return self._policies[topic]
+        except KeyError:
+            found = next((p for match, p in self._history_rules if match(topic)), None)
+            if len(self._policies) < 100_000:  # (a cache: bounded, whatever the topics)
+                self._policies[topic] = found
+            return found
+
+    def recover(
+        self, peer: Peer, topic: str, since: Position | None
+    ) -> tuple[bool, Position, list[Publication]]:
+        """``peer`` (subscribed to ``topic``) asked for positions on it, from ``since`` (None:
+        from now): from now on its frames of ``topic`` carry their position. Returns whether
+        the history covers all it missed since ``since`` (``recovered``), the topic's
+        position now, and what it missed (oldest first), for :meth:`replay` in this same
+        turn of the event loop (so that nothing published meanwhile can come in between). A
+        topic without history has position ``(0, "")`` and never recovers."""
+        self._positioned.setdefault(topic, set()).add(peer)
+        policy = self.history_policy(topic)
+        if policy is None:
+            return False, Position(0, ""), []
+        if since is None:
+            return False, self._history.position(topic, policy), []
+        recovery = self._history.since(topic, since, policy)
+        return recovery.recovered, recovery.position, recovery.missed
+
+    def replay(self, peer: Peer, missed: Iterable[Publication]) -> None:
+        """Send ``peer`` what :meth:`recover` found it missed, in order, with positions."""
+        for pub in missed:
+            self._fan_out((peer,), pub)
+
+    def _unposition(self, peer: Peer, topic: str) -> None:
+        peers = self._positioned.get(topic)
+        if peers is not None:
+            peers.discard(peer)
+            if not peers:
+                del self._positioned[topic]
 
     # -- addressing: deliver here, then on the bus ------------------------------------------
 
@@ -250,8 +317,13 @@ class Hub:
     def send(self, pub: Publication) -> int:
         """Deliver ``pub`` to its recipients here, then on the bus; returns the local count.
 
-        A message to one client that is connected here does not go on the bus.
+        A message to one client that is connected here does not go on the bus. An event to
+        a topic that keeps history is kept there first, and gets its position.
         """
+        if self._history_rules and pub.kind == "room" and pub.frame is None:
+            policy = self.history_policy(pub.target)  # type: ignore[arg-type]
+            if policy is not None:
+                pub.position = self._history.append(pub.target, pub, policy)  # type: ignore[arg-type]
         count = self._deliver(pub)
         backend = self._backend
         if backend is not None and not (pub.kind == "client" and count):
@@ -333,6 +405,7 @@ class Hub:
         text = not pub.binary
         payload = frame
         last_render = None
+        positioned = self._positioned.get(pub.target) if pub.position is not None else None  # type: ignore[arg-type]
         count = 0
         writes = self.writes
         batch = writes.held
@@ -356,7 +429,10 @@ class Hub:
                 if cork is not None and not cork.held:
                     writes.hold(cork)  # until the batch ends
             if frame is None:
-                peer.write_text(payload)  # type: ignore[arg-type]
+                if positioned and peer in positioned:  # it asked for positions
+                    peer.write_text(pub.positioned(render, peer.dialect, payload))  # type: ignore[arg-type]
+                else:
+                    peer.write_text(payload)  # type: ignore[arg-type]
             elif text:
                 peer.write_text(frame)
             else:
@@ -401,6 +477,10 @@ class Hub:
                     out = await self._transform_one(peer, pub)
                 queue.popleft()
                 if out is not None and peer.ready_state is _OPEN:
+                    if pub.position is not None and out[1]:
+                        positioned = self._positioned.get(pub.target, ())  # type: ignore[arg-type]
+                        if peer in positioned:
+                            out = (peer.dialect.positioned(out[0], pub.target, pub.position), True)  # type: ignore[arg-type]
                     peer.write(*out)
         finally:
             if self._outbox.get(peer) is queue:

@@ -64,8 +64,11 @@ class Dispatcher:
         #: dialect: a type that is a route for one (``join``) may be a control frame of
         #: another (Rover's ``join``), and only routes are kept here.
         self._runs: dict[Dialect, dict[str, Compiled]] = {}
-        #: Joins and leaves of topics.
+        #: Joins and leaves of topics; the App's Hub keeps the history of those that have it.
         self.topics = TopicDesk(self, router._topics, router._on_auth)
+        for route in router._topics:
+            if route.history is not None:
+                app.hub.keep_history(route.matches, route.history)
         #: In-band authentication, when the router has one.
         scheme = router._authenticate
         self.inband = (

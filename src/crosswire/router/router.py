@@ -40,6 +40,7 @@ from ..hooks import Hooks, check_callable, is_async_callable
 from ..http import Request
 from ..peer import Peer
 from ..pubsub.envelope import Publication
+from ..pubsub.history import History
 from ..schema import MessageSchema
 from ..topics import TopicRoute, TopicTable
 from ..wire import CANONICAL, Dialect
@@ -201,13 +202,17 @@ class Router:
         ``handler(ctx: RpcContext)``."""
         return self._add(schema, handler, (), is_rpc=True)
 
-    def topic(self, name: str, *, data: Any = None) -> TopicRoute:
+    def topic(self, name: str, *, data: Any = None, history: History | None = None) -> TopicRoute:
         """Let clients join and leave ``name``: one topic, or a pattern such as
         ``room:{id}`` whose parameters reach the handlers as ``ctx.params``. Returns the
         route, for ``.on_join(handler)`` and ``.on_leave(handler)``; ``data`` is the schema
         of what a join carries. A client can join only a topic some route matches; the
-        server itself joins connections to any topic (``ctx.subscribe``)."""
-        route = TopicRoute(name, data=data)
+        server itself joins connections to any topic (``ctx.subscribe``).
+
+        ``history`` keeps the topics' recent events (``History(size=100, ttl=300)``), so
+        that a client that joins again with the last position it saw gets what it missed
+        (``docs/delivery.md``). Declare such topics before the router is served."""
+        route = TopicRoute(name, data=data, history=history)
         self._topics.add(route)
         return route
 

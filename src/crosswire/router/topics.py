@@ -29,6 +29,7 @@ import collections
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, ValidationError, WsError
@@ -181,12 +182,7 @@ class TopicDesk:
         return self._settle(ctx, request)
 
     def _settle(self, ctx: JoinContext, request: TopicRequest) -> TopicAnswer:
-        """The answer to a join whose handler is done: subscribed unless it was rejected."""
-        if ctx._error is None and ctx.peer.ready_state is _OPEN:
-            try:
-                ctx.peer.subscribe(ctx.topic)
-            except WsError as exc:  # past Limits.max_topics meanwhile
-                ctx._error = exc
+        """The answer to a join whose handler is done (subscribed when it is sent)."""
         return TopicAnswer(request, ctx._error, ctx._ack)
 
     def _refusal(self, ctx: JoinContext, exc: Exception) -> WsError:
@@ -196,9 +192,31 @@ class TopicDesk:
         return error
 
     def _answer_joins(self, session: Session, answers: list[TopicAnswer]) -> None:
-        if session.peer.ready_state is _OPEN:
-            for frame in session.dialect.joined(answers):
-                session.peer.send_frame(frame)
+        """Subscribe the accepted joins, recover what positioned ones missed, answer, then
+        send what they missed: one turn of the event loop, so that nothing published
+        meanwhile comes in between (or before the ack)."""
+        peer = session.peer
+        if peer.ready_state is not _OPEN:
+            return
+        hub = self.dispatch.app.hub
+        missed: list[Any] = []
+        for i, answer in enumerate(answers):
+            if answer.error is not None:
+                continue
+            request = answer.request
+            try:
+                peer.subscribe(request.topic)
+            except WsError as exc:  # past Limits.max_topics meanwhile
+                answers[i] = replace(answer, error=exc)
+                continue
+            if request.positioned:
+                recovered, position, lost = hub.recover(peer, request.topic, request.since)
+                answers[i] = replace(answer, recovered=recovered, position=position)
+                missed.extend(lost)
+        for frame in session.dialect.joined(answers):
+            peer.send_frame(frame)
+        if missed:
+            hub.replay(peer, missed)
 
     # -- leaves ------------------------------------------------------------------------------
 

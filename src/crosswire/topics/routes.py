@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from ..hooks import check_callable
 from ..schema import PayloadCodec
 from ..schema.codecs import codec_for
+
+if TYPE_CHECKING:
+    from ..pubsub.history import History
 
 __all__ = ["MAX_TOPIC", "JoinHandler", "LeaveHandler", "TopicRoute", "TopicTable"]
 
@@ -35,12 +38,14 @@ class TopicRoute:
     msgspec Struct or a pydantic model, as in :func:`~crosswire.message`): a join whose data
     does not match is rejected with ``INVALID_ARGUMENT`` before its handler runs, and the
     handler reads the validated value as ``ctx.payload``. Without it, ``ctx.payload`` is what
-    the client sent (an object, or None).
+    the client sent (an object, or None). ``history`` (a
+    :class:`~crosswire.pubsub.history.History`) keeps the topics' recent events, so that a
+    client that comes back recovers what it missed (``docs/delivery.md``).
     """
 
-    __slots__ = ("_regex", "data", "join", "leave", "name", "parameters")
+    __slots__ = ("_regex", "data", "history", "join", "leave", "name", "parameters")
 
-    def __init__(self, name: str, *, data: Any = None) -> None:
+    def __init__(self, name: str, *, data: Any = None, history: History | None = None) -> None:
         if not isinstance(name, str) or not name or len(name) > MAX_TOPIC:
             raise ConfigurationError(
                 f"a topic is a non-empty string of at most {MAX_TOPIC} characters: {name!r}"
@@ -62,6 +67,7 @@ class TopicRoute:
         )
         self.join: JoinHandler | None = None
         self.leave: LeaveHandler | None = None
+        self.history = history
 
     @property
     def is_pattern(self) -> bool:
@@ -85,6 +91,10 @@ class TopicRoute:
             raise ConfigurationError(f"topic {self.name!r} already has a leave handler")
         self.leave = handler
         return self
+
+    def matches(self, topic: str) -> bool:
+        """Whether ``topic`` is this route's (its name, or one its pattern matches)."""
+        return self.match(topic) is not None
 
     def match(self, topic: str) -> dict[str, str] | None:
         """The parameters ``topic`` gives this route, or None when it does not match."""

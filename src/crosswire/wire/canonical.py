@@ -21,7 +21,15 @@ import orjson
 from msgspec import UNSET
 
 from ..errors import WsError
-from .dialect import BadFrame, Control, Envelope, TopicAnswer, TopicRequest
+from .dialect import (
+    BadFrame,
+    Control,
+    Envelope,
+    Position,
+    TopicAnswer,
+    TopicRequest,
+    recover_request,
+)
 
 __all__ = [
     "ABORT",
@@ -297,8 +305,10 @@ class CanonicalDialect:
     Topic control frames, answered only to clients that send them (a strict WS-Kit client
     that never joins never sees one)::
 
-        {"type": "$ws:join", "meta": {"correlationId"?}, "payload": {"topic": T, "data"?: any}}
-          -> {"type": "$ws:join-ack", "meta": {...}, "payload": {"topic": T, "data"?: any}}
+        {"type": "$ws:join", "meta": {"correlationId"?},
+         "payload": {"topic": T, "data"?: any, "recover"?: {} | {"offset": n, "epoch": e}}}
+          -> {"type": "$ws:join-ack", "meta": {...}, "payload": {"topic": T, "data"?: any,
+              "recovered"?, "offset"?, "epoch"? (with recover)}}
           -> {"type": "$ws:join-error", "meta": {...},
               "payload": {"topic": T, "code", "message", "details"?, ...}}
         {"type": "$ws:leave", "meta": {...}, "payload": {"topic": T}}
@@ -338,14 +348,20 @@ class CanonicalDialect:
                 f'{envelope.type} needs a payload {{"topic": <a non-empty string>}}',
                 correlation_id=cid,
             )
-        extra = set(body) - {"topic", "data"}
+        extra = set(body) - {"topic", "data", "recover"}
         if extra:
             raise BadFrame(
                 f"unknown key(s) {sorted(extra)} in the payload of {envelope.type}: "
-                "only topic and data",
+                "only topic, data and recover",
                 correlation_id=cid,
             )
-        return [TopicRequest(topic, body.get("data"), cid)]
+        try:
+            positioned, since = recover_request(body.get("recover"), "payload.recover")
+        except BadFrame as exc:
+            raise BadFrame(exc.message, correlation_id=cid) from None
+        if positioned and envelope.type == LEAVE:
+            raise BadFrame(f"{LEAVE} takes no recover", correlation_id=cid)
+        return [TopicRequest(topic, body.get("data"), cid, positioned, since)]
 
     def joined(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         return [self._answer(JOIN_ACK, JOIN_ERROR, answer) for answer in answers]
@@ -364,7 +380,25 @@ class CanonicalDialect:
             )
         if answer.data is not None:
             payload["data"] = answer.data
+        if answer.position is not None:
+            payload["recovered"] = answer.recovered
+            payload["offset"], payload["epoch"] = answer.position
         return orjson.dumps({"type": ack, "meta": meta, "payload": payload})
+
+    @staticmethod
+    def positioned(frame: bytes, topic: str, position: Position) -> bytes:
+        # A rendered publication starts {"type":<T>,"meta":{ (render's shape): the position
+        # goes first in meta. (A JSON string cannot hold the unescaped ,"meta":{ itself.)
+        at = frame.index(b',"meta":{') + 9
+        keys = (
+            b'"topic":'
+            + orjson.dumps(topic)
+            + b',"offset":'
+            + str(position.offset).encode()
+            + b',"epoch":'
+            + orjson.dumps(position.epoch)
+        )
+        return frame[:at] + keys + (b"" if frame[at : at + 1] == b"}" else b",") + frame[at:]
 
 
 #: The canonical dialect.

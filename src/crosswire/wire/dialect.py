@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -39,9 +39,11 @@ __all__ = [
     "Control",
     "Dialect",
     "Envelope",
+    "Position",
     "Render",
     "TopicAnswer",
     "TopicRequest",
+    "recover_request",
     "select",
 ]
 
@@ -99,26 +101,70 @@ class Control(Enum):
     AUTHENTICATE = "authenticate"  #: in-band authentication, with the credentials
 
 
+class Position(NamedTuple):
+    """Where a topic's history is: the offset of its last publication (0: none yet), in an
+    epoch (a token that changes when the history's past is lost). See
+    :mod:`crosswire.pubsub.history`."""
+
+    offset: int
+    epoch: str
+
+
 @dataclass(frozen=True, slots=True)
 class TopicRequest:
     """One topic a client asks to join or leave: its name, the data that came with it (for
-    the join handler; ``None`` without), and the correlation id its answer carries."""
+    the join handler; ``None`` without), and the correlation id its answer carries.
+
+    ``positioned``: the client asked for positions (its pushed frames of this topic then
+    carry their offset and epoch, and the ack the topic's position); ``since``: the last
+    position it saw, to recover what it missed from (None: a first join)."""
 
     topic: str
     data: Any = None
     correlation_id: str | None = None
+    positioned: bool = False
+    since: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TopicAnswer:
     """The answer to one :class:`TopicRequest`: ``error`` is None when it was accepted, and
     ``data`` is what the join handler gave for the ack. ``whole``: the frame's requests were
-    refused together, for one reason (too many topics), each answer carrying that error."""
+    refused together, for one reason (too many topics), each answer carrying that error.
+    For a positioned join: ``position`` (the topic's, once the client has what it missed)
+    and ``recovered`` (whether what it missed since ``request.since`` was all recovered;
+    False for a first join, or a topic without history)."""
 
     request: TopicRequest
     error: WsError | None = None
     data: Any = None
     whole: bool = False
+    recovered: bool = False
+    position: Position | None = None
+
+
+def recover_request(value: Any, where: str) -> tuple[bool, Position | None]:
+    """A join's recovery request (``{}``: positions from now; ``{"offset", "epoch"}``: from
+    there) as ``(positioned, since)``; raises ``BadFrame`` when it is malformed."""
+    if value is None:
+        return False, None
+    if type(value) is not dict:
+        raise BadFrame(f'{where} is an object: {{}} or {{"offset": n, "epoch": "..."}}')
+    if not value:
+        return True, None
+    offset, epoch = value.get("offset"), value.get("epoch")
+    if (
+        set(value) != {"offset", "epoch"}
+        or type(offset) is not int
+        or offset < 0
+        or type(epoch) is not str
+        or not 0 < len(epoch) <= 64
+    ):
+        raise BadFrame(
+            f'{where} is {{}} or {{"offset": <an integer >= 0>, "epoch": <a string of 1 to 64 '
+            "characters>}"
+        )
+    return True, Position(offset, epoch)
 
 
 class Dialect(Protocol):
@@ -181,6 +227,11 @@ class Dialect(Protocol):
 
     def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         """The frames that answer the topic requests of one ``LEAVE`` frame."""
+        ...
+
+    def positioned(self, frame: bytes, topic: str, position: Position) -> bytes:
+        """A publication's frame (what :meth:`message` rendered) with the topic it came from
+        and its position, for a connection that asked for positions on that topic."""
         ...
 
 

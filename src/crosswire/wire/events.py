@@ -20,7 +20,7 @@ from msgspec import UNSET
 
 from ..errors import WsError
 from .canonical import BadFrame, Envelope
-from .dialect import Control, TopicAnswer, TopicRequest
+from .dialect import Control, Position, TopicAnswer, TopicRequest, recover_request
 
 __all__ = ["EVENTS", "BadEvent", "EventFrame", "EventsDialect", "decode", "encode", "render"]
 
@@ -137,10 +137,35 @@ class EventsDialect:
         if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
             raise BadFrame("Invalid rooms")
         cid = envelope.correlation_id
-        return [TopicRequest(room, None, cid) for room in rooms]
+        recover = body.get("recover", {})
+        if type(recover) is not dict or (recover and envelope.type == "leave"):
+            raise BadFrame("Invalid recover")
+        requests = []
+        for room in rooms:
+            positioned, since = recover_request(recover.get(room), f"recover[{room!r}]")
+            requests.append(TopicRequest(room, None, cid, positioned, since))
+        return requests
 
     def joined(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
-        return _refusals(answers)
+        frames = _refusals(answers)
+        for answer in answers:
+            if answer.error is None and answer.position is not None:
+                offset, epoch = answer.position
+                joined = {"room": answer.request.topic, "recovered": answer.recovered}
+                frames.append(encode("joined", joined | {"offset": offset, "epoch": epoch}))
+        return frames
+
+    def positioned(self, frame: bytes, topic: str, position: Position) -> bytes:
+        return (
+            frame[:-1]
+            + b',"room":'
+            + orjson.dumps(topic)
+            + b',"offset":'
+            + str(position.offset).encode()
+            + b',"epoch":'
+            + orjson.dumps(position.epoch)
+            + b"}"
+        )
 
     def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         return _refusals(answers)

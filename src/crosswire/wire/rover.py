@@ -31,7 +31,7 @@ from msgspec import UNSET
 
 from ..errors import WsError
 from .canonical import BadFrame, Envelope
-from .dialect import Control, TopicAnswer, TopicRequest
+from .dialect import Control, Position, TopicAnswer, TopicRequest, recover_request
 
 __all__ = ["ROVER", "RoverDialect", "decode", "render"]
 
@@ -126,8 +126,11 @@ class RoverDialect:
         topic = body.get("topic") if type(body) is dict else None
         if type(topic) is not str or not topic:
             raise BadFrame(f'{envelope.type} needs "topic": a non-empty string')
-        data = {k: v for k, v in body.items() if k != "topic"}
-        return [TopicRequest(topic, data)]
+        data = {k: v for k, v in body.items() if k != "topic" and k != "$recover"}
+        positioned, since = recover_request(body.get("$recover"), '"$recover"')
+        if positioned and envelope.type == "leave":
+            raise BadFrame('leave takes no "$recover"')
+        return [TopicRequest(topic, data, None, positioned, since)]
 
     def joined(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         frames = []
@@ -152,8 +155,24 @@ class RoverDialect:
                 ack.update(data)
             elif data is not None:
                 ack["data"] = data
+            if answer.position is not None:
+                ack["$recovered"] = answer.recovered
+                ack["$offset"], ack["$epoch"] = answer.position
             frames.append(_dumps(ack))
         return frames
+
+    @staticmethod
+    def positioned(frame: bytes, topic: str, position: Position) -> bytes:
+        return (
+            frame[:-1]
+            + b',"$topic":'
+            + _dumps(topic)
+            + b',"$offset":'
+            + str(position.offset).encode()
+            + b',"$epoch":'
+            + _dumps(position.epoch)
+            + b"}"
+        )
 
     def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         frames = []
