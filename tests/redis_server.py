@@ -12,13 +12,20 @@ import redis.asyncio as aioredis
 
 from tests.support import TIMEOUT
 
+#: redis-server options that keep every write on disk before Redis answers it (an append-only
+#: file in the server's working directory, fsynced at each write): ``start(*AOF)``.
+AOF = ("--appendonly", "yes", "--appendfsync", "always")
+
 
 class RedisServer:
-    """A ``redis-server`` process on 127.0.0.1, keeping nothing on disk.
+    """A ``redis-server`` process on 127.0.0.1, keeping nothing on disk (unless started with
+    :data:`AOF`).
 
     ``start(*options)`` starts it with more redis-server options for this run (``"--timeout",
-    "1"``; ``"--requirepass", "pw"``; ``--user ...``), on the same port every time: a restart
-    after ``kill()`` (SIGKILL: clients see their connections reset) is a restart in place.
+    "1"``; ``"--requirepass", "pw"``; ``--user ...``; ``*AOF``: they override the defaults),
+    on the same port every time: a restart after ``kill()`` (SIGKILL: clients see their
+    connections reset) is a restart in place; one with ``*AOF`` again finds the data that an
+    earlier run with ``*AOF`` acknowledged.
     ``pause()`` and ``resume()`` make it hang and come back. ``port`` chooses the port (a free
     one by default).
     """
