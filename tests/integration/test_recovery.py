@@ -264,8 +264,8 @@ async def test_rejoining_while_events_keep_coming_gives_no_gap_and_no_duplicate(
     assert seen == list(range(seen[0], seen[0] + len(seen)))  # no gap, no duplicate
 
 
-async def test_history_with_a_bus_is_refused_at_startup() -> None:
-    with pytest.raises(crosswire.ConfigurationError, match="one process"):
+async def test_history_on_a_bus_that_keeps_none_is_refused_at_startup() -> None:
+    with pytest.raises(crosswire.ConfigurationError, match="a bus that keeps it"):
         App(news_router(), hub=crosswire.Hub(MemoryBackend(MemoryBus())))
 
 

@@ -9,10 +9,11 @@ crosswire's interoperate::
     message  {"serverId", "type": "room"|"client"|"user"|"broadcast", "target"?,
               "event", "data"?, "exclude"?}
 
-crosswire adds two optional keys that seed-003 servers ignore: ``meta`` (the canonical
-dialect's meta object, for typed router messages) and ``frame`` (``"text"`` or ``"binary"``:
-the publication is a raw frame of the hooks layer, whose content is ``data``, a JSON string;
-base64 for binary).
+crosswire adds optional keys that seed-003 servers ignore: ``meta`` (the canonical dialect's
+meta object, for typed router messages), ``frame`` (``"text"`` or ``"binary"``: the
+publication is a raw frame of the hooks layer, whose content is ``data``, a JSON string;
+base64 for binary), and ``offset`` and ``epoch`` (a room event's position in its topic's
+history, added by the script that keeps it: :mod:`crosswire.pubsub.redis_history`).
 """
 
 from __future__ import annotations
@@ -183,6 +184,8 @@ class _Envelope(msgspec.Struct):
     exclude: list[str] | None = None
     meta: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     frame: Literal["text", "binary"] | None = None
+    offset: int | None = None
+    epoch: str | None = None
 
 
 _decoder = msgspec.json.Decoder(_Envelope)
@@ -206,6 +209,10 @@ def decode_envelope(message: bytes) -> tuple[str, Publication]:
     target = None if env.type == "broadcast" else env.target
     if env.frame is None:
         pub = Publication(env.type, target, event=env.event, data=data, meta=meta, exclude=exclude)
+        if env.offset is not None or env.epoch is not None:
+            if env.type != "room" or env.offset is None or env.offset < 1 or not env.epoch:
+                raise BusError("a position on the bus is a room event's offset (>= 1) and epoch")
+            pub.position = Position(env.offset, env.epoch)
         return env.serverId, pub
     content = orjson.loads(data) if data is not None else None
     if not isinstance(content, str):

@@ -29,7 +29,7 @@ import os
 import uuid
 import weakref
 from collections.abc import Callable, Collection, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -39,7 +39,7 @@ from ..peer import ReadyState, Transform, encode
 from ..wire.maps import DROPPED, MappedRender
 from .backend import Backend, BusStats
 from .envelope import Kind, Publication, channel_for, decode_envelope, encode_envelope
-from .history import History, MemoryHistory, Position
+from .history import History, MemoryHistory, Position, Recovery
 
 if TYPE_CHECKING:
     from ..peer import Peer
@@ -50,6 +50,25 @@ logger = logging.getLogger("crosswire.pubsub")
 
 _OPEN = ReadyState.OPEN
 _NO_EXCLUDE: frozenset[str] = frozenset()
+
+
+class SharedHistory(Protocol):
+    """Topic history shared by every instance on a bus
+    (:class:`~crosswire.pubsub.redis_history.RedisHistory`)."""
+
+    async def append_and_publish(
+        self, topic: str, channel: str, envelope: bytes, policy: History
+    ) -> Position: ...
+
+    async def since(self, topic: str, since: Position, policy: History) -> Recovery[bytes]: ...
+
+    async def position(self, topic: str, policy: History) -> Position: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: Events waiting to be kept in a shared history (past it, new ones are dropped and reported).
+MAX_HISTORY_QUEUE = 100_000
 
 
 class Hub:
@@ -104,6 +123,17 @@ class Hub:
         self._policies: dict[str, History | None] = {}
         self._history: MemoryHistory[Publication] = MemoryHistory()
         self._positioned: dict[str, set[Peer]] = {}
+        #: With a bus: the history every instance shares (None until a topic keeps one), the
+        #: events waiting to be kept there (in order), per topic the last position delivered
+        #: here, the topics whose gap is being filled (and what came meanwhile), and the
+        #: peers recovering a topic (and what came for them meanwhile).
+        self._shared: SharedHistory | None = None
+        self._to_keep: collections.deque[tuple[str, str, bytes, History]] = collections.deque()
+        self._keeper: asyncio.Task[None] | None = None
+        self._keeping_failed = False
+        self._last: dict[str, Position] = {}
+        self._filling: dict[str, list[Publication]] = {}
+        self._recovering: dict[tuple[Peer, str], list[Publication]] = {}
         if backend is not None:
             backend.bind(self._from_bus, self._report)
 
@@ -166,6 +196,7 @@ class Hub:
             members.pop(peer, None)
             if not members:
                 del self._topics[topic]
+                self._last.pop(topic, None)
                 self._bus_unsubscribe("room", topic)
 
     def identify(self, peer: Peer, user_id: str | None) -> None:
@@ -216,15 +247,25 @@ class Hub:
         this for its topics declared with ``history=``). The first rule that matches a topic
         is its policy. Events published to such a topic (not raw frames) get a position.
 
-        History is kept by this process: a Hub with a bus refuses it for now, since each
-        instance would number the same topic differently (Redis Streams come next)."""
-        if self._backend is not None:
-            raise ConfigurationError(
-                "topic history is kept in one process for now: a Hub with a bus cannot keep "
-                "it (each instance would number the topic differently)"
-            )
+        Without a bus the history is this process's (:class:`MemoryHistory`). With a bus it
+        is the bus's, shared by every instance (``RedisBackend.history``: Redis Streams);
+        a bus that keeps none (:class:`~crosswire.pubsub.MemoryBackend`) refuses it."""
+        if self._backend is not None and self._shared is None:
+            make = getattr(self._backend, "history", None)
+            if make is None:
+                raise ConfigurationError(
+                    f"topic history needs a bus that keeps it ({type(self._backend).__name__} "
+                    "does not; RedisBackend does), or no bus (one process)"
+                )
+            self._shared = make(self.namespace)
         self._history_rules.append((matches, policy))
         self._policies.clear()
+
+    @property
+    def shares_history(self) -> bool:
+        """Whether topic history is kept on the bus (every instance numbers alike), so that
+        reading it takes a round trip (:meth:`recover_shared`)."""
+        return self._shared is not None
 
     def history_policy(self, topic: str) -> History | None:
         """The history ``topic`` keeps, or None."""
@@ -259,7 +300,129 @@ class Hub:
         for pub in missed:
             self._fan_out((peer,), pub)
 
+    async def recover_shared(
+        self, peer: Peer, topic: str, since: Position | None
+    ) -> tuple[bool, Position, list[Publication]]:
+        """:meth:`recover`, when the history is on the bus. Until :meth:`finish_recovery`,
+        what comes for ``peer`` on ``topic`` waits, so that it follows what it missed. The
+        subscription is in effect on the bus before the history is read: nothing published
+        after the read can be missed, and what both bring is sent once."""
+        self._positioned.setdefault(topic, set()).add(peer)
+        policy = self.history_policy(topic)
+        if policy is None or self._shared is None:
+            return False, Position(0, ""), []
+        self._recovering[(peer, topic)] = []
+        try:
+            if self._backend is not None:
+                await self._backend.flush()
+            if since is None:
+                return False, await self._shared.position(topic, policy), []
+            found = await self._shared.since(topic, since, policy)
+        except BusError as exc:
+            self._report(exc)
+            return False, Position(0, ""), []
+        missed = [decode_envelope(envelope)[1] for envelope in found.missed]
+        return found.recovered, found.position, missed
+
+    def finish_recovery(
+        self, peer: Peer, topic: str, missed: list[Publication], position: Position
+    ) -> None:
+        """Send ``peer`` what it missed, then what came for it meanwhile (past ``position``,
+        the topic's when the history was read), in order, once each; then the live stream."""
+        waiting = self._recovering.pop((peer, topic), [])
+        for pub in missed:
+            self._fan_out((peer,), pub)
+        for pub in waiting:
+            at = pub.position
+            if at is None or at.epoch != position.epoch or at.offset > position.offset:
+                self._fan_out((peer,), pub)
+
+    def _keep_shared(self, pub: Publication, policy: History) -> int:
+        """Queue ``pub`` to be kept and published by the shared history (in order); it is
+        delivered here when it comes back from the bus, with its position, like everywhere
+        else. Returns how many peers of this process are subscribed."""
+        topic: str = pub.target  # type: ignore[assignment]
+        if len(self._to_keep) >= MAX_HISTORY_QUEUE:
+            self._report(BusError(f"history queue full: an event to {topic!r} was dropped"))
+            return 0
+        channel = channel_for(self.namespace, "room", topic)
+        self._to_keep.append((topic, channel, encode_envelope(self.server_id, pub), policy))
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+            self._tasks.add(self._keeper)
+        return len(self._topics.get(topic, ()))
+
+    async def _keep(self) -> None:
+        """Keep the queued events, in order, one script each (at most once: one that fails
+        is reported, not retried, since it may have been kept)."""
+        assert self._shared is not None
+        try:
+            while self._to_keep:
+                topic, channel, envelope, policy = self._to_keep[0]
+                try:
+                    await self._shared.append_and_publish(topic, channel, envelope, policy)
+                except BusError as exc:
+                    if not self._keeping_failed:  # once per run of failures
+                        self._keeping_failed = True
+                        self._report(exc)
+                else:
+                    if self._keeping_failed:
+                        self._keeping_failed = False
+                        logger.info("history on the bus: keeping events again")
+                self._to_keep.popleft()
+        finally:
+            if self._keeper is not None:
+                self._tasks.discard(self._keeper)
+            self._keeper = None
+
+    def _sequenced(self, pub: Publication) -> None:
+        """Deliver an event of a shared history in its topic's order: once each, and a gap
+        (the bus lost some while this instance was away from it) filled from the history."""
+        topic: str = pub.target  # type: ignore[assignment]
+        at: Position = pub.position  # type: ignore[assignment]
+        if topic not in self._topics:
+            return
+        filling = self._filling.get(topic)
+        if filling is not None:
+            filling.append(pub)
+            return
+        last = self._last.get(topic)
+        if last is not None and last.epoch == at.epoch:
+            if at.offset <= last.offset:
+                return  # delivered already
+            if at.offset > last.offset + 1:
+                self._filling[topic] = [pub]
+                task = asyncio.get_running_loop().create_task(self._fill(topic, last))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+        self._last[topic] = at
+        self._deliver(pub)
+
+    async def _fill(self, topic: str, last: Position) -> None:
+        policy = self.history_policy(topic)
+        missed: list[Publication] = []
+        if policy is not None and self._shared is not None:
+            try:
+                found = await self._shared.since(topic, last, policy)
+            except BusError as exc:
+                self._report(exc)
+            else:
+                if found.recovered:
+                    missed = [decode_envelope(envelope)[1] for envelope in found.missed]
+                else:
+                    logger.warning(
+                        "topic %r: events %d and on were lost on the bus and are no longer "
+                        "in its history; its subscribers here will see the gap",
+                        topic,
+                        last.offset + 1,
+                    )
+        waiting = self._filling.pop(topic, [])
+        for pub in sorted(missed + waiting, key=lambda p: p.position.offset):  # type: ignore[union-attr]
+            self._sequenced(pub)
+
     def _unposition(self, peer: Peer, topic: str) -> None:
+        self._recovering.pop((peer, topic), None)
         peers = self._positioned.get(topic)
         if peers is not None:
             peers.discard(peer)
@@ -323,6 +486,8 @@ class Hub:
         if self._history_rules and pub.kind == "room" and pub.frame is None:
             policy = self.history_policy(pub.target)  # type: ignore[arg-type]
             if policy is not None:
+                if self._shared is not None:
+                    return self._keep_shared(pub, policy)
                 pub.position = self._history.append(pub.target, pub, policy)  # type: ignore[arg-type]
         count = self._deliver(pub)
         backend = self._backend
@@ -376,6 +541,9 @@ class Hub:
         if tasks:
             await asyncio.wait(tasks)
         self._closed = True
+        if self._shared is not None:
+            with contextlib.suppress(BusError):
+                await self._shared.aclose()
         if self._backend is not None:
             await self._backend.aclose()
 
@@ -430,6 +598,11 @@ class Hub:
                     writes.hold(cork)  # until the batch ends
             if frame is None:
                 if positioned and peer in positioned:  # it asked for positions
+                    if self._recovering:
+                        waiting = self._recovering.get((peer, pub.target))  # type: ignore[arg-type]
+                        if waiting is not None:  # it is recovering: this comes after
+                            waiting.append(pub)
+                            continue
                     peer.write_text(pub.positioned(render, peer.dialect, payload))  # type: ignore[arg-type]
                 else:
                     peer.write_text(payload)  # type: ignore[arg-type]
@@ -447,9 +620,12 @@ class Hub:
         except BusError as exc:
             self._report(BusError(f"{exc} (channel {channel!r})"))
             return
-        if server_id == self.server_id:
-            return  # delivered here when it was sent
         try:
+            if pub.position is not None:  # kept in the shared history: in its order, ours too
+                self._sequenced(pub)
+                return
+            if server_id == self.server_id:
+                return  # delivered here when it was sent
             self._deliver(pub)
         except Exception:
             logger.exception("delivering %r from the bus failed", pub)

@@ -36,7 +36,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError
@@ -45,6 +45,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import BusError
 from .backend import BusStats, Deliver, Ledger, Report
 from .outage import Outage
+
+if TYPE_CHECKING:
+    from .redis_history import RedisHistory
 
 __all__ = ["RedisBackend"]
 
@@ -82,6 +85,7 @@ class RedisBackend:
         health_check_interval: float = 5.0,
         reconnect_delay: tuple[float, float] = (0.05, 2.0),
     ) -> None:
+        self._url = url
         self._pool = ConnectionPool.from_url(url)  # only to make connections with its settings
         self._max_queue = max_queue
         self._max_batch = max_batch
@@ -112,6 +116,13 @@ class RedisBackend:
         self._queue_filled = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+
+    def history(self, namespace: str) -> RedisHistory:
+        """A store of topic history on the same Redis (a client of its own): what a Hub on
+        this backend keeps its topics' history in, shared by every instance."""
+        from .redis_history import RedisHistory
+
+        return RedisHistory.from_url(self._url, namespace=namespace)
 
     def _reopen(self) -> None:
         """Open again after :meth:`aclose`, maybe in another event loop: the events are made

@@ -119,8 +119,9 @@ class TopicDesk:
                 {"limit": limit},
                 retryable=False,
             )
-            self._answer_joins(session, [TopicAnswer(r, too_many, whole=True) for r in requests])
-            return None
+            return self._answer_joins(
+                session, [TopicAnswer(r, too_many, whole=True) for r in requests]
+            )
         return self._serve_joins(session, list(requests), [])
 
     def _serve_joins(
@@ -133,8 +134,7 @@ class TopicDesk:
                 done.append(outcome)
                 continue
             return self._serve_joins_later(session, request, outcome, pending, done)
-        self._answer_joins(session, done)
-        return None
+        return self._answer_joins(session, done)
 
     async def _serve_joins_later(
         self,
@@ -191,32 +191,60 @@ class TopicDesk:
         self.dispatch.notify(error, None)
         return error
 
-    def _answer_joins(self, session: Session, answers: list[TopicAnswer]) -> None:
+    def _answer_joins(self, session: Session, answers: list[TopicAnswer]) -> Any:
         """Subscribe the accepted joins, recover what positioned ones missed, answer, then
-        send what they missed: one turn of the event loop, so that nothing published
-        meanwhile comes in between (or before the ack)."""
+        send what they missed, in one turn of the event loop, so that nothing published
+        meanwhile comes in between (or before the ack). When the history is on the bus,
+        reading it takes a round trip: a coroutine to await is returned, and what comes
+        meanwhile waits for the replay (``Hub.recover_shared``)."""
         peer = session.peer
         if peer.ready_state is not _OPEN:
-            return
+            return None
         hub = self.dispatch.app.hub
-        missed: list[Any] = []
+        positioned: list[int] = []
         for i, answer in enumerate(answers):
             if answer.error is not None:
                 continue
-            request = answer.request
             try:
-                peer.subscribe(request.topic)
+                peer.subscribe(answer.request.topic)
             except WsError as exc:  # past Limits.max_topics meanwhile
                 answers[i] = replace(answer, error=exc)
                 continue
-            if request.positioned:
-                recovered, position, lost = hub.recover(peer, request.topic, request.since)
-                answers[i] = replace(answer, recovered=recovered, position=position)
-                missed.extend(lost)
+            if answer.request.positioned:
+                positioned.append(i)
+        if positioned and hub.shares_history:
+            return self._answer_recovered_joins(session, answers, positioned)
+        missed: list[Any] = []
+        for i in positioned:
+            request = answers[i].request
+            recovered, position, lost = hub.recover(peer, request.topic, request.since)
+            answers[i] = replace(answers[i], recovered=recovered, position=position)
+            missed.extend(lost)
         for frame in session.dialect.joined(answers):
             peer.send_frame(frame)
         if missed:
             hub.replay(peer, missed)
+        return None
+
+    async def _answer_recovered_joins(
+        self, session: Session, answers: list[TopicAnswer], positioned: list[int]
+    ) -> None:
+        peer = session.peer
+        hub = self.dispatch.app.hub
+        found = []
+        for i in positioned:
+            request = answers[i].request
+            recovered, position, missed = await hub.recover_shared(
+                peer, request.topic, request.since
+            )
+            answers[i] = replace(answers[i], recovered=recovered, position=position)
+            found.append((request.topic, missed, position))
+        if peer.ready_state is not _OPEN:
+            return
+        for frame in session.dialect.joined(answers):
+            peer.send_frame(frame)
+        for topic, missed, position in found:
+            hub.finish_recovery(peer, topic, missed, position)
 
     # -- leaves ------------------------------------------------------------------------------
 
