@@ -197,3 +197,20 @@ async def test_an_entry_of_another_instance_or_with_data_that_is_not_json_is_ref
     with pytest.raises(TypeError, match="'c2' is not JSON"):
         await within(a.add("room", entry(a, "c2", {"bad": object()})))
     assert await within(a.members("room")) == []
+
+
+async def test_writes_of_one_instance_take_effect_in_the_order_they_were_called(
+    make: MakeStore,
+) -> None:
+    a = make("a")
+    await within(a.start())
+    calls = []
+    for version in range(1, 6):  # add, remove, add, ...: all started before any is done
+        calls.append(asyncio.create_task(a.add("room", entry(a, "c1", {"v": version}))))
+        if version < 5:
+            calls.append(asyncio.create_task(a.remove("room", "c1")))
+    changes = await within(asyncio.gather(*calls))
+    assert [change.kind if change else None for change in changes] == ["join", "leave"] * 4 + [
+        "join"
+    ]
+    assert await within(a.members("room")) == [entry(a, "c1", {"v": 5})]

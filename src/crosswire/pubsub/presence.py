@@ -13,11 +13,13 @@ ask for them:
   connection was not in the topic yet (None when it replaced the connection's entry, new data
   and all), :meth:`~Presence.remove` a ``leave`` when there was an entry to remove. The Hub
   publishes those on the bus like any other message;
-* what the store found by itself: entries of a dead instance that it removed (``leave``), and
+* what the store found by itself: entries of a dead instance that it removed (``leave``);
   this instance's own entries that it wrote back after Redis lost them (``join``: Redis
-  restarted, or this instance was taken for dead and swept). Those go to the ``changed``
-  callback given to :meth:`~Presence.bind`. Each is reported by exactly one instance, the one
-  that removed or restored it.
+  restarted, or this instance was taken for dead and swept); the joins and leaves of writes
+  that raised (``BusError``) and were done later. Those go to the ``changed`` callback given
+  to :meth:`~Presence.bind`. Each is reported by one instance only, the one that removed or
+  wrote it; a join may come twice (an entry Redis lost while nobody announced it leaving),
+  so subscribers keep presence keyed by client id.
 
 The contract, which ``tests/contract/test_presence.py`` runs against every store:
 

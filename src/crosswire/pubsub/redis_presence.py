@@ -48,6 +48,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BusError, ConfigurationError
 from .backend import Report
@@ -71,13 +72,20 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return alive
 """
 
-#: KEYS[1] the topic's hash, KEYS[2] this instance's topics, KEYS[3] this instance's key;
-#: ARGV[1] the client id, ARGV[2] its entry, ARGV[3] the topic. Returns {1 if the client was
-#: not in the topic, 1 if this instance's key is there}.
+#: KEYS[1] the topic's hash, KEYS[2] this instance's topics, KEYS[3] this instance's key,
+#: KEYS[4] the set of instances; ARGV[1] the client id, ARGV[2] its entry, ARGV[3] the topic,
+#: ARGV[4] ttl (ms), ARGV[5] the instance. Returns {1 if the client was not in the topic, 1 if
+#: this instance's key was there}; a key that was not is set (its other entries are the
+#: heartbeat's to write again).
 _ADD = """
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
-return {new, redis.call('EXISTS', KEYS[3])}
+local alive = redis.call('EXISTS', KEYS[3])
+if alive == 0 then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
+  redis.call('SADD', KEYS[4], ARGV[5])
+end
+return {new, alive}
 """
 
 #: KEYS[1] the topic's hash, KEYS[2] this instance's topics; ARGV[1] the client id, ARGV[2]
@@ -120,7 +128,7 @@ return {live, dead}
 #: KEYS[1] this instance's topics; ARGV[1] the instance, ARGV[2] the prefix of topic hashes,
 #: then for each topic: the topic, how many entries, and that many client id, entry pairs.
 #: Makes those this instance's only entries in those topics. Returns what changed, flat:
-#: '+' or '-', topic, entry, ...
+#: '+' (written) or '-' (removed), topic, client id, entry, ...
 _SYNC = """
 local changes = {}
 local i = 3
@@ -140,6 +148,7 @@ while i <= #ARGV do
         redis.call('HDEL', hash, client)
         changes[#changes + 1] = '-'
         changes[#changes + 1] = topic
+        changes[#changes + 1] = client
         changes[#changes + 1] = value
       end
     end
@@ -150,6 +159,7 @@ while i <= #ARGV do
       if have[client] == nil then
         changes[#changes + 1] = '+'
         changes[#changes + 1] = topic
+        changes[#changes + 1] = client
         changes[#changes + 1] = value
       end
     end
@@ -241,6 +251,10 @@ class RedisPresence:
         #: This instance's entries, as they should be in Redis: topic -> client id ->
         #: (entry, its JSON).
         self._own: dict[str, dict[str, tuple[PresenceEntry, bytes]]] = {}
+        #: The entries whose join was announced (returned by add, or given to ``changed``)
+        #: and whose leave was not yet: (topic, client id) -> the entry's JSON. What a
+        #: failed write leaves unannounced, the next heartbeat announces from the difference.
+        self._announced: dict[tuple[str, str], bytes] = {}
         self._changed: Changed | None = None
         self._report: Report | None = None
         self._open()
@@ -264,7 +278,9 @@ class RedisPresence:
         self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._first_beat = asyncio.Event()
-        self._dirty = False  # Redis may not hold exactly self._own: write it all again
+        #: Redis may not hold exactly ``self._own``: the next heartbeat writes it all again.
+        #: So does the first of a run, which clears what a previous run of this name left.
+        self._dirty = True
         self._down_since: float | None = None  # when the heartbeat began to fail
         self._closed = False
 
@@ -297,28 +313,37 @@ class RedisPresence:
 
     async def add(self, topic: str, entry: PresenceEntry) -> PresenceChange | None:
         """Put ``entry`` in ``topic`` (one round trip); a ``join`` if its connection was not
-        there, None if this replaced its entry. Raises ``ValueError`` for another instance's
-        entry, ``TypeError`` for data that is not JSON, :class:`~crosswire.BusError` if Redis
-        did not take it within ``timeout``: the entry is then kept here and written when Redis
-        answers, and reported to ``changed`` as a join. Safe to cancel (the same)."""
+        there (or its join was never announced), None if this replaced its entry.
+
+        Raises ``ValueError`` for another instance's entry, ``TypeError`` for data that is not
+        JSON, :class:`~crosswire.BusError` if Redis did not take it within ``timeout``: the
+        entry is then kept here, written when Redis answers, and its join reported to
+        ``changed``. Safe to cancel (the same)."""
         raw = check_entry(self._instance, entry)
         await self._ready()
         self._own.setdefault(topic, {})[entry.client_id] = (entry, raw)
         async with self._write(f"add connection {entry.client_id!r} to topic {topic!r}"):
             new, alive = await self._add(
-                keys=[self._presence_prefix + topic, self._topics_key, self._key],
-                args=[entry.client_id, raw, topic],
+                keys=[self._presence_prefix + topic, self._topics_key, self._key, self._registry],
+                args=[entry.client_id, raw, topic, int(self._ttl * 1000), self._instance],
             )
+            key = (topic, entry.client_id)
+            # New to Redis (maybe lost, or swept as dead: then its leave was announced), or
+            # never announced (a previous add of it failed after all): a join.
+            join = bool(new) or key not in self._announced
+            self._announced[key] = raw
             if not alive:  # Redis lost this instance, or it was swept: write it all again
-                await self._resync()
-        return PresenceChange("join", topic, decode_entry(raw)) if new else None
+                self._dirty = True
+        return PresenceChange("join", topic, decode_entry(raw)) if join else None
 
     async def remove(self, topic: str, client_id: str) -> PresenceChange | None:
         """Take this instance's ``client_id`` out of ``topic`` (one round trip); a ``leave``
-        with its entry if Redis had it. Does nothing for a connection that this instance did
-        not add there. Raises :class:`~crosswire.BusError` if Redis did not answer within
-        ``timeout``: the entry is then removed when Redis answers (a ``leave`` to
-        ``changed``). Safe to cancel (the same)."""
+        with its entry if its join was announced. Does nothing for a connection that this
+        instance did not add there.
+
+        Raises :class:`~crosswire.BusError` if Redis did not answer within ``timeout``: the
+        entry is then removed when Redis answers, and its leave reported to ``changed``. Safe
+        to cancel (the same)."""
         await self._ready()
         entries = self._own.get(topic)
         if entries is None or entries.pop(client_id, None) is None:
@@ -326,10 +351,11 @@ class RedisPresence:
         if not entries:
             del self._own[topic]
         async with self._write(f"remove connection {client_id!r} from topic {topic!r}"):
-            raw = await self._remove(
+            await self._remove(
                 keys=[self._presence_prefix + topic, self._topics_key],
                 args=[client_id, topic, "0" if topic in self._own else "1"],
             )
+            raw = self._announced.pop((topic, client_id), None)
         return None if raw is None else PresenceChange("leave", topic, decode_entry(raw))
 
     async def members(self, topic: str) -> list[PresenceEntry]:
@@ -354,6 +380,7 @@ class RedisPresence:
         if self._closed:
             return
         self._closed = True
+        self._first_beat.set()  # a start() waiting for it returns
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -361,6 +388,7 @@ class RedisPresence:
         count = sum(len(entries) for entries in self._own.values())
         topics = set(self._own)
         self._own.clear()
+        self._announced.clear()
         try:
             if task is not None:  # started: this instance may have entries in Redis
                 async with self._write("remove this instance's entries"):
@@ -380,7 +408,9 @@ class RedisPresence:
         """Beat every ``heartbeat`` seconds (from the start of one to the next), until
         cancelled by :meth:`aclose`."""
         loop = asyncio.get_running_loop()
-        while True:
+        # Ends on the flag as well as on cancellation: redis-py can lose a cancellation
+        # (asyncio.wait_for on Python 3.11 swallows one that arrives as a read completes).
+        while not self._closed:
             began = loop.time()
             try:
                 await self._tick()
@@ -422,11 +452,28 @@ class RedisPresence:
             keys=[self._key, self._registry], args=[int(self._ttl * 1000), self._instance]
         )
         stored = await self._redis.smembers(self._topics_key)
-        await self._write_own(set(self._own) | {_text(topic) for topic in stored})
+        changes = await self._write_own(set(self._own) | {_text(topic) for topic in stored})
+        announced = self._announced
+        for written, topic, client_id, raw in changes:
+            key = (topic, client_id)
+            if written and key in announced:  # lost, or swept as dead (its leave announced)
+                self._announce("join", topic, raw)
+            elif not written and key not in announced:  # a previous run's
+                self._announce("leave", topic, raw)
+        # What failed writes left unannounced (written or not: Redis holds it now).
+        for topic, entries in self._own.items():
+            for client_id, (_, raw) in entries.items():
+                if (topic, client_id) not in announced:
+                    announced[topic, client_id] = raw
+                    self._announce("join", topic, raw)
+        for key in [key for key in announced if key[1] not in self._own.get(key[0], ())]:
+            self._announce("leave", key[0], announced.pop(key))
 
-    async def _write_own(self, topics: set[str]) -> None:
-        """Make this instance's entries in ``topics`` in Redis those of ``self._own``."""
+    async def _write_own(self, topics: set[str]) -> list[tuple[bool, str, str, bytes]]:
+        """Make this instance's entries in ``topics`` in Redis those of ``self._own``; what
+        changed: (written, not removed; topic, client id, entry)."""
         ordered = sorted(topics)
+        changed: list[tuple[bool, str, str, bytes]] = []
         for i in range(0, len(ordered), _CHUNK):
             args: list[Any] = [self._instance, self._presence_prefix]
             for topic in ordered[i : i + _CHUNK]:
@@ -434,10 +481,11 @@ class RedisPresence:
                 args += [topic, len(entries)]
                 for client_id, (_, raw) in entries.items():
                     args += [client_id, raw]
-            changes = await self._sync(keys=[self._topics_key], args=args)
-            for j in range(0, len(changes), 3):
-                kind = "join" if changes[j] == b"+" else "leave"
-                self._announce(kind, _text(changes[j + 1]), changes[j + 2])
+            flat = await self._sync(keys=[self._topics_key], args=args)
+            for j in range(0, len(flat), 4):
+                written, topic, client_id = flat[j] == b"+", flat[j + 1], flat[j + 2]
+                changed.append((written, _text(topic), _text(client_id), flat[j + 3]))
+        return changed
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -456,7 +504,8 @@ class RedisPresence:
             async with asyncio.timeout(self._timeout):
                 yield
         except _LOST as exc:
-            why = str(exc) or f"no answer in {self._timeout:g} s"
+            slow = isinstance(exc, TimeoutError | RedisTimeoutError)
+            why = f"no answer in {self._timeout:g} s" if slow else str(exc)
             raise BusError(f"presence: could not {what} on Redis at {self._where} ({why})") from exc
 
     @contextlib.asynccontextmanager
