@@ -133,6 +133,7 @@ def test_control_frames_per_dialect() -> None:
         "join": Control.JOIN,
         "leave": Control.LEAVE,
         "authenticate": Control.AUTHENTICATE,
+        "presence": Control.PRESENCE,
     }
     assert CANONICAL.controls["$ws:authenticate"] is Control.AUTHENTICATE
 

@@ -40,6 +40,7 @@ from ..wire.maps import DROPPED, MappedRender
 from .backend import Backend, BusStats
 from .envelope import Kind, Publication, channel_for, decode_envelope, encode_envelope
 from .history import History, MemoryHistory, Position, Recovery
+from .presence import MemoryPresence, Presence, PresenceChange, PresenceEntry
 
 if TYPE_CHECKING:
     from ..peer import Peer
@@ -66,6 +67,12 @@ class SharedHistory(Protocol):
 
     async def aclose(self) -> None: ...
 
+
+#: The topic on which a topic's presence events go to the connections that asked for them.
+PRESENCE_PREFIX = "$presence:"
+#: The event types of presence events, in every dialect.
+PRESENCE_JOIN = "$ws:presence-join"
+PRESENCE_LEAVE = "$ws:presence-leave"
 
 #: Events waiting to be kept in a shared history (past it, new ones are dropped and reported).
 MAX_HISTORY_QUEUE = 100_000
@@ -134,6 +141,13 @@ class Hub:
         self._last: dict[str, Position] = {}
         self._filling: dict[str, list[Publication]] = {}
         self._recovering: dict[tuple[Peer, str], list[Publication]] = {}
+        #: Presence (issue 16): the store (None until a topic tracks presence), which topics
+        #: track it, and the store's writes waiting, in order.
+        self._presence: Presence | None = None
+        self._presence_rules: list[Callable[[str], bool]] = []
+        self._tracked: dict[str, bool] = {}
+        self._presence_ops: collections.deque[tuple[str, str, Any]] = collections.deque()
+        self._presence_worker: asyncio.Task[None] | None = None
         if backend is not None:
             backend.bind(self._from_bus, self._report)
 
@@ -191,6 +205,9 @@ class Hub:
     def unsubscribe(self, peer: Peer, topic: str) -> None:
         if self._positioned:
             self._unposition(peer, topic)
+        if self._presence_rules and self.tracks_presence(topic):
+            self._presence_op("remove", topic, peer.id)
+            peer.unsubscribe(PRESENCE_PREFIX + topic)
         members = self._topics.get(topic)
         if members is not None:
             members.pop(peer, None)
@@ -421,6 +438,93 @@ class Hub:
         for pub in sorted(missed + waiting, key=lambda p: p.position.offset):  # type: ignore[union-attr]
             self._sequenced(pub)
 
+    # -- presence ----------------------------------------------------------------------------
+
+    def track_presence(self, matches: Callable[[str], bool]) -> None:
+        """Keep presence for every topic ``matches(topic)`` says (a router does this for its
+        topics declared with ``presence=True``): who is in it, on every instance.
+
+        Without a bus, in this process (:class:`~crosswire.pubsub.presence.MemoryPresence`);
+        with one, on the bus (``RedisBackend.presence``: a crashed instance's entries expire
+        within its ``ttl``); a bus that keeps none refuses it."""
+        if self._presence is None:
+            if self._backend is None:
+                self._presence = MemoryPresence(instance=self.server_id)
+            else:
+                make = getattr(self._backend, "presence", None)
+                if make is None:
+                    raise ConfigurationError(
+                        f"presence needs a bus that keeps it ({type(self._backend).__name__} "
+                        "does not; RedisBackend does), or no bus (one process)"
+                    )
+                self._presence = make(self.namespace, self.server_id)
+            self._presence.bind(self._announce, self._report)
+        self._presence_rules.append(matches)
+        self._tracked.clear()
+
+    def tracks_presence(self, topic: str) -> bool:
+        """Whether ``topic`` keeps presence."""
+        try:
+            return self._tracked[topic]
+        except KeyError:
+            found = any(match(topic) for match in self._presence_rules)
+            if len(self._tracked) < 100_000:
+                self._tracked[topic] = found
+            return found
+
+    def present(self, peer: Peer, topic: str, data: Any = None) -> None:
+        """``peer`` (subscribed to ``topic``, which tracks presence) is in it, with ``data``
+        (JSON): its entry is written, and the join announced to those who asked."""
+        assert self._presence is not None
+        entry = PresenceEntry(peer.id, peer.user_id, data, self._presence.instance)
+        self._presence_op("add", topic, entry)
+
+    async def presence(self, topic: str) -> list[PresenceEntry]:
+        """Who is in ``topic``, on every instance (sorted by client id); raises
+        :class:`~crosswire.BusError` when the store cannot answer."""
+        if self._presence is None:
+            return []
+        return await self._presence.members(topic)
+
+    def _presence_op(self, kind: str, topic: str, what: Any) -> None:
+        self._presence_ops.append((kind, topic, what))
+        if self._presence_worker is None:
+            self._presence_worker = asyncio.get_running_loop().create_task(self._presence_run())
+            self._tasks.add(self._presence_worker)
+
+    async def _presence_run(self) -> None:
+        """Write presence in the order it changed; announce what changed."""
+        assert self._presence is not None
+        try:
+            while self._presence_ops:
+                kind, topic, what = self._presence_ops.popleft()
+                try:
+                    if kind == "add":
+                        change = await self._presence.add(topic, what)
+                    else:
+                        change = await self._presence.remove(topic, what)
+                except BusError as exc:  # written later by the store, and reported then
+                    self._report(exc)
+                    continue
+                if change is not None:
+                    self._announce(change)
+        finally:
+            if self._presence_worker is not None:
+                self._tasks.discard(self._presence_worker)
+            self._presence_worker = None
+
+    def _announce(self, change: PresenceChange) -> None:
+        """A presence change, to the connections (on every instance) that asked for them."""
+        entry = change.entry
+        data = {
+            "topic": change.topic,
+            "clientId": entry.client_id,
+            "userId": entry.user_id,
+            "data": entry.data,
+        }
+        event = PRESENCE_JOIN if change.kind == "join" else PRESENCE_LEAVE
+        self.send(Publication.of_event("room", PRESENCE_PREFIX + change.topic, event, data))
+
     def _unposition(self, peer: Peer, topic: str) -> None:
         self._recovering.pop((peer, topic), None)
         peers = self._positioned.get(topic)
@@ -512,6 +616,8 @@ class Hub:
             self._transform_slots = asyncio.Semaphore(self._transform_concurrency)
         if self._backend is not None:
             await self._backend.start()
+        if self._presence is not None:
+            await self._presence.start()
 
     def bus_stats(self) -> BusStats:
         """What the bus did: messages published, dropped and queued, and how many times it
@@ -541,6 +647,8 @@ class Hub:
         if tasks:
             await asyncio.wait(tasks)
         self._closed = True
+        if self._presence is not None:
+            await self._presence.aclose()
         if self._shared is not None:
             with contextlib.suppress(BusError):
                 await self._shared.aclose()

@@ -48,6 +48,7 @@ from .outage import Outage
 
 if TYPE_CHECKING:
     from .redis_history import RedisHistory
+    from .redis_presence import RedisPresence
 
 __all__ = ["RedisBackend"]
 
@@ -123,6 +124,13 @@ class RedisBackend:
         from .redis_history import RedisHistory
 
         return RedisHistory.from_url(self._url, namespace=namespace)
+
+    def presence(self, namespace: str, instance: str) -> RedisPresence:
+        """A presence store on the same Redis (a client of its own), for the Hub of
+        ``instance``: shared by every instance, a crashed one's entries expiring."""
+        from .redis_presence import RedisPresence
+
+        return RedisPresence(self._url, instance=instance, namespace=namespace)
 
     def _reopen(self) -> None:
         """Open again after :meth:`aclose`, maybe in another event loop: the events are made

@@ -304,7 +304,7 @@ class JoinContext(LeaveContext):
     :class:`~crosswire.WsError` rejects with its code and message, raising anything else
     rejects with ``INTERNAL``. A rejected join never subscribes."""
 
-    __slots__ = ("_ack", "_error")
+    __slots__ = ("_ack", "_error", "_presence")
 
     def __init__(
         self,
@@ -317,10 +317,14 @@ class JoinContext(LeaveContext):
         super().__init__(dispatch, session, topic, params, payload)
         self._ack: Any = None
         self._error: WsError | None = None
+        self._presence: Any = None
 
-    def accept(self, data: Any = None) -> None:
-        """Accept the join; ``data`` (any JSON-able value) goes in the acknowledgement."""
+    def accept(self, data: Any = None, *, presence: Any = None) -> None:
+        """Accept the join; ``data`` (any JSON-able value) goes in the acknowledgement, and
+        ``presence`` (JSON) in the connection's presence entry, when the topic keeps
+        presence (``router.topic(..., presence=True)``): what other members see of it."""
         self._ack = data
+        self._presence = presence
         self._error = None
 
     def reject(

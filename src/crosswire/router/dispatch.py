@@ -66,9 +66,13 @@ class Dispatcher:
         self._runs: dict[Dialect, dict[str, Compiled]] = {}
         #: Joins and leaves of topics; the App's Hub keeps the history of those that have it.
         self.topics = TopicDesk(self, router._topics, router._on_auth)
+        self.has_presence = False
         for route in router._topics:
             if route.history is not None:
                 app.hub.keep_history(route.matches, route.history)
+            if route.presence:
+                app.hub.track_presence(route.matches)
+                self.has_presence = True
         #: In-band authentication, when the router has one.
         scheme = router._authenticate
         self.inband = (
@@ -117,6 +121,15 @@ class Dispatcher:
             ctx = ConnectionContext(self, session)
             for handler in self.router._on_open:
                 self.run_plain(handler, ctx)
+
+    def _serves(self, control: Control) -> bool:
+        """Whether this router serves ``control`` (not so in-band authentication without
+        ``router.authenticate``, nor presence without presence topics)."""
+        if control is Control.AUTHENTICATE:
+            return self.inband is not None
+        if control is Control.PRESENCE:
+            return self.has_presence
+        return True
 
     def start_heartbeat(self, session: Session) -> None:
         """Start watching the connection's silence (once it is authenticated)."""
@@ -199,8 +212,9 @@ class Dispatcher:
         has been answered."""
         router = self.router
         control = session.dialect.controls.get(envelope.type)
-        # (a router without in-band authentication routes Rover's "authenticate" as any type)
-        if control is not None and (control is not Control.AUTHENTICATE or self.inband):
+        # (a router without in-band authentication routes Rover's "authenticate" as any type,
+        # and one without presence topics its "presence")
+        if control is not None and self._serves(control):
             self._control(session, envelope, control)
             return None
         route = router._routes.get(envelope.type)
@@ -507,6 +521,8 @@ class Dispatcher:
             session.waiting_ack = False
         elif control is Control.JOIN or control is Control.LEAVE:
             self.topics.request(session, envelope, control)
+        elif control is Control.PRESENCE:
+            self.topics.presence(session, envelope)
         elif control is Control.AUTHENTICATE and self.inband is not None:
             self.inband.credentials(session, envelope)  # (answers: already authenticated)
         else:

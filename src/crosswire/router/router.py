@@ -202,7 +202,14 @@ class Router:
         ``handler(ctx: RpcContext)``."""
         return self._add(schema, handler, (), is_rpc=True)
 
-    def topic(self, name: str, *, data: Any = None, history: History | None = None) -> TopicRoute:
+    def topic(
+        self,
+        name: str,
+        *,
+        data: Any = None,
+        history: History | None = None,
+        presence: bool = False,
+    ) -> TopicRoute:
         """Let clients join and leave ``name``: one topic, or a pattern such as
         ``room:{id}`` whose parameters reach the handlers as ``ctx.params``. Returns the
         route, for ``.on_join(handler)`` and ``.on_leave(handler)``; ``data`` is the schema
@@ -211,8 +218,11 @@ class Router:
 
         ``history`` keeps the topics' recent events (``History(size=100, ttl=300)``), so
         that a client that joins again with the last position it saw gets what it missed
-        (``docs/delivery.md``). Declare such topics before the router is served."""
-        route = TopicRoute(name, data=data, history=history)
+        (``docs/delivery.md``). ``presence=True`` keeps who is in each topic, on every
+        instance, with what the join handler attached (``ctx.accept(presence=...)``), and
+        sends joins and leaves to the members that ask for them (``docs/presence.md``).
+        Declare such topics before the router is served."""
+        route = TopicRoute(name, data=data, history=history, presence=presence)
         self._topics.add(route)
         return route
 

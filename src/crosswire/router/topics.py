@@ -32,8 +32,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ErrorCode, ValidationError, WsError
+from ..errors import BusError, ErrorCode, ValidationError, WsError
 from ..peer import ReadyState
+from ..pubsub.hub import PRESENCE_PREFIX
 from ..topics import MAX_TOPIC, TopicRoute, TopicTable
 from ..wire import BadFrame, Control, Envelope, TopicAnswer, TopicRequest
 from .context import JoinContext, LeaveContext, Serving
@@ -183,7 +184,7 @@ class TopicDesk:
 
     def _settle(self, ctx: JoinContext, request: TopicRequest) -> TopicAnswer:
         """The answer to a join whose handler is done (subscribed when it is sent)."""
-        return TopicAnswer(request, ctx._error, ctx._ack)
+        return TopicAnswer(request, ctx._error, ctx._ack, presence=ctx._presence)
 
     def _refusal(self, ctx: JoinContext, exc: Exception) -> WsError:
         """What a join handler that raised answers: its WsError, else ``INTERNAL``."""
@@ -205,11 +206,17 @@ class TopicDesk:
         for i, answer in enumerate(answers):
             if answer.error is not None:
                 continue
+            topic = answer.request.topic
+            new = topic not in peer.topics
             try:
-                peer.subscribe(answer.request.topic)
+                peer.subscribe(topic)
+                if answer.request.presence and hub.tracks_presence(topic):
+                    peer.subscribe(PRESENCE_PREFIX + topic)
             except WsError as exc:  # past Limits.max_topics meanwhile
                 answers[i] = replace(answer, error=exc)
                 continue
+            if new and hub.tracks_presence(topic):
+                hub.present(peer, topic, answer.presence)
             if answer.request.positioned:
                 positioned.append(i)
         if positioned and hub.shares_history:
@@ -245,6 +252,36 @@ class TopicDesk:
             peer.send_frame(frame)
         for topic, missed, position in found:
             hub.finish_recovery(peer, topic, missed, position)
+
+    # -- presence ----------------------------------------------------------------------------
+
+    def presence(self, session: Session, envelope: Envelope) -> None:
+        """A ``PRESENCE`` request: who is in each topic it names (the connection must be in
+        it), answered once the store has answered."""
+        requests = self._requests(session, envelope)
+        if requests is None:
+            return
+        peer = session.peer
+        for request in requests:
+            if request.topic not in peer.topics:
+                outside = WsError(
+                    ErrorCode.PERMISSION_DENIED,
+                    f"join {request.topic!r} to see who is in it",
+                )
+                self.dispatch.answer(session, None, outside, request.correlation_id)
+                continue
+            self.dispatch.run_task(session, self._answer_presence(session, request))
+
+    async def _answer_presence(self, session: Session, request: TopicRequest) -> None:
+        try:
+            entries = await self.dispatch.app.hub.presence(request.topic)
+        except BusError as exc:
+            unavailable = WsError(ErrorCode.UNAVAILABLE, f"presence: {exc}")
+            self.dispatch.answer(session, None, unavailable, request.correlation_id)
+            return
+        members = [{"clientId": e.client_id, "userId": e.user_id, "data": e.data} for e in entries]
+        if session.peer.ready_state is _OPEN:
+            session.peer.send_frame(session.dialect.presence(request, members))
 
     # -- leaves ------------------------------------------------------------------------------
 

@@ -40,12 +40,20 @@ class TopicRoute:
     handler reads the validated value as ``ctx.payload``. Without it, ``ctx.payload`` is what
     the client sent (an object, or None). ``history`` (a
     :class:`~crosswire.pubsub.history.History`) keeps the topics' recent events, so that a
-    client that comes back recovers what it missed (``docs/delivery.md``).
+    client that comes back recovers what it missed (``docs/delivery.md``). ``presence``
+    keeps who is in each topic, on every instance (``docs/presence.md``).
     """
 
-    __slots__ = ("_regex", "data", "history", "join", "leave", "name", "parameters")
+    __slots__ = ("_regex", "data", "history", "join", "leave", "name", "parameters", "presence")
 
-    def __init__(self, name: str, *, data: Any = None, history: History | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        data: Any = None,
+        history: History | None = None,
+        presence: bool = False,
+    ) -> None:
         if not isinstance(name, str) or not name or len(name) > MAX_TOPIC:
             raise ConfigurationError(
                 f"a topic is a non-empty string of at most {MAX_TOPIC} characters: {name!r}"
@@ -68,6 +76,7 @@ class TopicRoute:
         self.join: JoinHandler | None = None
         self.leave: LeaveHandler | None = None
         self.history = history
+        self.presence = presence
 
     @property
     def is_pattern(self) -> bool:

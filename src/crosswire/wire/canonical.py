@@ -67,6 +67,7 @@ LEAVE = "$ws:leave"
 JOIN_ACK = "$ws:join-ack"
 JOIN_ERROR = "$ws:join-error"
 LEAVE_ACK = "$ws:leave-ack"
+PRESENCE = "$ws:presence"
 
 _ROOT_KEYS = frozenset({"type", "meta", "payload"})
 _RESERVED_META = frozenset({"clientId", "receivedAt"})
@@ -324,6 +325,7 @@ class CanonicalDialect:
         JOIN: Control.JOIN,
         LEAVE: Control.LEAVE,
         AUTHENTICATE: Control.AUTHENTICATE,
+        PRESENCE: Control.PRESENCE,
     }
 
     def __repr__(self) -> str:
@@ -348,20 +350,23 @@ class CanonicalDialect:
                 f'{envelope.type} needs a payload {{"topic": <a non-empty string>}}',
                 correlation_id=cid,
             )
-        extra = set(body) - {"topic", "data", "recover"}
+        extra = set(body) - {"topic", "data", "recover", "presence"}
         if extra:
             raise BadFrame(
                 f"unknown key(s) {sorted(extra)} in the payload of {envelope.type}: "
-                "only topic, data and recover",
+                "only topic, data, recover and presence",
                 correlation_id=cid,
             )
+        presence = body.get("presence", False)
+        if type(presence) is not bool:
+            raise BadFrame("payload.presence is true or false", correlation_id=cid)
         try:
             positioned, since = recover_request(body.get("recover"), "payload.recover")
         except BadFrame as exc:
             raise BadFrame(exc.message, correlation_id=cid) from None
         if positioned and envelope.type == LEAVE:
             raise BadFrame(f"{LEAVE} takes no recover", correlation_id=cid)
-        return [TopicRequest(topic, body.get("data"), cid, positioned, since)]
+        return [TopicRequest(topic, body.get("data"), cid, positioned, since, presence)]
 
     def joined(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         return [self._answer(JOIN_ACK, JOIN_ERROR, answer) for answer in answers]
@@ -384,6 +389,17 @@ class CanonicalDialect:
             payload["recovered"] = answer.recovered
             payload["offset"], payload["epoch"] = answer.position
         return orjson.dumps({"type": ack, "meta": meta, "payload": payload})
+
+    @staticmethod
+    def presence(request: TopicRequest, members: list[dict[str, Any]]) -> bytes:
+        cid = request.correlation_id
+        return orjson.dumps(
+            {
+                "type": PRESENCE,
+                "meta": {"correlationId": cid} if cid else {},
+                "payload": {"topic": request.topic, "members": members},
+            }
+        )
 
     @staticmethod
     def positioned(frame: bytes, topic: str, position: Position) -> bytes:

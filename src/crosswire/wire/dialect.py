@@ -99,6 +99,7 @@ class Control(Enum):
     JOIN = "join"  #: join one topic or several
     LEAVE = "leave"  #: leave one topic or several
     AUTHENTICATE = "authenticate"  #: in-band authentication, with the credentials
+    PRESENCE = "presence"  #: who is in a topic (the connection must be in it)
 
 
 class Position(NamedTuple):
@@ -117,13 +118,16 @@ class TopicRequest:
 
     ``positioned``: the client asked for positions (its pushed frames of this topic then
     carry their offset and epoch, and the ack the topic's position); ``since``: the last
-    position it saw, to recover what it missed from (None: a first join)."""
+    position it saw, to recover what it missed from (None: a first join); ``presence``: it
+    asked for the topic's presence events."""
 
     topic: str
     data: Any = None
     correlation_id: str | None = None
     positioned: bool = False
     since: Position | None = None
+    #: The client asked for the topic's presence events (joins and leaves of others).
+    presence: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,8 @@ class TopicAnswer:
     whole: bool = False
     recovered: bool = False
     position: Position | None = None
+    #: What the join handler attached to the connection's presence entry (not sent back).
+    presence: Any = None
 
 
 def recover_request(value: Any, where: str) -> tuple[bool, Position | None]:
@@ -232,6 +238,11 @@ class Dialect(Protocol):
     def positioned(self, frame: bytes, topic: str, position: Position) -> bytes:
         """A publication's frame (what :meth:`message` rendered) with the topic it came from
         and its position, for a connection that asked for positions on that topic."""
+        ...
+
+    def presence(self, request: TopicRequest, members: list[dict[str, Any]]) -> bytes:
+        """The answer to a ``PRESENCE`` request: who is in ``request.topic`` (each member
+        ``{"clientId", "userId", "data"}``)."""
         ...
 
 

@@ -95,6 +95,7 @@ class EventsDialect:
         "heartbeat": Control.HEARTBEAT,
         "join": Control.JOIN,
         "leave": Control.LEAVE,
+        "presence": Control.PRESENCE,
     }
 
     def __repr__(self) -> str:
@@ -140,10 +141,13 @@ class EventsDialect:
         recover = body.get("recover", {})
         if type(recover) is not dict or (recover and envelope.type == "leave"):
             raise BadFrame("Invalid recover")
+        presence = body.get("presence", [])
+        if not isinstance(presence, list) or not all(isinstance(r, str) for r in presence):
+            raise BadFrame("Invalid presence")
         requests = []
         for room in rooms:
             positioned, since = recover_request(recover.get(room), f"recover[{room!r}]")
-            requests.append(TopicRequest(room, None, cid, positioned, since))
+            requests.append(TopicRequest(room, None, cid, positioned, since, room in presence))
         return requests
 
     def joined(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
@@ -154,6 +158,12 @@ class EventsDialect:
                 joined = {"room": answer.request.topic, "recovered": answer.recovered}
                 frames.append(encode("joined", joined | {"offset": offset, "epoch": epoch}))
         return frames
+
+    def presence(self, request: TopicRequest, members: list[dict[str, Any]]) -> bytes:
+        frame = encode("presence", {"room": request.topic, "members": members})
+        if request.correlation_id is None:
+            return frame
+        return frame[:-1] + b',"id":' + orjson.dumps(request.correlation_id) + b"}"
 
     def positioned(self, frame: bytes, topic: str, position: Position) -> bytes:
         return (

@@ -85,6 +85,7 @@ class RoverDialect:
     controls: Mapping[str, Control] = {
         "join": Control.JOIN,
         "leave": Control.LEAVE,
+        "presence": Control.PRESENCE,
         "authenticate": Control.AUTHENTICATE,
     }
 
@@ -126,11 +127,14 @@ class RoverDialect:
         topic = body.get("topic") if type(body) is dict else None
         if type(topic) is not str or not topic:
             raise BadFrame(f'{envelope.type} needs "topic": a non-empty string')
-        data = {k: v for k, v in body.items() if k != "topic" and k != "$recover"}
+        data = {k: v for k, v in body.items() if k not in ("topic", "$recover", "$presence")}
         positioned, since = recover_request(body.get("$recover"), '"$recover"')
         if positioned and envelope.type == "leave":
             raise BadFrame('leave takes no "$recover"')
-        return [TopicRequest(topic, data, None, positioned, since)]
+        presence = body.get("$presence", False)
+        if type(presence) is not bool:
+            raise BadFrame('"$presence" is true or false')
+        return [TopicRequest(topic, data, None, positioned, since, presence)]
 
     def joined(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         frames = []
@@ -160,6 +164,10 @@ class RoverDialect:
                 ack["$offset"], ack["$epoch"] = answer.position
             frames.append(_dumps(ack))
         return frames
+
+    @staticmethod
+    def presence(request: TopicRequest, members: list[dict[str, Any]]) -> bytes:
+        return _dumps({"type": "presence", "topic": request.topic, "members": members})
 
     @staticmethod
     def positioned(frame: bytes, topic: str, position: Position) -> bytes:

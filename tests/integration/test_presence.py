@@ -1,0 +1,150 @@
+"""Presence on the router's topics (issue 16), over real sockets: who is in a topic, with what
+the join handler attached, and joins and leaves sent to the members that ask for them; in
+one process and across two instances on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from crosswire import App, Endpoint, Hub, JoinContext, Router
+from crosswire.pubsub.redis import RedisBackend
+from crosswire.wire import CANONICAL, ROVER
+from tests.redis_server import RedisServer
+from tests.support import TIMEOUT, recv
+
+Open = Callable[[str], Awaitable[ClientConnection]]
+
+
+def room_router() -> Router:
+    router = Router()
+
+    def join(ctx: JoinContext) -> None:
+        ctx.accept(presence={"name": (ctx.payload or {}).get("name", "?")})
+
+    router.topic("room:{id}", presence=True).on_join(join)
+    return router
+
+
+async def send(ws: ClientConnection, frame: dict[str, Any]) -> None:
+    await ws.send(orjson.dumps(frame).decode())
+
+
+async def receive(ws: ClientConnection) -> Any:
+    return orjson.loads(await recv(ws))
+
+
+async def join(ws: ClientConnection, topic: str, name: str, *, events: bool = True) -> Any:
+    payload = {"topic": topic, "data": {"name": name}, "presence": events}
+    await send(ws, {"type": "$ws:join", "meta": {"correlationId": name}, "payload": payload})
+    ack = await receive(ws)
+    assert ack["type"] == "$ws:join-ack", ack
+    return ack
+
+
+async def members(ws: ClientConnection, topic: str) -> list[Any]:
+    await send(
+        ws, {"type": "$ws:presence", "meta": {"correlationId": "p"}, "payload": {"topic": topic}}
+    )
+    answer = await receive(ws)
+    assert answer["type"] == "$ws:presence", answer
+    assert answer["meta"] == {"correlationId": "p"}
+    return [(m["data"]["name"], m["userId"]) for m in answer["payload"]["members"]]
+
+
+@pytest.fixture
+async def one_process(serve_router: Any) -> AsyncIterator[Open]:
+    router = room_router()
+    app = App(
+        endpoints=[
+            Endpoint("/c", router, dialects=[CANONICAL]),
+            Endpoint("/r", router, dialects=[ROVER]),
+        ]
+    )
+    running = await serve_router(app)
+    sockets: list[ClientConnection] = []
+
+    async def open_(path: str) -> ClientConnection:
+        ws = await asyncio.wait_for(connect(running.url + path), TIMEOUT)
+        sockets.append(ws)
+        return ws
+
+    yield open_
+    for ws in sockets:
+        await ws.close()
+
+
+async def test_members_see_who_joins_and_leaves_and_can_list_who_is_in(
+    one_process: Open,
+) -> None:
+    ann = await one_process("/c")
+    await join(ann, "room:1", "ann")
+    joined = await receive(ann)  # ann's own join, as every member that asked sees it
+    assert joined["type"] == "$ws:presence-join"
+    assert joined["payload"]["data"] == {"name": "ann"}
+    ben = await one_process("/c")
+    await join(ben, "room:1", "ben", events=False)
+    seen = await receive(ann)
+    assert seen["type"] == "$ws:presence-join"
+    assert seen["payload"]["topic"] == "room:1" and seen["payload"]["data"] == {"name": "ben"}
+    ben_id = seen["payload"]["clientId"]
+    assert sorted(await members(ann, "room:1")) == [("ann", None), ("ben", None)]
+    await ben.close()
+    left = await receive(ann)
+    assert left["type"] == "$ws:presence-leave" and left["payload"]["clientId"] == ben_id
+    assert await members(ann, "room:1") == [("ann", None)]
+
+
+async def test_who_is_in_a_topic_is_for_its_members(one_process: Open) -> None:
+    outsider = await one_process("/c")
+    await send(
+        outsider,
+        {"type": "$ws:presence", "meta": {"correlationId": "p"}, "payload": {"topic": "room:2"}},
+    )
+    refused = await receive(outsider)
+    assert refused["type"] == "RPC_ERROR"
+    assert refused["payload"]["code"] == "PERMISSION_DENIED"
+    await join(outsider, "room:2", "cy", events=False)  # the connection carries on
+    assert await members(outsider, "room:2") == [("cy", None)]
+
+
+async def test_rover_clients_ask_with_dollar_presence(one_process: Open) -> None:
+    ws = await one_process("/r")
+    await send(ws, {"type": "join", "topic": "room:3", "name": "dee", "$presence": True})
+    assert (await receive(ws))["type"] == "join_ack"
+    event = await receive(ws)
+    assert event["type"] == "$ws:presence-join" and event["data"] == {"name": "dee"}
+    await send(ws, {"type": "presence", "topic": "room:3"})
+    answer = await receive(ws)
+    assert answer["type"] == "presence" and answer["topic"] == "room:3"
+    assert [m["data"] for m in answer["members"]] == [{"name": "dee"}]
+
+
+async def test_presence_across_two_instances_on_redis(
+    serve_router: Any, redis_server: RedisServer
+) -> None:
+    urls = []
+    for _ in range(2):
+        app = App(room_router(), hub=Hub(RedisBackend(redis_server.url)))
+        urls.append((await serve_router(app)).url + "/")
+    ann = await asyncio.wait_for(connect(urls[0]), TIMEOUT)
+    ben = await asyncio.wait_for(connect(urls[1]), TIMEOUT)
+    try:
+        await join(ann, "room:9", "ann")
+        assert (await receive(ann))["payload"]["data"] == {"name": "ann"}
+        await join(ben, "room:9", "ben", events=False)
+        seen = await receive(ann)  # ben's join, from the other instance
+        assert seen["type"] == "$ws:presence-join" and seen["payload"]["data"] == {"name": "ben"}
+        assert sorted(await members(ben, "room:9")) == [("ann", None), ("ben", None)]
+        await ben.close()
+        left = await receive(ann)
+        assert left["type"] == "$ws:presence-leave"
+        assert await members(ann, "room:9") == [("ann", None)]
+    finally:
+        await ann.close()
+        await ben.close()
