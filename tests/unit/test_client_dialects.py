@@ -15,6 +15,7 @@ from crosswire.client import dialects as client
 from crosswire.client.frames import Frame, JoinAck
 from crosswire.client.topics import Memberships
 from crosswire.wire import CANONICAL, EVENTS, ROVER, Dialect, TopicAnswer, TopicRequest
+from crosswire.wire.dialect import Position
 
 PAIRS: list[tuple[Dialect, client.ClientDialect]] = [
     (CANONICAL, client.CANONICAL),
@@ -176,3 +177,36 @@ def test_memberships_remember_acked_joins_and_forget_left_ones() -> None:
     assert dict(topics.joined) == {"a": {"u": 1}}
     topics.clear()
     assert dict(topics.joined) == {}
+
+
+def test_a_recovering_join_and_its_ack_both_ways() -> None:
+    speaks = client.CANONICAL
+    first = CANONICAL.decode(speaks.join("news:1", None, "j1", positioned=True).encode())
+    last = Position(12, "e1")
+    again = CANONICAL.decode(
+        speaks.join("news:1", {"u": 1}, "j2", positioned=True, since=last).encode()
+    )
+    plain = CANONICAL.decode(speaks.join("news:1", None, "j3").encode())
+    [asked_from_now] = CANONICAL.topic_requests(first)
+    [asked_from_there] = CANONICAL.topic_requests(again)
+    [asked_nothing] = CANONICAL.topic_requests(plain)
+    assert (asked_from_now.positioned, asked_from_now.since) == (True, None)
+    assert (asked_from_there.positioned, asked_from_there.since) == (True, last)
+    assert asked_from_there.data == {"u": 1}
+    assert (asked_nothing.positioned, asked_nothing.since) == (False, None)
+
+    answer = TopicAnswer(asked_from_there, data="snap", recovered=True, position=Position(14, "e1"))
+    [ack] = CANONICAL.joined([answer])
+    read = speaks.join_answer(speaks.parse(ack.decode(), False), "news:1", "j2")
+    assert isinstance(read, JoinAck)
+    assert (read.data, read.recovered, read.position) == ("snap", True, Position(14, "e1"))
+    [ack] = CANONICAL.joined([TopicAnswer(asked_nothing)])
+    read = speaks.join_answer(speaks.parse(ack.decode(), False), "news:1", "j3")
+    assert isinstance(read, JoinAck) and (read.recovered, read.position) == (None, None)
+
+    event = CANONICAL.positioned(CANONICAL.message("NEWS", None, b'{"n":13}'), "news:1", last)
+    assert speaks.position_of(speaks.parse(event.decode(), False)) == ("news:1", last)
+    bare = CANONICAL.message("NEWS", None, b'{"n":13}')
+    assert speaks.position_of(speaks.parse(bare.decode(), False)) is None
+    odd = Frame("NEWS", {"topic": "news:1", "offset": True, "epoch": "e1"})
+    assert speaks.position_of(odd) is None  # (a bool is not an offset)
