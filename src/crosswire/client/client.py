@@ -82,9 +82,10 @@ class ErrorContext:
     ``parse``: a frame that is not a canonical message. ``validation``: a message whose payload
     does not match the schema it was registered or requested with. ``overflow``: a message
     dropped because the queue was full (or off) while offline. ``server``: an ``ERROR`` frame
-    (not the answer to a request). ``handler``: an ``on`` handler raised. ``rejoin``: the
-    server refused to join a topic again after a reconnect (the error is a
-    :class:`~crosswire.JoinRefused`, ``details`` the topic); the client forgot the topic.
+    (not the answer to a request). ``handler``: an ``on`` handler (or another listener:
+    ``on_unhandled``, ``on_progress``, ``on_resync``) raised. ``rejoin``: the server refused
+    to join a topic again after a reconnect (the error is a :class:`~crosswire.JoinRefused`,
+    ``details`` the topic); the client forgot the topic.
     """
 
     type: Literal["parse", "validation", "overflow", "server", "handler", "rejoin"]
@@ -398,11 +399,13 @@ class Client:
         also keeps the topic's position (:meth:`position`; the topic needs a ``History`` on
         the server) and joins it again from there: the events missed meanwhile come to the
         handlers, in order, none twice; when the server could not recover them the
-        :meth:`on_resync` listeners are told. Like a request, a join
-        while not connected waits in the queue, and every wait is bounded by ``timeout``
-        (default ``request_timeout``). Raises :class:`~crosswire.JoinRefused` (``code``,
-        ``reason``) when the server refuses, and :class:`~crosswire.WsError` as
-        :meth:`request` does (``DEADLINE_EXCEEDED``, ``UNAVAILABLE``, ...).
+        :meth:`on_resync` listeners are told.
+
+        Like a request, a join while not connected waits in the queue, and every wait is
+        bounded by ``timeout`` (default ``request_timeout``). Raises
+        :class:`~crosswire.JoinRefused` (``code``, ``reason``) when the server refuses, and
+        :class:`~crosswire.WsError` as :meth:`request` does (``DEADLINE_EXCEEDED``,
+        ``UNAVAILABLE``, ...).
 
         Cancelling it (or its timeout) takes a queued join out of the queue; a join already
         sent cannot be called back: the server may join the topic all the same, and the
