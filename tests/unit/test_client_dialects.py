@@ -256,8 +256,17 @@ def test_memberships_keep_the_position_of_a_recovering_topic_and_drop_what_was_s
     assert topics.admit(event("news:1", 1, "e3"))  # another epoch again: taken, and followed
     assert topics.position("news:1") == Position(1, "e3")
 
-    topics.left("news:1")
+    ids = iter(["r5", "r6"])
+    topics.rejoins(lambda: next(ids))
+    no = {"topic": "news:1", "code": "PERMISSION_DENIED", "message": "closed"}
+    refusal = topics.rejoin_answer(Frame("$ws:join-error", {"correlationId": "r5"}, no))
+    assert isinstance(refusal, JoinRefused) and refusal.topic == "news:1"
     assert topics.position("news:1") is None and topics.admit(event("news:1", 1, "e3"))
+
+    topics.accepted("news:2", topics.joining("news:2", None, recover=True), JoinAck("news:2"))
+    assert topics.admit(event("news:2", 4)) and topics.position("news:2") == Position(4, "e1")
+    topics.left("news:2")
+    assert topics.position("news:2") is None
 
 
 def test_a_rejoin_of_a_recovering_topic_that_does_not_say_recovered_is_a_resync() -> None:

@@ -450,8 +450,7 @@ class Client {
         if (joining && frame.type === "$ws:join-ack") {
           this._accepted(topic, joining, frame.payload); // before the next frame is read
           call.resolve({ data: frame.payload?.data });
-        }
-        else if (joining && JOIN_REFUSALS.has(frame.type)) call.reject(JoinRefused.fromPayload(topic, frame.payload));
+        } else if (joining && JOIN_REFUSALS.has(frame.type)) call.reject(JoinRefused.fromPayload(topic, frame.payload));
         else if (!joining && frame.type === "$ws:leave-ack") call.resolve(undefined);
         else if (!joining && (frame.type === "ERROR" || frame.type === "RPC_ERROR")) {
           call.reject(WsClientError.fromPayload(frame.payload));
@@ -616,6 +615,7 @@ class Client {
       this._rejoins.delete(cid);
       if (frame.type === "$ws:join-ack") return this._rejoined(rejoined, frame.payload);
       this._topics.delete(rejoined); // refused now: forgotten, and the app told
+      this._positions.delete(rejoined);
       return this._report(JoinRefused.fromPayload(rejoined, frame.payload), "rejoin", rejoined);
     }
     if (frame.type === "ERROR") return this._report(WsClientError.fromPayload(frame.payload), "server", frame);
