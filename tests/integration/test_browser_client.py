@@ -1,7 +1,8 @@
 """The browser client (src/crosswire/static/client.js) in Node.js against real crosswire
 servers: requests, progress, errors, deadlines and AbortSignal, heartbeat, a token in a
-subprotocol, the offline queue across a server restart, and topics: joins, leaves, and the
-joins made again after a server restart."""
+subprotocol, the offline queue across a server restart, and topics: joins, leaves, the
+joins made again after a server restart, and the events missed meanwhile recovered (or a
+resync)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from crosswire import Accept, Heartbeat, Response, Router, RpcContext, message, 
 from crosswire.auth import bearer_token
 from crosswire.client import browser_module
 from examples import echo
+from tests.integration.test_client_recovery import Newsroom, repeating_app
 from tests.integration.test_client_topics import Said, topic_router
 from tests.support import BROWSER_CLIENT, RunScenario, ServeRouter, eventually
 
@@ -250,3 +252,68 @@ async def test_a_join_while_offline_waits_for_the_connection(
     assert result["cancelled"]["code"] == "CANCELLED"
     assert result["ack"] == {"welcome": "ann"}
     assert result["topics"] == {"room:1": {"username": "ann"}}
+
+
+async def test_events_missed_while_away_arrive_in_order_once_each_then_live_ones(
+    serve_router: ServeRouter, run_scenario: RunScenario
+) -> None:
+    newsroom = Newsroom()
+    server = await serve_router(newsroom.router)
+    scenario = await run_scenario(server.url + "/", "recover")
+    assert await scenario.step() == "publish"
+    newsroom.publish("news:1", 1, 2)
+    scenario.go_on()
+    assert await scenario.step() == "away"
+    newsroom.away = True
+    scenario.go_on()
+    assert await scenario.step() == "publish-missed"
+    newsroom.publish("news:1", 3, 4, 5)  # while the client is away: all within the history
+    newsroom.away = False
+    scenario.go_on()
+    assert await scenario.step() == "publish-live"
+    newsroom.publish("news:1", 6)
+    scenario.go_on()
+    result = await scenario.result()
+    assert result["ack"] == {"latest": 0} and result["first"]["offset"] == 0
+    epoch = result["first"]["epoch"]
+    assert result["seen"] == [["news", n, n] for n in range(1, 7)]  # no resync, none twice
+    assert result["position"] == {"offset": 6, "epoch": epoch}
+    assert result["left"] is None
+
+
+async def test_a_server_restart_is_another_epoch_and_a_resync(
+    serve_router: ServeRouter, run_scenario: RunScenario
+) -> None:
+    first = Newsroom()
+    server = await serve_router(first.router)
+    scenario = await run_scenario(server.url + "/", "resync")
+    assert await scenario.step() == "publish"
+    first.publish("news:2", 1, 2, 3)
+    scenario.go_on()
+    assert await scenario.step() == "restart"
+    await server.aclose()
+    again = Newsroom()
+    await serve_router(again.router, port=server.port)
+    scenario.go_on()
+    assert await scenario.step() == "publish-live"
+    again.publish("news:2", 1)  # offset 1 again, in the new epoch: not taken for a repeat
+    scenario.go_on()
+    result = await scenario.result()
+    assert result["seen"] == [
+        ["news", 1, 1],
+        ["news", 2, 2],
+        ["news", 3, 3],
+        ["resync", "news:2", {"latest": 0}],
+        ["news", 1, 1],
+    ]
+    assert result["before"]["offset"] == 3 and result["after"]["offset"] == 0
+    assert result["after"]["epoch"] != result["before"]["epoch"]
+
+
+async def test_an_event_sent_twice_is_handed_to_the_application_once(
+    serve_router: ServeRouter, run_scenario: RunScenario
+) -> None:
+    server = await serve_router(repeating_app())
+    result = await (await run_scenario(server.url + "/", "duplicates")).result()
+    assert result["seen"] == [["news", 2, 2], ["news", 3, 3], ["news", 1, 1]]
+    assert result["position"] == {"offset": 1, "epoch": "f"}

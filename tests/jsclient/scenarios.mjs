@@ -251,6 +251,66 @@ Object.assign(scenarios, {
   },
 });
 
+// Recovery: the Python side serves tests/integration/test_client_recovery.py's Newsroom.
+function newsReader(client) {
+  const seen = []; // ["news", n, offset] per event handed over, ["resync", topic, data] per resync
+  client.on("NEWS", (payload, frame) => seen.push(["news", payload.n, frame.meta.offset]));
+  client.onResync((resync) => seen.push(["resync", resync.topic, resync.data]));
+  return seen;
+}
+
+Object.assign(scenarios, {
+  async recover() {
+    const client = wsClient({ url, reconnect: fast });
+    const seen = newsReader(client);
+    await client.connect();
+    const ack = await client.join("news:1", undefined, { recover: true });
+    const first = client.position("news:1");
+    await step("publish"); // 1, 2
+    await until(() => seen.length === 2);
+    await step("away"); // the server refuses handshakes from now on
+    client.send("DROP"); // the server closes this connection
+    await until(() => client.state === "reconnecting");
+    await step("publish-missed"); // 3, 4, 5, and handshakes accepted again
+    await until(() => seen.length === 5);
+    await step("publish-live"); // 6
+    await until(() => seen.length === 6);
+    const position = client.position("news:1");
+    await client.leave("news:1");
+    const left = client.position("news:1");
+    await client.close();
+    return { ack, first, seen, position, left };
+  },
+
+  async resync() {
+    const client = wsClient({ url, reconnect: fast });
+    const seen = newsReader(client);
+    await client.connect();
+    await client.join("news:2", undefined, { recover: true });
+    await step("publish"); // 1, 2, 3
+    await until(() => seen.length === 3);
+    const before = client.position("news:2");
+    await step("restart"); // another server process on the same port: another epoch
+    await until(() => seen.length === 4);
+    const after = client.position("news:2");
+    await step("publish-live"); // 1, in the new epoch
+    await until(() => seen.length === 5);
+    await client.close();
+    return { seen, before, after };
+  },
+
+  async duplicates() {
+    const client = wsClient({ url, reconnect: fast });
+    const seen = newsReader(client);
+    await client.connect();
+    await client.join("t", undefined, { recover: true });
+    await until(() => seen.length === 3); // (the repeats come before the last event)
+    const position = client.position("t");
+    await client.close();
+    return { seen, position };
+  },
+});
+
 const result = await scenarios[scenario]();
 console.log(JSON.stringify(result));
 input.close(); // no process.exit(): a timer or socket left behind keeps Node alive, and fails the test

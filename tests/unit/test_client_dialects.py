@@ -13,8 +13,9 @@ import pytest
 from crosswire import ErrorCode, JoinRefused, WsError
 from crosswire.client import dialects as client
 from crosswire.client.frames import Frame, JoinAck
-from crosswire.client.topics import Memberships
+from crosswire.client.topics import Memberships, Resync
 from crosswire.wire import CANONICAL, EVENTS, ROVER, Dialect, TopicAnswer, TopicRequest
+from crosswire.wire.dialect import Position
 
 PAIRS: list[tuple[Dialect, client.ClientDialect]] = [
     (CANONICAL, client.CANONICAL),
@@ -145,17 +146,17 @@ def test_what_is_not_a_frame_of_the_dialect() -> None:
 
 def test_memberships_remember_acked_joins_and_forget_left_ones() -> None:
     topics = Memberships()
-    first = topics.joining("a")
-    topics.accepted("a", {"u": 1}, first)
-    left_early = topics.joining("b")
+    first = topics.joining("a", {"u": 1}, recover=False)
+    topics.accepted("a", first, JoinAck("a"))
+    left_early = topics.joining("b", None, recover=False)
     topics.left("b")  # before its ack came
-    topics.accepted("b", None, left_early)
-    refused = topics.joining("c")
+    topics.accepted("b", left_early, JoinAck("b"))
+    refused = topics.joining("c", None, recover=False)
     topics.settled("c", refused)
     assert dict(topics.joined) == {"a": {"u": 1}}
 
     ids = iter(["r1", "r2"])
-    topics.accepted("d", None, topics.joining("d"))
+    topics.accepted("d", topics.joining("d", None, recover=False), JoinAck("d"))
     frames = topics.rejoins(lambda: next(ids))
     assert [t for t, _ in frames] == ["a", "d"]
     assert orjson.loads(frames[0][1]) == {
@@ -176,3 +177,109 @@ def test_memberships_remember_acked_joins_and_forget_left_ones() -> None:
     assert dict(topics.joined) == {"a": {"u": 1}}
     topics.clear()
     assert dict(topics.joined) == {}
+
+
+def test_a_recovering_join_and_its_ack_both_ways() -> None:
+    speaks = client.CANONICAL
+    first = CANONICAL.decode(speaks.join("news:1", None, "j1", positioned=True).encode())
+    last = Position(12, "e1")
+    again = CANONICAL.decode(
+        speaks.join("news:1", {"u": 1}, "j2", positioned=True, since=last).encode()
+    )
+    plain = CANONICAL.decode(speaks.join("news:1", None, "j3").encode())
+    [asked_from_now] = CANONICAL.topic_requests(first)
+    [asked_from_there] = CANONICAL.topic_requests(again)
+    [asked_nothing] = CANONICAL.topic_requests(plain)
+    assert (asked_from_now.positioned, asked_from_now.since) == (True, None)
+    assert (asked_from_there.positioned, asked_from_there.since) == (True, last)
+    assert asked_from_there.data == {"u": 1}
+    assert (asked_nothing.positioned, asked_nothing.since) == (False, None)
+
+    answer = TopicAnswer(asked_from_there, data="snap", recovered=True, position=Position(14, "e1"))
+    [ack] = CANONICAL.joined([answer])
+    read = speaks.join_answer(speaks.parse(ack.decode(), False), "news:1", "j2")
+    assert isinstance(read, JoinAck)
+    assert (read.data, read.recovered, read.position) == ("snap", True, Position(14, "e1"))
+    [ack] = CANONICAL.joined([TopicAnswer(asked_nothing)])
+    read = speaks.join_answer(speaks.parse(ack.decode(), False), "news:1", "j3")
+    assert isinstance(read, JoinAck) and (read.recovered, read.position) == (None, None)
+
+    event = CANONICAL.positioned(CANONICAL.message("NEWS", None, b'{"n":13}'), "news:1", last)
+    assert speaks.position_of(speaks.parse(event.decode(), False)) == ("news:1", last)
+    bare = CANONICAL.message("NEWS", None, b'{"n":13}')
+    assert speaks.position_of(speaks.parse(bare.decode(), False)) is None
+    odd = Frame("NEWS", {"topic": "news:1", "offset": True, "epoch": "e1"})
+    assert speaks.position_of(odd) is None  # (a bool is not an offset)
+
+
+def event(topic: str, offset: int, epoch: str = "e1") -> Frame:
+    return Frame("NEWS", {"topic": topic, "offset": offset, "epoch": epoch}, {"n": offset})
+
+
+def test_memberships_keep_the_position_of_a_recovering_topic_and_drop_what_was_seen() -> None:
+    topics = Memberships()
+    marker = topics.joining("news:1", None, recover=True)
+    join = orjson.loads(topics.join_frame("news:1", marker, "j"))
+    assert join["payload"] == {"topic": "news:1", "recover": {}}  # from the present
+    topics.accepted("news:1", marker, JoinAck("news:1", None, None, False, Position(2, "e1")))
+    plain = topics.joining("plain", None, recover=False)
+    topics.accepted("plain", plain, JoinAck("plain"))
+    assert topics.position("news:1") == Position(2, "e1") and topics.position("plain") is None
+
+    seen = [n for n in (2, 3, 3, 1, 4) if topics.admit(event("news:1", n))]
+    assert seen == [3, 4]  # at or before the position in the same epoch: seen already
+    assert topics.position("news:1") == Position(4, "e1")
+    assert topics.admit(event("plain", 1)) and topics.admit(event("plain", 1))  # not tracked
+    assert topics.admit(Frame("NEWS", {}, None))
+
+    # A reconnect: the rejoin asks from the last position; the recovered events follow.
+    ids = iter(["r1", "r2"])
+    rejoins = dict(topics.rejoins(lambda: next(ids)))
+    assert orjson.loads(rejoins["news:1"])["payload"] == {
+        "topic": "news:1",
+        "recover": {"offset": 4, "epoch": "e1"},
+    }
+    assert "recover" not in orjson.loads(rejoins["plain"])["payload"]
+    recovered = {"topic": "news:1", "recovered": True, "offset": 6, "epoch": "e1"}
+    assert topics.rejoin_answer(Frame("$ws:join-ack", {"correlationId": "r1"}, recovered))
+    assert topics.position("news:1") == Position(4, "e1")  # not the ack's: 5 and 6 follow
+    assert topics.admit(event("news:1", 5)) and topics.admit(event("news:1", 6))
+
+    # Another reconnect, to a server whose history has another epoch: a resync.
+    ids = iter(["r3", "r4"])
+    topics.rejoins(lambda: next(ids))
+    lost = {"topic": "news:1", "data": "snap", "recovered": False, "offset": 1, "epoch": "e2"}
+    answer = topics.rejoin_answer(Frame("$ws:join-ack", {"correlationId": "r3"}, lost))
+    assert answer == Resync("news:1", "snap")
+    assert topics.position("news:1") == Position(1, "e2")
+    assert not topics.admit(event("news:1", 1, "e2"))
+    assert topics.admit(event("news:1", 1, "e3"))  # another epoch again: taken, and followed
+    assert topics.position("news:1") == Position(1, "e3")
+
+    ids = iter(["r5", "r6"])
+    topics.rejoins(lambda: next(ids))
+    no = {"topic": "news:1", "code": "PERMISSION_DENIED", "message": "closed"}
+    refusal = topics.rejoin_answer(Frame("$ws:join-error", {"correlationId": "r5"}, no))
+    assert isinstance(refusal, JoinRefused) and refusal.topic == "news:1"
+    assert topics.position("news:1") is None and topics.admit(event("news:1", 1, "e3"))
+
+    topics.accepted("news:2", topics.joining("news:2", None, recover=True), JoinAck("news:2"))
+    assert topics.admit(event("news:2", 4)) and topics.position("news:2") == Position(4, "e1")
+    topics.left("news:2")
+    assert topics.position("news:2") is None
+
+
+def test_a_rejoin_of_a_recovering_topic_that_does_not_say_recovered_is_a_resync() -> None:
+    """A server that gave no position (no ``recovered`` in the ack) cannot have recovered
+    anything: never silent."""
+    topics = Memberships()
+    topics.accepted("t", topics.joining("t", None, recover=True), JoinAck("t"))
+    assert topics.position("t") is None
+    [(_, frame)] = topics.rejoins(lambda: "r1")
+    assert orjson.loads(frame)["payload"] == {"topic": "t", "recover": {}}
+    answer = topics.rejoin_answer(Frame("$ws:join-ack", {"correlationId": "r1"}, {"topic": "t"}))
+    assert answer == Resync("t")
+    topics.rejoins(lambda: "r2")
+    topics.left("t")  # before the rejoin's answer: nothing to resync
+    late = Frame("$ws:join-ack", {"correlationId": "r2"}, {"topic": "t", "recovered": False})
+    assert topics.rejoin_answer(late) is True and topics.position("t") is None

@@ -1,8 +1,8 @@
 """The typed client (WS-Kit's ``wsClient``, in Python): requests with progress, deadlines and
-cancellation, typed handlers, topics joined and left (and joined again after a reconnect), a
-bounded queue while offline, reconnection with backoff, and a token attached to every
-attempt. See ``docs/client.md``. The same client for browsers is one ES module, served with
-:func:`browser_module`.
+cancellation, typed handlers, topics joined and left (and joined again after a reconnect,
+recovering the events missed meanwhile when asked), a bounded queue while offline,
+reconnection with backoff, and a token attached to every attempt. See ``docs/client.md``.
+The same client for browsers is one ES module, served with :func:`browser_module`.
 
 ::
 
@@ -15,10 +15,12 @@ attempt. See ``docs/client.md``. The same client for browsers is one ES module, 
 from __future__ import annotations
 
 from ..errors import JoinRefused
+from ..wire.dialect import Position
 from .backoff import Reconnect
 from .browser import browser_module
 from .client import Auth, Client, ClientState, ErrorContext
 from .frames import Frame
+from .topics import Resync
 
 __all__ = [
     "Auth",
@@ -27,6 +29,8 @@ __all__ = [
     "ErrorContext",
     "Frame",
     "JoinRefused",
+    "Position",
     "Reconnect",
+    "Resync",
     "browser_module",
 ]

@@ -6,7 +6,9 @@ once when open and queues (bounded) otherwise; ``request``, ``join`` and ``leave
 pending call, send or queue its frame, and wait for the answer with a timeout. A lost
 connection fails every pending call with ``UNAVAILABLE`` (the server cancelled them). On the
 next open the client joins its topics again (:mod:`crosswire.client.topics`), then sends the
-queued frames.
+queued frames. A topic joined with ``recover`` is joined again from the last position seen:
+the events missed meanwhile come to the handlers, in order and once each, or, when the server
+could not recover them, the ``on_resync`` listeners are told.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from ..errors import ConfigurationError, ErrorCode, JoinRefused, ValidationError, WsError
 from ..schema import RESERVED_META_KEYS, MessageSchema
 from ..wire import canonical
+from ..wire.dialect import Position
 from .backoff import Reconnect
 from .dialects import CANONICAL
 from .frames import Frame, JoinAck, error_of, parse, typed
-from .topics import Memberships
+from .topics import Joining, Memberships, Resync
 
 __all__ = ["Auth", "Client", "ClientState", "ErrorContext"]
 
@@ -79,9 +82,10 @@ class ErrorContext:
     ``parse``: a frame that is not a canonical message. ``validation``: a message whose payload
     does not match the schema it was registered or requested with. ``overflow``: a message
     dropped because the queue was full (or off) while offline. ``server``: an ``ERROR`` frame
-    (not the answer to a request). ``handler``: an ``on`` handler raised. ``rejoin``: the
-    server refused to join a topic again after a reconnect (the error is a
-    :class:`~crosswire.JoinRefused`, ``details`` the topic); the client forgot the topic.
+    (not the answer to a request). ``handler``: an ``on`` handler (or another listener:
+    ``on_unhandled``, ``on_progress``, ``on_resync``) raised. ``rejoin``: the server refused
+    to join a topic again after a reconnect (the error is a :class:`~crosswire.JoinRefused`,
+    ``details`` the topic); the client forgot the topic.
     """
 
     type: Literal["parse", "validation", "overflow", "server", "handler", "rejoin"]
@@ -90,11 +94,12 @@ class ErrorContext:
 
 Handler = Callable[[Frame], Any]
 ErrorListener = Callable[[Exception, ErrorContext], Any]
+ResyncListener = Callable[[Resync], Any]
 
 
 class _Call:
-    """A request waiting for its reply (``response``), or a join or a leave of ``topic``
-    waiting for its answer."""
+    """A request waiting for its reply (``response``), or a join (``joining``: its marker)
+    or a leave of ``topic`` waiting for its answer."""
 
     __slots__ = ("future", "joining", "on_progress", "response", "sent", "topic")
 
@@ -105,7 +110,7 @@ class _Call:
         response: MessageSchema[Any] | None = None,
         on_progress: Callable[[Any], Any] | None = None,
         topic: str | None = None,
-        joining: bool = False,
+        joining: Joining | None = None,
     ) -> None:
         self.future = future
         self.response = response
@@ -124,6 +129,7 @@ class Client:
             client.on(Chat, lambda frame: print(frame.payload.text))
             reply = await client.request(Add, {"a": 1, "b": 2})
             welcome = await client.join("room:7", {"username": "ann"})  # the ack's data
+            await client.join("news:1", recover=True)  # missed events come after a reconnect
 
     Options (keyword-only): ``subprotocols``, ``headers`` (sent with the handshake),
     ``auth`` (:class:`Auth`), ``reconnect`` (:class:`~crosswire.client.Reconnect`),
@@ -196,6 +202,7 @@ class Client:
         self._state_listeners: list[Callable[[ClientState], Any]] = []
         self._error_listeners: list[ErrorListener] = []
         self._unhandled_listeners: list[Handler] = []
+        self._resync_listeners: list[ResyncListener] = []
         self._memberships = Memberships()
 
     # -- state -----------------------------------------------------------------------------
@@ -223,6 +230,12 @@ class Client:
         """The topics the client is in (joined, and not left), each with the data it was
         joined with: what it joins again after a reconnect."""
         return dict(self._memberships.joined)
+
+    def position(self, topic: str) -> Position | None:
+        """The last position seen of ``topic`` (``(offset, epoch)``: the ack's, then each
+        event's), if it was joined with ``recover=True``; None otherwise, or when the server
+        gave none."""
+        return self._memberships.position(topic)
 
     # -- connecting ------------------------------------------------------------------------
 
@@ -374,6 +387,7 @@ class Client:
         topic: str,
         data: Any = None,
         *,
+        recover: bool = False,
         timeout: float | None = None,  # noqa: ASYNC109 - as request's
     ) -> Any:
         """Join ``topic`` (``$ws:join``) with ``data`` (the join handler's ``ctx.payload``;
@@ -381,24 +395,29 @@ class Client:
         ``ctx.accept(data)``; None when none).
 
         Once acknowledged, the client remembers the topic and its data (:attr:`topics`) and
-        joins it again, with the same data, after each reconnect. Like a request, a join
-        while not connected waits in the queue, and every wait is bounded by ``timeout``
-        (default ``request_timeout``). Raises :class:`~crosswire.JoinRefused` (``code``,
-        ``reason``) when the server refuses, and :class:`~crosswire.WsError` as
-        :meth:`request` does (``DEADLINE_EXCEEDED``, ``UNAVAILABLE``, ...).
+        joins it again, with the same data, after each reconnect. With ``recover=True`` it
+        also keeps the topic's position (:meth:`position`; the topic needs a ``History`` on
+        the server) and joins it again from there: the events missed meanwhile come to the
+        handlers, in order, none twice; when the server could not recover them the
+        :meth:`on_resync` listeners are told.
+
+        Like a request, a join while not connected waits in the queue, and every wait is
+        bounded by ``timeout`` (default ``request_timeout``). Raises
+        :class:`~crosswire.JoinRefused` (``code``, ``reason``) when the server refuses, and
+        :class:`~crosswire.WsError` as :meth:`request` does (``DEADLINE_EXCEEDED``,
+        ``UNAVAILABLE``, ...).
 
         Cancelling it (or its timeout) takes a queued join out of the queue; a join already
         sent cannot be called back: the server may join the topic all the same, and the
         client does not remember it. :meth:`leave` it to be sure."""
         if not isinstance(topic, str) or not topic:
             raise ValueError(f"a topic is a non-empty string, not {topic!r}")
-        marker = self._memberships.joining(topic)
+        marker = self._memberships.joining(topic, data, recover=recover)
         try:
-            ack: JoinAck = await self._topic_call(topic, data, timeout, joining=True)
+            ack: JoinAck = await self._topic_call(topic, timeout, joining=marker)
         except BaseException:
             self._memberships.settled(topic, marker)
             raise
-        self._memberships.accepted(topic, data, marker)
         return ack.data
 
     async def leave(
@@ -417,23 +436,25 @@ class Client:
         if not self.is_connected:
             self._unqueue_joins(topic)
             return
-        await self._topic_call(topic, None, timeout, joining=False)
+        await self._topic_call(topic, timeout, joining=None)
 
     async def _topic_call(
         self,
         topic: str,
-        data: Any,
         timeout: float | None,  # noqa: ASYNC109 - as request's
         *,
-        joining: bool,
+        joining: Joining | None,
     ) -> Any:
-        """Send a join or a leave and wait for its answer (the JoinAck of a join)."""
+        """Send the join of ``joining`` (or a leave when None) and wait for its answer (the
+        JoinAck of a join; the topic is remembered when it comes)."""
         if len(self._calls) >= self._pending_limit:
             raise WsError(ErrorCode.RESOURCE_EXHAUSTED, "too many requests pending")
         seconds = self._request_timeout if timeout is None else timeout
         cid = self._new_id()
-        frame = CANONICAL.join if joining else CANONICAL.leave
-        text = frame(topic, data, cid)
+        if joining is not None:
+            text = self._memberships.join_frame(topic, joining, cid)
+        else:
+            text = CANONICAL.leave(topic, None, cid)
         future = asyncio.get_running_loop().create_future()
         self._calls[cid] = _Call(future, topic=topic, joining=joining)
         try:
@@ -453,7 +474,7 @@ class Client:
     def _unqueue_joins(self, topic: str) -> None:
         for text, cid in list(self._queue):
             call = self._calls.get(cid) if cid is not None else None
-            if call is not None and call.joining and call.topic == topic:
+            if call is not None and call.joining is not None and call.topic == topic:
                 self._queue.remove((text, cid))
                 left = WsError(ErrorCode.CANCELLED, f"{topic!r} was left before the join was sent")
                 _settle(call.future, left)
@@ -486,6 +507,14 @@ class Client:
     def on_unhandled(self, listener: Handler) -> Callable[[], None]:
         """Call ``listener(frame)`` for messages no handler or request takes (raw payload)."""
         return _listen(self._unhandled_listeners, listener)
+
+    def on_resync(self, listener: ResyncListener) -> Callable[[], None]:
+        """Call ``listener(Resync(topic, data))`` (plain or async) when a topic joined with
+        ``recover=True`` was joined again after a reconnect without the events missed
+        meanwhile: reload its state (``data`` is the rejoin's ack data). It is called before
+        the events that follow the rejoin. Without listeners, it is logged. Returns an
+        unregister function."""
+        return _listen(self._resync_listeners, listener)
 
     # -- the connection's task -------------------------------------------------------------
 
@@ -682,7 +711,13 @@ class Client:
         if isinstance(rejoined, JoinRefused):
             self._report(rejoined, "rejoin", rejoined.topic)
             return
+        if isinstance(rejoined, Resync):
+            self._resync(rejoined)
+            return
         if rejoined:
+            return
+        if not self._memberships.admit(frame):
+            logger.debug("client: %s seen already: dropped", frame.meta)
             return
         if frame.type == "<text>":
             self._report(ValueError("not a canonical frame"), "parse", frame.raw)
@@ -700,18 +735,20 @@ class Client:
             for listener in list(self._unhandled_listeners):
                 self._run_listener(listener, frame, "handler")
 
-    @staticmethod
-    def _answer_topic_call(call: _Call, frame: Frame) -> bool:
-        """Settle a join or a leave with ``frame`` if it answers it; whether it did."""
+    def _answer_topic_call(self, call: _Call, frame: Frame) -> bool:
+        """Settle a join or a leave with ``frame`` if it answers it; whether it did. An
+        accepted join is remembered now, before the next frame (an event of the topic) is
+        read."""
         topic, cid = call.topic, frame.correlation_id
         assert topic is not None and cid is not None
-        if call.joining:
+        if call.joining is not None:
             answer = CANONICAL.join_answer(frame, topic, cid)
             if answer is None:
                 return False
             if isinstance(answer, JoinRefused):
                 call.future.set_exception(answer)
             else:
+                self._memberships.accepted(topic, call.joining, answer)
                 call.future.set_result(answer)
             return True
         left = CANONICAL.leave_answer(frame, topic, cid)
@@ -720,6 +757,12 @@ class Client:
         elif left:
             call.future.set_result(None)
         return left is not False
+
+    def _resync(self, resync: Resync) -> None:
+        if not self._resync_listeners:
+            logger.warning("client: %r was not recovered after the reconnect: resync", resync.topic)
+        for listener in list(self._resync_listeners):
+            self._run_listener(listener, resync, "handler")
 
     def _run_listener(self, listener: Callable[[Any], Any], arg: Any, what: Any) -> None:
         try:

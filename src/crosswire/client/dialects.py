@@ -44,6 +44,7 @@ import orjson
 
 from ..errors import ErrorCode, JoinRefused, WsError
 from ..wire import canonical, rover
+from ..wire.dialect import Position
 from .frames import Frame, JoinAck, error_of, parse, refusal
 
 __all__ = [
@@ -119,7 +120,11 @@ class ClientDialect(Protocol):
 class CanonicalFrames:
     """The canonical dialect (``docs/protocol.md``): ``$ws:join``/``$ws:leave`` with a
     correlation id, answered by ``$ws:join-ack``/``$ws:join-error``/``$ws:leave-ack`` (or an
-    ``RPC_ERROR`` for a frame the server could not read) that carry it back."""
+    ``RPC_ERROR`` for a frame the server could not read) that carry it back.
+
+    A join may ask for positions (``positioned``): with ``recover: {}``, or, given ``since``,
+    ``recover: {"offset", "epoch"}``; its ack then says ``recovered`` and the topic's
+    position (:class:`JoinAck`). The other dialects' clients do not ask for positions."""
 
     name = "canonical"
     correlates = True
@@ -150,8 +155,19 @@ class CanonicalFrames:
             {"type": canonical.ABORT, "meta": {"correlationId": correlation_id}}
         ).decode()
 
-    def join(self, topic: str, data: Any, correlation_id: str) -> str:
-        return _topic_frame(canonical.JOIN, topic, data, correlation_id)
+    def join(
+        self,
+        topic: str,
+        data: Any,
+        correlation_id: str,
+        *,
+        positioned: bool = False,
+        since: Position | None = None,
+    ) -> str:
+        recover: dict[str, Any] | None = None
+        if positioned:
+            recover = {} if since is None else {"offset": since.offset, "epoch": since.epoch}
+        return _topic_frame(canonical.JOIN, topic, data, correlation_id, recover)
 
     def leave(self, topic: str, data: Any, correlation_id: str) -> str:
         return _topic_frame(canonical.LEAVE, topic, data, correlation_id)
@@ -163,7 +179,14 @@ class CanonicalFrames:
             return None
         if frame.type == canonical.JOIN_ACK:
             body = frame.payload if isinstance(frame.payload, dict) else {}
-            return JoinAck(topic, body.get("data"), frame)
+            recovered = body.get("recovered")
+            return JoinAck(
+                topic,
+                body.get("data"),
+                frame,
+                recovered if isinstance(recovered, bool) else None,
+                _position(body),
+            )
         if frame.type in (canonical.JOIN_ERROR, canonical.RPC_ERROR, canonical.ERROR):
             return refusal(topic, error_of(frame))
         return None
@@ -175,13 +198,32 @@ class CanonicalFrames:
             return True
         return self.error(frame) or False
 
+    def position_of(self, frame: Frame) -> tuple[str, Position] | None:
+        """The topic and the position a pushed event carries in its meta (``topic``,
+        ``offset``, ``epoch``: sent to a connection that joined the topic with ``recover``);
+        None when it carries none."""
+        topic = frame.meta.get("topic")
+        position = _position(frame.meta)
+        return (topic, position) if isinstance(topic, str) and position is not None else None
 
-def _topic_frame(type: str, topic: str, data: Any, correlation_id: str) -> str:
+
+def _topic_frame(type: str, topic: str, data: Any, correlation_id: str, recover: Any = None) -> str:
     payload: dict[str, Any] = {"topic": topic}
     if data is not None:
         payload["data"] = data
+    if recover is not None:
+        payload["recover"] = recover
     frame = {"type": type, "meta": {"correlationId": correlation_id}, "payload": payload}
     return orjson.dumps(frame).decode()
+
+
+def _position(body: Mapping[str, Any]) -> Position | None:
+    """The ``offset`` and ``epoch`` of an ack or of a pushed frame's meta, when both are
+    there and well formed (an offset is an int >= 0, an epoch a string)."""
+    offset, epoch = body.get("offset"), body.get("epoch")
+    if type(offset) is int and offset >= 0 and isinstance(epoch, str):
+        return Position(offset, epoch)
+    return None
 
 
 class EventsFrames:

@@ -9,6 +9,7 @@ import msgspec
 
 from ..errors import ErrorCode, JoinRefused, WsError, is_retryable
 from ..schema import MessageSchema
+from ..wire.dialect import Position
 
 __all__ = ["Frame", "JoinAck", "error_of", "parse", "refusal", "typed"]
 
@@ -39,11 +40,17 @@ class Frame:
 class JoinAck:
     """A join the server accepted: the ``topic``, the ``data`` its join handler gave
     ``ctx.accept(data)`` (``None`` when none), and the ``frame`` that said so (``None`` in the
-    events dialect, which acknowledges a join with nothing)."""
+    events dialect, which acknowledges a join with nothing).
+
+    For a join that asked for positions (``recover``, canonical dialect): ``recovered``,
+    whether every event missed since the position sent was recovered (they follow the ack),
+    and ``position``, the topic's. Both ``None`` when the ack does not carry them."""
 
     topic: str
     data: Any = None
     frame: Frame | None = None
+    recovered: bool | None = None
+    position: Position | None = None
 
 
 def parse(data: str | bytes, binary: bool) -> Frame:

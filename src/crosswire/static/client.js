@@ -1,8 +1,9 @@
 // crosswire's browser client: one zero-dependency ES module for the canonical dialect
 // (docs/protocol.md), with the API of WS-Kit's wsClient and of crosswire.client.Client:
 // requests with progress, deadlines and AbortSignal, handlers per type, topics joined and
-// left (and joined again after a reconnect), a bounded offline queue, reconnection with
-// backoff, and a token on every attempt. docs/client.md.
+// left (and joined again after a reconnect, recovering the events missed meanwhile when
+// asked), a bounded offline queue, reconnection with backoff, and a token on every attempt.
+// docs/client.md.
 //
 //   import { wsClient } from "/static/client.js";
 //   const client = wsClient({ url: "ws://127.0.0.1:8000/" });
@@ -10,6 +11,7 @@
 //   await client.connect();
 //   const reply = await client.request("ADD", { a: 1, b: 2 });  // reply.payload.sum === 3
 //   const welcome = await client.join("room:7", { username: "ann" });  // the ack's data
+//   await client.join("news:1", undefined, { recover: true });  // missed events come back
 
 const RETRYABLE = new Set(["ABORTED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE"]);
 // Close codes after which reconnecting cannot help (the server refused this client).
@@ -120,15 +122,27 @@ class Client {
     this._stateListeners = new Set();
     this._errorListeners = new Set();
     this._unhandledListeners = new Set();
+    this._resyncListeners = new Set();
     this._openWaiters = [];
     this._topics = new Map(); // joined topic -> the data it was joined with
-    this._joining = new Map(); // topic -> a marker of its latest join waiting for an answer
+    this._joining = new Map(); // topic -> its latest join waiting for an answer: {data, recover}
     this._rejoins = new Map(); // correlationId -> topic, the rejoins of the current socket
+    // Topics joined with recover -> the last position seen {offset, epoch} (null: none given).
+    this._positions = new Map();
   }
 
   /** The topics joined (and not left), each with the data it was joined with. */
   get topics() {
     return Object.fromEntries(this._topics);
+  }
+
+  /**
+   * The last position seen of `topic` ({offset, epoch}: the ack's, then each event's) if it
+   * was joined with `recover: true`; null otherwise, or when the server gave none.
+   */
+  position(topic) {
+    const position = this._positions.get(topic);
+    return position ? { ...position } : null;
   }
 
   get isConnected() {
@@ -178,6 +192,7 @@ class Client {
     this._topics.clear();
     this._joining.clear();
     this._rejoins.clear();
+    this._positions.clear();
     this._failCalls(new WsClientError("CANCELLED", "the client closed"));
     this._settleOpenWaiters(new Error("the client closed"));
     const ws = this._ws;
@@ -375,22 +390,20 @@ class Client {
    * data of the server's ack (undefined when none), rejects with a JoinRefused (code,
    * reason) when the server refuses, or a WsClientError as request does. Once acknowledged,
    * the topic is joined again, with the same data, after each reconnect. While offline the
-   * join waits in the queue.
+   * join waits in the queue. With `recover: true` the client keeps the topic's position
+   * (position(topic); the topic needs a History on the server) and joins it again from
+   * there: the events missed meanwhile come to the handlers, in order, none twice; when the
+   * server could not recover them, the onResync listeners are told.
    */
-  async join(topic, data, { timeoutMs = 30000 } = {}) {
+  async join(topic, data, { timeoutMs = 30000, recover = false } = {}) {
     if (typeof topic !== "string" || !topic) throw new TypeError("a topic is a non-empty string");
-    const marker = {};
+    const marker = { data, recover: Boolean(recover) };
     this._joining.set(topic, marker);
-    let ack;
     try {
-      ack = await this._topicCall(topic, data, timeoutMs, true);
+      return (await this._topicCall(topic, timeoutMs, marker)).data;
     } finally {
-      if (this._joining.get(topic) === marker) {
-        this._joining.delete(topic);
-        if (ack) this._topics.set(topic, data);
-      }
+      if (this._joining.get(topic) === marker) this._joining.delete(topic); // not acknowledged
     }
-    return ack.data;
   }
 
   /**
@@ -401,6 +414,7 @@ class Client {
   async leave(topic, { timeoutMs = 30000 } = {}) {
     this._topics.delete(topic);
     this._joining.delete(topic);
+    this._positions.delete(topic);
     if (this.state !== "open") {
       for (const [, cid] of this._queue) {
         const call = this._calls.get(cid);
@@ -410,17 +424,18 @@ class Client {
       }
       return;
     }
-    await this._topicCall(topic, undefined, timeoutMs, false);
+    await this._topicCall(topic, timeoutMs, null);
   }
 
-  _topicCall(topic, data, timeoutMs, joining) {
+  // A join (`joining`: its {data, recover}) or a leave (null), and its answer.
+  _topicCall(topic, timeoutMs, joining) {
     return new Promise((resolve, reject) => {
       if (this._calls.size >= this.pendingRequestsLimit) {
         throw new WsClientError("RESOURCE_EXHAUSTED", "too many requests pending");
       }
       const cid = `c${++this._nextId}`;
       const ms = Math.min(Math.max(1, Math.round(Number(timeoutMs) || 0)), MAX_TIMEOUT_MS);
-      const payload = data === undefined ? { topic } : { topic, data };
+      const payload = joinPayload(topic, joining?.data, joining?.recover ? {} : undefined);
       const text = encode(joining ? "$ws:join" : "$ws:leave", payload, null, { correlationId: cid });
       const call = { sent: false, topic, joining };
       const finish = () => {
@@ -432,8 +447,10 @@ class Client {
       call.reject = (error) => (finish(), reject(error));
       // Settles the call if `frame` (with its correlationId) answers it; whether it did.
       call.answer = (frame) => {
-        if (joining && frame.type === "$ws:join-ack") call.resolve({ data: frame.payload?.data });
-        else if (joining && JOIN_REFUSALS.has(frame.type)) call.reject(JoinRefused.fromPayload(topic, frame.payload));
+        if (joining && frame.type === "$ws:join-ack") {
+          this._accepted(topic, joining, frame.payload); // before the next frame is read
+          call.resolve({ data: frame.payload?.data });
+        } else if (joining && JOIN_REFUSALS.has(frame.type)) call.reject(JoinRefused.fromPayload(topic, frame.payload));
         else if (!joining && frame.type === "$ws:leave-ack") call.resolve(undefined);
         else if (!joining && (frame.type === "ERROR" || frame.type === "RPC_ERROR")) {
           call.reject(WsClientError.fromPayload(frame.payload));
@@ -458,15 +475,51 @@ class Client {
     });
   }
 
+  // The join of `marker` was acknowledged: the topic is remembered (with its position, if it
+  // asked for one), unless it was left, or joined again, since.
+  _accepted(topic, marker, ack) {
+    if (this._joining.get(topic) !== marker) return;
+    this._joining.delete(topic);
+    this._topics.set(topic, marker.data);
+    if (marker.recover) this._positions.set(topic, positionOf(ack));
+    else this._positions.delete(topic);
+  }
+
   _rejoin() {
     this._rejoins.clear();
     for (const [topic, data] of this._topics) {
       if (this._ws?.readyState !== 1) return;
       const cid = `c${++this._nextId}`;
       this._rejoins.set(cid, topic);
-      const payload = data === undefined ? { topic } : { topic, data };
-      this._ws.send(encode("$ws:join", payload, null, { correlationId: cid }));
+      // A topic joined with recover asks for what it missed since its last position.
+      let recover;
+      if (this._positions.has(topic)) {
+        const since = this._positions.get(topic);
+        recover = since ? { offset: since.offset, epoch: since.epoch } : {};
+      }
+      this._ws.send(encode("$ws:join", joinPayload(topic, data, recover), null, { correlationId: cid }));
     }
+  }
+
+  // A rejoin of `topic` was accepted: a topic that asked to recover and was not recovered
+  // starts again from the ack's position, and the application is told to resync.
+  _rejoined(topic, ack) {
+    if (!this._positions.has(topic) || ack?.recovered === true) return; // (what it missed follows)
+    this._positions.set(topic, positionOf(ack));
+    const resync = { topic, data: ack?.data };
+    if (this._resyncListeners.size === 0) console.warn(`crosswire client: ${topic} was not recovered: resync`);
+    for (const listener of this._resyncListeners) this._guard(() => listener(resync));
+  }
+
+  // Whether to hand an event to the application: not one of a positioned topic at or before
+  // its last position in the same epoch (seen already). Others move the position.
+  _admit(meta) {
+    const position = positionOf(meta);
+    if (typeof meta.topic !== "string" || !position || !this._positions.has(meta.topic)) return true;
+    const last = this._positions.get(meta.topic);
+    if (last && last.epoch === position.epoch && position.offset <= last.offset) return false;
+    this._positions.set(meta.topic, position);
+    return true;
   }
 
   _writeOrQueue(text, cid) {
@@ -519,6 +572,15 @@ class Client {
     return listen(this._unhandledListeners, listener);
   }
 
+  /**
+   * listener({topic, data}) when a topic joined with recover was joined again after a
+   * reconnect without the events missed meanwhile: reload its state (`data`: the rejoin's
+   * ack data). Called before the events that follow. Without listeners, it is logged.
+   */
+  onResync(listener) {
+    return listen(this._resyncListeners, listener);
+  }
+
   _receive(ws, data) {
     let frame;
     try {
@@ -551,11 +613,13 @@ class Client {
     const rejoined = cid !== null ? this._rejoins.get(cid) : undefined;
     if (rejoined !== undefined && (frame.type === "$ws:join-ack" || JOIN_REFUSALS.has(frame.type))) {
       this._rejoins.delete(cid);
-      if (frame.type === "$ws:join-ack") return;
+      if (frame.type === "$ws:join-ack") return this._rejoined(rejoined, frame.payload);
       this._topics.delete(rejoined); // refused now: forgotten, and the app told
+      this._positions.delete(rejoined);
       return this._report(JoinRefused.fromPayload(rejoined, frame.payload), "rejoin", rejoined);
     }
     if (frame.type === "ERROR") return this._report(WsClientError.fromPayload(frame.payload), "server", frame);
+    if (!this._admit(meta)) return;
     const handler = this._handlers.get(frame.type);
     if (handler) return this._guard(() => handler(frame.payload, { type: frame.type, meta, payload: frame.payload }));
     for (const listener of this._unhandledListeners) this._guard(() => listener(frame));
@@ -615,6 +679,20 @@ function encode(type, payload, meta, standard) {
   if (Object.keys(full).length) frame.meta = full;
   if (payload !== undefined) frame.payload = payload;
   return JSON.stringify(frame);
+}
+
+function joinPayload(topic, data, recover) {
+  const payload = { topic };
+  if (data !== undefined) payload.data = data;
+  if (recover !== undefined) payload.recover = recover;
+  return payload;
+}
+
+// The {offset, epoch} an ack or an event's meta carries, or null.
+function positionOf(body) {
+  const offset = body?.offset;
+  const epoch = body?.epoch;
+  return Number.isInteger(offset) && offset >= 0 && typeof epoch === "string" ? { offset, epoch } : null;
 }
 
 function listen(listeners, listener) {
