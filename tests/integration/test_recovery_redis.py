@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,7 +17,9 @@ from crosswire import App, Endpoint, History, Hub, Router, message
 from crosswire.pubsub.redis import RedisBackend
 from crosswire.wire import CANONICAL
 from tests.redis_server import AOF, RedisServer
-from tests.support import TIMEOUT, eventually, recv
+from tests.support import TIMEOUT, RunCommand, eventually, recv
+
+ROOT = Path(__file__).resolve().parents[2]
 
 News = message("NEWS", {"n": int})
 
@@ -229,3 +232,44 @@ async def test_an_event_the_bus_lost_is_filled_in_from_the_history(
     one.publish("news:6", 3)
     frames = [await receive(ws) for _ in range(2)]
     assert [(f["meta"]["offset"], f["payload"]["n"]) for f in frames] == [(2, 2), (3, 3)]
+
+
+async def test_clients_of_an_instance_killed_with_sigkill_recover_on_another(
+    crosswire_cmd: RunCommand, redis_server: RedisServer
+) -> None:
+    """Two server processes on one Redis; the one a client is on is killed with SIGKILL.
+    The client connects to the other with its last position and gets everything published
+    meanwhile, in order, then the live stream."""
+    env = {"CROSSWIRE_REDIS_URL": redis_server.url}
+    servers = []
+    for _ in range(2):
+        cmd = await crosswire_cmd("run", "tests.apps.news:app", "--port", "0", cwd=ROOT, env=env)
+        await cmd.started()
+        servers.append(cmd)
+    doomed, survivor = servers
+    ws = await open_(doomed.ws_url)
+    publisher = await open_(survivor.ws_url)
+
+    async def pub(*numbers: int) -> None:
+        for n in numbers:
+            frame = {"type": "PUB", "payload": {"topic": "news:k", "n": n}}
+            await publisher.send(orjson.dumps(frame).decode())
+
+    try:
+        epoch = (await join(ws, "news:k", {}))["epoch"]
+        await pub(1, 2, 3)
+        assert await offsets(ws, 3) == [1, 2, 3]
+        doomed.proc.kill()  # SIGKILL: no close frame, no goodbye
+        await asyncio.wait_for(doomed.proc.wait(), TIMEOUT)
+        await pub(4, 5, 6, 7)
+        again = await open_(survivor.ws_url)
+        ack = await join(again, "news:k", {"offset": 3, "epoch": epoch})
+        assert ack["recovered"] is True and ack["epoch"] == epoch
+        await pub(8)
+        got: list[int] = []
+        while not got or got[-1] != 8:  # what was kept before the join, then the live rest
+            got.append((await receive(again))["payload"]["n"])
+        assert got == [4, 5, 6, 7, 8]
+        await again.close()
+    finally:
+        await publisher.close()
