@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,7 +17,9 @@ from crosswire import App, Endpoint, Hub, JoinContext, Router
 from crosswire.pubsub.redis import RedisBackend
 from crosswire.wire import CANONICAL, ROVER
 from tests.redis_server import RedisServer
-from tests.support import TIMEOUT, recv
+from tests.support import TIMEOUT, RunCommand, recv
+
+ROOT = Path(__file__).resolve().parents[2]
 
 Open = Callable[[str], Awaitable[ClientConnection]]
 
@@ -148,3 +151,32 @@ async def test_presence_across_two_instances_on_redis(
     finally:
         await ann.close()
         await ben.close()
+
+
+async def test_the_members_of_an_instance_killed_with_sigkill_leave_within_the_ttl(
+    crosswire_cmd: RunCommand, redis_server: RedisServer
+) -> None:
+    """Presence is right after a crash: a member on a server process killed with SIGKILL
+    is announced as leaving, and is gone from the list, within the TTL (3 s in this app)
+    after its instance's last heartbeat."""
+    env = {"CROSSWIRE_REDIS_URL": redis_server.url}
+    servers = []
+    for _ in range(2):
+        cmd = await crosswire_cmd("run", "tests.apps.news:app", "--port", "0", cwd=ROOT, env=env)
+        await cmd.started()
+        servers.append(cmd)
+    doomed, survivor = servers
+    ann = await asyncio.wait_for(connect(survivor.ws_url), TIMEOUT)
+    ben = await asyncio.wait_for(connect(doomed.ws_url), TIMEOUT)
+    try:
+        await join(ann, "room:k", "ann")
+        await receive(ann)  # ann's own join
+        await join(ben, "room:k", "ben", events=False)
+        assert (await receive(ann))["payload"]["data"] == {"name": "ben"}
+        doomed.proc.kill()
+        await asyncio.wait_for(doomed.proc.wait(), TIMEOUT)
+        left = await receive(ann)  # (recv's own timeout bounds the wait: TTL + heartbeat)
+        assert left["type"] == "$ws:presence-leave" and left["payload"]["data"] == {"name": "ben"}
+        assert await members(ann, "room:k") == [("ann", None)]
+    finally:
+        await ann.close()

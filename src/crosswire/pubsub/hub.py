@@ -68,6 +68,9 @@ class SharedHistory(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: An event as a topic's history keeps it: (event, meta JSON, data JSON, excluded ids).
+_Kept = tuple[str, bytes | None, bytes | None, frozenset[str]]
+
 #: The topic on which a topic's presence events go to the connections that asked for them.
 PRESENCE_PREFIX = "$presence:"
 #: The event types of presence events, in every dialect.
@@ -128,7 +131,9 @@ class Hub:
         #: for positions.
         self._history_rules: list[tuple[Callable[[str], bool], History]] = []
         self._policies: dict[str, History | None] = {}
-        self._history: MemoryHistory[Publication] = MemoryHistory()
+        #: (Kept as (event, meta, data, exclude): bytes and strings, which the garbage
+        #: collector does not walk, unlike Publications with their caches.)
+        self._history: MemoryHistory[_Kept] = MemoryHistory()
         self._positioned: dict[str, set[Peer]] = {}
         #: With a bus: the history every instance shares (None until a topic keeps one), the
         #: events waiting to be kept there (in order), per topic the last position delivered
@@ -141,6 +146,9 @@ class Hub:
         self._last: dict[str, Position] = {}
         self._filling: dict[str, list[Publication]] = {}
         self._recovering: dict[tuple[Peer, str], list[Publication]] = {}
+        self._reading: dict[
+            tuple[str, Position], asyncio.Future[tuple[bool, Position, list[Publication]]]
+        ] = {}
         #: Presence (issue 16): the store (None until a topic tracks presence), which topics
         #: track it, and the store's writes waiting, in order.
         self._presence: Presence | None = None
@@ -310,7 +318,14 @@ class Hub:
         if since is None:
             return False, self._history.position(topic, policy), []
         recovery = self._history.since(topic, since, policy)
-        return recovery.recovered, recovery.position, recovery.missed
+        epoch = recovery.position.epoch
+        first = recovery.position.offset - len(recovery.missed) + 1
+        missed = []
+        for offset, (event, meta, data, exclude) in enumerate(recovery.missed, first):
+            pub = Publication("room", topic, event=event, meta=meta, data=data, exclude=exclude)
+            pub.position = Position(offset, epoch)
+            missed.append(pub)
+        return recovery.recovered, recovery.position, missed
 
     def replay(self, peer: Peer, missed: Iterable[Publication]) -> None:
         """Send ``peer`` what :meth:`recover` found it missed, in order, with positions."""
@@ -334,10 +349,24 @@ class Hub:
                 await self._backend.flush()
             if since is None:
                 return False, await self._shared.position(topic, policy), []
-            found = await self._shared.since(topic, since, policy)
+            reading = self._reading.get((topic, since))
+            if reading is None:  # the first to ask: the others coming back meanwhile share it
+                reading = asyncio.ensure_future(self._read_since(topic, since, policy))
+                self._reading[(topic, since)] = reading
+                reading.add_done_callback(lambda _: self._reading.pop((topic, since), None))
+            return await asyncio.shield(reading)
         except BusError as exc:
             self._report(exc)
             return False, Position(0, ""), []
+
+    async def _read_since(
+        self, topic: str, since: Position, policy: History
+    ) -> tuple[bool, Position, list[Publication]]:
+        """What ``topic``'s shared history holds after ``since``, read once for every peer
+        recovering from there at the same time (a burst of reconnections after an instance
+        went away); the publications are shared too, so each is rendered once."""
+        assert self._shared is not None
+        found = await self._shared.since(topic, since, policy)
         missed = [decode_envelope(envelope)[1] for envelope in found.missed]
         return found.recovered, found.position, missed
 
@@ -592,7 +621,8 @@ class Hub:
             if policy is not None:
                 if self._shared is not None:
                     return self._keep_shared(pub, policy)
-                pub.position = self._history.append(pub.target, pub, policy)  # type: ignore[arg-type]
+                kept = (pub.event, pub.meta, pub.data, pub.exclude)
+                pub.position = self._history.append(pub.target, kept, policy)  # type: ignore[arg-type]
         count = self._deliver(pub)
         backend = self._backend
         if backend is not None and not (pub.kind == "client" and count):
@@ -682,6 +712,8 @@ class Hub:
         payload = frame
         last_render = None
         positioned = self._positioned.get(pub.target) if pub.position is not None else None  # type: ignore[arg-type]
+        positioned_render = None
+        positioned_payload = b""
         count = 0
         writes = self.writes
         batch = writes.held
@@ -711,7 +743,10 @@ class Hub:
                         if waiting is not None:  # it is recovering: this comes after
                             waiting.append(pub)
                             continue
-                    peer.write_text(pub.positioned(render, peer.dialect, payload))  # type: ignore[arg-type]
+                    if render is not positioned_render:  # once per render, as payload is
+                        positioned_payload = pub.positioned(render, peer.dialect, payload)  # type: ignore[arg-type]
+                        positioned_render = render
+                    peer.write_text(positioned_payload)
                 else:
                     peer.write_text(payload)  # type: ignore[arg-type]
             elif text:

@@ -74,7 +74,9 @@ class RedisBackend:
     are dropped and reported); ``max_batch`` is the most sent in one round trip.
     ``health_check_interval`` is the seconds between two PINGs of the subscriber connection.
     ``reconnect_delay`` is the first and the longest wait between two attempts to reconnect
-    (doubling, jittered).
+    (doubling, jittered). ``presence_heartbeat`` and ``presence_ttl`` are the presence
+    store's (:meth:`presence`): a crashed instance's entries expire ``presence_ttl`` seconds
+    after its last heartbeat.
     """
 
     def __init__(
@@ -85,8 +87,11 @@ class RedisBackend:
         max_batch: int = 1_000,
         health_check_interval: float = 5.0,
         reconnect_delay: tuple[float, float] = (0.05, 2.0),
+        presence_heartbeat: float = 5.0,
+        presence_ttl: float = 15.0,
     ) -> None:
         self._url = url
+        self._presence_times = (presence_heartbeat, presence_ttl)
         self._pool = ConnectionPool.from_url(url)  # only to make connections with its settings
         self._max_queue = max_queue
         self._max_batch = max_batch
@@ -130,7 +135,10 @@ class RedisBackend:
         ``instance``: shared by every instance, a crashed one's entries expiring."""
         from .redis_presence import RedisPresence
 
-        return RedisPresence(self._url, instance=instance, namespace=namespace)
+        heartbeat, ttl = self._presence_times
+        return RedisPresence(
+            self._url, instance=instance, namespace=namespace, heartbeat=heartbeat, ttl=ttl
+        )
 
     def _reopen(self) -> None:
         """Open again after :meth:`aclose`, maybe in another event loop: the events are made

@@ -47,7 +47,7 @@ import math
 import uuid
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -57,6 +57,11 @@ from ..errors import BusError
 from .history import History, Position, Recovery
 
 __all__ = ["RedisHistory"]
+
+#: Connections of a history made by :meth:`RedisHistory.from_url`; more commands wait for
+#: one, up to :data:`QUEUE_TIMEOUT` seconds (then ``BusError``).
+MAX_CONNECTIONS = 16
+QUEUE_TIMEOUT = 30.0
 
 #: What a lost, refused or failed command raises.
 _LOST = (RedisError, OSError, asyncio.TimeoutError)
@@ -172,12 +177,18 @@ class RedisHistory:
         (``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS). A command that
         gets no answer within ``timeout`` seconds fails with ``BusError``; no command is
         retried, and the next one reconnects."""
-        redis = Redis.from_url(
+        # A bounded pool that waits for a free connection (up to ``timeout``): a burst of
+        # recoveries (a thousand clients coming back at once) queues instead of failing with
+        # "Too many connections".
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=QUEUE_TIMEOUT,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
+        redis = Redis(connection_pool=pool)
         history = cls(redis, namespace=namespace)
         history._owned = True
         return history
@@ -233,6 +244,7 @@ class RedisHistory:
         """Close the client if :meth:`from_url` made it (a client given is its owner's)."""
         if self._owned:
             await self._redis.aclose()
+            await self._redis.connection_pool.disconnect()  # (a pool given is not closed)
 
     async def _run(self, script: AsyncScript, topic: str, args: list[Any], doing: str) -> list[Any]:
         try:
