@@ -315,5 +315,5 @@ async def test_an_event_sent_twice_is_handed_to_the_application_once(
 ) -> None:
     server = await serve_router(repeating_app())
     result = await (await run_scenario(server.url + "/", "duplicates")).result()
-    assert result["seen"] == [["news", 2, 2], ["news", 3, 3], ["news", 1, 1]]
+    assert result["seen"] == [["news", 2, 2], ["news", 3, 3], ["resync", "t", None], ["news", 1, 1]]
     assert result["position"] == {"offset": 1, "epoch": "f"}

@@ -40,15 +40,32 @@ def test_what_the_history_no_longer_covers_is_not_recovered() -> None:
     history: MemoryHistory[int] = MemoryHistory(clock)
     policy = History(size=3, ttl=10)
     epoch = history.position("t", policy).epoch
-    for n in range(1, 6):  # 5 kept as 3: offsets 3..5
+    for n in range(1, 5):  # 4 kept as 3: offsets 2..4, at time 0
         history.append("t", n, policy)
-    assert history.since("t", Position(1, epoch), policy).recovered is False
-    assert history.since("t", Position(2, epoch), policy).missed == [3, 4, 5]
+    assert history.since("t", Position(0, epoch), policy).recovered is False  # 1 trimmed
+    assert history.since("t", Position(1, epoch), policy).missed == [2, 3, 4]
     assert history.since("t", Position(9, epoch), policy).recovered is False  # from the future
-    assert history.since("t", Position(2, "other"), policy).recovered is False
-    clock.now = 10.5  # every entry older than the ttl
+    assert history.since("t", Position(1, "other"), policy).recovered is False
+    clock.now = 8.0
+    history.append("t", 5, policy)  # offsets 3..5
+    clock.now = 12.0  # 3 and 4 are older than the ttl: a gap from 2; 5 is not
     assert history.since("t", Position(2, epoch), policy) == (False, [], Position(5, epoch))
-    assert history.since("t", Position(5, epoch), policy).recovered is True  # nothing missed
+    assert history.since("t", Position(4, epoch), policy).missed == [5]
+    clock.now = 30.0  # not appended to for the ttl: its whole past expired, epoch included
+    expired = history.since("t", Position(5, epoch), policy)
+    assert expired.recovered is False and expired.position.offset == 0
+    assert expired.position.epoch != epoch
+
+
+def test_streams_are_bounded_the_least_recently_used_is_forgotten() -> None:
+    history: MemoryHistory[int] = MemoryHistory(max_streams=2)
+    policy = History(size=10, ttl=None)
+    first = history.append("a", 1, policy)
+    history.append("b", 1, policy)
+    history.append("a", 2, policy)  # a is used again: b is the least recently used
+    history.append("c", 1, policy)
+    assert history.since("a", first, policy).missed == [2]
+    assert history.position("b", policy).offset == 0  # forgotten: a new stream
 
 
 def test_a_forgotten_topic_starts_a_new_epoch() -> None:

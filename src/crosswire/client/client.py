@@ -716,9 +716,12 @@ class Client:
             return
         if rejoined:
             return
-        if not self._memberships.admit(frame):
+        admitted = self._memberships.admit(frame)
+        if admitted is False:
             logger.debug("client: %s seen already: dropped", frame.meta)
             return
+        if isinstance(admitted, Resync):  # a new epoch in the live stream: the past was lost
+            self._resync(admitted)
         if frame.type == "<text>":
             self._report(ValueError("not a canonical frame"), "parse", frame.raw)
         elif frame.type == canonical.ERROR:

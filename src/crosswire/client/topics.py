@@ -149,10 +149,13 @@ class Memberships:
         self._positions[topic] = answer.position
         return Resync(topic, answer.data)
 
-    def admit(self, frame: Frame) -> bool:
+    def admit(self, frame: Frame) -> bool | Resync:
         """Whether to hand an event to the application: False for an event of a positioned
         topic at or before its position in the same epoch (seen already). An event of
-        another epoch, or past the position, moves the position to it."""
+        another epoch, or past the position, moves the position to it; one of another epoch
+        (the history's past was lost while the client stayed connected) comes with a
+        :class:`Resync`, and is handed over too. (Skipped offsets are not a gap: an event
+        published with ``exclude`` never reaches the excluded, its own publisher say.)"""
         carried = CANONICAL.position_of(frame)
         if carried is None or carried[0] not in self._positions:
             return True
@@ -161,6 +164,12 @@ class Memberships:
         if last is not None and last.epoch == position.epoch and position.offset <= last.offset:
             return False
         self._positions[topic] = position
+        if (
+            last is not None
+            and last.epoch
+            and (last.epoch != position.epoch or position.offset > last.offset + 1)
+        ):
+            return Resync(topic)
         return True
 
     def lost(self) -> None:

@@ -57,27 +57,36 @@ class Recovery(NamedTuple, Generic[T]):
 
 
 class _Stream(Generic[T]):
-    __slots__ = ("entries", "epoch", "offset")
+    __slots__ = ("entries", "epoch", "offset", "touched")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, now: float) -> None:
         self.epoch = uuid.uuid4().hex[:12]
         self.offset = 0
+        #: When it was last appended to (or made).
+        self.touched = now
         #: (offset, time appended, publication), oldest first.
         self.entries: collections.deque[tuple[int, float, T]] = collections.deque(maxlen=size)
 
 
 class MemoryHistory(Generic[T]):
-    """The streams of one process. ``clock`` (seconds, monotonic) is for tests."""
+    """The streams of one process, at most ``max_streams`` of them (past it, the one used
+    least recently is forgotten: its next use starts a new epoch). A stream with a ``ttl``
+    that was not appended to for ``ttl`` seconds is forgotten when next used (as Redis
+    expires an idle topic's keys). ``clock`` (seconds, monotonic) is for tests."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, max_streams: int = 10_000
+    ) -> None:
         self._streams: dict[str, _Stream[T]] = {}
         self._clock = clock
+        self._max_streams = max_streams
 
     def append(self, topic: str, item: T, policy: History) -> Position:
         """Keep ``item`` as the topic's next publication; returns its position."""
         stream = self._stream(topic, policy)
         stream.offset += 1
-        stream.entries.append((stream.offset, self._clock(), item))
+        stream.touched = now = self._clock()
+        stream.entries.append((stream.offset, now, item))
         return Position(stream.offset, stream.epoch)
 
     def position(self, topic: str, policy: History) -> Position:
@@ -102,9 +111,18 @@ class MemoryHistory(Generic[T]):
         return Recovery(True, missed, now)
 
     def _stream(self, topic: str, policy: History) -> _Stream[T]:
-        stream = self._streams.get(topic)
+        """``topic``'s stream, made when it has none (or its past expired); the most
+        recently used last, so that the first is the one to forget."""
+        streams = self._streams
+        now = self._clock()
+        stream = streams.pop(topic, None)
+        if stream is not None and policy.ttl is not None and now - stream.touched > policy.ttl:
+            stream = None  # idle past its ttl: its whole past is gone, epoch included
         if stream is None:
-            stream = self._streams[topic] = _Stream(policy.size)
+            stream = _Stream(policy.size, now)
+            if len(streams) >= self._max_streams:
+                del streams[next(iter(streams))]
+        streams[topic] = stream
         return stream
 
     def forget(self, topic: str) -> None:

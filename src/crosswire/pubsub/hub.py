@@ -77,6 +77,9 @@ PRESENCE_PREFIX = "$presence:"
 PRESENCE_JOIN = "$ws:presence-join"
 PRESENCE_LEAVE = "$ws:presence-leave"
 
+#: Seconds a recovering join waits for the shared history (then: recovered: false).
+RECOVERY_TIMEOUT = 5.0
+
 #: Events waiting to be kept in a shared history (past it, new ones are dropped and reported).
 MAX_HISTORY_QUEUE = 100_000
 
@@ -146,6 +149,7 @@ class Hub:
         self._last: dict[str, Position] = {}
         self._filling: dict[str, list[Publication]] = {}
         self._recovering: dict[tuple[Peer, str], list[Publication]] = {}
+        self._readers: set[asyncio.Task[Any]] = set()  # (cancelled by aclose)
         self._reading: dict[
             tuple[str, Position], asyncio.Future[tuple[bool, Position, list[Publication]]]
         ] = {}
@@ -332,40 +336,62 @@ class Hub:
         for pub in missed:
             self._fan_out((peer,), pub)
 
+    def hold(self, peer: Peer, topic: str) -> None:
+        """``peer`` (just subscribed to ``topic``) is about to recover it from the shared
+        history: from now on its events of ``topic`` carry positions and wait for
+        :meth:`finish_recovery`, so that none can reach it before its ack or its replay.
+        Called before any await, in the turn of the event loop that subscribed it."""
+        self._positioned.setdefault(topic, set()).add(peer)
+        if self.history_policy(topic) is not None and self._shared is not None:
+            self._recovering.setdefault((peer, topic), [])
+
     async def recover_shared(
         self, peer: Peer, topic: str, since: Position | None
     ) -> tuple[bool, Position, list[Publication]]:
-        """:meth:`recover`, when the history is on the bus. Until :meth:`finish_recovery`,
-        what comes for ``peer`` on ``topic`` waits, so that it follows what it missed. The
-        subscription is in effect on the bus before the history is read: nothing published
-        after the read can be missed, and what both bring is sent once."""
-        self._positioned.setdefault(topic, set()).add(peer)
+        """:meth:`recover`, when the history is on the bus (after :meth:`hold`). The
+        subscription is in effect on the bus before the history is read, so nothing
+        published after the read can be missed; what both bring is sent once
+        (:meth:`finish_recovery`). Bounded by :data:`RECOVERY_TIMEOUT`: a history that does
+        not answer (Redis away) gives ``recovered: false`` and no position."""
         policy = self.history_policy(topic)
-        if policy is None or self._shared is None:
+        if policy is None or self._shared is None or (peer, topic) not in self._recovering:
             return False, Position(0, ""), []
-        self._recovering[(peer, topic)] = []
         try:
-            if self._backend is not None:
-                await self._backend.flush()
-            if since is None:
-                return False, await self._shared.position(topic, policy), []
-            reading = self._reading.get((topic, since))
-            if reading is None:  # the first to ask: the others coming back meanwhile share it
-                reading = asyncio.ensure_future(self._read_since(topic, since, policy))
-                self._reading[(topic, since)] = reading
-                reading.add_done_callback(lambda _: self._reading.pop((topic, since), None))
-            return await asyncio.shield(reading)
-        except BusError as exc:
-            self._report(exc)
+            async with asyncio.timeout(RECOVERY_TIMEOUT):
+                if self._backend is not None:
+                    await self._backend.flush()
+                if since is None:
+                    return False, await self._shared.position(topic, policy), []
+                return await asyncio.shield(self._shared_read(topic, since, policy))
+        except (BusError, TimeoutError) as exc:
+            self._report(BusError(f"recovering topic {topic!r}: {exc or 'no answer'}"))
             return False, Position(0, ""), []
 
-    async def _read_since(
+    def _shared_read(
         self, topic: str, since: Position, policy: History
+    ) -> asyncio.Future[tuple[bool, Position, list[Publication]]]:
+        """The read of ``topic`` after ``since`` that this peer shares with the others
+        recovering from there in the same turn of the event loop (a burst of reconnections):
+        a read not sent yet, so that it happens after every sharer's subscription took
+        effect. The publications are shared too, so each is rendered once."""
+        key = (topic, since)
+        reading = self._reading.get(key)
+        if reading is None:
+            task = asyncio.get_running_loop().create_task(self._read_since(key, policy))
+            self._reading[key] = reading = task
+            self._readers.add(task)
+            task.add_done_callback(self._readers.discard)
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # (retrieved)
+        return reading
+
+    async def _read_since(
+        self, key: tuple[str, Position], policy: History
     ) -> tuple[bool, Position, list[Publication]]:
-        """What ``topic``'s shared history holds after ``since``, read once for every peer
-        recovering from there at the same time (a burst of reconnections after an instance
-        went away); the publications are shared too, so each is rendered once."""
+        await asyncio.sleep(0)  # the sharers of this turn join; later ones read again
+        if self._reading.get(key) is not None:
+            del self._reading[key]
         assert self._shared is not None
+        topic, since = key
         found = await self._shared.since(topic, since, policy)
         missed = [decode_envelope(envelope)[1] for envelope in found.missed]
         return found.recovered, found.position, missed
@@ -375,7 +401,9 @@ class Hub:
     ) -> None:
         """Send ``peer`` what it missed, then what came for it meanwhile (past ``position``,
         the topic's when the history was read), in order, once each; then the live stream."""
-        waiting = self._recovering.pop((peer, topic), [])
+        waiting = self._recovering.pop((peer, topic), None)
+        if waiting is None:  # it left the topic, or closed, meanwhile
+            return
         for pub in missed:
             self._fan_out((peer,), pub)
         for pub in waiting:
@@ -464,7 +492,11 @@ class Hub:
                         last.offset + 1,
                     )
         waiting = self._filling.pop(topic, [])
-        for pub in sorted(missed + waiting, key=lambda p: p.position.offset):  # type: ignore[union-attr]
+        events = sorted(missed + waiting, key=lambda p: p.position.offset)  # type: ignore[union-attr]
+        if events and not missed:  # the gap cannot be filled: go on past it (never loop)
+            first: Position = events[0].position  # type: ignore[assignment]
+            self._last[topic] = Position(first.offset - 1, first.epoch)
+        for pub in events:
             self._sequenced(pub)
 
     # -- presence ----------------------------------------------------------------------------
@@ -534,6 +566,9 @@ class Hub:
                         change = await self._presence.remove(topic, what)
                 except BusError as exc:  # written later by the store, and reported then
                     self._report(exc)
+                    continue
+                except Exception:  # one entry lost, never the others
+                    logger.exception("presence: writing an entry of topic %r failed", topic)
                     continue
                 if change is not None:
                     self._announce(change)
@@ -671,6 +706,8 @@ class Hub:
         with contextlib.suppress(TimeoutError, BusError):  # drops are reported already
             async with asyncio.timeout(grace):
                 await self.flush()
+        for reader in list(self._readers):
+            reader.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -720,6 +757,12 @@ class Hub:
         for peer in members:
             if peer.ready_state is not _OPEN or (exclude and peer.id in exclude):
                 continue
+            if positioned and self._recovering and peer in positioned:
+                waiting = self._recovering.get((peer, pub.target))  # type: ignore[arg-type]
+                if waiting is not None:  # it is recovering: this comes after its replay
+                    count += 1
+                    waiting.append(pub)
+                    continue
             if peer.transform is not None:
                 count += 1
                 self._queue_transform(peer, pub)
@@ -738,11 +781,6 @@ class Hub:
                     writes.hold(cork)  # until the batch ends
             if frame is None:
                 if positioned and peer in positioned:  # it asked for positions
-                    if self._recovering:
-                        waiting = self._recovering.get((peer, pub.target))  # type: ignore[arg-type]
-                        if waiting is not None:  # it is recovering: this comes after
-                            waiting.append(pub)
-                            continue
                     if render is not positioned_render:  # once per render, as payload is
                         positioned_payload = pub.positioned(render, peer.dialect, payload)  # type: ignore[arg-type]
                         positioned_render = render

@@ -323,6 +323,11 @@ class JoinContext(LeaveContext):
         """Accept the join; ``data`` (any JSON-able value) goes in the acknowledgement, and
         ``presence`` (JSON) in the connection's presence entry, when the topic keeps
         presence (``router.topic(..., presence=True)``): what other members see of it."""
+        if presence is not None:
+            try:
+                orjson.dumps(presence)
+            except TypeError as exc:
+                raise TypeError(f"ctx.accept(presence=...) takes JSON: {exc}") from None
         self._ack = data
         self._presence = presence
         self._error = None

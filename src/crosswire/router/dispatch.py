@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import ErrorCode, WsError
+from ..errors import ConfigurationError, ErrorCode, WsError
 from ..hooks import Hooks
 from ..http import Request
 from ..peer import CloseCode, Message, Peer, ReadyState
@@ -73,6 +73,11 @@ class Dispatcher:
             if route.presence:
                 app.hub.track_presence(route.matches)
                 self.has_presence = True
+        if self.has_presence and "presence" in router._routes:
+            raise ConfigurationError(
+                "the router has topics with presence, whose request is a 'presence' frame in "
+                "the Rover and events dialects: its own 'presence' message cannot be routed"
+            )
         #: In-band authentication, when the router has one.
         scheme = router._authenticate
         self.inband = (

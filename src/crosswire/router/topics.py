@@ -37,6 +37,7 @@ from ..peer import ReadyState
 from ..pubsub.hub import PRESENCE_PREFIX
 from ..topics import MAX_TOPIC, TopicRoute, TopicTable
 from ..wire import BadFrame, Control, Envelope, TopicAnswer, TopicRequest
+from ..wire.dialect import Position
 from .context import JoinContext, LeaveContext, Serving
 
 if TYPE_CHECKING:
@@ -108,7 +109,13 @@ class TopicDesk:
         return self._gated(session, requests[0], serve)
 
     def _joins(self, session: Session, requests: list[TopicRequest]) -> Any:
-        """Serve the joins of one frame: None when done inline, else a coroutine to run."""
+        """Serve the joins of one frame: None when done inline, else a coroutine to run. A
+        topic named twice in one frame is served once (the first)."""
+        if len({r.topic for r in requests}) != len(requests):
+            first: dict[str, TopicRequest] = {}
+            for request in requests:
+                first.setdefault(request.topic, request)
+            requests = list(first.values())
         peer = session.peer
         joined = peer.topics
         new = {r.topic for r in requests if r.topic not in joined}
@@ -208,18 +215,23 @@ class TopicDesk:
                 continue
             topic = answer.request.topic
             new = topic not in peer.topics
+            tracked = hub.tracks_presence(topic)
             try:
                 peer.subscribe(topic)
-                if answer.request.presence and hub.tracks_presence(topic):
+                if answer.request.presence and tracked:
                     peer.subscribe(PRESENCE_PREFIX + topic)
-            except WsError as exc:  # past Limits.max_topics meanwhile
+            except WsError as exc:  # past Limits.max_topics meanwhile: none of it
+                if new:
+                    peer.unsubscribe(topic)
                 answers[i] = replace(answer, error=exc)
                 continue
-            if new and hub.tracks_presence(topic):
+            if new and tracked:
                 hub.present(peer, topic, answer.presence)
             if answer.request.positioned:
                 positioned.append(i)
         if positioned and hub.shares_history:
+            for i in positioned:  # this turn: nothing may reach it before its ack and replay
+                hub.hold(peer, answers[i].request.topic)
             return self._answer_recovered_joins(session, answers, positioned)
         missed: list[Any] = []
         for i in positioned:
@@ -241,12 +253,16 @@ class TopicDesk:
         found = []
         for i in positioned:
             request = answers[i].request
+            if peer.ready_state is not _OPEN:
+                break
             recovered, position, missed = await hub.recover_shared(
                 peer, request.topic, request.since
             )
             answers[i] = replace(answers[i], recovered=recovered, position=position)
             found.append((request.topic, missed, position))
         if peer.ready_state is not _OPEN:
+            for i in positioned:  # (closed meanwhile: the Hub forgot it; forget the rest)
+                hub.finish_recovery(peer, answers[i].request.topic, [], Position(0, ""))
             return
         for frame in session.dialect.joined(answers):
             peer.send_frame(frame)
@@ -262,7 +278,15 @@ class TopicDesk:
         if requests is None:
             return
         peer = session.peer
+        hub = self.dispatch.app.hub
         for request in requests:
+            if not hub.tracks_presence(request.topic):
+                untracked = WsError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"topic {request.topic!r} keeps no presence",
+                )
+                self.dispatch.answer(session, None, untracked, request.correlation_id)
+                continue
             if request.topic not in peer.topics:
                 outside = WsError(
                     ErrorCode.PERMISSION_DENIED,

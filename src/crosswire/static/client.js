@@ -506,7 +506,11 @@ class Client {
   _rejoined(topic, ack) {
     if (!this._positions.has(topic) || ack?.recovered === true) return; // (what it missed follows)
     this._positions.set(topic, positionOf(ack));
-    const resync = { topic, data: ack?.data };
+    this._tellResync(topic, ack?.data);
+  }
+
+  _tellResync(topic, data) {
+    const resync = { topic, data };
     if (this._resyncListeners.size === 0) console.warn(`crosswire client: ${topic} was not recovered: resync`);
     for (const listener of this._resyncListeners) this._guard(() => listener(resync));
   }
@@ -519,6 +523,9 @@ class Client {
     const last = this._positions.get(meta.topic);
     if (last && last.epoch === position.epoch && position.offset <= last.offset) return false;
     this._positions.set(meta.topic, position);
+    // Another epoch: the history's past was lost while connected (skipped offsets are not
+    // a gap: an event published with `exclude` never reaches the excluded).
+    if (last && last.epoch && last.epoch !== position.epoch) this._tellResync(meta.topic, undefined);
     return true;
   }
 

@@ -164,10 +164,10 @@ def recover_request(value: Any, where: str) -> tuple[bool, Position | None]:
         or type(offset) is not int
         or offset < 0
         or type(epoch) is not str
-        or not 0 < len(epoch) <= 64
+        or len(epoch) > 64
     ):
         raise BadFrame(
-            f'{where} is {{}} or {{"offset": <an integer >= 0>, "epoch": <a string of 1 to 64 '
+            f'{where} is {{}} or {{"offset": <an integer >= 0>, "epoch": <a string of at most 64 '
             "characters>}"
         )
     return True, Position(offset, epoch)
