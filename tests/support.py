@@ -78,6 +78,7 @@ async def _serve_in_starlette(app: crosswire.App) -> Served:
         log_level="warning",
         ws_ping_interval=app.limits.ping_interval,  # ASGI has no ping: the server's setting
         ws_ping_timeout=app.limits.ping_timeout,
+        proxy_headers=False,  # (as docs/servers.md says: crosswire's trusted_proxies decide)
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

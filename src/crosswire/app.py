@@ -17,7 +17,7 @@ from .eager import spawn_eager
 from .endpoint import Endpoint
 from .errors import ConfigurationError
 from .hooks import Hooks
-from .http import Accept, Request, Response
+from .http import Accept, Request, Response, client_address
 from .limits import Limits
 from .peer import CloseCode, Peer, Transport
 from .pubsub import Hub
@@ -79,6 +79,7 @@ class App:
         hub: Hub | None = None,
         http: HttpHandler | None = None,
         origins: Collection[str | None] | None = None,
+        trusted_proxies: Collection[str] = (),
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         if isinstance(origins, str):
@@ -86,6 +87,17 @@ class App:
         #: The ``Origin`` values allowed to open a WebSocket (``None`` in it: requests with no
         #: Origin, from clients that are not browsers); ``None``: any.
         self.origins = frozenset(origins) if origins is not None else None
+        if isinstance(trusted_proxies, str):
+            raise ConfigurationError("trusted_proxies is a collection of IP addresses")
+        #: The addresses of the reverse proxies whose ``X-Forwarded-For`` is believed.
+        self.trusted_proxies = frozenset(trusted_proxies)
+        #: Open connections per client address (for ``Limits.max_connections_per_address``).
+        self._per_address: dict[str, int] = {}
+        self._address_of: dict[str, str] = {}
+        #: Handshakes accepted whose WebSocket is not open yet (they count against the
+        #: connection limits, so that simultaneous handshakes cannot pass one together):
+        #: by handshake, its address and when the reservation lapses (``open_timeout``).
+        self._reserved: dict[object, tuple[str | None, float]] = {}
         self.hub = hub if hub is not None else Hub()
         self.http = http
         if endpoints and hooks is not None:
@@ -173,7 +185,7 @@ class App:
         endpoint, subprotocol = checked
         hook = endpoint.hooks.upgrade
         if hook is None:
-            return Accept(subprotocol=subprotocol)
+            return self._reserve(request, Accept(subprotocol=subprotocol))
         try:
             result = hook(request)
             if inspect.isawaitable(result):
@@ -181,7 +193,7 @@ class App:
         except Exception:
             logger.exception("upgrade hook raised; refusing %r with 500", request)
             return Response(500, "internal server error")
-        return _upgrade_result(result, subprotocol)
+        return self._reserve(request, _upgrade_result(result, subprotocol))
 
     def upgrade_is_async(self) -> bool:
         """Whether an upgrade hook must be awaited: an ``async`` hook, or the ``async``
@@ -198,7 +210,7 @@ class App:
         endpoint, subprotocol = checked
         hook = endpoint.hooks.upgrade
         if hook is None:
-            return Accept(subprotocol=subprotocol)
+            return self._reserve(request, Accept(subprotocol=subprotocol))
         try:
             result = hook(request)
         except Exception:
@@ -206,7 +218,7 @@ class App:
             return Response(500, "internal server error")
         if inspect.isawaitable(result):
             return _cannot_await("upgrade hook (or on_upgrade handler)", result, request)
-        return _upgrade_result(result, subprotocol)
+        return self._reserve(request, _upgrade_result(result, subprotocol))
 
     def _check_upgrade(self, request: Request) -> tuple[Endpoint, str | None] | Response:
         """What every handshake goes through first: the App open, an endpoint at the path, a
@@ -223,7 +235,44 @@ class App:
             return Response(400, f"this endpoint speaks {served}")
         if self.origins is not None and request.headers.get("origin") not in self.origins:
             return _FORBIDDEN_ORIGIN
+        limits = self.limits
+        if limits.max_connections is None and limits.max_connections_per_address is None:
+            return endpoint, chosen[1]
+        retry = {"Retry-After": str(limits.connection_retry_after)}
+        self._lapse_reservations()
+        total = len(self._peers) + len(self._reserved)
+        if limits.max_connections is not None and total >= limits.max_connections:
+            return Response(503, "too many connections", retry)
+        address = self.client_address(request)
+        per_address = limits.max_connections_per_address
+        if per_address is not None and address is not None:
+            reserved = sum(1 for a, _ in self._reserved.values() if a == address)
+            if self._per_address.get(address, 0) + reserved >= per_address:
+                return Response(429, "too many connections from this address", retry)
         return endpoint, chosen[1]
+
+    def _reserve(self, request: Request, result: Accept | Response) -> Accept | Response:
+        """An accepted handshake counts against the limits until its WebSocket opens."""
+        limits = self.limits
+        if isinstance(result, Accept) and (
+            limits.max_connections is not None or limits.max_connections_per_address is not None
+        ):
+            lapse = asyncio.get_running_loop().time() + limits.open_timeout
+            self._reserved[_handshake_key(request)] = (self.client_address(request), lapse)
+        return result
+
+    def _lapse_reservations(self) -> None:
+        """Forget the handshakes that never opened (the client went away after the 101)."""
+        if self._reserved:
+            now = asyncio.get_running_loop().time()
+            for key in [k for k, (_, lapse) in self._reserved.items() if lapse < now]:
+                del self._reserved[key]
+
+    def client_address(self, request: Request) -> str | None:
+        """The client's IP address: the socket's, or, when the socket is one of
+        ``trusted_proxies``, the one the proxy names in ``X-Forwarded-For``
+        (:func:`crosswire.http.client_address`)."""
+        return client_address(request, self.trusted_proxies)
 
     async def handle_http(self, request: Request) -> Response:
         """Answer a plain HTTP request with the ``http`` handler, or 426."""
@@ -276,8 +325,22 @@ class App:
             context=dict(accept.context),
         )
         transport.bind(peer)
+        if self._reserved:
+            self._reserved.pop(_handshake_key(request), None)
         self._peers[peer.id] = peer
+        over = False
+        per_address = self.limits.max_connections_per_address
+        if per_address is not None:
+            address = self.client_address(request)
+            if address is not None:
+                self._address_of[peer.id] = address
+                count = self._per_address[address] = self._per_address.get(address, 0) + 1
+                # (known only now on a server whose handshake does not tell the address)
+                over = count > per_address
         self._no_peers.clear()
+        if over:  # closed before any hook sees it
+            peer.close(CloseCode.TRY_AGAIN_LATER, "too many connections from this address")
+            return peer
         if endpoint.admits_on_open:
             self.hub.admit(peer)
         peer._opened()
@@ -317,6 +380,13 @@ class App:
     def peer_closed(self, peer: Peer) -> None:
         """``peer`` closed: forget it (shutdown waits until every peer is forgotten)."""
         self._peers.pop(peer.id, None)
+        address = self._address_of.pop(peer.id, None)
+        if address is not None:
+            left = self._per_address[address] - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                del self._per_address[address]
         if not self._peers:
             self._no_peers.set()
 
@@ -412,3 +482,10 @@ def _upgrade_result(result: Any, subprotocol: str | None) -> Accept | Response:
     raise ConfigurationError(
         f"upgrade hook must return None, Accept or Response, not {type(result).__name__}"
     )
+
+
+def _handshake_key(request: Request) -> object:
+    """What identifies one handshake from :meth:`App.handle_upgrade` to :meth:`App.connect`
+    (adapters may build the Request twice): its ``Sec-WebSocket-Key``, random per handshake;
+    the object itself without one (the in-process test client)."""
+    return request.headers.get("sec-websocket-key") or id(request)

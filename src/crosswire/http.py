@@ -8,12 +8,13 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["Accept", "Headers", "QueryParams", "Request", "Response"]
+__all__ = ["Accept", "Headers", "QueryParams", "Request", "Response", "client_address"]
 
 
 class _MultiMap(Mapping[str, str]):
@@ -153,3 +154,27 @@ class Response:
         if not any(k.lower() == "content-type" for k, _ in items):
             items.append(("Content-Type", self.content_type))
         return items
+
+
+def client_address(request: Request, trusted_proxies: frozenset[str]) -> str | None:
+    """The client's address: the socket's, unless the socket is a trusted proxy's, which
+    says in ``X-Forwarded-For`` whom it forwards. Read from the right (what the nearest
+    proxy appended), skipping trusted proxies: the first other address is the client's (one
+    a client wrote itself, further left, is never believed). Addresses that are not IP
+    addresses end the walk."""
+    peer = request.remote_address
+    if peer is None or peer not in trusted_proxies:
+        return peer
+    forwarded = request.headers.get("x-forwarded-for")
+    if not forwarded:
+        return peer
+    found = peer
+    for hop in reversed([part.strip() for part in forwarded.split(",")]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        found = hop
+        if hop not in trusted_proxies:
+            break
+    return found

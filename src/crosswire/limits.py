@@ -65,6 +65,17 @@ class Limits:
         leaves the connection's topics as they were; each layer answers its client as its
         protocol documents. Each subscription costs memory in the Hub and, with a bus, a
         channel on it.
+    max_connections, max_connections_per_address:
+        Open connections this server (App) accepts at once, in all and from one client
+        address (``App.client_address``: the socket's, or what a trusted proxy says). The
+        handshake over a limit is refused before the WebSocket opens: 503 for the first, 429
+        for the second, each with ``Retry-After: connection_retry_after``. None: no limit.
+    max_connections_per_user:
+        Open connections of one user on this server (identified by ``peer.identify`` or
+        in-band authentication). The user is known only after the WebSocket opened, so the
+        connection over the limit is closed with 1013 ``too many connections for this user``.
+    connection_retry_after:
+        Seconds the refusals above tell the client to wait (``Retry-After``).
     """
 
     max_message_size: int = 1024 * 1024
@@ -76,12 +87,28 @@ class Limits:
     inbound_queue: int = 256
     coalesce_writes: bool = True
     max_topics: int = 2048
+    max_connections: int | None = None
+    max_connections_per_address: int | None = None
+    max_connections_per_user: int | None = None
+    connection_retry_after: int = 5
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "send_buffer_limit", "inbound_queue", "max_topics"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigurationError(f"Limits.{name} must be a positive int, got {value!r}")
+        for name in (
+            "max_connections",
+            "max_connections_per_address",
+            "max_connections_per_user",
+        ):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigurationError(
+                    f"Limits.{name} must be a positive int or None, got {value!r}"
+                )
+        if not isinstance(self.connection_retry_after, int) or self.connection_retry_after < 0:
+            raise ConfigurationError("Limits.connection_retry_after is seconds, an int >= 0")
         for name in ("ping_interval", "ping_timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -154,6 +154,9 @@ class PeerHub(Protocol):
     def remove(self, peer: Peer) -> None:
         """Forget ``peer`` everywhere: it closed."""
 
+    def clients_of(self, user_id: str) -> list[Peer]:
+        """The peers of this process identified as ``user_id``."""
+
     def to_peer_frame(self, peer: Peer, frame: bytes, *, binary: bool = False) -> bool:
         """Send a frame through the peer's transform, in order with the Hub's deliveries."""
 
@@ -455,6 +458,13 @@ class Peer:
         if self.ready_state is ReadyState.OPEN or user_id is None:
             self._app.hub.identify(self, user_id)
             self._user_id = user_id
+            limit = self._app.limits.max_connections_per_user
+            if (
+                user_id is not None
+                and limit is not None
+                and len(self._app.hub.clients_of(user_id)) > limit
+            ):
+                self.close(CloseCode.TRY_AGAIN_LATER, "too many connections for this user")
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close gracefully with ``code`` and ``reason``; the ``close`` hook follows."""

@@ -186,6 +186,9 @@ async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitabl
         ws_max_size=limits.max_message_size + 1024,
         ws_ping_interval=limits.ping_interval,
         ws_ping_timeout=limits.ping_timeout,
+        # The client's address is the socket's; App(trusted_proxies=...) decides whose
+        # X-Forwarded-For to believe (uvicorn's default would believe any from 127.0.0.1).
+        proxy_headers=False,
     )
     srv = _uvicorn_server(config)
     task = asyncio.get_running_loop().create_task(srv.serve(sockets=[sock]))
