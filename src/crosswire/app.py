@@ -67,7 +67,10 @@ class App:
     a health check); without it they get 426 Upgrade Required. ``origins`` lists the
     ``Origin`` values allowed to open a WebSocket (include ``None`` to let in clients that send
     none, such as non-browser ones); others get 403 before any hook runs. By default every
-    origin is allowed.
+    origin is allowed. ``session_cookie`` names the cookie the App authenticates with
+    (``crosswire.auth.cookie_token``); it requires ``origins`` with at least one browser
+    origin, against cross-site WebSocket hijacking. ``trusted_proxies`` lists the reverse
+    proxies whose ``X-Forwarded-For`` gives the client's address (:meth:`client_address`).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class App:
         http: HttpHandler | None = None,
         origins: Collection[str | None] | None = None,
         trusted_proxies: Collection[str] = (),
+        session_cookie: str | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         if isinstance(origins, str):
@@ -87,6 +91,18 @@ class App:
         #: The ``Origin`` values allowed to open a WebSocket (``None`` in it: requests with no
         #: Origin, from clients that are not browsers); ``None``: any.
         self.origins = frozenset(origins) if origins is not None else None
+        if session_cookie is not None and (
+            self.origins is None or not any(o is not None for o in self.origins)
+        ):
+            raise ConfigurationError(
+                f"session_cookie={session_cookie!r} needs origins={{...}}: a browser sends "
+                "its cookies with a WebSocket handshake whichever site's page opens it, so "
+                "without an allow-list of origins any site could open WebSockets as your "
+                "users (cross-site WebSocket hijacking)"
+            )
+        #: The cookie that authenticates connections (read it with
+        #: ``crosswire.auth.cookie_token(request, app.session_cookie)``), or None.
+        self.session_cookie = session_cookie
         if isinstance(trusted_proxies, str):
             raise ConfigurationError("trusted_proxies is a collection of IP addresses")
         #: The addresses of the reverse proxies whose ``X-Forwarded-For`` is believed.

@@ -26,11 +26,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
 
 from .http import Request
 
-__all__ = ["AUTH_FAILED", "AUTH_TIMEOUT", "Credentials", "Identity", "InBand", "bearer_token"]
+__all__ = [
+    "AUTH_FAILED",
+    "AUTH_TIMEOUT",
+    "Credentials",
+    "Identity",
+    "InBand",
+    "bearer_token",
+    "cookie_token",
+]
 
 #: Close code: no credentials in time (``Authentication timeout``), seed 003's.
 AUTH_TIMEOUT = 4001
@@ -54,7 +63,7 @@ class Credentials:
     it (``None`` otherwise): accept the connection with it."""
 
     token: str = field(repr=False)
-    source: Literal["header", "protocol", "query"]
+    source: Literal["header", "protocol", "query", "cookie"]
     subprotocol: str | None = None
 
 
@@ -78,6 +87,28 @@ def bearer_token(
     if token:
         return Credentials(token, "query")
     return None
+
+
+def cookie_token(request: Request, name: str) -> Credentials | None:
+    """The value of the cookie ``name`` from the handshake's ``Cookie`` header, or None.
+
+    A browser sends its cookies with every WebSocket handshake to the site, whichever page
+    opens it: another site's page can open one as your user (cross-site WebSocket
+    hijacking). So an App that authenticates by cookie must list the origins allowed to
+    open WebSockets: ``App(..., session_cookie=name, origins={...})`` refuses to start
+    without them."""
+    header = request.headers.get("cookie")
+    if not header:
+        return None
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    if morsel is None or not morsel.value:
+        return None
+    return Credentials(morsel.value, "cookie")
 
 
 @dataclass(frozen=True, slots=True)
