@@ -93,7 +93,9 @@ class Hub:
     :class:`~crosswire.BusError` (default: logged on ``crosswire.pubsub``).
     ``transform_concurrency`` bounds the outbound transforms running at once, and
     ``transform_queue`` the messages waiting for one peer's transform (past it, the peer is
-    closed as a slow consumer, 1013).
+    closed as a slow consumer, 1013). What comes from the bus that is not a well-formed
+    envelope, or is larger than ``max_bus_message`` bytes, is dropped, counted in
+    :attr:`rejected` and reported, never delivered.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class Hub:
         on_error: Callable[[BusError], None] | None = None,
         transform_concurrency: int = 10,
         transform_queue: int = 1024,
+        max_bus_message: int = 2 * 1024 * 1024,
     ) -> None:
         if transform_concurrency < 1 or transform_queue < 1:
             raise ValueError("transform_concurrency and transform_queue must be at least 1")
@@ -111,6 +114,10 @@ class Hub:
         #: A process forked after the Hub was made (``crosswire run --workers``, gunicorn
         #: ``--preload``) gets a new one, or the processes would drop each other's messages.
         self.server_id = str(uuid.uuid4())
+        #: Messages from the bus larger than this (bytes) are dropped, never delivered.
+        self.max_bus_message = max_bus_message
+        #: Messages from the bus dropped as malformed or too large (each also reported).
+        self.rejected = 0
         _HUBS.add(self)
         self.namespace = namespace
         self._backend = backend
@@ -796,9 +803,19 @@ class Hub:
     def _from_bus(self, channel: str, message: bytes, more: bool = False) -> None:
         if more and self.writes.held is None:  # a burst from the bus: one write per socket
             self.writes.open()
+        if len(message) > self.max_bus_message:
+            self.rejected += 1
+            self._report(
+                BusError(
+                    f"a message of {len(message):,} bytes on the bus, past "
+                    f"max_bus_message ({self.max_bus_message:,}): dropped (channel {channel!r})"
+                )
+            )
+            return
         try:
             server_id, pub = decode_envelope(message)
         except BusError as exc:
+            self.rejected += 1
             self._report(BusError(f"{exc} (channel {channel!r})"))
             return
         try:
