@@ -30,6 +30,7 @@ from enum import Enum
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
+import orjson
 from msgspec import UNSET, UnsetType
 
 from ..errors import ErrorCode, WsError
@@ -43,6 +44,7 @@ __all__ = [
     "Render",
     "TopicAnswer",
     "TopicRequest",
+    "position_keys",
     "recover_request",
     "select",
 ]
@@ -147,6 +149,18 @@ class TopicAnswer:
     position: Position | None = None
     #: What the join handler attached to the connection's presence entry (not sent back).
     presence: Any = None
+
+
+def position_keys(topic: str, position: Position, names: tuple[str, str, str]) -> bytes:
+    """``,"<topic name>":T,"<offset name>":n,"<epoch name>":e``: what a dialect splices into a
+    rendered frame for a connection that asked for positions."""
+    topic_key, offset_key, epoch_key = names
+    return (
+        f',"{topic_key}":'.encode()
+        + orjson.dumps(topic)
+        + f',"{offset_key}":{position.offset},"{epoch_key}":'.encode()
+        + orjson.dumps(position.epoch)
+    )
 
 
 def recover_request(value: Any, where: str) -> tuple[bool, Position | None]:

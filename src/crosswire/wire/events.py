@@ -20,7 +20,7 @@ from msgspec import UNSET
 
 from ..errors import WsError
 from .canonical import BadFrame, Envelope
-from .dialect import Control, Position, TopicAnswer, TopicRequest, recover_request
+from .dialect import Control, Position, TopicAnswer, TopicRequest, position_keys, recover_request
 
 __all__ = ["EVENTS", "BadEvent", "EventFrame", "EventsDialect", "decode", "encode", "render"]
 
@@ -166,16 +166,7 @@ class EventsDialect:
         return frame[:-1] + b',"id":' + orjson.dumps(request.correlation_id) + b"}"
 
     def positioned(self, frame: bytes, topic: str, position: Position) -> bytes:
-        return (
-            frame[:-1]
-            + b',"room":'
-            + orjson.dumps(topic)
-            + b',"offset":'
-            + str(position.offset).encode()
-            + b',"epoch":'
-            + orjson.dumps(position.epoch)
-            + b"}"
-        )
+        return frame[:-1] + position_keys(topic, position, _POSITION) + b"}"
 
     def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         return _refusals(answers)
@@ -196,6 +187,9 @@ def _refusals(answers: Sequence[TopicAnswer]) -> list[bytes]:
         frames.append(encode("error", {"message": error.message, **named, **error.details}))
     return frames
 
+
+#: Where an events frame says its room and position.
+_POSITION = ("room", "offset", "epoch")
 
 #: The events dialect.
 EVENTS = EventsDialect()

@@ -31,7 +31,14 @@ from msgspec import UNSET
 
 from ..errors import WsError
 from .canonical import BadFrame, Envelope
-from .dialect import Control, Position, TopicAnswer, TopicRequest, recover_request
+from .dialect import (
+    Control,
+    Position,
+    TopicAnswer,
+    TopicRequest,
+    position_keys,
+    recover_request,
+)
 
 __all__ = ["ROVER", "RoverDialect", "decode", "render"]
 
@@ -171,16 +178,7 @@ class RoverDialect:
 
     @staticmethod
     def positioned(frame: bytes, topic: str, position: Position) -> bytes:
-        return (
-            frame[:-1]
-            + b',"$topic":'
-            + _dumps(topic)
-            + b',"$offset":'
-            + str(position.offset).encode()
-            + b',"$epoch":'
-            + _dumps(position.epoch)
-            + b"}"
-        )
+        return frame[:-1] + position_keys(topic, position, _POSITION) + b"}"
 
     def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         frames = []
@@ -192,6 +190,9 @@ class RoverDialect:
                 frames.append(_dumps({"type": "leave_ack", "topic": topic}))
         return frames
 
+
+#: Where a Rover frame says its topic and position ($: crosswire's keys, not the payload's).
+_POSITION = ("$topic", "$offset", "$epoch")
 
 #: The Rover dialect.
 ROVER = RoverDialect()
