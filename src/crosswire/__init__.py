@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .app import App
+from .auth import Identity
 from .endpoint import Endpoint
 from .errors import (
     BusError,
@@ -29,6 +30,7 @@ from .peer import CloseCode, Message, Peer, ReadyState
 from .pubsub import Emitter, History, Hub
 from .router import Heartbeat, LimitExceeded, Router
 from .router.context import (
+    AuthContext,
     CloseContext,
     ConnectionContext,
     EventContext,
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Accept",
     "App",
+    "AuthContext",
     "BusError",
     "CloseCode",
     "CloseContext",
@@ -61,6 +64,7 @@ __all__ = [
     "History",
     "Hooks",
     "Hub",
+    "Identity",
     "JoinContext",
     "JoinRefused",
     "LeaveContext",

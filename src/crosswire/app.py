@@ -359,6 +359,8 @@ class App:
             return peer
         if endpoint.admits_on_open:
             self.hub.admit(peer)
+        if accept.expires_at is not None:
+            peer.expire_at(accept.expires_at)
         peer._opened()
         return peer
 

@@ -51,10 +51,17 @@ AUTH_FAILED = 4003
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who an in-band authentication found: the connection's user (None: no user, an
-    anonymous connection) and metadata about it."""
+    anonymous connection) and metadata about it.
+
+    ``expires_at`` (Unix time in seconds, as a token's ``exp``; None: never) ends the
+    session: the connection is closed then with 1008 ``"Session expired"``, unless the client
+    refreshed it by sending its ``authenticate`` frame again with new credentials (the check
+    runs again, with ``ctx.refreshing``, and its Identity, of the same user, sets the new
+    expiry)."""
 
     user_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

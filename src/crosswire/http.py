@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -124,12 +124,22 @@ class Accept:
     """Open the WebSocket.
 
     ``headers`` are added to the 101 response. ``subprotocol`` must be one the client offered.
-    ``context`` seeds ``peer.context`` before the ``open`` hook runs.
+    ``context`` seeds ``peer.context`` before the ``open`` hook runs. ``expires_at`` (Unix
+    time in seconds, as a token's ``exp``) ends the session then: the connection is closed
+    with 1008 ``"Session expired"`` (see :meth:`Peer.expire_at <crosswire.Peer.expire_at>`).
     """
 
     headers: Mapping[str, str] = field(default_factory=dict)
     subprotocol: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None
+
+    def chosen(self, subprotocol: str | None) -> Accept:
+        """This acceptance with the subprotocol the server actually selected (None when the
+        client did not offer the one asked for)."""
+        if subprotocol == self.subprotocol:
+            return self
+        return replace(self, subprotocol=subprotocol)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from enum import IntEnum
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from .limits import Limits
 
 __all__ = [
+    "SESSION_EXPIRED",
     "CloseCode",
     "Host",
     "Message",
@@ -258,6 +260,8 @@ class Message:
 
 
 _OPEN, _MESSAGE, _CLOSE, _DRAIN = range(4)
+#: The reason of the 1008 that ends a session past its expiry (:meth:`Peer.expire_at`).
+SESSION_EXPIRED = "Session expired"
 _STATE_OPEN = ReadyState.OPEN  # a module global: the hot paths compare against it
 _new_message = object.__new__  # Peer._receive_data fills the slots without an __init__ call
 
@@ -274,6 +278,7 @@ class Peer:
         "_buffer_seen",
         "_close_sent",
         "_drain_waiters",
+        "_expiry",
         "_hooks",
         "_inbox",
         "_inline",
@@ -290,6 +295,7 @@ class Peer:
         "context",
         "cork",
         "dialect",
+        "expires_at",
         "id",
         "ready_state",
         "render",
@@ -367,6 +373,9 @@ class Peer:
         #: ``transform_queue`` is closed as a slow consumer (1013).
         self.transform: Transform | None = None
         self._user_id: str | None = None
+        #: When the session ends (Unix time, seconds), or None; see :meth:`expire_at`.
+        self.expires_at: float | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     # -- what users read -------------------------------------------------------------------
 
@@ -465,6 +474,26 @@ class Peer:
                 and len(self._app.hub.clients_of(user_id)) > limit
             ):
                 self.close(CloseCode.TRY_AGAIN_LATER, "too many connections for this user")
+
+    def expire_at(self, when: float | None) -> None:
+        """End this connection's session at ``when`` (Unix time in seconds, as a token's
+        ``exp``; None: never): it is then closed with 1008 ``"Session expired"``. Called
+        again, it moves the end (a refreshed token). :attr:`expires_at` tells the current
+        one. ``Accept(expires_at=...)`` sets it at the handshake, an in-band authentication's
+        :class:`~crosswire.auth.Identity` when the client authenticates or refreshes."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self.ready_state is not ReadyState.OPEN:
+            return
+        self.expires_at = when
+        if when is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(max(0.0, when - time.time()), self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        self.close(CloseCode.POLICY_VIOLATION, SESSION_EXPIRED)
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close gracefully with ``code`` and ``reason``; the ``close`` hook follows."""
@@ -629,6 +658,9 @@ class Peer:
         self.ready_state = ReadyState.CLOSED
         if self._close_sent is not None:
             code, reason = self._close_sent
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self._app.hub.remove(self)
         self._user_id = None
         self._topics.clear()

@@ -39,7 +39,7 @@ from .client.dialects import CANONICAL, DIALECTS, ClientDialect
 from .client.frames import Frame, JoinAck, typed
 from .cork import Hold
 from .errors import ErrorCode, JoinRefused, WsError
-from .http import Accept, Headers, Request, Response
+from .http import Headers, Request, Response
 from .peer import Peer
 from .schema import MessageSchema
 
@@ -419,7 +419,7 @@ class TestClient:
         conn._peer = self.app.connect(
             conn._transport,
             request,
-            Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
+            result.chosen(subprotocol),
         )
         await asyncio.sleep(0)
         try:

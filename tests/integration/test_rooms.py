@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -183,6 +184,42 @@ async def test_bad_frames_and_early_or_repeated_events_get_error_events(
     }
     await client.send("heartbeat")
     await client.nothing_more()  # heartbeats are never answered
+
+
+async def test_a_session_that_expires_is_refreshed_in_band_and_keeps_its_rooms(
+    serve_rooms: Serve, dial: Callable[[str], Awaitable[EventClient]]
+) -> None:
+    """An Identity with ``expires_at``: the client sends ``authenticate`` again before it
+    passes, is answered ``authenticated`` (not ``connected`` again) and keeps its rooms; the
+    refreshed session ends with 1008 ``Session expired``."""
+
+    def expiring(client: RoomClient, data: Any) -> Identity | None:
+        lifetime = data.get("lifetime") if isinstance(data, dict) else None
+        if not isinstance(lifetime, float):
+            return None
+        return Identity(user_id="ann", metadata={"n": lifetime}, expires_at=time.time() + lifetime)
+
+    rooms, url = await serve_rooms(authenticate=expiring, validate_rooms=allow_public)
+    ann = await dial(url)
+    first_expiry = time.time() + 0.5
+    ann_id = (await ann.authenticate({"lifetime": 0.5}))["id"]
+    await ann.send("join", {"rooms": ["public-a"]})
+    await eventually(lambda: len(rooms.members("public-a")) == 1)
+
+    await ann.send("authenticate", {"lifetime": 1.2})
+    refreshed = await ann.receive()
+    assert refreshed["event"] == "authenticated"
+    assert refreshed["data"]["userId"] == "ann"
+    assert refreshed["data"]["expiresAt"] / 1000 >= first_expiry + 0.5
+    assert rooms.client(ann_id).metadata == {"n": 1.2}  # type: ignore[union-attr]
+    await ann.send("authenticate", {"lifetime": "no"})
+    assert await ann.receive() == {"event": "error", "data": {"message": "Refresh refused"}}
+
+    await asyncio.sleep(max(0.0, first_expiry - time.time()) + 0.05)
+    assert rooms.to_room("public-a", "news", {"n": 1}) == 1  # still in its room
+    assert await ann.receive() == {"event": "news", "data": {"n": 1}}
+    assert await closed_with(ann.ws) == (1008, "Session expired")
+    await eventually(lambda: rooms.members("public-a") == [])
 
 
 async def test_join_and_leave_rooms_through_the_validator(

@@ -12,7 +12,7 @@ from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 
 from ..app import App
 from ..cork import Cork
-from ..http import Accept, Headers, Request, Response
+from ..http import Headers, Request, Response
 from ..limits import message_size, surely_within
 from ..logs import filter_library_logger
 from ..peer import high_water, receivable_close_code
@@ -122,7 +122,7 @@ def handler(app: App) -> Handler:
         peer = app.connect(
             transport,
             request,
-            Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
+            result.chosen(subprotocol),
         )
         received: tuple[int, str] = (1006, "")
         writes = app.hub.writes

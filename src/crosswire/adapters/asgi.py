@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..app import App
-from ..http import Accept, Headers, Request, Response
+from ..http import Headers, Request, Response
 from ..limits import message_size, surely_within
 from ..logs import filter_library_logger
 from ._eager import EagerTransport
@@ -176,7 +176,7 @@ class ASGIApp:
         peer = app.connect(
             transport,
             request,
-            Accept(headers=result.headers, subprotocol=subprotocol, context=result.context),
+            result.chosen(subprotocol),
         )
         limit = app.limits.max_message_size
         limit_chars = surely_within(limit)

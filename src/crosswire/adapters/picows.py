@@ -453,7 +453,7 @@ async def create_server(
         headers = dict(result.headers)
         if subprotocol is not None:
             headers["Sec-WebSocket-Protocol"] = subprotocol
-        accept = Accept(headers=result.headers, subprotocol=subprotocol, context=result.context)
+        accept = result.chosen(subprotocol)
         listener = _Listener(app, request, accept)
         return WSUpgradeResponseWithListener(
             WSUpgradeResponse.create_101_response(headers), listener

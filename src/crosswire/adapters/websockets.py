@@ -180,10 +180,7 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         accept = conn.accept or Accept()
         cork = Cork.of(conn.transport, limits.coalesce_writes)
         transport = _Transport(conn, cork)
-        accept = Accept(
-            headers=accept.headers, subprotocol=conn.subprotocol, context=accept.context
-        )
-        peer = app.connect(transport, _request(conn, conn.request), accept)
+        peer = app.connect(transport, _request(conn, conn.request), accept.chosen(conn.subprotocol))
         gate = transport._read_gate
         receive = peer._receive_data
         writes = app.hub.writes

@@ -250,14 +250,20 @@ class RoomServer:
 
     async def _check(self, ctx: AuthContext) -> Identity | None:
         """The router's authentication check: ``authenticate``, then with encryption the
-        handshake (still authenticating: the client gets nothing, and cannot join)."""
+        handshake (still authenticating: the client gets nothing, and cannot join). A
+        refresh (a session with an expiry, extended) asks ``authenticate`` only."""
         client = self._clients[ctx.peer.id]
-        client.state = ClientState.AUTHENTICATING
+        if not ctx.refreshing:
+            client.state = ClientState.AUTHENTICATING
         identity = await _settle(self.authenticate(client, ctx.payload))
         if not identity:
             return None
         if not isinstance(identity, Identity):
             raise TypeError(f"authenticate returned {identity!r}; expected an Identity or None")
+        if ctx.refreshing:
+            if identity.user_id == client.user_id:
+                client.metadata = identity.metadata
+            return identity
         client.user_id = identity.user_id
         client.metadata = identity.metadata
         if self.require_encryption and not await self._set_up_encryption(ctx, client):

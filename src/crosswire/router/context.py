@@ -260,14 +260,19 @@ class CloseContext(ConnectionContext):
 
 class AuthContext(ConnectionContext):
     """In-band authentication (``router.authenticate``): ``payload`` holds the credentials
-    the client sent; ``identity`` is what the check returned, once it accepted them."""
+    the client sent; ``identity`` is what the check returned, once it accepted them.
+    ``refreshing`` is True when an authenticated client whose session expires sends new
+    credentials to extend it (the check then decides the new expiry)."""
 
-    __slots__ = ("identity", "payload")
+    __slots__ = ("identity", "payload", "refreshing")
 
-    def __init__(self, dispatch: Desk, session: Session, payload: Any) -> None:
+    def __init__(
+        self, dispatch: Desk, session: Session, payload: Any, *, refreshing: bool = False
+    ) -> None:
         super().__init__(dispatch, session)
         self.payload = payload
         self.identity: Identity | None = None
+        self.refreshing = refreshing
 
     def __repr__(self) -> str:
         return f"<AuthContext client={self.peer.id[:8]}>"  # never the credentials

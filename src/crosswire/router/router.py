@@ -367,7 +367,16 @@ class Router:
         in the broadcast group), its heartbeat has not started, and every frame but the
         credentials and heartbeats is answered ``UNAUTHENTICATED`` ``Not authenticated``.
         Accepted, it is identified as the identity's user and admitted, its heartbeat
-        starts, and the ``on_authenticated`` handlers run. One per router."""
+        starts, the dialect's ``authenticated`` answer is sent (canonical and Rover; seed
+        003's dialect leaves it to the app, whose ``connected`` answers) and the
+        ``on_authenticated`` handlers run. One per router.
+
+        An identity with ``expires_at`` ends the session then (1008 ``Session expired``);
+        the client refreshes it by sending its ``authenticate`` frame again: ``check`` runs
+        with ``ctx.refreshing`` and an Identity of the same user sets the new expiry,
+        answered ``authenticated`` in every dialect; a refusal is answered ``Refresh
+        refused`` and the session keeps its old expiry (see :mod:`crosswire.router.inband`).
+        """
         check_callable("authenticate check", check, 1, "ctx")
         if timeout <= 0:
             raise ConfigurationError("authenticate: timeout must be > 0")

@@ -34,6 +34,7 @@ from .dialect import (
 __all__ = [
     "ABORT",
     "AUTHENTICATE",
+    "AUTHENTICATED",
     "CANONICAL",
     "HEARTBEAT",
     "HEARTBEAT_ACK",
@@ -67,6 +68,7 @@ LEAVE = "$ws:leave"
 JOIN_ACK = "$ws:join-ack"
 JOIN_ERROR = "$ws:join-error"
 LEAVE_ACK = "$ws:leave-ack"
+AUTHENTICATED = "$ws:authenticated"
 PRESENCE = "$ws:presence"
 
 _ROOT_KEYS = frozenset({"type", "meta", "payload"})
@@ -314,6 +316,12 @@ class CanonicalDialect:
               "payload": {"topic": T, "code", "message", "details"?, ...}}
         {"type": "$ws:leave", "meta": {...}, "payload": {"topic": T}}
           -> {"type": "$ws:leave-ack", "meta": {...}, "payload": {"topic": T}}
+
+    In-band authentication (a router with ``authenticate``), first and refresh alike::
+
+        {"type": "$ws:authenticate", "meta": {"correlationId"?}, "payload": credentials}
+          -> {"type": "$ws:authenticated", "meta": {...},
+              "payload": {"userId"?: str, "expiresAt"?: ms}}
     """
 
     name = "canonical"
@@ -340,6 +348,12 @@ class CanonicalDialect:
     progress = staticmethod(encode_progress)
     heartbeat = staticmethod(encode_heartbeat)
     heartbeat_ack = staticmethod(encode_heartbeat_ack)
+
+    def authenticated(
+        self, session: Mapping[str, Any], correlation_id: str | None, *, first: bool
+    ) -> bytes:
+        meta = {"correlationId": correlation_id} if correlation_id is not None else {}
+        return orjson.dumps({"type": AUTHENTICATED, "meta": meta, "payload": session})
 
     def topic_requests(self, envelope: Envelope) -> list[TopicRequest]:
         body: Any = envelope.payload

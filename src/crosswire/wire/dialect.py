@@ -259,6 +259,14 @@ class Dialect(Protocol):
         ``{"clientId", "userId", "data"}``)."""
         ...
 
+    def authenticated(
+        self, session: Mapping[str, Any], correlation_id: str | None, *, first: bool
+    ) -> bytes | None:
+        """The answer to an accepted ``AUTHENTICATE`` frame: the first one (``first``) or a
+        refresh. ``session`` is ``{"userId"?, "expiresAt"?}`` (milliseconds since the
+        epoch). None: the dialect answers nothing (the app's ``on_authenticated`` does)."""
+        ...
+
 
 def select(
     served: Sequence[Dialect], offered: Sequence[str], asked: str | None

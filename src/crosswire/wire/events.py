@@ -168,6 +168,16 @@ class EventsDialect:
     def positioned(self, frame: bytes, topic: str, position: Position) -> bytes:
         return frame[:-1] + position_keys(topic, position, _POSITION) + b"}"
 
+    def authenticated(
+        self, session: Mapping[str, Any], correlation_id: str | None, *, first: bool
+    ) -> bytes | None:
+        if first:  # seed 003's answer is ``connected``, the app's (a RoomServer sends it)
+            return None
+        frame = encode("authenticated", dict(session))
+        if correlation_id is None:
+            return frame
+        return frame[:-1] + b',"id":' + orjson.dumps(correlation_id) + b"}"
+
     def left(self, answers: Sequence[TopicAnswer]) -> list[bytes]:
         return _refusals(answers)
 

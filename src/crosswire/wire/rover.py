@@ -129,6 +129,11 @@ class RoverDialect:
     def heartbeat_ack(self, now_ms: int) -> None:
         return None
 
+    def authenticated(
+        self, session: Mapping[str, Any], correlation_id: str | None, *, first: bool
+    ) -> bytes:
+        return _dumps({"type": "authenticated", **session})
+
     def topic_requests(self, envelope: Envelope) -> list[TopicRequest]:
         body: Any = envelope.payload
         topic = body.get("topic") if type(body) is dict else None
