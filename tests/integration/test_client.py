@@ -4,6 +4,7 @@ errors, handlers, the offline queue, reconnection after a server restart, auth a
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -202,6 +203,61 @@ async def test_a_token_goes_with_every_attempt_and_the_server_reads_it(
         await refused.connect()
     assert refused.state is ClientState.CLOSED
     await refused.close()
+
+
+async def test_an_in_band_token_is_refreshed_before_the_session_expires(
+    kind: str, serve_router: ServeRouter
+) -> None:
+    """``Auth(attach="message")`` against ``router.authenticate`` with sessions of 0.8 s: the
+    client authenticates before its queued request goes out, then refreshes each session on
+    the same connection with a fresh token; a refresh the server refuses is reported and the
+    session expires (1008 ``Session expired``), after which the client reconnects with a
+    fresh token and carries on."""
+    checks: list[tuple[str, bool]] = []
+    peers: set[str] = set()
+
+    def check(ctx: crosswire.AuthContext) -> crosswire.Identity | None:
+        token = ctx.payload.get("token") if isinstance(ctx.payload, dict) else None
+        checks.append((str(token), ctx.refreshing))
+        peers.add(ctx.peer.id)
+        if not isinstance(token, str) or not token.startswith("ann-"):
+            return None
+        return crosswire.Identity(user_id="ann", expires_at=time.time() + 0.8)
+
+    router = Router().merge(echo.create_router())
+    router.authenticate(check, timeout=2)
+    server = await serve_router(router, kind)
+    issued = 0
+    failing = False
+
+    def token() -> str:
+        nonlocal issued
+        issued += 1
+        return f"bad-{issued}" if failing else f"ann-{issued}"
+
+    errors: list[tuple[Exception, ErrorContext]] = []
+    states: list[ClientState] = []
+    client = Client(server.url + "/", auth=Auth(token=token, attach="message"), reconnect=FAST)
+    client.on_error(lambda exc, ctx: errors.append((exc, ctx)))
+    client.on_state(states.append)
+    async with client:
+        assert (await client.request(echo.Add, {"a": 1, "b": 2})).payload.sum == 3
+        await eventually(lambda: len(checks) >= 3)  # two refreshes (at 3/4 of each session)
+        assert checks[:3] == [("ann-1", False), ("ann-2", True), ("ann-3", True)]
+        assert len(peers) == 1 and ClientState.RECONNECTING not in states  # one connection
+        assert (await client.request(echo.Add, {"a": 2, "b": 2})).payload.sum == 4
+        session = await client.authenticate({"token": "ann-by-hand"})
+        assert session.user_id == "ann" and session.expires_at is not None
+        with pytest.raises(WsError) as refused:
+            await client.authenticate({"token": "nobody"})
+        assert (refused.value.code, refused.value.message) == ("UNAUTHENTICATED", "Refresh refused")
+
+        failing = True  # the next refresh is refused: the session ends, the client reconnects
+        await eventually(lambda: ClientState.RECONNECTING in states)
+        assert any(ctx.type == "auth" for _, ctx in errors)
+        failing = False
+        await eventually(lambda: client.is_connected and len(peers) == 2)
+        assert (await client.request(echo.Add, {"a": 3, "b": 3})).payload.sum == 6
 
 
 async def test_the_server_heartbeat_is_answered_and_a_policy_close_is_final(

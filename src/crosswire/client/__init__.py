@@ -18,12 +18,13 @@ from ..errors import JoinRefused
 from ..wire.dialect import Position
 from .backoff import Reconnect
 from .browser import browser_module
-from .client import Auth, Client, ClientState, ErrorContext
+from .client import Auth, Authenticated, Client, ClientState, ErrorContext
 from .frames import Frame
 from .topics import Resync
 
 __all__ = [
     "Auth",
+    "Authenticated",
     "Client",
     "ClientState",
     "ErrorContext",

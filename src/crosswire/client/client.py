@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -38,12 +39,14 @@ from .dialects import CANONICAL
 from .frames import Frame, JoinAck, error_of, parse, typed
 from .topics import Joining, Memberships, Resync
 
-__all__ = ["Auth", "Client", "ClientState", "ErrorContext"]
+__all__ = ["Auth", "Authenticated", "Client", "ClientState", "ErrorContext"]
 
 logger = logging.getLogger("crosswire.client")
 
-#: Close codes after which reconnecting cannot help: the server refused this client.
+#: Close codes after which reconnecting cannot help: the server refused this client (but a
+#: 1008 ``Session expired``: the next attempt brings a fresh token).
 NO_RECONNECT = frozenset({1002, 1003, 1007, 1008, 1009})
+SESSION_EXPIRED = "Session expired"
 
 #: Seconds a connection must last for the next loss to start the backoff again.
 STABLE_AFTER = 1.0
@@ -66,13 +69,29 @@ class Auth:
     each time; ``None`` sends none. ``attach="query"`` adds ``?access_token=<token>`` (the
     name is ``query_param``); ``"protocol"`` offers the subprotocol ``bearer.<token>``
     (``protocol_prefix``), after the client's own (``protocol_position="append"``) or before
-    them."""
+    them.
+
+    ``"message"`` sends it in band, for a server with ``router.authenticate``: ``{"token":
+    <token>}`` in ``$ws:authenticate`` as soon as the connection opens, before the topics and
+    the queue. When the server's answer says the session expires, the client refreshes it on
+    the same connection with a fresh ``token()``, ``refresh_before`` seconds before the end
+    (at three quarters of a shorter session)."""
 
     token: Callable[[], str | Awaitable[str | None] | None]
-    attach: Literal["query", "protocol"] = "query"
+    attach: Literal["query", "protocol", "message"] = "query"
     query_param: str = "access_token"
     protocol_prefix: str = "bearer."
     protocol_position: Literal["prepend", "append"] = "append"
+    refresh_before: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The server's answer to in-band credentials: the user it found (None: anonymous) and
+    when the session ends (Unix time in seconds; None: it does not)."""
+
+    user_id: str | None
+    expires_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +104,12 @@ class ErrorContext:
     (not the answer to a request). ``handler``: an ``on`` handler (or another listener:
     ``on_unhandled``, ``on_progress``, ``on_resync``) raised. ``rejoin``: the server refused
     to join a topic again after a reconnect (the error is a :class:`~crosswire.JoinRefused`,
-    ``details`` the topic); the client forgot the topic.
+    ``details`` the topic); the client forgot the topic. ``auth``: in-band credentials
+    (``Auth(attach="message")``) were refused on open, or a refresh failed (the session then
+    ends at its expiry, and the client reconnects with a fresh token).
     """
 
-    type: Literal["parse", "validation", "overflow", "server", "handler", "rejoin"]
+    type: Literal["parse", "validation", "overflow", "server", "handler", "rejoin", "auth"]
     details: Any = None
 
 
@@ -98,10 +119,11 @@ ResyncListener = Callable[[Resync], Any]
 
 
 class _Call:
-    """A request waiting for its reply (``response``), or a join (``joining``: its marker)
-    or a leave of ``topic`` waiting for its answer."""
+    """A request waiting for its reply (``response``), a join (``joining``: its marker) or a
+    leave of ``topic`` waiting for its answer, or a control frame waiting for the frame type
+    ``answer`` (its payload settles it)."""
 
-    __slots__ = ("future", "joining", "on_progress", "response", "sent", "topic")
+    __slots__ = ("answer", "future", "joining", "on_progress", "response", "sent", "topic")
 
     def __init__(
         self,
@@ -111,7 +133,9 @@ class _Call:
         on_progress: Callable[[Any], Any] | None = None,
         topic: str | None = None,
         joining: Joining | None = None,
+        answer: str | None = None,
     ) -> None:
+        self.answer = answer
         self.future = future
         self.response = response
         self.on_progress = on_progress
@@ -204,6 +228,11 @@ class Client:
         self._unhandled_listeners: list[Handler] = []
         self._resync_listeners: list[ResyncListener] = []
         self._memberships = Memberships()
+        #: In-band authentication (``Auth(attach="message")``): the token of the attempt
+        #: under way, and the timer of the next refresh.
+        self._in_band_token: str | None = None
+        self._refresh: asyncio.TimerHandle | None = None
+        self._close_reason = ""
 
     # -- state -----------------------------------------------------------------------------
 
@@ -290,6 +319,7 @@ class Client:
             runner.cancel()
             await asyncio.wait({runner}, timeout=self._close_timeout)
         self._runner = None
+        self._cancel_refresh()
         self._queue.clear()
         self._memberships.clear()
         self._fail_calls(WsError(ErrorCode.CANCELLED, "the client closed"))
@@ -381,6 +411,73 @@ class Client:
         finally:
             self._calls.pop(cid, None)
             self._unqueue(cid)
+
+    async def authenticate(
+        self,
+        credentials: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - as request's
+    ) -> Authenticated:
+        """Send ``credentials`` in band (``$ws:authenticate``) on the open connection and
+        wait for the server's ``$ws:authenticated``: to refresh a session that expires
+        without reconnecting (``Auth(attach="message")`` does it by itself). Raises
+        :class:`~crosswire.WsError`: the server's refusal (``UNAUTHENTICATED`` ``Refresh
+        refused``: the session keeps its old expiry), ``DEADLINE_EXCEEDED`` without an
+        answer within ``timeout`` (default ``request_timeout``), ``UNAVAILABLE`` when not
+        connected (credentials are never queued)."""
+        ws = self._ws
+        if ws is None or self._state is not ClientState.OPEN:
+            raise WsError(ErrorCode.UNAVAILABLE, "not connected: credentials are not queued")
+        seconds = self._request_timeout if timeout is None else timeout
+        cid = self._new_id()
+        future = asyncio.get_running_loop().create_future()
+        self._calls[cid] = _Call(future, answer=canonical.AUTHENTICATED)
+        try:
+            async with asyncio.timeout(seconds):
+                await ws.send(_authenticate_frame(credentials, cid))
+                answer = await future
+        except TimeoutError:
+            raise WsError(
+                ErrorCode.DEADLINE_EXCEEDED, f"no answer to the credentials in {seconds} s"
+            ) from None
+        except ConnectionClosed:
+            raise WsError(ErrorCode.UNAVAILABLE, "the connection was lost") from None
+        finally:
+            self._calls.pop(cid, None)
+        return self._authenticated(answer)
+
+    def _authenticated(self, answer: Any) -> Authenticated:
+        """The server's ``$ws:authenticated``; with ``Auth(attach="message")`` and an
+        expiry, the next refresh is scheduled."""
+        body = answer if isinstance(answer, dict) else {}
+        user, expires_ms = body.get("userId"), body.get("expiresAt")
+        expires_at = expires_ms / 1000 if isinstance(expires_ms, int | float) else None
+        session = Authenticated(user if isinstance(user, str) else None, expires_at)
+        self._cancel_refresh()
+        if expires_at is not None and self._auth is not None and self._auth.attach == "message":
+            left = expires_at - time.time()
+            delay = max(0.0, left - min(self._auth.refresh_before, left / 4))
+            self._refresh = asyncio.get_running_loop().call_later(delay, self._refresh_soon)
+        return session
+
+    def _refresh_soon(self) -> None:
+        self._refresh = None
+        task = asyncio.ensure_future(self._refresh_session())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh_session(self) -> None:
+        try:
+            token = await self._token()
+            if token is not None:
+                await self.authenticate({"token": token})
+        except Exception as exc:  # the session ends at its expiry; then a new connection
+            self._report(exc, "auth", None)
+
+    def _cancel_refresh(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
 
     async def join(
         self,
@@ -543,7 +640,8 @@ class Client:
             if self._closing:
                 return
             self._fail_calls(WsError(ErrorCode.UNAVAILABLE, f"the connection was lost ({code})"))
-            if code in NO_RECONNECT:
+            expired = code == 1008 and self._close_reason == SESSION_EXPIRED
+            if code in NO_RECONNECT and not expired:
                 self._give_up(f"the server closed the connection with {code}")
                 return
             # A connection that ends at once counts as a failed attempt: a server that accepts
@@ -565,8 +663,11 @@ class Client:
     async def _open(self) -> ClientConnection:
         url, subprotocols = self.url, list(self._subprotocols)
         token = await self._token()
+        self._in_band_token = None
         if token is not None and self._auth is not None:
-            if self._auth.attach == "query":
+            if self._auth.attach == "message":
+                self._in_band_token = token  # sent once the connection is open
+            elif self._auth.attach == "query":
                 separator = "&" if "?" in url else "?"
                 url = f"{url}{separator}{urlencode({self._auth.query_param: token})}"
             else:
@@ -602,6 +703,8 @@ class Client:
             if not waiter.done():
                 waiter.set_result(None)
         try:
+            if self._in_band_token is not None and not await self._authenticate_on_open(ws):
+                return await self._closed_by_server(ws)
             await self._rejoin(ws)
             await self._flush(ws)
             async for data in ws:
@@ -618,10 +721,46 @@ class Client:
             pass
         finally:
             self._ws = None
+            self._cancel_refresh()
             self._memberships.lost()
             if not ws.transport.is_closing():  # cancelled while open: do not leak the socket
                 ws.transport.abort()
         received = ws.protocol.close_rcvd
+        self._close_reason = received.reason if received is not None else ""
+        return received.code if received is not None else 1006
+
+    async def _authenticate_on_open(self, ws: ClientConnection) -> bool:
+        """Send the in-band token before anything else and read until the server answers
+        it (other frames go to their handlers); whether it was accepted."""
+        cid = self._new_id()
+        token, self._in_band_token = self._in_band_token, None
+        await ws.send(_authenticate_frame({"token": token}, cid))
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                while True:
+                    data = await ws.recv()
+                    frame = parse(data, isinstance(data, bytes))
+                    if frame.type == canonical.AUTHENTICATED and frame.correlation_id == cid:
+                        self._authenticated(frame.payload)
+                        return True
+                    if frame.type in (canonical.ERROR, canonical.RPC_ERROR):
+                        self._report(error_of(frame), "auth", None)
+                        return False
+                    self._dispatch(frame)
+        except TimeoutError:
+            error = WsError(ErrorCode.DEADLINE_EXCEEDED, "no answer to the in-band token")
+            self._report(error, "auth", None)
+            return False
+
+    async def _closed_by_server(self, ws: ClientConnection) -> int:
+        """Wait (bounded) for the server to close a connection it refused; its code."""
+        with contextlib.suppress(TimeoutError, ConnectionClosed):
+            async with asyncio.timeout(self._close_timeout):
+                await ws.wait_closed()
+        if not ws.transport.is_closing():
+            ws.transport.abort()
+        received = ws.protocol.close_rcvd
+        self._close_reason = received.reason if received is not None else ""
         return received.code if received is not None else 1006
 
     async def _rejoin(self, ws: ClientConnection) -> None:
@@ -690,7 +829,14 @@ class Client:
         cid = frame.correlation_id
         call = self._calls.get(cid) if cid is not None else None
         if call is not None and not call.future.done():
-            if call.topic is not None:
+            if call.answer is not None:
+                if frame.type == call.answer:
+                    call.future.set_result(frame.payload)
+                    return
+                if frame.type in (canonical.RPC_ERROR, canonical.ERROR):
+                    call.future.set_exception(error_of(frame))
+                    return
+            elif call.topic is not None:
                 if self._answer_topic_call(call, frame):
                     return
             elif frame.type == canonical.RPC_PROGRESS:
@@ -858,3 +1004,12 @@ def _final(exc: Exception) -> bool:
         and 400 <= exc.response.status_code < 500
         and (exc.response.status_code not in (408, 429))
     )
+
+
+def _authenticate_frame(credentials: Any, correlation_id: str) -> str:
+    frame = {
+        "type": canonical.AUTHENTICATE,
+        "meta": {"correlationId": correlation_id},
+        "payload": credentials,
+    }
+    return orjson.dumps(frame).decode()
