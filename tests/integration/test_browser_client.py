@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from typing import Any
 
 import aiohttp
@@ -186,6 +187,44 @@ async def test_a_token_in_the_query(serve_router: ServeRouter, run_scenario: Run
     server = await serve_router(router)
     assert (await (await run_scenario(server.url + "/", "query_token")).result())["sum"] == 4
     assert sources == ["query"]
+
+
+async def test_an_in_band_token_is_refreshed_before_the_session_expires(
+    serve_router: ServeRouter, run_scenario: RunScenario
+) -> None:
+    """``auth: {getToken, attach: "message"}`` against ``router.authenticate`` with sessions
+    of 0.8 s, as the Python client's test."""
+    checks: list[tuple[str, bool]] = []
+    events: list[Any] = []
+
+    async def check(ctx: crosswire.AuthContext) -> crosswire.Identity | None:
+        await asyncio.sleep(0.01)
+        token = ctx.payload.get("token") if isinstance(ctx.payload, dict) else None
+        checks.append((str(token), ctx.refreshing))
+        if not isinstance(token, str) or not token.startswith("ann-"):
+            return None
+        return crosswire.Identity(user_id="ann", expires_at=time.time() + 0.8)
+
+    router = make_router(events)
+    router.authenticate(check, timeout=2)
+    server = await serve_router(router)
+    result = await (await run_scenario(server.url + "/", "in_band_token")).result()
+    assert (result["sum"], result["again"]) == (4, 6)
+    assert result["refreshedStates"] == ["connecting", "open"]  # one connection all along
+    assert checks[:5] == [
+        ("ann-1", False),
+        ("ann-by-hand", True),
+        ("nobody", True),
+        ("ann-2", True),
+        ("ann-3", True),
+    ]
+    assert result["byHand"] == {"userId": "ann", "expires": "number"}
+    assert (result["refused"]["code"], result["refused"]["message"]) == (
+        "UNAUTHENTICATED",
+        "Refresh refused",
+    )
+    assert result["errors"] == ["auth"]
+    assert events[0] == ("note", "queued")  # sent once authenticated, not refused before
 
 
 async def test_joins_are_acknowledged_or_refused_and_leaves_stop_publications(

@@ -163,6 +163,40 @@ const scenarios = {
     return { sum: add.payload.sum };
   },
 
+  async in_band_token() {
+    // Sessions of 800 ms: authenticated in band before the queued request, refreshed on the
+    // same connection; a refused refresh ends the session (1008), then a reconnect.
+    let issued = 0;
+    let failing = false;
+    const getToken = () => (failing ? "bad" : `ann-${++issued}`);
+    const errors = [];
+    const states = [];
+    const client = wsClient({ url, reconnect: fast, auth: { getToken, attach: "message" } });
+    client.onError((error, context) => errors.push(context.type));
+    client.onState((state) => states.push(state));
+    client.send("NOTE", { text: "queued" }); // waits for the authentication
+    await client.connect();
+    const add = await client.request("ADD", { a: 2, b: 2 });
+    const byHand = await client.authenticate({ token: "ann-by-hand" });
+    const refused = await caught(client.authenticate({ token: "nobody" }));
+    await until(() => issued >= 3); // two refreshes by themselves
+    const refreshedStates = [...states];
+    failing = true;
+    await until(() => states.includes("reconnecting"));
+    failing = false;
+    await until(() => client.isConnected && states.filter((s) => s === "open").length >= 2);
+    const again = await client.request("ADD", { a: 3, b: 3 });
+    await client.close();
+    return {
+      sum: add.payload.sum,
+      again: again.payload.sum,
+      refreshedStates,
+      byHand: { userId: byHand.userId, expires: typeof byHand.expiresAt },
+      refused,
+      errors: [...new Set(errors)],
+    };
+  },
+
   async wskit_frames() {
     // Against a server that records frames and answers nothing (the requests time out).
     const client = wsClient({ url, reconnect: fast, sendDeadline: false });

@@ -696,15 +696,17 @@ class Client:
         return token
 
     async def _serve(self, ws: ClientConnection) -> int:
-        """Run one open connection until it closes; returns the close code."""
+        """Run one open connection until it closes; returns the close code. With an
+        in-band token the connection counts as open (sends go out, not to the queue) once
+        the server accepted it."""
         self._ws = ws
-        self._set_state(ClientState.OPEN)
-        for waiter in self._open_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
         try:
             if self._in_band_token is not None and not await self._authenticate_on_open(ws):
                 return await self._closed_by_server(ws)
+            self._set_state(ClientState.OPEN)
+            for waiter in self._open_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
             await self._rejoin(ws)
             await self._flush(ws)
             async for data in ws:

@@ -14,8 +14,10 @@
 //   await client.join("news:1", undefined, { recover: true });  // missed events come back
 
 const RETRYABLE = new Set(["ABORTED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE"]);
-// Close codes after which reconnecting cannot help (the server refused this client).
+// Close codes after which reconnecting cannot help (the server refused this client), but a
+// 1008 "Session expired": the next attempt brings a fresh token.
 const NO_RECONNECT = new Set([1002, 1003, 1007, 1008, 1009]);
+const SESSION_EXPIRED = "Session expired";
 // Milliseconds a connection must last for the next loss to start the backoff again.
 const STABLE_AFTER_MS = 1000;
 // The longest request timeout: a day, the server's cap (and well within setTimeout's range).
@@ -129,6 +131,7 @@ class Client {
     this._rejoins = new Map(); // correlationId -> topic, the rejoins of the current socket
     // Topics joined with recover -> the last position seen {offset, epoch} (null: none given).
     this._positions = new Map();
+    this._refreshTimer = null; // the next in-band refresh of a session that expires
   }
 
   /** The topics joined (and not left), each with the data it was joined with. */
@@ -188,6 +191,7 @@ class Client {
     this._accepting = false;
     this._generation += 1; // the current socket's events no longer concern the client
     clearTimeout(this._timer);
+    clearTimeout(this._refreshTimer);
     this._queue = [];
     this._topics.clear();
     this._joining.clear();
@@ -231,10 +235,13 @@ class Client {
       return this._giveUp(`bad URL ${this.url}`);
     }
     const protocols = [...this.protocols];
+    let inBand = null; // a token sent in band once the socket is open (auth.attach "message")
     try {
       const token = this.auth?.getToken ? await this.auth.getToken() : null;
       if (token != null && token !== "") {
-        if ((this.auth.attach ?? "query") === "query") {
+        const attach = this.auth.attach ?? "query";
+        if (attach === "message") inBand = token;
+        else if (attach === "query") {
           url.searchParams.set(this.auth.queryParam ?? "access_token", token);
         } else {
           const offered = (this.auth.protocolPrefix ?? "bearer.") + token;
@@ -260,17 +267,19 @@ class Client {
     let openedAt = null;
     let ended = false;
     // The attempt, or the connection, is over: once, whichever event says so first.
-    const end = (code, error) => {
+    const end = (code, error, reason = "") => {
       if (ended) return;
       ended = true;
       clearTimeout(timer);
+      clearTimeout(this._refreshTimer);
       if (this._ws === ws) this._ws = null;
       if (!current()) return;
       this._rejoins.clear();
       if (error) this._lastError = error;
       if (openedAt !== null) {
         this._failCalls(new WsClientError("UNAVAILABLE", `the connection was lost (${code})`));
-        if (NO_RECONNECT.has(code)) return this._giveUp(`the server closed the connection with ${code}`);
+        const expired = code === 1008 && reason === SESSION_EXPIRED;
+        if (NO_RECONNECT.has(code) && !expired) return this._giveUp(`the server closed the connection with ${code}`);
       }
       const lasted = openedAt !== null && Date.now() - openedAt >= STABLE_AFTER_MS;
       this._retry(!lasted, code);
@@ -286,10 +295,24 @@ class Client {
       clearTimeout(timer);
       openedAt = Date.now();
       this.protocol = ws.protocol;
-      this._setState("open");
-      this._settleOpenWaiters(null);
-      this._rejoin(); // the topics first, then what waited in the queue
-      this._flush();
+      const ready = () => {
+        this._setState("open");
+        this._settleOpenWaiters(null);
+        this._rejoin(); // the topics first, then what waited in the queue
+        this._flush();
+      };
+      if (inBand === null) return ready();
+      // In band: open (sends go out, not to the queue) once the server accepted the token.
+      this._authenticate({ token: inBand }, this.connectTimeoutMs, ws).then(
+        () => !ended && current() && ready(),
+        (error) => {
+          if (ended || !current()) return;
+          this._report(error, "auth");
+          try {
+            ws.close(); // (a refusal: the server closes with 4003 itself)
+          } catch {}
+        },
+      );
     });
     ws.addEventListener("message", (event) => {
       if (!ended && current()) this._receive(ws, event.data);
@@ -299,7 +322,7 @@ class Client {
     ws.addEventListener("error", () => {
       if (openedAt === null) end(null, new Error(`could not connect to ${url}`));
     });
-    ws.addEventListener("close", (event) => end(event.code, null));
+    ws.addEventListener("close", (event) => end(event.code, null, event.reason));
   }
 
   _retry(failed, code) {
@@ -383,6 +406,78 @@ class Client {
         call.reject(new WsClientError("UNAVAILABLE", "not connected, and the queue is full"));
       }
     });
+  }
+
+  /**
+   * Send `credentials` in band ($ws:authenticate) on the open connection, for a server with
+   * router.authenticate: to refresh a session that expires without reconnecting (auth with
+   * attach "message" does it by itself). Resolves {userId, expiresAt} (expiresAt in ms since
+   * the epoch, null: never); rejects with the server's UNAUTHENTICATED "Refresh refused" (the
+   * session keeps its old expiry), DEADLINE_EXCEEDED, or UNAVAILABLE when not open
+   * (credentials are never queued).
+   */
+  authenticate(credentials, { timeoutMs = 30000 } = {}) {
+    if (this.state !== "open") {
+      return Promise.reject(new WsClientError("UNAVAILABLE", "not connected: credentials are not queued"));
+    }
+    return this._authenticate(credentials, timeoutMs, this._ws);
+  }
+
+  _authenticate(credentials, timeoutMs, ws) {
+    return new Promise((resolve, reject) => {
+      if (!ws || ws.readyState !== 1) {
+        return reject(new WsClientError("UNAVAILABLE", "not connected: credentials are not queued"));
+      }
+      const cid = `c${++this._nextId}`;
+      const ms = Math.min(Math.max(1, Math.round(Number(timeoutMs) || 0)), MAX_TIMEOUT_MS);
+      const call = { sent: true };
+      const finish = () => {
+        clearTimeout(timer);
+        if (this._calls.get(cid) === call) this._calls.delete(cid);
+      };
+      call.resolve = (value) => (finish(), resolve(value));
+      call.reject = (error) => (finish(), reject(error));
+      call.answer = (frame) => {
+        if (frame.type === "$ws:authenticated") call.resolve(this._authenticated(frame.payload));
+        else if (frame.type === "ERROR" || frame.type === "RPC_ERROR") call.reject(WsClientError.fromPayload(frame.payload));
+        else return false;
+        return true;
+      };
+      const timer = setTimeout(
+        () => call.reject(new WsClientError("DEADLINE_EXCEEDED", `no answer to the credentials within ${ms} ms`)),
+        ms,
+      );
+      this._calls.set(cid, call);
+      ws.send(encode("$ws:authenticate", credentials, null, { correlationId: cid }));
+    });
+  }
+
+  // The server's $ws:authenticated: with auth.attach "message" and an expiry, the next
+  // refresh is scheduled (refreshBeforeMs ahead, or at three quarters of a shorter session).
+  _authenticated(payload) {
+    const body = payload && typeof payload === "object" ? payload : {};
+    const session = {
+      userId: typeof body.userId === "string" ? body.userId : null,
+      expiresAt: typeof body.expiresAt === "number" ? body.expiresAt : null,
+    };
+    clearTimeout(this._refreshTimer);
+    if (session.expiresAt !== null && this.auth?.attach === "message") {
+      const left = session.expiresAt - Date.now();
+      const delay = Math.max(0, left - Math.min(this.auth.refreshBeforeMs ?? 30000, left / 4));
+      const ws = this._ws;
+      this._refreshTimer = setTimeout(() => this._refreshSession(ws), delay);
+    }
+    return session;
+  }
+
+  async _refreshSession(ws) {
+    if (ws !== this._ws) return; // another connection by now
+    try {
+      const token = await this.auth.getToken();
+      if (token != null && token !== "") await this._authenticate({ token }, this.connectTimeoutMs, ws);
+    } catch (error) {
+      this._report(error, "auth"); // the session ends at its expiry; then a new connection
+    }
   }
 
   /**
