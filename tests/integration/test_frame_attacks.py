@@ -12,6 +12,7 @@ refuses to write invalid ones); the server's answer is read with websockets' san
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import tracemalloc
 from typing import Any
@@ -21,7 +22,7 @@ from websockets.asyncio.client import connect
 
 from crosswire import App, Limits, Message, Peer, define_hooks
 from tests.rawws import masked
-from tests.support import TIMEOUT, Log, RawClient, recv
+from tests.support import TIMEOUT, Log, RawClient, closed_with, recv
 
 #: The limit the servers run with in these tests.
 LIMIT = 64 * 1024
@@ -169,3 +170,21 @@ async def test_a_declared_length_past_the_limit_closes_1009_at_once(
     assert peak < BIG_LIMIT // 2, f"{peak:,} bytes allocated"
     assert (await log.wait_for("close"))[0][1] == expected
     await still_serving(served.url)
+
+
+async def test_a_compressed_frame_past_the_limit_is_refused_even_if_it_inflates_within(
+    start_server: Any, kind: str
+) -> None:
+    """Random bytes of exactly ``max_message_size`` grow under permessage-deflate: the frame
+    is refused with 1009 where the server's bound applies to frames as they arrive
+    (websockets, aiohttp, uvicorn, and crosswire's hypercorn stream, to match). picows
+    negotiates no compression, and the Starlette app's uvicorn has its own, larger bound:
+    there the message is echoed (docs/servers.md)."""
+    served = await start_server(echo_app(Log(), 100_000), kind)
+    data = os.urandom(100_000)
+    async with connect(served.url, compression="deflate", max_size=None) as ws:
+        await ws.send(data)
+        if kind in ("picows", "starlette"):
+            assert await recv(ws) == data
+        else:
+            assert (await closed_with(ws))[0] == 1009

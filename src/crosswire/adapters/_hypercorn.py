@@ -87,9 +87,10 @@ class BoundedDeflate(PerMessageDeflate):
 
 class BoundedFrameDecoder(FrameDecoder):
     """wsproto's frame decoder, failing with 1009 a data frame whose header declares more
-    than ``max_size`` bytes (compressed: more than deflate could make of ``max_size``), as
-    soon as the header is read. wsproto hands out a frame's payload as it arrives, so without
-    it a header declaring 2**62 bytes holds the connection open for ever, waiting."""
+    than ``max_size`` bytes, as soon as the header is read. wsproto hands out a frame's
+    payload as it arrives, so without it a header declaring 2**62 bytes holds the connection
+    open for ever, waiting. A compressed frame is held to the same bound, as websockets,
+    uvicorn and aiohttp hold it (docs/servers.md)."""
 
     max_size = 0
 
@@ -98,10 +99,7 @@ class BoundedFrameDecoder(FrameDecoder):
             return False
         header = self.header
         assert header is not None
-        limit = self.max_size
-        if self.extensions:  # a compressed frame may be a little larger than its message
-            limit += (limit >> 10) + 64
-        if not header.opcode.iscontrol() and header.payload_len > limit:
+        if not header.opcode.iscontrol() and header.payload_len > self.max_size:
             raise ParseFailed("message too big", CloseReason.MESSAGE_TOO_BIG)
         return True
 
