@@ -183,7 +183,7 @@ async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitabl
         log_config=None,
         log_level="warning",
         access_log=False,
-        ws_max_size=limits.max_message_size + 1024,
+        ws_max_size=limits.max_message_size,  # a frame declaring more: 1009 at its header
         ws_ping_interval=limits.ping_interval,
         ws_ping_timeout=limits.ping_timeout,
         # The client's address is the socket's; App(trusted_proxies=...) decides whose
@@ -237,7 +237,7 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     config.websocket_close_timeout = app.limits.close_timeout  # type: ignore[attr-defined]
     # hypercorn owns (and closes) the descriptor it is given: give it a duplicate.
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
-    config.websocket_max_message_size = app.limits.max_message_size + 1024
+    config.websocket_max_message_size = app.limits.max_message_size
     # hypercorn pings but never checks for pongs, so its pings cannot drop a dead client; and
     # each connection's ping task sleeps out its interval after the socket closes, delaying
     # every shutdown. Without them shutdown is prompt (docs/servers.md).

@@ -1,7 +1,7 @@
 """What ``crosswire.start(server="hypercorn")`` mends in hypercorn's WebSocket stream.
 
 hypercorn (0.17-0.18) reads WebSocket frames with wsproto in its ``WSStream``. Past its
-``websocket_max_message_size`` it goes wrong three ways, which a crosswire App behind it
+``websocket_max_message_size`` it goes wrong four ways, which a crosswire App behind it
 cannot see or mend through ASGI:
 
 * it inflates a compressed frame whole before it compares sizes: a 1 MB frame of zeros
@@ -9,16 +9,20 @@ cannot see or mend through ASGI:
 * once a message is too big it keeps adding the rest of it to its buffer, and handles one
   event per read, so a close frame read together with the last fragments is never seen and
   the TCP connection is never closed;
-* it never tells the application: the peer stays open until the client drops.
+* it never tells the application: the peer stays open until the client drops;
+* wsproto hands out a frame's payload as it arrives, so a frame header declaring 2**62 bytes
+  followed by a few holds the connection open for ever (hypercorn sends no pings to end it).
 
 :class:`WSStream` is hypercorn's stream with these mended: inflation stops at the limit
-(:class:`BoundedDeflate`), the rest of a message that is too big is dropped, and the
-application gets ``websocket.disconnect`` with the code hypercorn sent (1009). A frame
-wsproto cannot parse (a protocol error, bad UTF-8) now gets a close frame with wsproto's
-code (1002, 1007, 1009) before the connection ends, where hypercorn dropped the connection
-without one; what the client sends after it is dropped unread. Either way the connection
-ends with the client's close frame or end of stream, or after ``websocket_close_timeout``
-(an attribute crosswire adds to hypercorn's Config: ``Limits.close_timeout``).
+(:class:`BoundedDeflate`), a frame whose header declares more than the limit fails with
+1009 once its header is read (:class:`BoundedFrameDecoder`), the rest of a message that is
+too big is dropped, and the application gets ``websocket.disconnect`` with the code
+hypercorn sent (1009). A frame wsproto cannot parse (a protocol error, bad UTF-8) now gets a
+close frame with wsproto's code (1002, 1007, 1009) before the connection ends, where
+hypercorn dropped the connection without one; what the client sends after it is dropped
+unread. Either way the connection ends with the client's close frame or end of stream, or
+after ``websocket_close_timeout`` (an attribute crosswire adds to hypercorn's Config:
+``Limits.close_timeout``).
 
 :func:`install` puts the stream in hypercorn's HTTP/1.1 and HTTP/2 protocols (hypercorn also
 serves WebSockets over HTTP/2, RFC 8441, on a cleartext socket to a client that opens with the
@@ -40,9 +44,9 @@ from hypercorn.protocol.events import StreamClosed
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, ParseFailed
 
-__all__ = ["BoundedDeflate", "WSStream", "install"]
+__all__ = ["BoundedDeflate", "BoundedFrameDecoder", "WSStream", "install"]
 
 
 class BoundedDeflate(PerMessageDeflate):
@@ -81,6 +85,25 @@ class BoundedDeflate(PerMessageDeflate):
         return result
 
 
+class BoundedFrameDecoder(FrameDecoder):
+    """wsproto's frame decoder, failing with 1009 a data frame whose header declares more
+    than ``max_size`` bytes, as soon as the header is read. wsproto hands out a frame's
+    payload as it arrives, so without it a header declaring 2**62 bytes holds the connection
+    open for ever, waiting. A compressed frame is held to the same bound, as websockets,
+    uvicorn and aiohttp hold it (docs/servers.md)."""
+
+    max_size = 0
+
+    def parse_header(self) -> bool:
+        if not super().parse_header():
+            return False
+        header = self.header
+        assert header is not None
+        if not header.opcode.iscontrol() and header.payload_len > self.max_size:
+            raise ParseFailed("message too big", CloseReason.MESSAGE_TOO_BIG)
+        return True
+
+
 class WSStream(ws_stream.WSStream):
     """hypercorn's WebSocket stream with its size limit mended (see the module docstring)."""
 
@@ -93,14 +116,26 @@ class WSStream(ws_stream.WSStream):
     #: Set once the stream has ended (for the close timeout to stop waiting).
     _ended: asyncio.Event | None = None
 
-    async def _accept(self, message: Any) -> None:
-        await super()._accept(message)
-        for extension in self.connection._proto.extensions:
+    #: The connection's frame decoder and inflater are bounded.
+    _bounded = False
+
+    def _bound(self) -> None:
+        """Bound the frame decoder and the inflater of the connection, once it exists (done
+        before wsproto reads the first byte of it, which may come before the 101 is out)."""
+        self._bounded = True
+        limit = self.config.websocket_max_message_size
+        proto = self.connection._proto
+        decoder = proto._frame_decoder
+        decoder.__class__ = BoundedFrameDecoder
+        cast(BoundedFrameDecoder, decoder).max_size = limit
+        for extension in proto.extensions:
             if type(extension) is PerMessageDeflate:
                 extension.__class__ = BoundedDeflate
-                cast(BoundedDeflate, extension).max_size = self.config.websocket_max_message_size
+                cast(BoundedDeflate, extension).max_size = limit
 
     async def handle(self, event: Any) -> None:
+        if not self._bounded and getattr(self, "connection", None) is not None:
+            self._bound()
         if self._failed:
             if isinstance(event, StreamClosed):  # the application has been told already
                 self.closed = True

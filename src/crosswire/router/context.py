@@ -509,7 +509,7 @@ class RpcContext(EventContext[P]):
         """
         if self.done:
             logger.debug(
-                "RPC %s %s: reply after the call ended, ignored", self.type, self.correlation_id
+                "RPC %s of peer %s: reply after the call ended, ignored", self.type, self.peer.id
             )
             return False
         response = self._response
@@ -589,13 +589,14 @@ class RpcContext(EventContext[P]):
                 callback()
             except Exception:
                 logger.exception(
-                    "RPC %s %s: an on_cancel callback raised", self.type, self.correlation_id
+                    "RPC %s of peer %s: an on_cancel callback raised", self.type, self.peer.id
                 )
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
     def __repr__(self) -> str:
-        return f"<RpcContext {self.type} {self.correlation_id} client={self.peer.id[:8]}>"
+        # Without the correlation id, which the client chose (it may carry anything).
+        return f"<RpcContext {self.type} client={self.peer.id[:8]}>"
 
 
 def _frame(

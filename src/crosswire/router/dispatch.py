@@ -306,11 +306,12 @@ class Dispatcher:
     def _incomplete(self, ctx: RpcContext[Any]) -> None:
         """The handler returned without answering: say so, and keep the call open until its
         deadline in case something else replies."""
+        # (Not the correlation id: the client chose it, and it may carry anything.)
         logger.warning(
-            "RPC %s (correlationId %s) handler returned without reply() or error(); "
+            "RPC %s of peer %s: the handler returned without reply() or error(); "
             "the call stays open until its deadline",
             ctx.type,
-            ctx.correlation_id,
+            ctx.peer.id,
         )
         if ctx._timer is None:
             ctx._timer = self.loop.call_at(ctx.deadline, self._expire, ctx)
