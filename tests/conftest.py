@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,13 @@ from tests.support import (
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[Callable[[crosswire.App, str], Awaitable[Served]]]:
-    """``await start_server(app, kind)`` starts ``app`` on server ``kind``; stopped at teardown."""
+async def start_server() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+    """``await start_server(app, kind, sock=None)`` starts ``app`` on server ``kind`` (on
+    ``sock``, a listening socket, if given); stopped at teardown."""
     running: list[Served] = []
 
-    async def start(app: crosswire.App, kind: str) -> Served:
-        served = await serve_on(app, kind)
+    async def start(app: crosswire.App, kind: str, *, sock: socket.socket | None = None) -> Served:
+        served = await serve_on(app, kind, sock=sock)
         running.append(served)
         return served
 

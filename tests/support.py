@@ -48,15 +48,16 @@ class Served:
         await self._stop()
 
 
-async def serve_on(app: crosswire.App, kind: str) -> Served:
-    """Start ``app`` on server ``kind`` (one of :data:`SERVER_KINDS`) on a free port."""
+async def serve_on(app: crosswire.App, kind: str, *, sock: socket.socket | None = None) -> Served:
+    """Start ``app`` on server ``kind`` (one of :data:`SERVER_KINDS`) on a free port, or on
+    ``sock`` (a listening socket, see :func:`crosswire.server.listen`)."""
     if kind == "starlette":
-        return await _serve_in_starlette(app)
-    srv = await crosswire.start(app, server=kind)  # type: ignore[arg-type]
+        return await _serve_in_starlette(app, sock)
+    srv = await crosswire.start(app, server=kind, sock=sock)  # type: ignore[arg-type]
     return Served(srv.url + "/ws", f"http://127.0.0.1:{srv.port}", srv.aclose)
 
 
-async def _serve_in_starlette(app: crosswire.App) -> Served:
+async def _serve_in_starlette(app: crosswire.App, sock: socket.socket | None) -> Served:
     """The App mounted at /ws inside a Starlette application with an HTTP route, on uvicorn."""
     import uvicorn
     from starlette.applications import Starlette
@@ -67,9 +68,10 @@ async def _serve_in_starlette(app: crosswire.App) -> Served:
         return PlainTextResponse("ok from starlette")
 
     web = Starlette(routes=[Route("/health", health), Mount("/ws", app=crosswire.asgi(app))])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
+    if sock is None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         web,
