@@ -13,6 +13,7 @@ and its clients here.
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import sys
 import tracemalloc
@@ -194,6 +195,17 @@ class IdleServer:
 StartIdleServer = Callable[[str, int], Awaitable[IdleServer]]
 
 
+def raise_open_files(needed: int) -> None:
+    """Raise this process's soft limit of open files (which the server's process inherits)
+    to ``needed``; fail, saying why, when the hard limit does not allow it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.fail(f"{needed} open files are needed; the hard limit is {hard} (ulimit -Hn)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 @pytest.fixture
 async def idle_server() -> AsyncIterator[StartIdleServer]:
     """``await idle_server(kind, max_connections)``: killed at teardown (its orderly shutdown
@@ -242,6 +254,7 @@ async def test_5000_idle_connections_are_each_served_within_their_memory_bound(
     by less than :data:`IDLE_KIB` (32-48 KiB, by server) per connection; a newcomer still
     connects and is answered (each wait bounded by TIMEOUT); and connection 5,002 is refused
     with 503 and ``Retry-After`` before its WebSocket opens."""
+    raise_open_files(IDLE + 1024)  # (each side of a connection is in its own process)
     server = await idle_server(kind, IDLE + 1)
     crowd = Crowd(server.url)
     try:
