@@ -170,8 +170,9 @@ def _unreadable(data: str | bytes, exc: orjson.JSONDecodeError) -> BadFrame:
     an RPC caller gets it at once."""
     try:
         outline = _decode_outline(data)
-    # not JSON, not an object, or nested past what msgspec reads either
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    # not JSON, not an object, or nested past what msgspec reads either; or (in memory only:
+    # sockets check UTF-8) a str holding a lone surrogate
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeError):
         return BadFrame(f"malformed JSON: {exc}")
     if str(exc).startswith("depth limit"):  # orjson reads 1,024 levels at most
         return BadFrame(f"malformed JSON: {exc}", correlation_id=_outline_correlation_id(outline))
