@@ -32,6 +32,8 @@ def test_decode_a_full_frame() -> None:
         (b'{"payload": {}}', 'missing "type"', None),
         (b'{"type": ""}', 'missing "type"', None),
         (b'{"type": 7, "meta": {"correlationId": "c"}}', 'missing "type"', "c"),
+        # (an integer past 64 bits is no reason to lose the correlation id: found by the fuzzer)
+        (b'{"type": 1' + b"0" * 4299 + b', "meta": {"correlationId": "c"}}', 'missing "type"', "c"),
         (b'{"type": "A", "topic": "t"}', "unknown key(s) ['topic'] at the root", None),
         (b'{"type": "A", "meta": null}', "meta must be an object", None),
         (b'{"type": "A", "meta": [1]}', "meta must be an object", None),

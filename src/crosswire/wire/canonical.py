@@ -112,9 +112,12 @@ def _explain(data: str | bytes) -> Envelope:
     (it returns an Envelope only where msgspec is stricter than JSON, which cannot happen for
     well-formed UTF-8 JSON)."""
     try:
-        obj = _loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise _unreadable(data, exc) from None
+        obj = _read_any(data)  # integers as exact as in a frame msgspec accepts
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
+        try:  # orjson reads deeper (1,024 levels), and its errors say where the JSON breaks
+            obj = _loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise _unreadable(data, exc) from None
     if type(obj) is not dict:
         raise BadFrame('a frame is a JSON object: {"type": ..., "meta"?: {...}, "payload"?: ...}')
     kind = obj.get("type")
@@ -143,6 +146,7 @@ def _explain(data: str | bytes) -> Envelope:
 
 
 _loads = orjson.loads
+_read_any = msgspec.json.Decoder().decode
 
 
 class _Outline(msgspec.Struct):
