@@ -130,3 +130,16 @@ def test_a_lone_surrogate_in_a_str_frame_is_a_bad_frame_in_every_dialect() -> No
     for dialect in (canonical.CANONICAL, events.EVENTS, rover.ROVER):
         with pytest.raises(canonical.BadFrame):
             dialect.decode('{"type":"A","event":"A","payload":"\ud800"}')
+
+
+def test_every_dialect_reads_1024_levels_of_nesting_and_no_more() -> None:
+    deep, deeper = b"[" * 1023 + b"]" * 1023, b"[" * 1024 + b"]" * 1024  # (+1: the frame)
+    assert canonical.decode(b'{"type":"A","payload":' + deep + b"}").has_payload
+    assert events.EVENTS.decode(b'{"event":"A","data":' + deep + b"}").has_payload
+    assert rover.decode(b'{"type":"A","data":' + deep + b"}").has_payload
+    with pytest.raises(canonical.BadFrame, match="depth limit"):
+        canonical.decode(b'{"type":"A","payload":' + deeper + b"}")
+    with pytest.raises(canonical.BadFrame, match="Invalid message format"):
+        events.EVENTS.decode(b'{"event":"A","data":' + deeper + b"}")
+    with pytest.raises(canonical.BadFrame, match="depth limit"):
+        rover.decode(b'{"type":"A","data":' + deeper + b"}")

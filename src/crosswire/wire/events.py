@@ -55,8 +55,13 @@ def decode(frame: str | bytes) -> EventFrame:
     """Decode a client frame; :class:`BadEvent` if it is not JSON or has no string ``event``."""
     try:
         obj = _read(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeError):
+    except (msgspec.DecodeError, UnicodeError):
         raise BadEvent("Invalid message format") from None
+    except RecursionError:  # msgspec stops near Python's recursion limit; orjson reads 1,024
+        try:
+            obj = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            raise BadEvent("Invalid message format") from None
     if not isinstance(obj, dict):
         raise BadEvent("Invalid message format")
     event = obj.get("event")

@@ -56,8 +56,11 @@ def decode(frame: str | bytes) -> Envelope:
         obj = _read(frame)
     except msgspec.DecodeError as exc:  # (a number out of range included)
         raise BadFrame(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise BadFrame("malformed JSON: nested too deeply") from None
+    except RecursionError:  # msgspec stops near Python's recursion limit; orjson reads 1,024
+        try:
+            obj = _loads(frame)
+        except orjson.JSONDecodeError as exc:
+            raise BadFrame(f"malformed JSON: {exc}") from None
     except UnicodeError:  # a str holding a lone surrogate (only in memory: sockets check UTF-8)
         raise BadFrame("malformed JSON: not UTF-8") from None
     if type(obj) is not dict:
