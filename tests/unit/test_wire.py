@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from crosswire import WsError
-from crosswire.wire import canonical, events
+from crosswire.wire import canonical, events, rover
 
 
 def test_decode_a_full_frame() -> None:
@@ -32,6 +32,8 @@ def test_decode_a_full_frame() -> None:
         (b'{"payload": {}}', 'missing "type"', None),
         (b'{"type": ""}', 'missing "type"', None),
         (b'{"type": 7, "meta": {"correlationId": "c"}}', 'missing "type"', "c"),
+        # (an integer past 64 bits is no reason to lose the correlation id: found by the fuzzer)
+        (b'{"type": 1' + b"0" * 4299 + b', "meta": {"correlationId": "c"}}', 'missing "type"', "c"),
         (b'{"type": "A", "topic": "t"}', "unknown key(s) ['topic'] at the root", None),
         (b'{"type": "A", "meta": null}', "meta must be an object", None),
         (b'{"type": "A", "meta": [1]}', "meta must be an object", None),
@@ -95,3 +97,49 @@ def test_an_events_frame_id_is_kept_when_it_is_a_string() -> None:
     assert (kept.event, kept.data, kept.id) == ("say", 1, "m-1")
     other = events.decode('{"event":"say","id":7}')
     assert other.id is None and other.raw["id"] == 7
+
+
+@pytest.mark.parametrize("n", [2**64, -(2**80), 10**4299], ids=["2**64", "-2**80", "10**4299"])
+def test_every_dialect_reads_integers_past_64_bits_exactly(n: int) -> None:
+    """Found by tests/integration/test_fuzz_frames.py: the events and Rover dialects read an
+    integer past 64 bits as a float (orjson's reading), or refused one past a double's range,
+    where the canonical dialect reads it exactly, as docs/protocol.md says of every number."""
+    digits = str(n).encode()
+    envelopes = [
+        canonical.decode(b'{"type":"A","payload":{"n":' + digits + b"}}"),
+        events.EVENTS.decode(b'{"event":"A","data":{"n":' + digits + b"}}"),
+        rover.decode(b'{"type":"A","n":' + digits + b"}"),
+    ]
+    read = [envelope.payload["n"] for envelope in envelopes]  # type: ignore[index]
+    assert [(type(x), x) for x in read] == [(int, n)] * 3
+
+
+@pytest.mark.parametrize("number", [b"1" * 4301, b"1e400"], ids=["4301 digits", "1e400"])
+def test_every_dialect_refuses_numbers_out_of_range(number: bytes) -> None:
+    with pytest.raises(canonical.BadFrame, match="out of range"):
+        canonical.decode(b'{"type":"A","payload":' + number + b"}")
+    with pytest.raises(canonical.BadFrame, match="Invalid message format"):
+        events.EVENTS.decode(b'{"event":"A","data":' + number + b"}")
+    with pytest.raises(canonical.BadFrame, match="out of range"):
+        rover.decode(b'{"type":"A","n":' + number + b"}")
+
+
+def test_a_lone_surrogate_in_a_str_frame_is_a_bad_frame_in_every_dialect() -> None:
+    """Only in memory (a socket's text is checked UTF-8): canonical.decode raised
+    UnicodeEncodeError instead of BadFrame."""
+    for dialect in (canonical.CANONICAL, events.EVENTS, rover.ROVER):
+        with pytest.raises(canonical.BadFrame):
+            dialect.decode('{"type":"A","event":"A","payload":"\ud800"}')
+
+
+def test_every_dialect_reads_1024_levels_of_nesting_and_no_more() -> None:
+    deep, deeper = b"[" * 1023 + b"]" * 1023, b"[" * 1024 + b"]" * 1024  # (+1: the frame)
+    assert canonical.decode(b'{"type":"A","payload":' + deep + b"}").has_payload
+    assert events.EVENTS.decode(b'{"event":"A","data":' + deep + b"}").has_payload
+    assert rover.decode(b'{"type":"A","data":' + deep + b"}").has_payload
+    with pytest.raises(canonical.BadFrame, match="depth limit"):
+        canonical.decode(b'{"type":"A","payload":' + deeper + b"}")
+    with pytest.raises(canonical.BadFrame, match="Invalid message format"):
+        events.EVENTS.decode(b'{"event":"A","data":' + deeper + b"}")
+    with pytest.raises(canonical.BadFrame, match="depth limit"):
+        rover.decode(b'{"type":"A","data":' + deeper + b"}")

@@ -114,9 +114,12 @@ def _explain(data: str | bytes) -> Envelope:
     (it returns an Envelope only where msgspec is stricter than JSON, which cannot happen for
     well-formed UTF-8 JSON)."""
     try:
-        obj = _loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise _unreadable(data, exc) from None
+        obj = _read_any(data)  # integers as exact as in a frame msgspec accepts
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
+        try:  # orjson reads deeper (1,024 levels), and its errors say where the JSON breaks
+            obj = _loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise _unreadable(data, exc) from None
     if type(obj) is not dict:
         raise BadFrame('a frame is a JSON object: {"type": ..., "meta"?: {...}, "payload"?: ...}')
     kind = obj.get("type")
@@ -145,6 +148,7 @@ def _explain(data: str | bytes) -> Envelope:
 
 
 _loads = orjson.loads
+_read_any = msgspec.json.Decoder().decode
 
 
 class _Outline(msgspec.Struct):
@@ -172,8 +176,9 @@ def _unreadable(data: str | bytes, exc: orjson.JSONDecodeError) -> BadFrame:
     an RPC caller gets it at once."""
     try:
         outline = _decode_outline(data)
-    # not JSON, not an object, or nested past what msgspec reads either
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    # not JSON, not an object, or nested past what msgspec reads either; or (in memory only:
+    # sockets check UTF-8) a str holding a lone surrogate
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeError):
         return BadFrame(f"malformed JSON: {exc}")
     if str(exc).startswith("depth limit"):  # orjson reads 1,024 levels at most
         return BadFrame(f"malformed JSON: {exc}", correlation_id=_outline_correlation_id(outline))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 from msgspec import UNSET
 
@@ -45,12 +46,22 @@ class EventFrame:
         return f"<EventFrame {self.event!r}>"  # never the data: it may hold a token
 
 
+#: Reads a client's frame as the canonical dialect reads its payload (msgspec): an integer is
+#: exact up to Python's 4,300 digits (orjson would read one past 64 bits as a float).
+_read = msgspec.json.Decoder().decode
+
+
 def decode(frame: str | bytes) -> EventFrame:
     """Decode a client frame; :class:`BadEvent` if it is not JSON or has no string ``event``."""
     try:
-        obj = orjson.loads(frame)
-    except orjson.JSONDecodeError:
+        obj = _read(frame)
+    except (msgspec.DecodeError, UnicodeError):
         raise BadEvent("Invalid message format") from None
+    except RecursionError:  # msgspec stops near Python's recursion limit; orjson reads 1,024
+        try:
+            obj = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            raise BadEvent("Invalid message format") from None
     if not isinstance(obj, dict):
         raise BadEvent("Invalid message format")
     event = obj.get("event")

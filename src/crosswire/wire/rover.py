@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 from msgspec import UNSET
 
@@ -44,16 +45,24 @@ __all__ = ["ROVER", "RoverDialect", "decode", "render"]
 
 _loads = orjson.loads
 _dumps = orjson.dumps
+#: Reads a client's frame as the canonical dialect reads its payload (msgspec): an integer is
+#: exact up to Python's 4,300 digits (orjson would read one past 64 bits as a float).
+_read = msgspec.json.Decoder().decode
 
 
 def decode(frame: str | bytes) -> Envelope:
     """A Rover frame as an envelope (see the module docstring); raises ``BadFrame``."""
     try:
-        obj = _loads(frame)
-    except orjson.JSONDecodeError as exc:
+        obj = _read(frame)
+    except msgspec.DecodeError as exc:  # (a number out of range included)
         raise BadFrame(f"malformed JSON: {exc}") from None
-    except RecursionError:  # (orjson refuses deep nesting itself; this is a guard)
-        raise BadFrame("malformed JSON: nested too deeply") from None
+    except RecursionError:  # msgspec stops near Python's recursion limit; orjson reads 1,024
+        try:
+            obj = _loads(frame)
+        except orjson.JSONDecodeError as exc:
+            raise BadFrame(f"malformed JSON: {exc}") from None
+    except UnicodeError:  # a str holding a lone surrogate (only in memory: sockets check UTF-8)
+        raise BadFrame("malformed JSON: not UTF-8") from None
     if type(obj) is not dict:
         raise BadFrame('a frame is a JSON object: {"type": <event>, ...fields}')
     kind = obj.pop("type", None)
