@@ -74,6 +74,7 @@ def test(args: list[str]) -> int:
         return subprocess.call([str(PYTHON), "-m", "pytest", *args], cwd=ROOT)
     ensure_redis_server()
     ensure_node_packages(ROOT / "tests" / "wskit")
+    ensure_node_packages(ROOT / "tests" / "typescript")
     steps = [
         [str(BIN / "ruff"), "check", "."],
         [str(BIN / "ruff"), "format", "--check", "."],
