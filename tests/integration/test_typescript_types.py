@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.support import RunCommand, node_commands
 
@@ -102,3 +105,38 @@ async def test_a_wrong_field_type_does_not_compile(
         f"typed_sample.ts({marker + 2},30): error TS2322: "
         "Type 'string' is not assignable to type 'number'."
     ]
+
+
+@pytest.mark.parametrize("target", ["examples.echo:app", "examples.rover_chat:app"])
+async def test_the_examples_types_compile(
+    crosswire_cmd: RunCommand, tmp_path: Path, target: str
+) -> None:
+    code, _, errors = await generate(crosswire_cmd, target, "-o", str(tmp_path / "types.ts"))
+    assert (code, errors) == (0, "")
+    (tmp_path / "typed_sample.ts").write_text(
+        'import type { Messages, Rpcs, Topics } from "./types";\n'
+        "export type Everything = [Messages, Rpcs, Topics];\n"
+    )
+    result = tsc(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_two_schemas_for_one_type_are_refused(
+    crosswire_cmd: RunCommand, tmp_path: Path
+) -> None:
+    (tmp_path / "clash.py").write_text(
+        textwrap.dedent(
+            """
+            from crosswire import App, Endpoint, Router, message
+
+            one, two = Router(), Router()
+            one.on(message("A", {"a": int}), lambda ctx: None)
+            two.on(message("A", {"a": str}), lambda ctx: None)
+            app = App(endpoints=[Endpoint("/one", one), Endpoint("/two", two)])
+            """
+        )
+    )
+    cmd = await crosswire_cmd("types", "clash:app", cwd=tmp_path)
+    assert await cmd.exit_code() == 1
+    assert await cmd.stdout() == ""
+    assert await cmd.stderr() == "crosswire: two routers handle A with two schemas\n"
