@@ -2,12 +2,15 @@
 
     crosswire run MODULE:ATTRIBUTE [--host HOST] [--port PORT] [--server NAME] [--workers N]
     crosswire demo [--host HOST] [--port PORT] [--server NAME]
+    crosswire types MODULE:ATTRIBUTE [-o FILE]
 
 ``run`` imports ``MODULE`` (the current directory is on the import path, as with uvicorn) and
 serves its ``App`` until SIGINT or SIGTERM, which close every connection with 1001; with
 ``--workers N``, from N processes, which the App's bus (Redis) must connect: without one, it
 refuses to start. ``demo`` serves the chat demo of :mod:`crosswire.demo`. Once listening, both
-print one line with the address (``ws://...``) on standard output.
+print one line with the address (``ws://...``) on standard output. ``types`` writes the
+TypeScript types of the App's messages, RPCs and topics (:mod:`crosswire.typescript`) to
+``FILE``, or to standard output.
 """
 
 from __future__ import annotations
@@ -72,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
         help="processes serving the port; more than one needs the App's Hub on Redis "
         "(default: %(default)s)",
     )
+    types = commands.add_parser(
+        "types",
+        help="write TypeScript types for an App's messages, RPCs and topics: "
+        "crosswire types MODULE:ATTRIBUTE [-o FILE]",
+    )
+    types.add_argument("target", metavar="MODULE:ATTRIBUTE", help="where the App is, e.g. chat:app")
+    types.add_argument(
+        "-o", "--output", metavar="FILE", help="the file to write (default: standard output)"
+    )
     demo = commands.add_parser("demo", help="serve the chat demo (in-memory, nothing to set up)")
     for command in (run, demo):
         command.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
@@ -92,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``crosswire`` command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "types":
+        return _types(parser, args.target, args.output)
     # The command is an application: it may configure logging; the library never does. Its
     # start line is on standard output; the logs (standard error) say when it stops, and
     # nothing per connection above DEBUG on any server (crosswire.logs).
@@ -130,6 +144,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ConfigurationError as exc:
         print(f"crosswire: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _types(parser: argparse.ArgumentParser, target: str, output: str | None) -> int:
+    from .typescript import app_types
+
+    try:
+        text = app_types(load_app(target), target)
+    except TargetError as exc:
+        parser.error(str(exc))
+    except ConfigurationError as exc:
+        print(f"crosswire: {exc}", file=sys.stderr)
+        return 1
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as exc:
+        print(f"crosswire: cannot write {output}: {exc}", file=sys.stderr)
         return 1
     return 0
 

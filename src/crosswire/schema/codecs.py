@@ -28,7 +28,7 @@ import orjson
 
 from ..errors import ConfigurationError, ValidationError
 
-__all__ = ["PayloadCodec", "PydanticCodec", "StructCodec", "codec_for"]
+__all__ = ["PayloadCodec", "PydanticCodec", "StructCodec", "codec_for", "json_schema"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -81,10 +81,12 @@ class StructCodec(Generic[T]):
     itself still gets its unknown top-level keys refused here.
     """
 
-    __slots__ = ("_allowed", "_decode", "_encode", "dump_trusted", "target")
+    __slots__ = ("_allowed", "_decode", "_encode", "dump_trusted", "shorthand", "target")
 
     def __init__(self, struct: type[T]) -> None:
         self.target = struct
+        #: Whether the Struct was made from a ``{"field": type}`` mapping (its name is made up).
+        self.shorthand = False
         config = struct.__struct_config__  # type: ignore[attr-defined]
         names = {f.encode_name for f in msgspec.structs.fields(struct)}  # type: ignore[arg-type]
         self._allowed = None if config.forbid_unknown_fields else frozenset(names)
@@ -116,9 +118,11 @@ class StructCodec(Generic[T]):
             struct = msgspec.defstruct(
                 name, [*required, *optional], forbid_unknown_fields=True, kw_only=True
             )
-            return StructCodec(struct)  # (msgspec checks the field types here)
+            codec: StructCodec[Any] = StructCodec(struct)  # (msgspec checks the field types)
         except TypeError as exc:
             raise ConfigurationError(f"{name}: {exc}") from exc
+        codec.shorthand = True
+        return codec
 
     def load(self, obj: Any) -> T:
         if type(obj) is not dict:
@@ -239,6 +243,24 @@ def codec_for(owner: str, spec: Any) -> PayloadCodec[Any]:
         f"{owner}: a payload is a {{'field': type}} mapping, a msgspec.Struct class or a "
         f"pydantic BaseModel class, not {spec!r}"
     )
+
+
+def json_schema(codec: PayloadCodec[Any], *, mode: str = "validation") -> dict[str, Any]:
+    """The JSON Schema of what ``codec`` validates, by the JSON names of the fields.
+
+    A msgspec Struct (written as one or as a ``{"field": type}`` mapping) gives
+    ``msgspec.json.schema``'s: a ``$ref`` into ``$defs``, one entry per Struct (and enum). A
+    pydantic model gives ``model_json_schema(by_alias=True, mode=mode)``: ``mode`` is
+    ``"validation"`` for what the server reads and ``"serialization"`` for what it writes
+    (they differ with computed fields and custom serializers).
+    """
+    target: Any = codec.target
+    if isinstance(codec, PydanticCodec):
+        schema: dict[str, Any] = target.model_json_schema(by_alias=True, mode=mode)
+        return schema
+    if isinstance(target, type) and issubclass(target, msgspec.Struct):
+        return msgspec.json.schema(target)
+    raise ConfigurationError(f"no JSON Schema for a payload of {target!r}")
 
 
 def _is_pydantic_model(cls: type) -> bool:
