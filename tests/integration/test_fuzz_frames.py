@@ -252,6 +252,14 @@ not_utf8 = st.sampled_from(
     [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80", b"caf\xe9"]
 )
 
+#: A JSON value that makes the whole frame unreadable, and whether the frame must then go as
+#: a binary frame (bytes that are not UTF-8 cannot be a text frame).
+unreadable_value = st.one_of(
+    out_of_range.map(lambda n: (n.encode(), False)),
+    too_deep.map(lambda d: (nested(d).encode(), False)),
+    not_utf8.map(lambda b: (b'"' + b + b'"', True)),
+)
+
 
 def with_bad_byte(frame: bytes, bad: bytes) -> bytes:
     """``frame`` with ``bad`` in its first string value's text (``"x"`` is replaced)."""
@@ -487,14 +495,8 @@ def events_case(draw: st.DrawFn) -> Case:
             plain = {"event": "ping", "data": {"n": "x"}} | ({} if cid is None else {"id": cid})
             deep_frame = dumps(plain).replace(b'"x"', nested(depth).encode(), 1)
             return Case(deep_frame, INVALID, "payload", SRV if cid is None else cid)
-        bad = draw(
-            st.one_of(
-                out_of_range.map(lambda n: (n.encode(), False)),
-                too_deep.map(lambda d: (nested(d).encode(), False)),
-                not_utf8.map(lambda b: (b'"' + b + b'"', True)),
-            )
-        )
-        return Case(frame_bytes.replace(b'"x"', bad[0], 1), INVALID, "frame", binary=bad[1])
+        bad, binary = draw(unreadable_value)
+        return Case(frame_bytes.replace(b'"x"', bad, 1), INVALID, "frame", binary=binary)
     n = draw(st.one_of(st.sampled_from([2**64, -(2**80), 10**4299]), st.integers()))
     return Case(dumps({"event": "ping", "data": {"n": n}, "id": "big"}), pong=n)
 
@@ -572,14 +574,8 @@ def rover_case(draw: st.DrawFn) -> Case:
         depth = draw(deep)
         if depth + 1 <= 1024:  # read: the payload breaks the schema
             return Case(frame_bytes.replace(b'"x"', nested(depth).encode()), INVALID, "payload")
-        bad = draw(
-            st.one_of(
-                out_of_range.map(lambda n: (n.encode(), False)),
-                too_deep.map(lambda d: (nested(d).encode(), False)),
-                not_utf8.map(lambda b: (b'"' + b + b'"', True)),
-            )
-        )
-        return Case(frame_bytes.replace(b'"x"', bad[0], 1), INVALID, "frame", binary=bad[1])
+        bad, binary = draw(unreadable_value)
+        return Case(frame_bytes.replace(b'"x"', bad, 1), INVALID, "frame", binary=binary)
     n = draw(st.one_of(st.sampled_from([2**64, -(2**80), 10**4299]), st.integers()))
     return Case(dumps({"type": "ping", "n": n}), pong=n)
 
