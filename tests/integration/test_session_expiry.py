@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 import crosswire
 from crosswire import App, AuthContext, Endpoint, Identity, Router, message
+from crosswire.server import SERVERS
 from crosswire.wire import CANONICAL, EVENTS, ROVER
 from tests.support import TIMEOUT, closed_with, recv
 
@@ -152,32 +153,64 @@ class Talk:
 Open = Callable[[], Awaitable[Talk]]
 
 
-@pytest.fixture(params=sorted(SPEAKERS))
-async def talk(
-    request: pytest.FixtureRequest, serve_router: Any
-) -> AsyncIterator[tuple[Open, list[bool]]]:
-    """``open_()`` connects a client of the dialect under test to the expiring router."""
-    speaker = SPEAKERS[request.param]
-    refreshes: list[bool] = []
+def expiring_app(refreshes: list[bool]) -> App:
+    """The expiring router at /canonical, /events and /rover."""
     router = expiring_router(refreshes)
-    app = App(
+    return App(
         endpoints=[
             Endpoint("/canonical", router, dialects=[CANONICAL]),
             Endpoint("/events", router, dialects=[EVENTS]),
             Endpoint("/rover", router, dialects=[ROVER]),
         ]
     )
-    running = await serve_router(app)
-    sockets: list[ClientConnection] = []
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[list[ClientConnection]]:
+    """The test's client connections, closed at teardown."""
+    opened: list[ClientConnection] = []
+    yield opened
+    for ws in opened:
+        await ws.close()
+
+
+@pytest.fixture(params=sorted(SPEAKERS))
+async def talk(
+    request: pytest.FixtureRequest, serve_router: Any, sockets: list[ClientConnection]
+) -> tuple[Open, list[bool]]:
+    """``open_()`` connects a client of the dialect under test to the expiring router."""
+    speaker = SPEAKERS[request.param]
+    refreshes: list[bool] = []
+    running = await serve_router(expiring_app(refreshes))
 
     async def open_() -> Talk:
         ws = await asyncio.wait_for(connect(running.url + speaker.path), TIMEOUT)
         sockets.append(ws)
         return Talk(ws, speaker)
 
-    yield open_, refreshes
-    for ws in sockets:
-        await ws.close()
+    return open_, refreshes
+
+
+@pytest.mark.parametrize("dialect", sorted(SPEAKERS))
+@pytest.mark.parametrize("server", SERVERS)
+async def test_a_refreshed_session_then_expires_on_every_server(
+    serve_router: Any, sockets: list[ClientConnection], server: str, dialect: str
+) -> None:
+    """The in-band part on each server crosswire runs: authenticate, refresh, and the close
+    1008 ``Session expired`` at the refreshed expiry."""
+    speaker = SPEAKERS[dialect]
+    refreshes: list[bool] = []
+    running = await serve_router(expiring_app(refreshes), server)
+    ws = await asyncio.wait_for(connect(running.url + speaker.path), TIMEOUT)
+    sockets.append(ws)
+    client = Talk(ws, speaker)
+    await client.authenticate("ann:0.3", cid="first")
+    answer = await client.authenticate(f"ann:{SHORT}", cid="r1")
+    assert answer is not None and answer[0] == "ann"
+    assert await client.ping() == "ann"
+    assert await closed_with(ws) == (1008, "Session expired")
+    assert time.time() >= answer[1] / 1000 - 0.01
+    assert refreshes == [False, True]
 
 
 async def until(deadline: float) -> None:
