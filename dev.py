@@ -16,8 +16,9 @@ deliberate commit: ``python3 dev.py lock``, then ``python3 dev.py test``.
 The test task also makes sure ``redis-server`` is installed (integration tests start their
 own Redis servers; when it is missing it says so and installs it with apt-get, through sudo
 when not root), and that Node.js is there (from PyPI into .venv when missing) with the npm
-packages of tests/wskit, because the conformance tests check every frame with WS-Kit's own
-validators.
+packages of tests/wskit (the conformance tests check every frame with WS-Kit's own
+validators), tests/typescript (the compiler) and tests/browser (a headless Chromium; when it
+cannot be installed, the browser tests skip, loudly, and the rest runs).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def test(args: list[str]) -> int:
     ensure_redis_server()
     ensure_node_packages(ROOT / "tests" / "wskit")
     ensure_node_packages(ROOT / "tests" / "typescript")
+    ensure_browser()
     steps = [
         [str(BIN / "ruff"), "check", "."],
         [str(BIN / "ruff"), "format", "--check", "."],
@@ -173,6 +175,19 @@ def ensure_node_packages(folder: Path) -> None:
         [*npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, env=env
     )
     stamp.touch()
+
+
+def ensure_browser() -> None:
+    """The headless Chromium of the browser stage (npm's @sparticuz/chromium, in tests/browser).
+    When it cannot be installed, say so loudly and go on: only the browser tests skip."""
+    try:
+        ensure_node_packages(ROOT / "tests" / "browser")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(
+            f"\n*** BROWSER STAGE: could not install tests/browser's Chromium ({exc}); "
+            "the browser tests will be skipped (apt-get install chromium also works) ***\n",
+            flush=True,
+        )
 
 
 def node_commands() -> tuple[str, list[str]]:
