@@ -27,7 +27,7 @@ from .hooks import Hooks, define_hooks
 from .http import Accept, Headers, QueryParams, Request, Response
 from .limits import Limits
 from .peer import CloseCode, Message, Peer, ReadyState
-from .pubsub import Emitter, History, Hub
+from .pubsub import Emitter, History, HistoryEntry, Hub, Position
 from .router import Heartbeat, LimitExceeded, Router
 from .router.context import (
     AuthContext,
@@ -62,6 +62,7 @@ __all__ = [
     "Headers",
     "Heartbeat",
     "History",
+    "HistoryEntry",
     "Hooks",
     "Hub",
     "Identity",
@@ -73,6 +74,7 @@ __all__ = [
     "Message",
     "MessageSchema",
     "Peer",
+    "Position",
     "PublishResult",
     "QueryParams",
     "ReadyState",

@@ -8,7 +8,8 @@ The tree::
      ├── ValidationError        a payload does not match its schema; ``issues`` says where
      ├── BusError               the pub/sub bus (Redis) failed, refused or sent something
      │                          unreadable; handed to the Hub's ``on_error``, raised only by
-     │                          ``flush()`` and the ``Emitter``
+     │                          ``flush()``, the reads ``presence()`` and ``history()``, and
+     │                          the ``Emitter``
      └── WsError                an error to send to a client: ``code`` (an ErrorCode),
           │                     ``message``, ``details``, retry hints; raise it in a handler
           │                     or build one with ``WsError.wrap(exc, code, ...)``

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .backend import Backend, BusStats
 from .emitter import Emitter
 from .envelope import Publication
-from .history import History, MemoryHistory, Position, Recovery
+from .history import History, HistoryEntry, MemoryHistory, Position, Recovery
 from .hub import Hub, Transform
 from .memory import MemoryBackend, MemoryBus
 
@@ -25,6 +25,7 @@ __all__ = [
     "BusStats",
     "Emitter",
     "History",
+    "HistoryEntry",
     "Hub",
     "MemoryBackend",
     "MemoryBus",

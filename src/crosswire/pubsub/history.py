@@ -11,6 +11,9 @@ order. Otherwise it is told ``recovered: false`` and must resync by itself: neve
 :class:`History` is the policy of a topic (how many publications, for how long);
 :class:`MemoryHistory` keeps the streams of one process (a bounded ring per topic). The Redis
 store (Streams, appended and published in one script) has the same methods, async.
+
+Besides recovery, an application reads what a topic's history still holds with
+``Hub.history(topic, limit=...)``: its events as :class:`HistoryEntry` values, oldest first.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from ..errors import ConfigurationError
 from ..wire.dialect import Position
 
-__all__ = ["History", "MemoryHistory", "Position", "Recovery"]
+__all__ = ["History", "HistoryEntry", "MemoryHistory", "Position", "Recovery"]
 
 T = TypeVar("T")
 
@@ -53,6 +56,19 @@ class Recovery(NamedTuple, Generic[T]):
 
     recovered: bool
     missed: list[T]
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One event a topic's history holds (what ``Hub.history`` returns): its type
+    (``event``), its data (decoded JSON; None without), its meta (the canonical dialect's
+    meta object, as a router's typed message was published with; None without) and its
+    ``position`` in the topic's stream."""
+
+    event: str
+    data: Any
+    meta: dict[str, Any] | None
     position: Position
 
 
@@ -109,6 +125,20 @@ class MemoryHistory(Generic[T]):
         if len(missed) != stream.offset - since.offset:  # trimmed or expired: a gap
             return Recovery(False, [], now)
         return Recovery(True, missed, now)
+
+    def latest(self, topic: str, policy: History, limit: int) -> list[tuple[Position, T]]:
+        """The last ``limit`` publications ``topic``'s history still holds (none older than
+        ``policy.ttl``), oldest first, each with its position. Makes no stream."""
+        stream = self._streams.get(topic)
+        if stream is None or limit < 1:
+            return []
+        oldest = self._clock() - policy.ttl if policy.ttl is not None else None
+        kept = [
+            (Position(offset, stream.epoch), item)
+            for offset, at, item in stream.entries
+            if oldest is None or at >= oldest
+        ]
+        return kept[-limit:]
 
     def _stream(self, topic: str, policy: History) -> _Stream[T]:
         """``topic``'s stream, made when it has none (or its past expired); the most

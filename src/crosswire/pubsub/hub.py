@@ -39,7 +39,7 @@ from ..peer import ReadyState, Transform, encode
 from ..wire.maps import DROPPED, MappedRender
 from .backend import Backend, BusStats
 from .envelope import Kind, Publication, channel_for, decode_envelope, encode_envelope
-from .history import History, MemoryHistory, Position, Recovery
+from .history import History, HistoryEntry, MemoryHistory, Position, Recovery
 from .presence import MemoryPresence, Presence, PresenceChange, PresenceEntry
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ class SharedHistory(Protocol):
     async def since(self, topic: str, since: Position, policy: History) -> Recovery[bytes]: ...
 
     async def position(self, topic: str, policy: History) -> Position: ...
+
+    async def latest(self, topic: str, policy: History, limit: int) -> list[bytes]: ...
 
     async def aclose(self) -> None: ...
 
@@ -153,6 +155,11 @@ class Hub:
         self._to_keep: collections.deque[tuple[str, str, bytes, History]] = collections.deque()
         self._keeper: asyncio.Task[None] | None = None
         self._keeping_failed = False
+        #: Events queued to be kept, and done with (kept or failed), since the start; the
+        #: readers of :meth:`history` waiting for the count done to reach theirs.
+        self._queued = 0
+        self._done = 0
+        self._kept_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._last: dict[str, Position] = {}
         self._filling: dict[str, list[Publication]] = {}
         self._recovering: dict[tuple[Peer, str], list[Publication]] = {}
@@ -338,6 +345,64 @@ class Hub:
             missed.append(pub)
         return recovery.recovered, recovery.position, missed
 
+    async def history(self, topic: str, limit: int | None = None) -> list[HistoryEntry]:
+        """The events ``topic``'s history still holds, oldest first: all of them, or the
+        last ``limit``; none older than its policy's ``ttl``. Events sent with ``exclude``
+        are in it too (this is the server's read, for no connection in particular).
+
+        With a bus, the history shared by every instance, read in one round trip, once the
+        events this Hub sent before the call are kept there (waiting at most
+        :data:`RECOVERY_TIMEOUT` seconds for them). Raises ``ValueError`` for a topic that
+        keeps no history or a negative ``limit``, :class:`~crosswire.BusError` when the
+        history cannot be read (Redis away). Safe to cancel."""
+        policy = self.history_policy(topic)
+        if policy is None:
+            raise ValueError(
+                f"topic {topic!r} keeps no history: declare it with "
+                "router.topic(..., history=History(...)) (or Hub.keep_history)"
+            )
+        if limit is not None and limit < 0:
+            raise ValueError(f"history(limit={limit!r}): a number of events >= 0, or None (all)")
+        count = policy.size if limit is None else min(limit, policy.size)
+        if self._shared is None:
+            kept = self._history.latest(topic, policy, count)
+            return [_entry(event, meta, data, at) for at, (event, meta, data, _) in kept]
+        await self._kept_so_far()
+        entries = []
+        for envelope in await self._shared.latest(topic, policy, count):
+            pub = decode_envelope(envelope)[1]
+            if pub.position is None or pub.frame is not None:
+                raise BusError(f"topic {topic!r}: an entry of its history is not a kept event")
+            entries.append(_entry(pub.event, pub.meta, pub.data, pub.position))
+        return entries
+
+    async def _kept_so_far(self) -> None:
+        """Wait until the events queued for the shared history before now are done with
+        (kept or failed), at most :data:`RECOVERY_TIMEOUT` seconds; not while keeping
+        fails (the read will say why)."""
+        if self._done >= self._queued or self._keeping_failed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._kept_waiters.append((self._queued, waiter))
+        try:
+            with contextlib.suppress(TimeoutError):  # then read what is kept by now
+                async with asyncio.timeout(RECOVERY_TIMEOUT):
+                    await waiter
+        finally:
+            waiter.cancel()  # (done: no effect; else dropped at the next wake)
+
+    def _wake_kept(self, every: bool = False) -> None:
+        """Wake the readers waiting for the events kept so far (``every``: all of them)."""
+        waiting = []
+        for target, waiter in self._kept_waiters:
+            if waiter.done():
+                continue
+            if every or target <= self._done:
+                waiter.set_result(None)
+            else:
+                waiting.append((target, waiter))
+        self._kept_waiters = waiting
+
     def replay(self, peer: Peer, missed: Iterable[Publication]) -> None:
         """Send ``peer`` what :meth:`recover` found it missed, in order, with positions."""
         for pub in missed:
@@ -428,6 +493,7 @@ class Hub:
             return 0
         channel = channel_for(self.namespace, "room", topic)
         self._to_keep.append((topic, channel, encode_envelope(self.server_id, pub), policy))
+        self._queued += 1
         if self._keeper is None:
             self._keeper = asyncio.get_running_loop().create_task(self._keep())
             self._tasks.add(self._keeper)
@@ -451,10 +517,15 @@ class Hub:
                         self._keeping_failed = False
                         logger.info("history on the bus: keeping events again")
                 self._to_keep.popleft()
+                self._done += 1
+                if self._kept_waiters:
+                    self._wake_kept()
         finally:
             if self._keeper is not None:
                 self._tasks.discard(self._keeper)
             self._keeper = None
+            if self._kept_waiters:  # (cancelled: what is still queued will not be kept)
+                self._wake_kept(every=True)
 
     def _sequenced(self, pub: Publication) -> None:
         """Deliver an event of a shared history in its topic's order: once each, and a gap
@@ -919,6 +990,15 @@ class Hub:
             self._on_error(error)
         except Exception:
             logger.exception("the hub's on_error callback raised")
+
+
+def _entry(event: str, meta: bytes | None, data: bytes | None, at: Position) -> HistoryEntry:
+    return HistoryEntry(
+        event,
+        None if data is None else orjson.loads(data),
+        None if meta is None else orjson.loads(meta),
+        at,
+    )
 
 
 def _ids(exclude: Collection[str]) -> frozenset[str]:

@@ -21,8 +21,10 @@ what it reads and writes is consistent whatever other instances do meanwhile:
 * :meth:`RedisHistory.since` reads the epoch, the offset and the range in one step, so a
   concurrent append cannot make a gap look covered.
 * :meth:`RedisHistory.position` gives out the epoch.
+* :meth:`RedisHistory.latest` reads the newest entries (``XREVRANGE ... COUNT``), those not
+  older than the ``ttl``, for ``Hub.history``.
 
-Each of the three starts a new stream when there is none (or its offset key is gone): a
+Each of the first three starts a new stream when there is none (or its offset key is gone): a
 fresh epoch, offset 0, the stream key deleted. An epoch is therefore stable from the moment a
 client is told it, until the history is lost (expired, deleted by :meth:`RedisHistory.forget`,
 or Redis lost its data): then the epoch changes, and recovery says ``recovered: false``.
@@ -151,6 +153,31 @@ return {tonumber(redis.call('GET', KEYS[2])), epoch}
 )
 
 
+#: ARGV count, ttl ms (0: none). Returns the newest ``count`` envelopes, newest first; none
+#: when the stream's past is lost (no epoch or no offset: the next append starts it anew).
+#: Reads only: makes no epoch and no stream.
+_LATEST = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 0 then
+  return {}
+end
+local ttl = tonumber(ARGV[2])
+local oldest = nil
+if ttl > 0 then
+  local clock = redis.call('TIME')
+  oldest = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - ttl
+end
+local entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[1])
+local out = {}
+for _, entry in ipairs(entries) do
+  local fields = entry[2]  -- {'d', envelope, 't', ms}
+  if not oldest or tonumber(fields[4]) >= oldest then
+    out[#out + 1] = fields[2]
+  end
+end
+return out
+"""
+
+
 class RedisHistory:
     """The history of every topic, in Redis, shared by the instances that use the same Redis
     and ``namespace``.
@@ -168,6 +195,7 @@ class RedisHistory:
         self._append = redis.register_script(_APPEND)
         self._since = redis.register_script(_SINCE)
         self._position = redis.register_script(_POSITION)
+        self._latest = redis.register_script(_LATEST)
 
     @classmethod
     def from_url(
@@ -231,6 +259,16 @@ class RedisHistory:
         args = [_epoch(), _ms(policy.ttl)]
         reply = await self._run(self._position, topic, args, "reading the position of")
         return Position(int(reply[0]), _text(reply[1]))
+
+    async def latest(self, topic: str, policy: History, limit: int) -> list[bytes]:
+        """The last ``limit`` publications ``topic``'s history still holds (its envelopes,
+        with offset and epoch, oldest first), none older than ``policy.ttl``. Makes no epoch
+        and no stream. Raises ``BusError`` if Redis failed; safe to cancel."""
+        if limit < 1:
+            return []
+        args = [limit, _ms(policy.ttl)]
+        reply = await self._run(self._latest, topic, args, "reading the history of")
+        return [_raw(item) for item in reversed(reply)]
 
     async def forget(self, topic: str) -> None:
         """Delete ``topic``'s history: its next position or publication starts a new epoch.
