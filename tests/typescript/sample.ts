@@ -9,6 +9,7 @@ import {
   type ErrorCode,
   type Frame,
   JoinRefused,
+  type Member,
   type Position,
   type RawFrame,
   type Session,
@@ -139,6 +140,17 @@ async function main(): Promise<void> {
   await client.join("news:1", undefined, { recover: true });
   const position: Position | null = client.position("news:1");
   console.log(position?.offset, position?.epoch);
+
+  interface Seen {
+    name: string;
+  }
+  await client.join("room:8", { name: "ann" }, { presence: true, recover: true });
+  const everyone: Member<Seen>[] = await client.presence<Seen>("room:8", { timeoutMs: 1_000 });
+  console.log(everyone.map((m) => [m.clientId, m.userId, m.data?.name]));
+  const known: Member<Seen>[] | null = client.members<Seen>("room:8");
+  // @ts-expect-error: the members are not known while they are being listed (null)
+  console.log(known.length);
+  client.onPresence<Seen>(({ topic, members }) => console.log(topic, members[0]?.data?.name));
   await client.leave("room:7", { timeoutMs: 1_000 });
 
   const session: Session = await client.authenticate({ token: "fresh" }, { timeoutMs: 5_000 });

@@ -127,6 +127,8 @@ export interface Session {
  * - `rejoin`: a topic refused after a reconnect (the error: a JoinRefused; `details`: the
  *   topic, which the client forgot);
  * - `handler`: a handler, listener or onProgress threw or rejected (the error: what it threw);
+ * - `presence`: the members of a topic joined with presence could not be listed (`details`:
+ *   the topic);
  * - `auth`: an in-band token refused, or a refresh that failed;
  * - `unknown`: a getToken that threw (the error: what it threw).
  */
@@ -134,11 +136,24 @@ export type ErrorContext =
   | { type: "parse"; details: unknown }
   | { type: "server"; details: RawFrame }
   | { type: "overflow"; details: string }
-  | { type: "rejoin"; details: string }
+  | { type: "rejoin" | "presence"; details: string }
   | { type: "handler" | "auth" | "unknown"; details: undefined };
 
 /** The context types of onError. */
 export type ErrorType = ErrorContext["type"];
+
+/** A member of a topic that keeps presence: its connection, its user, what it said of itself. */
+export interface Member<T = unknown> {
+  clientId: string;
+  userId: string | null;
+  data: T | null;
+}
+
+/** What onPresence listeners get: every member of `topic` now. */
+export interface PresenceChange<T = unknown> {
+  topic: string;
+  members: Member<T>[];
+}
 
 /** Call it to unregister the handler or listener. */
 export type Unsubscribe = () => void;
@@ -256,6 +271,8 @@ export interface JoinOptions {
   timeoutMs?: number;
   /** Keep the topic's position and recover the events missed across reconnects. */
   recover?: boolean;
+  /** Keep the list of the topic's members, live (members(), onPresence). */
+  presence?: boolean;
 }
 
 /** The options of leave() and authenticate(). */
@@ -325,6 +342,18 @@ export interface WsClient {
   leave(topic: string, options?: TimeoutOptions): Promise<void>;
   /** The last position seen of a topic joined with `recover: true`, or null. */
   position(topic: string): Position | null;
+  /**
+   * Who is in `topic` now, on every instance. Rejects with PERMISSION_DENIED for a
+   * topic the client is not in, FAILED_PRECONDITION for one that keeps no presence.
+   */
+  presence<T = unknown>(topic: string, options?: TimeoutOptions): Promise<Member<T>[]>;
+  /** The members of a topic joined with `presence: true` (a copy), or null while not known. */
+  members<T = unknown>(topic: string): Member<T>[] | null;
+  /**
+   * listener({topic, members}) whenever the members of a topic joined with `presence: true`
+   * change: once listed after each (re)join, then on every join and leave.
+   */
+  onPresence<T = unknown>(listener: (change: PresenceChange<T>) => void | PromiseLike<void>): Unsubscribe;
 
   /**
    * handler(payload, frame) for each message of `type` (one handler per type: a second

@@ -12,6 +12,8 @@
 //   const reply = await client.request("ADD", { a: 1, b: 2 });  // reply.payload.sum === 3
 //   const welcome = await client.join("room:7", { username: "ann" });  // the ack's data
 //   await client.join("news:1", undefined, { recover: true });  // missed events come back
+//   await client.join("room:8", { name: "ann" }, { presence: true });  // who is in, live:
+//   client.onPresence(({ topic, members }) => console.log(topic, members.length));
 
 const RETRYABLE = new Set(["ABORTED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE"]);
 // Close codes after which reconnecting cannot help (the server refused this client), but a
@@ -127,10 +129,15 @@ class Client {
     this._resyncListeners = new Set();
     this._openWaiters = [];
     this._topics = new Map(); // joined topic -> the data it was joined with
-    this._joining = new Map(); // topic -> its latest join waiting for an answer: {data, recover}
+    this._joining = new Map(); // topic -> its latest join waiting for an answer: {data, recover, presence}
     this._rejoins = new Map(); // correlationId -> topic, the rejoins of the current socket
     // Topics joined with recover -> the last position seen {offset, epoch} (null: none given).
     this._positions = new Map();
+    // Topics joined with presence -> their members by clientId (null: being listed), and the
+    // presence events that came while they were being listed.
+    this._members = new Map();
+    this._presenceEvents = new Map();
+    this._presenceListeners = new Set();
     this._refreshTimer = null; // the next in-band refresh of a session that expires
   }
 
@@ -197,6 +204,8 @@ class Client {
     this._joining.clear();
     this._rejoins.clear();
     this._positions.clear();
+    this._members.clear();
+    this._presenceEvents.clear();
     this._failCalls(new WsClientError("CANCELLED", "the client closed"));
     this._settleOpenWaiters(new Error("the client closed"));
     const ws = this._ws;
@@ -488,11 +497,14 @@ class Client {
    * join waits in the queue. With `recover: true` the client keeps the topic's position
    * (position(topic); the topic needs a History on the server) and joins it again from
    * there: the events missed meanwhile come to the handlers, in order, none twice; when the
-   * server could not recover them, the onResync listeners are told.
+   * server could not recover them, the onResync listeners are told. With `presence: true`
+   * (a topic that keeps presence on the server) the client keeps the list of its members,
+   * live: members(topic), and onPresence listeners on every change, listed again after
+   * each rejoin.
    */
-  async join(topic, data, { timeoutMs = 30000, recover = false } = {}) {
+  async join(topic, data, { timeoutMs = 30000, recover = false, presence = false } = {}) {
     if (typeof topic !== "string" || !topic) throw new TypeError("a topic is a non-empty string");
-    const marker = { data, recover: Boolean(recover) };
+    const marker = { data, recover: Boolean(recover), presence: Boolean(presence) };
     this._joining.set(topic, marker);
     try {
       return (await this._topicCall(topic, timeoutMs, marker)).data;
@@ -510,6 +522,7 @@ class Client {
     this._topics.delete(topic);
     this._joining.delete(topic);
     this._positions.delete(topic);
+    this._forgetMembers(topic);
     if (this.state !== "open") {
       for (const [, cid] of this._queue) {
         const call = this._calls.get(cid);
@@ -530,7 +543,7 @@ class Client {
       }
       const cid = `c${++this._nextId}`;
       const ms = Math.min(Math.max(1, Math.round(Number(timeoutMs) || 0)), MAX_TIMEOUT_MS);
-      const payload = joinPayload(topic, joining?.data, joining?.recover ? {} : undefined);
+      const payload = joinPayload(topic, joining?.data, joining?.recover ? {} : undefined, joining?.presence);
       const text = encode(joining ? "$ws:join" : "$ws:leave", payload, null, { correlationId: cid });
       const call = { sent: false, topic, joining };
       const finish = () => {
@@ -578,6 +591,8 @@ class Client {
     this._topics.set(topic, marker.data);
     if (marker.recover) this._positions.set(topic, positionOf(ack));
     else this._positions.delete(topic);
+    if (marker.presence) this._listMembers(topic);
+    else this._forgetMembers(topic);
   }
 
   _rejoin() {
@@ -592,13 +607,15 @@ class Client {
         const since = this._positions.get(topic);
         recover = since ? { offset: since.offset, epoch: since.epoch } : {};
       }
-      this._ws.send(encode("$ws:join", joinPayload(topic, data, recover), null, { correlationId: cid }));
+      const payload = joinPayload(topic, data, recover, this._members.has(topic));
+      this._ws.send(encode("$ws:join", payload, null, { correlationId: cid }));
     }
   }
 
   // A rejoin of `topic` was accepted: a topic that asked to recover and was not recovered
   // starts again from the ack's position, and the application is told to resync.
   _rejoined(topic, ack) {
+    if (this._members.has(topic)) this._listMembers(topic);
     if (!this._positions.has(topic) || ack?.recovered === true) return; // (what it missed follows)
     this._positions.set(topic, positionOf(ack));
     this._tellResync(topic, ack?.data);
@@ -651,6 +668,81 @@ class Client {
       const call = cid !== null ? this._calls.get(cid) : undefined;
       if (call) call.sent = true;
     }
+  }
+
+  // -- presence --------------------------------------------------------------------------
+
+  /**
+   * Who is in `topic` now, on every instance ($ws:presence): [{clientId, userId, data}].
+   * For members only: rejects with PERMISSION_DENIED otherwise, FAILED_PRECONDITION for a
+   * topic that keeps no presence.
+   */
+  async presence(topic, { timeoutMs = 30000 } = {}) {
+    const reply = await this.request("$ws:presence", { topic }, { timeoutMs });
+    return Array.isArray(reply.payload?.members) ? reply.payload.members : [];
+  }
+
+  /** The members of a topic joined with `presence: true` (a copy), or null while not known. */
+  members(topic) {
+    const members = this._members.get(topic);
+    return members ? [...members.values()] : null;
+  }
+
+  /**
+   * listener({topic, members}) whenever the members of a topic joined with `presence: true`
+   * change: once listed after each (re)join, then on every join and leave.
+   */
+  onPresence(listener) {
+    return listen(this._presenceListeners, listener);
+  }
+
+  // Lists `topic`'s members afresh (after its join or rejoin was acknowledged); the presence
+  // events that come meanwhile are applied after the list, in order.
+  _listMembers(topic) {
+    this._members.set(topic, null);
+    const waiting = [];
+    this._presenceEvents.set(topic, waiting);
+    this.presence(topic).then(
+      (members) => {
+        if (this._presenceEvents.get(topic) !== waiting) return; // left, or listed again
+        this._presenceEvents.delete(topic);
+        this._members.set(topic, new Map(members.map((member) => [member.clientId, member])));
+        for (const [type, member] of waiting) this._applyPresence(topic, type, member, false);
+        this._tellPresence(topic);
+      },
+      (error) => {
+        if (this._presenceEvents.get(topic) !== waiting) return;
+        this._presenceEvents.delete(topic);
+        this._report(error, "presence", topic);
+      },
+    );
+  }
+
+  _forgetMembers(topic) {
+    this._members.delete(topic);
+    this._presenceEvents.delete(topic);
+  }
+
+  // A $ws:presence-join or -leave of a topic whose members the client keeps.
+  _presenceEvent(type, member) {
+    const topic = member?.topic;
+    if (typeof topic !== "string" || !this._members.has(topic)) return;
+    const waiting = this._presenceEvents.get(topic);
+    if (waiting) waiting.push([type, member]);
+    else this._applyPresence(topic, type, member, true);
+  }
+
+  _applyPresence(topic, type, { clientId, userId = null, data = null }, tell) {
+    const members = this._members.get(topic);
+    if (!members || typeof clientId !== "string") return;
+    if (type === "$ws:presence-join") members.set(clientId, { clientId, userId, data });
+    else members.delete(clientId);
+    if (tell) this._tellPresence(topic);
+  }
+
+  _tellPresence(topic) {
+    const members = this.members(topic);
+    for (const listener of this._presenceListeners) this._guard(() => listener({ topic, members }));
   }
 
   // -- receiving -------------------------------------------------------------------------
@@ -718,10 +810,14 @@ class Client {
       if (frame.type === "$ws:join-ack") return this._rejoined(rejoined, frame.payload);
       this._topics.delete(rejoined); // refused now: forgotten, and the app told
       this._positions.delete(rejoined);
+      this._forgetMembers(rejoined);
       return this._report(JoinRefused.fromPayload(rejoined, frame.payload), "rejoin", rejoined);
     }
     if (frame.type === "ERROR") return this._report(WsClientError.fromPayload(frame.payload), "server", frame);
     if (!this._admit(meta)) return;
+    if (frame.type === "$ws:presence-join" || frame.type === "$ws:presence-leave") {
+      this._presenceEvent(frame.type, frame.payload);
+    }
     const handler = this._handlers.get(frame.type);
     if (handler) return this._guard(() => handler(frame.payload, { type: frame.type, meta, payload: frame.payload }));
     for (const listener of this._unhandledListeners) this._guard(() => listener(frame));
@@ -783,10 +879,11 @@ function encode(type, payload, meta, standard) {
   return JSON.stringify(frame);
 }
 
-function joinPayload(topic, data, recover) {
+function joinPayload(topic, data, recover, presence) {
   const payload = { topic };
   if (data !== undefined) payload.data = data;
   if (recover !== undefined) payload.recover = recover;
+  if (presence) payload.presence = true;
   return payload;
 }
 
