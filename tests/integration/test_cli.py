@@ -31,7 +31,7 @@ async def test_demo_serves_page_and_chat_then_sigterm_closes_1001(
         async with http.get(cmd.http_url + "/") as page:
             assert page.status == 200
             assert page.headers["Content-Type"].startswith("text/html")
-            assert "crosswire demo chat" in await page.text()
+            assert "crosswire chat" in await page.text()
         async with http.get(cmd.http_url + "/nope") as missing:
             assert missing.status == 404
 
@@ -39,23 +39,38 @@ async def test_demo_serves_page_and_chat_then_sigterm_closes_1001(
         connect(cmd.ws_url + "/ws?name=ada") as ada,
         connect(cmd.ws_url + "/ws?name=bob") as bob,
     ):
-        assert orjson.loads(await recv(ada)) == {"type": "welcome", "you": "ada", "online": 1}
-        assert orjson.loads(await recv(bob)) == {"type": "welcome", "you": "bob", "online": 2}
-        assert orjson.loads(await recv(ada)) == {"type": "joined", "name": "bob", "online": 2}
+        # The chat's messages in the canonical dialect (the page's are in tests/browser).
+        for ws, name in ((ada, "ada"), (bob, "bob")):
+            welcome = orjson.loads(await recv(ws))
+            assert (welcome["type"], welcome["payload"]) == ("WELCOME", {"you": name})
+            join = {
+                "type": "$ws:join",
+                "meta": {"correlationId": "j"},
+                "payload": {"topic": "room:lobby"},
+            }
+            await ws.send(orjson.dumps(join).decode())
+            assert orjson.loads(await recv(ws))["type"] == "$ws:join-ack"
 
-        await ada.send(orjson.dumps({"type": "say", "text": "hello"}).decode())
+        await ada.send(
+            orjson.dumps({"type": "SAY", "payload": {"room": "lobby", "text": "hello"}}).decode()
+        )
         for ws in (ada, bob):
             said = orjson.loads(await recv(ws))
-            assert {k: said[k] for k in ("type", "from", "text")} == {
-                "type": "said",
+            assert said["type"] == "SAID"
+            assert {k: said["payload"][k] for k in ("room", "from", "text")} == {
+                "room": "lobby",
                 "from": "ada",
                 "text": "hello",
             }
 
         await bob.send("not json")
-        assert orjson.loads(await recv(bob))["type"] == "error"
-        await bob.send(orjson.dumps({"type": "say", "text": "x" * 1001}).decode())
-        assert "longer than 1000" in orjson.loads(await recv(bob))["message"]
+        assert orjson.loads(await recv(bob))["type"] == "ERROR"
+        too_long = {"type": "SAY", "payload": {"room": "lobby", "text": "x" * 1001}}
+        await bob.send(orjson.dumps(too_long).decode())
+        assert "1 to 1000 characters" in orjson.loads(await recv(bob))["payload"]["message"]
+        elsewhere = {"type": "SAY", "payload": {"room": "python", "text": "hi"}}
+        await bob.send(orjson.dumps(elsewhere).decode())
+        assert orjson.loads(await recv(bob))["payload"]["code"] == "FAILED_PRECONDITION"
 
         cmd.proc.send_signal(signal.SIGTERM)
         for ws in (ada, bob):
