@@ -115,3 +115,22 @@ def test_the_venv_that_runs_the_tests_follows_the_lock() -> None:
     assert wrong == []
     for needed in ("redis", "mypy", "ruff", "pytest", "websockets"):
         assert any(name.lower() == needed for name, _ in pins), needed
+
+
+def test_a_browser_that_cannot_be_installed_is_said_loudly_and_the_tests_go_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """npm failing for tests/browser (no registry, say) must not stop `dev.py test`: the
+    browser tests skip, loudly, and the rest runs."""
+    dev = load_dev()
+    installed: list[Path] = []
+
+    def npm_fails(folder: Path) -> None:
+        installed.append(folder)
+        raise subprocess.CalledProcessError(1, ["npm", "ci"])
+
+    monkeypatch.setattr(dev, "ensure_node_packages", npm_fails)
+    dev.ensure_browser()
+    assert installed == [ROOT / "tests" / "browser"]
+    out = capsys.readouterr().out
+    assert "*** BROWSER STAGE: could not install" in out and "will be skipped" in out
