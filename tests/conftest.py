@@ -18,10 +18,11 @@ from tests.support import (
     BROWSER_CLIENT,
     CLIENT_KINDS,
     COMMAND,
-    SCENARIOS,
+    NODE_RUNNER,
     SERVER_KINDS,
     Command,
     MakeClient,
+    NodeScenario,
     RunCommand,
     RunScenario,
     Scenario,
@@ -120,13 +121,14 @@ async def serve_router() -> AsyncIterator[ServeRouter]:
 @pytest.fixture
 async def run_scenario() -> AsyncIterator[RunScenario]:
     """``await run_scenario(url, name, *more)`` runs a scenario of tests/jsclient/scenarios.mjs
-    with the browser client against ``url``; killed at teardown if still running."""
+    with the browser client against ``url``, in Node.js (tests/jsclient/node.mjs); killed at
+    teardown if still running."""
     procs: list[asyncio.subprocess.Process] = []
 
     async def run(url: str, name: str, *more: str) -> Scenario:
         proc = await asyncio.create_subprocess_exec(
             *node(),
-            str(SCENARIOS),
+            str(NODE_RUNNER),
             str(BROWSER_CLIENT),
             url,
             name,
@@ -136,7 +138,7 @@ async def run_scenario() -> AsyncIterator[RunScenario]:
             stderr=asyncio.subprocess.PIPE,
         )
         procs.append(proc)
-        return Scenario(proc)
+        return NodeScenario(proc)
 
     yield run
     await reap(procs)
