@@ -85,7 +85,9 @@ class BrowserScenario:
         assert self._run is not None
         taking = asyncio.ensure_future(self._steps.get())
         try:
-            await asyncio.wait({taking, self._run}, timeout=TIMEOUT, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                {taking, self._run}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             taking.cancel()
         if taking.done() and not taking.cancelled():
