@@ -5,23 +5,29 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 import crosswire
 from crosswire.testing import DEFAULT_TIMEOUT, TestClient
+from tests.browser import NoBrowser, chromium_executable
+from tests.jsclient.browser import BrowserScenario, harness_app
 from tests.redis_server import RedisServer
 from tests.support import (
     BROWSER_CLIENT,
     CLIENT_KINDS,
     COMMAND,
-    SCENARIOS,
+    NODE_RUNNER,
     SERVER_KINDS,
+    TIMEOUT,
     Command,
     MakeClient,
+    NodeScenario,
     RunCommand,
     RunScenario,
     Scenario,
@@ -32,6 +38,9 @@ from tests.support import (
     reap,
     serve_on,
 )
+
+#: Where the browser client's scenarios run: the ``run_scenario`` fixture runs each in both.
+RUNTIMES = ("node", "browser")
 
 
 @pytest.fixture
@@ -117,16 +126,25 @@ async def serve_router() -> AsyncIterator[ServeRouter]:
         await asyncio.wait_for(server.aclose(), 15)
 
 
-@pytest.fixture
-async def run_scenario() -> AsyncIterator[RunScenario]:
+@pytest.fixture(params=RUNTIMES)
+def run_scenario(request: pytest.FixtureRequest) -> RunScenario:
     """``await run_scenario(url, name, *more)`` runs a scenario of tests/jsclient/scenarios.mjs
-    with the browser client against ``url``; killed at teardown if still running."""
+    with the browser client against ``url``: in Node.js, then in a headless Chromium (the test
+    runs once in each; the browser one skips, loudly, without a Chromium)."""
+    run: RunScenario = request.getfixturevalue(f"{request.param}_scenarios")
+    return run
+
+
+@pytest.fixture
+async def node_scenarios() -> AsyncIterator[RunScenario]:
+    """``run_scenario`` in Node.js (tests/jsclient/node.mjs); killed at teardown if still
+    running."""
     procs: list[asyncio.subprocess.Process] = []
 
     async def run(url: str, name: str, *more: str) -> Scenario:
         proc = await asyncio.create_subprocess_exec(
             *node(),
-            str(SCENARIOS),
+            str(NODE_RUNNER),
             str(BROWSER_CLIENT),
             url,
             name,
@@ -136,10 +154,51 @@ async def run_scenario() -> AsyncIterator[RunScenario]:
             stderr=asyncio.subprocess.PIPE,
         )
         procs.append(proc)
-        return Scenario(proc)
+        return NodeScenario(proc)
 
     yield run
     await reap(procs)
+
+
+@pytest.fixture
+async def browser_scenarios(browser: Browser) -> AsyncIterator[RunScenario]:
+    """``run_scenario`` in pages of a headless Chromium, which load the client from a crosswire
+    App (tests/jsclient/browser.py); the pages and the App are closed at teardown."""
+    harness = await crosswire.start(harness_app())
+    running: list[BrowserScenario] = []
+
+    async def run(url: str, name: str, *more: str) -> Scenario:
+        scenario = BrowserScenario(await asyncio.wait_for(browser.new_page(), TIMEOUT))
+        running.append(scenario)
+        await scenario.start(f"http://127.0.0.1:{harness.port}/", url, name, more)
+        return scenario
+
+    yield run
+    for scenario in running:
+        await scenario.aclose()
+    await asyncio.wait_for(harness.aclose(), TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The Chromium's path; a loud skip of the browser stage when there is none."""
+    try:
+        return chromium_executable()
+    except NoBrowser as missing:
+        message = f"BROWSER STAGE SKIPPED: {missing}"
+        warnings.warn(message, stacklevel=1)
+        pytest.skip(message)
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    """A headless Chromium (Playwright's async API), closed at teardown."""
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            await launched.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pytest
@@ -436,9 +436,9 @@ async def reap(procs: list[asyncio.subprocess.Process]) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The browser client, and its scenarios (tests/jsclient) run in Node.js against real servers.
+#: The browser client, and the Node.js runner of its scenarios (tests/jsclient/scenarios.mjs).
 BROWSER_CLIENT = ROOT / "src" / "crosswire" / "static" / "client.js"
-SCENARIOS = ROOT / "tests" / "jsclient" / "scenarios.mjs"
+NODE_RUNNER = ROOT / "tests" / "jsclient" / "node.mjs"
 
 
 def node_commands() -> tuple[list[str], list[str]]:
@@ -469,9 +469,22 @@ def node() -> list[str]:
     return command if probe.returncode == 0 else [*command, "--experimental-websocket"]
 
 
-class Scenario:
-    """One run of scenarios.mjs: ``step()`` waits for the script's next ``step:`` line,
-    ``go_on()`` answers it, ``result()`` is its final JSON line."""
+class Scenario(Protocol):
+    """One run of a scenario of tests/jsclient/scenarios.mjs, in Node.js or in a browser."""
+
+    async def step(self) -> str:
+        """Waits for the scenario's next ``step(name)``; returns the name."""
+
+    def go_on(self) -> None:
+        """Lets the scenario go on from the step it waits at."""
+
+    async def result(self) -> Any:
+        """What the scenario returned (through JSON, as the runners hand it over)."""
+
+
+class NodeScenario:
+    """One run of a scenario in Node.js (tests/jsclient/node.mjs): ``step()`` waits for the
+    script's next ``step:`` line, ``go_on()`` answers it, ``result()`` is its final JSON line."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc

@@ -1,8 +1,8 @@
-"""The browser client (src/crosswire/static/client.js) in Node.js against real crosswire
-servers: requests, progress, errors, deadlines and AbortSignal, heartbeat, a token in a
-subprotocol, the offline queue across a server restart, and topics: joins, leaves, the
-joins made again after a server restart, and the events missed meanwhile recovered (or a
-resync)."""
+"""The browser client (src/crosswire/static/client.js) in Node.js, and in a headless Chromium
+that loads it from a crosswire App, against real crosswire servers (each test runs in both):
+requests, progress, errors, deadlines and AbortSignal, heartbeat, a token in a subprotocol,
+the offline queue across a server restart, and topics: joins, leaves, the joins made again
+after a server restart, and the events missed meanwhile recovered (or a resync)."""
 
 from __future__ import annotations
 
