@@ -282,6 +282,41 @@ async def test_topics_are_joined_again_after_the_server_restarts(
     assert result["topics"] == {"room:1": {"username": "ann"}}
 
 
+def presence_router() -> Router:
+    """``room:{id}``: presence, each member seen by the name its join gave; ``plain``: none."""
+    router = Router()
+
+    def join(ctx: crosswire.JoinContext) -> None:
+        ctx.accept(presence={"name": ctx.payload["name"]})
+
+    router.topic("room:{id}", presence=True).on_join(join)
+    router.topic("plain")
+    return router
+
+
+async def test_presence_keeps_the_members_of_a_topic_live_across_a_restart(
+    serve_router: ServeRouter, run_scenario: RunScenario
+) -> None:
+    first = await serve_router(presence_router())
+    scenario = await run_scenario(first.url + "/", "presence")
+    assert await scenario.step() == "restart-server"
+    await first.aclose()
+    await serve_router(presence_router(), port=first.port)
+    scenario.go_on()
+    result = await scenario.result()
+    assert result["before"] is None
+    assert result["listed"] == ["ann", "ben"]
+    assert result["member"]["userId"] is None and isinstance(result["member"]["clientId"], str)
+    assert result["denied"]["code"] == "PERMISSION_DENIED"
+    assert result["noPresence"]["code"] == "FAILED_PRECONDITION"
+    # ann's listener: listed on joining, ben came, ben left; after the restart listed afresh
+    # (only ann, on the new server), then ben again.
+    seen = [members for topic, members in result["seen"] if topic == "room:1"]
+    assert seen[:3] == [["ann"], ["ann", "ben"], ["ann"]]
+    assert seen[result["relisted"]] == ["ann"] and seen[-1] == ["ann", "ben"]
+    assert result["afterLeave"] is None
+
+
 async def test_a_join_while_offline_waits_for_the_connection(
     serve_router: ServeRouter, run_scenario: RunScenario
 ) -> None:

@@ -264,6 +264,37 @@ Object.assign(scenarios, {
     return { heard, errors, topics };
   },
 
+  async presence({ wsClient, url, step }) {
+    const names = (members) => (members ?? []).map((m) => m.data?.name).sort();
+    const ann = wsClient({ url, reconnect: fast });
+    const ben = wsClient({ url, reconnect: fast });
+    const outsider = wsClient({ url, reconnect: fast });
+    const seen = []; // what ann's onPresence listener got, in order
+    ann.onPresence(({ topic, members }) => seen.push([topic, names(members)]));
+    await Promise.all([ann.connect(), ben.connect(), outsider.connect()]);
+    const before = ann.members("room:1"); // not joined: null
+    await ann.join("room:1", { name: "ann" }, { presence: true });
+    await until(() => names(ann.members("room:1")).join() === "ann");
+    await ben.join("room:1", { name: "ben" });
+    await until(() => names(ann.members("room:1")).join() === "ann,ben");
+    const listed = names(await ben.presence("room:1"));
+    const member = (await ben.presence("room:1")).find((m) => m.data.name === "ben");
+    const denied = await caught(outsider.presence("room:1"));
+    const noPresence = await caught(ann.presence("plain"));
+    await ben.leave("room:1");
+    await until(() => names(ann.members("room:1")).join() === "ann");
+    await step("restart-server"); // ann rejoins the new server: its members are listed afresh
+    const relisted = seen.length;
+    await until(() => ann.state === "open" && seen.length > relisted);
+    await ben.onceOpen();
+    await ben.join("room:1", { name: "ben" });
+    await until(() => names(ann.members("room:1")).join() === "ann,ben");
+    await ann.leave("room:1");
+    const afterLeave = ann.members("room:1");
+    await Promise.all([ann.close(), ben.close(), outsider.close()]);
+    return { before, listed, member, denied, noPresence, seen, relisted, afterLeave };
+  },
+
   async join_offline({ wsClient, url }) {
     const client = wsClient({ url, reconnect: fast });
     const pending = client.join("room:1", { username: "ann" });
