@@ -6,16 +6,22 @@ older than the ttl; a topic that keeps none says so."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+import crosswire
 from crosswire import App, EventContext, History, HistoryEntry, Position, Router, message
+from crosswire.testing import TestClient
 from tests.support import TIMEOUT, recv
+
+DELIVERY = Path(__file__).resolve().parents[2] / "docs" / "delivery.md"
 
 Say = message("SAY", {"room": str, "text": str})
 Said = message("SAID", {"text": str})
@@ -137,3 +143,19 @@ async def test_a_topic_without_history_is_refused_clearly(chat: Chat) -> None:
         await chat.history("plain")
     with pytest.raises(ValueError, match="limit"):
         await chat.history("room:1", limit=-1)
+
+
+async def test_the_example_of_docs_delivery_shows_the_last_messages_on_join() -> None:
+    text = DELIVERY.read_text()
+    found = re.search(r"## Reading a topic's history.*?```python\n(.*?)```", text, re.DOTALL)
+    assert found, "no example under 'Reading a topic's history' in docs/delivery.md"
+    example: dict[str, Any] = {"crosswire": crosswire}
+    exec(found.group(1), example)
+    app, router, said = example["app"], example["router"], example["Said"]
+    async with TestClient(app, timeout=TIMEOUT).connect() as ann:
+        assert (await ann.join("room:1")).data == {"last": []}
+        for n in range(1, 4):
+            router.publish("room:1", said, {"user": "ann", "text": f"m{n}"})
+    async with TestClient(app, timeout=TIMEOUT).connect() as bob:
+        ack = await bob.join("room:1")
+    assert [m["text"] for m in ack.data["last"]] == ["m1", "m2", "m3"]
