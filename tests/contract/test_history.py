@@ -1,10 +1,11 @@
 """The history contract (``crosswire.pubsub.history``), run against every store: the memory
 one (one process) and RedisHistory (a real redis-server).
 
-What recovery relies on: offsets 1, 2, 3, ... per topic in one epoch; ``since`` gives exactly
-the publications after a position, in order, or says ``recovered: false`` (another epoch, a
-position the stream never had, trimmed past ``size``, older than ``ttl``); an epoch given out
-by ``position`` is the one the first publication then uses.
+What recovery and ``Hub.history`` rely on: offsets 1, 2, 3, ... per topic in one epoch;
+``since`` gives exactly the publications after a position, in order, or says ``recovered:
+false`` (another epoch, a position the stream never had, trimmed past ``size``, older than
+``ttl``); an epoch given out by ``position`` is the one the first publication then uses;
+``latest`` gives the last ones kept, oldest first, none older than ``ttl``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class Store(Protocol):
 
     async def position(self, topic: str, policy: History) -> Position: ...
 
+    async def latest(self, topic: str, policy: History, limit: int) -> list[bytes]: ...
+
     async def forget(self, topic: str) -> None: ...
 
 
@@ -61,6 +64,9 @@ class MemoryStore:
     async def position(self, topic: str, policy: History) -> Position:
         return self.memory.position(topic, policy)
 
+    async def latest(self, topic: str, policy: History, limit: int) -> list[bytes]:
+        return [item for _, item in self.memory.latest(topic, policy, limit)]
+
     async def forget(self, topic: str) -> None:
         self.memory.forget(topic)
 
@@ -83,6 +89,9 @@ class Bounded:
 
     async def position(self, topic: str, policy: History = KEEP) -> Position:
         return await _bounded(self.store.position(topic, policy))
+
+    async def latest(self, topic: str, limit: int = 100, policy: History = KEEP) -> list[bytes]:
+        return await _bounded(self.store.latest(topic, policy, limit))
 
     async def forget(self, topic: str) -> None:
         await _bounded(self.store.forget(topic))
@@ -221,3 +230,46 @@ async def test_a_forgotten_topic_starts_a_new_epoch(history: Bounded) -> None:
     assert now.offset == 0
     assert now.epoch != old.epoch
     assert await history.since("news", old) == Recovery(False, [], now)
+
+
+def kept(envelopes: list[bytes]) -> list[tuple[Any, Any, Any]]:
+    """The (n, offset, epoch) of each envelope."""
+    return [(d["n"], d["offset"], d["epoch"]) for d in map(orjson.loads, envelopes)]
+
+
+async def test_latest_gives_the_last_kept_oldest_first(history: Bounded) -> None:
+    small = History(size=3, ttl=None)
+    for n in range(1, 6):
+        now = await history.publish("news", n, small)
+    epoch = now.epoch
+    assert kept(await history.latest("news", 10, small)) == [
+        (3, 3, epoch),
+        (4, 4, epoch),
+        (5, 5, epoch),
+    ]
+    assert kept(await history.latest("news", 2, small)) == [(4, 4, epoch), (5, 5, epoch)]
+    assert await history.latest("news", 0, small) == []
+
+
+async def test_latest_leaves_out_what_is_older_than_ttl(history: Bounded) -> None:
+    ttl = History(size=100, ttl=1.0)
+    await history.publish("news", 1, ttl)
+    await asyncio.sleep(0.5)
+    await history.publish("news", 2, ttl)
+    assert [n for n, _, _ in kept(await history.latest("news", policy=ttl))] == [1, 2]
+
+    async def until_changed() -> list[bytes]:
+        while len(found := await history.latest("news", policy=ttl)) == 2:  # noqa: ASYNC110 - expiry is announced by nothing
+            await asyncio.sleep(0.02)
+        return found
+
+    assert [n for n, _, _ in kept(await _bounded(until_changed()))] == [2]
+
+
+async def test_latest_of_a_topic_with_nothing_kept_is_empty(history: Bounded) -> None:
+    assert await history.latest("news") == []
+    told = await history.position("news")
+    assert await history.latest("news") == []
+    assert (await history.publish("news", 1)).epoch == told.epoch
+    await history.forget("news")
+    assert await history.latest("news") == []

@@ -57,6 +57,36 @@ def test_what_the_history_no_longer_covers_is_not_recovered() -> None:
     assert expired.position.epoch != epoch
 
 
+def test_latest_gives_the_last_kept_oldest_first_and_none_older_than_the_ttl() -> None:
+    clock = Clock()
+    history: MemoryHistory[str] = MemoryHistory(clock)
+    policy = History(size=3, ttl=10)
+    for n in range(1, 5):  # offsets 2..4 kept, at time 0
+        at = history.append("t", f"m{n}", policy)
+    epoch = at.epoch
+    assert history.latest("t", policy, 10) == [
+        (Position(2, epoch), "m2"),
+        (Position(3, epoch), "m3"),
+        (Position(4, epoch), "m4"),
+    ]
+    assert history.latest("t", policy, 1) == [(Position(4, epoch), "m4")]
+    assert history.latest("t", policy, 0) == []
+    clock.now = 8.0
+    history.append("t", "m5", policy)  # offsets 3..5
+    clock.now = 12.0  # 3 and 4 are older than the ttl
+    assert history.latest("t", policy, 10) == [(Position(5, epoch), "m5")]
+    clock.now = 30.0
+    assert history.latest("t", policy, 10) == []
+
+
+def test_latest_makes_no_stream() -> None:
+    history: MemoryHistory[str] = MemoryHistory(max_streams=1)
+    policy = History(size=3, ttl=None)
+    at = history.append("kept", "m1", policy)
+    assert history.latest("never", policy, 10) == []
+    assert history.since("kept", Position(0, at.epoch), policy).missed == ["m1"]  # not evicted
+
+
 def test_streams_are_bounded_the_least_recently_used_is_forgotten() -> None:
     history: MemoryHistory[int] = MemoryHistory(max_streams=2)
     policy = History(size=10, ttl=None)
