@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from tests.support import (
     node,
     reap,
     serve_on,
+    skip_stage,
 )
 
 #: Where the browser client's scenarios run: the ``run_scenario`` fixture runs each in both.
@@ -185,9 +185,7 @@ def chromium() -> str:
     try:
         return chromium_executable()
     except NoBrowser as missing:
-        message = f"BROWSER STAGE SKIPPED: {missing}"
-        warnings.warn(message, stacklevel=1)
-        pytest.skip(message)
+        skip_stage("BROWSER", missing)
 
 
 @pytest.fixture

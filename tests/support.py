@@ -11,9 +11,10 @@ import socket
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import orjson
 import pytest
@@ -507,3 +508,11 @@ class NodeScenario:
 
 #: ``await run_scenario(url, name, *more)`` (the fixture).
 RunScenario = Callable[..., Awaitable[Scenario]]
+
+
+def skip_stage(stage: str, reason: object) -> NoReturn:
+    """Skip a test stage whose tool is missing, loudly: a warning in the summary, and the
+    reason on every skipped test (``AUTOBAHN STAGE SKIPPED: ...``)."""
+    message = f"{stage} STAGE SKIPPED: {reason}"
+    warnings.warn(message, stacklevel=2)
+    pytest.skip(message)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from tests.autobahn.harness import (
     failures,
     run_fuzzingclient,
 )
+from tests.support import skip_stage
 
 FULL = os.environ.get("CROSSWIRE_AUTOBAHN") == "full"
 
@@ -43,9 +43,7 @@ def wstest() -> Path:
     try:
         return ensure_wstest()
     except Unavailable as missing:
-        message = f"AUTOBAHN STAGE SKIPPED: {missing}"
-        warnings.warn(message, stacklevel=1)
-        pytest.skip(message)
+        skip_stage("AUTOBAHN", missing)
 
 
 def echo(peer: Peer, msg: Message) -> None:
