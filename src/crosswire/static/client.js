@@ -713,7 +713,8 @@ class Client {
       (error) => {
         if (this._presenceEvents.get(topic) !== waiting) return;
         this._presenceEvents.delete(topic);
-        this._report(error, "presence", topic);
+        // Lost with the connection (or closed): the rejoin lists the members again.
+        if (error?.code !== "UNAVAILABLE" && error?.code !== "CANCELLED") this._report(error, "presence", topic);
       },
     );
   }
