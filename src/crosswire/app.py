@@ -27,6 +27,9 @@ __all__ = ["WORKERS_NEED_A_BUS", "App", "HookProvider", "HttpHandler"]
 
 logger = logging.getLogger("crosswire.app")
 
+#: The acceptance of a handshake without an upgrade hook or subprotocol: one for all (frozen;
+#: each connection copies its context).
+_PLAIN_ACCEPT = Accept()
 #: The answer to a handshake whose Origin is not in ``App(origins=...)``.
 _FORBIDDEN_ORIGIN = Response(403, "origin not allowed")
 
@@ -201,7 +204,8 @@ class App:
         endpoint, subprotocol = checked
         hook = endpoint.hooks.upgrade
         if hook is None:
-            return self._reserve(request, Accept(subprotocol=subprotocol))
+            accept = _PLAIN_ACCEPT if subprotocol is None else Accept(subprotocol=subprotocol)
+            return self._reserve(request, accept)
         try:
             result = hook(request)
             if inspect.isawaitable(result):
@@ -226,7 +230,8 @@ class App:
         endpoint, subprotocol = checked
         hook = endpoint.hooks.upgrade
         if hook is None:
-            return self._reserve(request, Accept(subprotocol=subprotocol))
+            accept = _PLAIN_ACCEPT if subprotocol is None else Accept(subprotocol=subprotocol)
+            return self._reserve(request, accept)
         try:
             result = hook(request)
         except Exception:

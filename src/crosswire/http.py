@@ -17,44 +17,87 @@ from urllib.parse import parse_qsl
 __all__ = ["Accept", "Headers", "QueryParams", "Request", "Response", "client_address"]
 
 
-class _MultiMap(Mapping[str, str]):
-    """An immutable multi-valued mapping; ``m[key]`` is the first value, ``getlist`` all."""
+#: Header names most requests carry, one string for every connection's ``Headers``.
+_SHARED_KEYS = {
+    name: name
+    for name in (
+        "host",
+        "connection",
+        "upgrade",
+        "origin",
+        "user-agent",
+        "cookie",
+        "authorization",
+        "pragma",
+        "cache-control",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "forwarded",
+    )
+}
 
-    __slots__ = ("_index", "_items")
+
+class _MultiMap(Mapping[str, str]):
+    """An immutable multi-valued mapping; ``m[key]`` is the first value, ``getlist`` all.
+
+    Every connection keeps its request for its lifetime, so the pairs are kept flat in one
+    tuple (key, value, key, value, ...), the usual keys shared by every connection: a
+    connection's headers cost one tuple, not a dict of lists. Lookups scan it, which for a
+    request's few dozen pairs (the servers bound their number) is as fast as hashing."""
+
+    __slots__ = ("_flat",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items = [(self._key(k), str(v)) for k, v in items]
-        index: dict[str, list[str]] = {}
-        for k, v in self._items:
-            index.setdefault(k, []).append(v)
-        self._index = index
+        flat: list[str] = []
+        key = self._key
+        for k, v in items:
+            k = key(k)
+            flat.append(_SHARED_KEYS.get(k, k))  # (not sys.intern: clients choose names)
+            flat.append(str(v))
+        self._flat = tuple(flat)
 
     @staticmethod
     def _key(key: str) -> str:
         return key
 
     def __getitem__(self, key: str) -> str:
-        return self._index[self._key(key)][0]
+        key = self._key(key)
+        flat = self._flat
+        for i in range(0, len(flat), 2):
+            if flat[i] == key:
+                return flat[i + 1]
+        raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._key(key) in self._index
+        return isinstance(key, str) and self._key(key) in self._flat[::2]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
+        return iter(dict.fromkeys(self._flat[::2]))
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(set(self._flat[::2]))
 
     def getlist(self, key: str) -> list[str]:
         """Every value of ``key``, in the order received (empty if absent)."""
-        return list(self._index.get(self._key(key), ()))
+        key = self._key(key)
+        flat = self._flat
+        return [flat[i + 1] for i in range(0, len(flat), 2) if flat[i] == key]
 
     def items_all(self) -> list[tuple[str, str]]:
         """Every (key, value) pair, repeated keys included, in the order received."""
-        return list(self._items)
+        flat = self._flat
+        return list(zip(flat[::2], flat[1::2], strict=True))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._items!r})"
+        return f"{type(self).__name__}({self.items_all()!r})"
 
 
 class Headers(_MultiMap):
@@ -68,7 +111,7 @@ class Headers(_MultiMap):
 
     def __repr__(self) -> str:
         # Never print header values: they carry cookies and tokens.
-        return f"Headers({sorted(self._index)!r})"
+        return f"Headers({sorted(self)!r})"
 
 
 class QueryParams(_MultiMap):
@@ -81,7 +124,7 @@ class QueryParams(_MultiMap):
         return cls(parse_qsl(query_string, keep_blank_values=True))
 
     def __repr__(self) -> str:
-        return f"QueryParams({sorted(self._index)!r})"
+        return f"QueryParams({sorted(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)

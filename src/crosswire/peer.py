@@ -260,6 +260,8 @@ class Message:
 
 
 _OPEN, _MESSAGE, _CLOSE, _DRAIN = range(4)
+#: The topics of a peer that never subscribed (shared; replaced by a set on the first).
+_NO_TOPICS: frozenset[str] = frozenset()
 #: The reason of the 1008 that ends a session past its expiry (:meth:`Peer.expire_at`).
 SESSION_EXPIRED = "Session expired"
 _STATE_OPEN = ReadyState.OPEN  # a module global: the hot paths compare against it
@@ -334,7 +336,9 @@ class Peer:
         self.context: dict[str, Any] = dict(context or {})
         #: The WebSocket ``readyState`` (read it; the peer changes it).
         self.ready_state = ReadyState.OPEN
-        self._topics: set[str] = set()
+        #: Its topics: a shared empty frozenset until the first subscribe (most idle
+        #: connections of the hooks layer never subscribe).
+        self._topics: set[str] | frozenset[str] = _NO_TOPICS
         self._close_sent: tuple[int, str] | None = None
         self._write_paused = False
         #: Writes one text frame already encoded (UTF-8 bytes) as it is: the transport's own
@@ -346,7 +350,7 @@ class Peer:
         #: between two checks (the largest write), which may wait on top of the limit.
         self._buffer_seen = 0
         self._largest_write = 0
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] | None = None  # (made when one waits)
         self._inbox: collections.deque[tuple[int, Any, Any]] | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -444,13 +448,17 @@ class Peer:
                     {"limit": limit},
                     retryable=False,  # not until the connection leaves a topic
                 )
-            self._topics.add(topic)
+            topics = self._topics
+            if not isinstance(topics, set):
+                topics = self._topics = set()
+            topics.add(topic)
             self._app.hub.subscribe(self, topic)
 
     def unsubscribe(self, topic: str) -> None:
         """Leave ``topic``."""
-        if topic in self._topics:
-            self._topics.discard(topic)
+        topics = self._topics
+        if topic in topics and isinstance(topics, set):
+            topics.discard(topic)
             self._app.hub.unsubscribe(self, topic)
 
     def publish(self, topic: str, data: object) -> int:
@@ -526,11 +534,13 @@ class Peer:
         if not self._write_paused or self.ready_state is ReadyState.CLOSED:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(fut)
         try:
             await fut
         finally:
-            if fut in self._drain_waiters:
+            if self._drain_waiters is not None and fut in self._drain_waiters:
                 self._drain_waiters.remove(fut)
 
     # -- the layers above: the Hub and the router ----------------------------------------
@@ -663,7 +673,7 @@ class Peer:
             self._expiry = None
         self._app.hub.remove(self)
         self._user_id = None
-        self._topics.clear()
+        self._topics = _NO_TOPICS
         self._app.peer_closed(self)
         self._release_drain_waiters()
         if self._inbox is None:
@@ -699,8 +709,8 @@ class Peer:
     # -- hook running ----------------------------------------------------------------------
 
     def _release_drain_waiters(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for fut in waiters:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for fut in waiters or ():
             if not fut.done():
                 fut.set_result(None)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from crosswire import Accept, Headers, QueryParams, Request, Response
 
 
@@ -57,3 +59,20 @@ def test_response_adds_content_type_unless_given() -> None:
 def test_accept_defaults_open_with_nothing_extra() -> None:
     accept = Accept()
     assert (dict(accept.headers), accept.subprotocol, dict(accept.context)) == ({}, None, {})
+
+
+def test_headers_iterate_each_name_once_in_order_and_share_the_usual_names() -> None:
+    headers = Headers([("Host", "a"), ("X-Trace", "1"), ("x-trace", "2"), ("Origin", "o")])
+    assert list(headers) == ["host", "x-trace", "origin"] and len(headers) == 3
+    assert headers.items_all() == [
+        ("host", "a"),
+        ("x-trace", "1"),
+        ("x-trace", "2"),
+        ("origin", "o"),
+    ]
+    assert "X-TRACE" in headers and "cookie" not in headers
+    with pytest.raises(KeyError):
+        headers["cookie"]
+    other = Headers([("HOST", "b")])
+    # Every connection keeps its request: the common names are one string for all of them.
+    assert next(iter(headers)) is next(iter(other))

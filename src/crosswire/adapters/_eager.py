@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..eager import Resume
 from ..peer import high_water
+from ._gate import ReadGate
 
 if TYPE_CHECKING:
     from ..cork import Cork
@@ -89,8 +90,7 @@ class EagerTransport:
         self._close_sent = False
         self._gone = False
         self._abort_timer: asyncio.TimerHandle | None = None
-        self._read_gate = asyncio.Event()
-        self._read_gate.set()
+        self._read_gate = ReadGate()
         self.peer: Peer | None = None
         self.cork: Cork | None = None
 
@@ -113,7 +113,7 @@ class EagerTransport:
         if self._close is not None or self._gone:
             return
         self._close = (code, reason)
-        self._read_gate.set()  # the client's close frame must be read
+        self._read_gate.open()  # the client's close frame must be read
         self._abort_timer = asyncio.get_running_loop().call_later(self._close_timeout, self.abort)
         if self._backlog is None:  # nothing in flight: a task sends the close frame now
             self._start_task(None, 0)
@@ -121,7 +121,7 @@ class EagerTransport:
 
     def abort(self) -> None:
         self._gone = True
-        self._read_gate.set()  # the adapter's receive loop must see the end
+        self._read_gate.open()  # the adapter's receive loop must see the end
         if self._backlog is not None:
             self._backlog.clear()
         self._backlog_bytes = 0
@@ -130,17 +130,17 @@ class EagerTransport:
         self._abort()
 
     def pause_reading(self) -> None:
-        self._read_gate.clear()
+        self._read_gate.pause()
 
     def resume_reading(self) -> None:
-        self._read_gate.set()
+        self._read_gate.open()
 
     # -- used by the adapter ---------------------------------------------------------------
 
     @property
     def reading_paused(self) -> bool:
         """Whether the peer asked to stop reading (its inbound queue is full)."""
-        return not self._read_gate.is_set()
+        return self._read_gate.paused
 
     async def wait_reading(self) -> None:
         """Return once reading is allowed again (or the connection is closing)."""
@@ -253,4 +253,4 @@ class EagerTransport:
         # receive loop is about to see it end. Nothing more can be written.
         logger.debug("send failed, connection is gone: %r", exc)
         self._gone = True
-        self._read_gate.set()
+        self._read_gate.open()

@@ -24,6 +24,7 @@ from ..cork import Cork
 from ..http import Accept, Headers, Request, Response
 from ..logs import library_logger
 from ..peer import Peer, high_water
+from ._gate import ReadGate
 
 __all__ = ["create_server"]
 
@@ -69,7 +70,7 @@ class _Connection(ServerConnection):
 
 
 class _Transport:
-    __slots__ = ("_closing", "_conn", "_protocol", "_read_gate", "_transport", "cork")
+    __slots__ = ("_closing", "_conn", "_protocol", "_transport", "cork", "gate")
 
     def __init__(self, conn: _Connection, cork: Cork | None) -> None:
         self.cork = cork
@@ -77,8 +78,7 @@ class _Transport:
         self._protocol = conn.protocol
         self._transport = conn.transport
         self._closing: asyncio.Task[None] | None = None
-        self._read_gate = asyncio.Event()
-        self._read_gate.set()
+        self.gate = ReadGate()
 
     def send_text(self, payload: str | bytes) -> None:
         protocol = self._protocol
@@ -99,19 +99,19 @@ class _Transport:
         self._conn.peer = peer
 
     def close(self, code: int, reason: str) -> None:
-        self._read_gate.set()
+        self.gate.open()
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._conn.close(code, reason))
 
     def abort(self) -> None:
-        self._read_gate.set()
+        self.gate.open()
         self._transport.abort()
 
     def pause_reading(self) -> None:
-        self._read_gate.clear()
+        self.gate.pause()
 
     def resume_reading(self) -> None:
-        self._read_gate.set()
+        self.gate.open()
 
 
 def _request(conn: ServerConnection, ws_request: WsRequest) -> Request:
@@ -181,8 +181,8 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         cork = Cork.of(conn.transport, limits.coalesce_writes)
         transport = _Transport(conn, cork)
         peer = app.connect(transport, _request(conn, conn.request), accept.chosen(conn.subprotocol))
-        gate = transport._read_gate
         receive = peer._receive_data
+        gate = transport.gate
         writes = app.hub.writes
         # Frames websockets has parsed and not yet handed over: while there are more, what
         # this turn of the loop writes is held and leaves together (crosswire.cork). A
@@ -197,7 +197,7 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
                 receive(data, type(data) is not str)
                 if cork is not None and bool(pending) is not cork.held:
                     writes.after_message(cork, bool(pending))
-                if not gate.is_set():
+                if gate.paused:
                     await gate.wait()
         except ConnectionClosed:
             pass  # the connection ended: `finally` reports how
