@@ -5,6 +5,7 @@ Add it to any ``web.Application`` route, next to the application's HTTP handlers
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -55,6 +56,30 @@ def _close_info(msg: WSMessage) -> tuple[int, str]:
     return 1006, ""
 
 
+class _Wire:
+    """What the EagerTransport calls to write to aiohttp's WebSocketResponse (bound methods
+    of one small object, where closures would cost every connection a function and its
+    cells each)."""
+
+    __slots__ = ("_raw", "_send_frame", "_ws")
+
+    def __init__(self, ws: web.WebSocketResponse, raw: asyncio.Transport | None) -> None:
+        self._ws = ws
+        self._raw = raw
+        self._send_frame = ws.send_frame
+
+    def send_one(self, payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
+        data = payload.encode() if type(payload) is str else payload
+        return self._send_frame(data, _TEXT if text else _BINARY)  # type: ignore[arg-type]
+
+    async def send_close(self, code: int, reason: str) -> None:
+        await self._ws.close(code=code, message=reason.encode())
+
+    def abort(self) -> None:
+        if self._raw is not None:
+            self._raw.abort()
+
+
 def handler(app: App) -> Handler:
     """An aiohttp handler serving ``app``'s hooks on the route it is added to.
 
@@ -94,26 +119,14 @@ def handler(app: App) -> Handler:
         if raw is not None:
             raw.set_write_buffer_limits(high=water)
 
-        send_frame = ws.send_frame
-
-        def send_one(payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
-            data = payload.encode() if type(payload) is str else payload
-            return send_frame(data, _TEXT if text else _BINARY)  # type: ignore[arg-type]
-
-        async def send_close(code: int, reason: str) -> None:
-            await ws.close(code=code, message=reason.encode())
-
-        def abort() -> None:
-            if raw is not None:
-                raw.abort()
-
+        wire = _Wire(ws, raw)
         transport = EagerTransport(
-            send_one,
-            send_close,
-            abort,
+            wire.send_one,
+            wire.send_close,
+            wire.abort,
             close_timeout=limits.close_timeout,
             send_buffer_limit=limits.send_buffer_limit,
-            extra_buffered=(lambda: raw.get_write_buffer_size()) if raw is not None else None,
+            extra_buffered=raw.get_write_buffer_size if raw is not None else None,
             # send_one calls aiohttp's own send_frame, which neither sets context variables nor
             # looks at the current task.
             trusted_send=True,

@@ -80,8 +80,8 @@ FRAMES_FLUSH_AT = 64 * 1024
 
 class _Frames:
     """A connection's writes held in a batch (a :class:`~crosswire.cork.Hold`): while held,
-    the transport's ``send_text``/``send_binary`` append frames here instead of sending them
-    through picows, and :meth:`release` writes them in one call to the connection's asyncio
+    the transport's ``send_text`` (and ``send_binary``) append frames here instead of sending
+    them through picows, and :meth:`release` writes them in one call to the connection's asyncio
     transport (after anything picows itself wrote earlier: that transport's buffer keeps the
     order). Held frames are written before a close frame that crosswire sends (a server close,
     the answer to a client's close). When picows closes on its own (a protocol error in the
@@ -104,14 +104,12 @@ class _Frames:
         if not self.held and not self._transport._ws.is_close_frame_sent:
             self.held = True
             self._transport.send_text = self._text
-            self._transport.send_binary = self._binary
 
     def release(self) -> None:
         if self.held:
             self.held = False
             transport = self._transport
             transport.send_text = transport._send_text
-            transport.send_binary = transport._send_binary
             if self._frames:
                 self._write()
 
@@ -158,12 +156,10 @@ class _Transport:
         "_listener",
         "_loop",
         "_raw",
-        "_send_binary",
         "_send_text",
         "_timeout",
         "_ws",
         "cork",
-        "send_binary",
         "send_text",
     )
 
@@ -178,12 +174,18 @@ class _Transport:
         self._closer: asyncio.TimerHandle | None = None
         # picows' send is compiled: bound here, a send costs no Python frame of ours.
         self._send_text: Callable[[str | bytes], None] = functools.partial(ws.send, _TEXT)
-        self._send_binary: Callable[[bytes], None] = functools.partial(ws.send, _BINARY)
         # Replaced by _Frames' own while a batch holds the connection.
         self.send_text: Callable[[str | bytes], None] = self._send_text
-        self.send_binary: Callable[[bytes], None] = self._send_binary
         self._frames = _Frames(self, min(FRAMES_FLUSH_AT, high)) if hold else None
         self.cork: Hold | None = self._frames
+
+    def send_binary(self, payload: bytes) -> None:
+        # (Rare next to text: a method, where a second partial would cost every connection.)
+        frames = self._frames
+        if frames is not None and frames.held:
+            frames._binary(payload)
+        else:
+            self._ws.send(_BINARY, payload)
 
     def buffered_amount(self) -> int:
         held = self._frames.size if self._frames is not None else 0
