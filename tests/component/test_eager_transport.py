@@ -4,6 +4,7 @@ one task, and the sends behind it follow in order. Driven with real asyncio futu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -52,14 +53,34 @@ class Signals:
         self.events.append("resume")
 
 
+class WireTransport(EagerTransport):
+    """An adapter's transport, writing to a :class:`Wire`; ``in_server`` stands for the
+    server's own buffer (aiohttp's), when given."""
+
+    __slots__ = ("in_server", "wire")
+
+    def __init__(self, wire: Wire, limit: int, in_server: list[int] | None = None) -> None:
+        super().__init__(
+            close_timeout=1.0, send_buffer_limit=limit, hands_over=in_server is not None
+        )
+        self.wire = wire
+        self.in_server = in_server
+
+    def _send_one(self, payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
+        return self.wire.send_one(payload, text)
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        await self.wire.send_close(code, reason)
+
+    def _drop(self) -> None:
+        self.wire.abort()
+
+    def _server_buffered(self) -> int:
+        return self.in_server[0] if self.in_server is not None else 0
+
+
 def make(wire: Wire, limit: int = 1000) -> tuple[EagerTransport, Signals]:
-    transport = EagerTransport(
-        wire.send_one,
-        wire.send_close,
-        wire.abort,
-        close_timeout=1.0,
-        send_buffer_limit=limit,
-    )
+    transport = WireTransport(wire, limit)
     signals = Signals()
     transport.bind(signals)  # type: ignore[arg-type]
     return transport, signals
@@ -170,14 +191,7 @@ async def test_a_server_buffer_is_not_counted_twice() -> None:
     frame over is counted there only."""
     wire = Wire()
     in_server = [0]
-    transport = EagerTransport(
-        wire.send_one,
-        wire.send_close,
-        wire.abort,
-        close_timeout=1.0,
-        send_buffer_limit=10_000,
-        extra_buffered=lambda: in_server[0],
-    )
+    transport = WireTransport(wire, 10_000, in_server)
     transport.bind(Signals())  # type: ignore[arg-type]
     wire.unblocked.clear()
     in_server[0] = 600

@@ -21,7 +21,7 @@ import asyncio
 import collections
 import contextvars
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..eager import Resume
@@ -39,20 +39,18 @@ logger = logging.getLogger("crosswire.adapters")
 #: The default high-water mark (lowered to ``Limits.send_buffer_limit`` if that is smaller).
 HIGH_WATER = 64 * 1024
 
-SendOne = Callable[[str | bytes, bool], Coroutine[Any, Any, None]]
-SendClose = Callable[[int, str], Coroutine[Any, Any, None]]
-
 
 def _size(payload: str | bytes) -> int:
     return len(payload.encode()) if isinstance(payload, str) else len(payload)
 
 
 class EagerTransport:
-    """The Transport of an adapter whose native send must be awaited.
+    """The Transport of an adapter whose native send must be awaited: each adapter subclasses
+    it with ``_send_one``, ``_send_close`` and ``_drop`` (methods, so that an idle connection
+    keeps no closures), and ``_server_buffered`` when its server has a write buffer of its own.
 
-    ``extra_buffered`` reports the server's own write buffer (aiohttp); with it, a send counts
-    as handed over once the server has it. Without it (ASGI), a send counts until its
-    coroutine has finished.
+    With a server buffer (aiohttp, ``hands_over``), a send counts as handed over once the
+    server has it. Without one (ASGI), a send counts until its coroutine has finished.
 
     Unless ``trusted_send``, each send's first step runs in a copy of the caller's context and
     only inside a task: unknown code may wrap the send (ASGI middleware such as OpenTelemetry's
@@ -61,25 +59,40 @@ class EagerTransport:
     both, which are most of the cost of a fan-out.
     """
 
+    __slots__ = (
+        "_abort_timer",
+        "_backlog",
+        "_backlog_bytes",
+        "_close",
+        "_close_sent",
+        "_close_timeout",
+        "_gone",
+        "_leftover",
+        "_low_water",
+        "_paused",
+        "_read_gate",
+        "_task",
+        "_trusted",
+        "cork",
+        "hands_over",
+        "high_water",
+        "peer",
+    )
+
     def __init__(
         self,
-        send_one: SendOne,
-        send_close: SendClose,
-        abort: Callable[[], None],
         *,
         close_timeout: float,
         send_buffer_limit: int,
-        extra_buffered: Callable[[], int] | None = None,
+        hands_over: bool = False,
         trusted_send: bool = False,
     ) -> None:
-        self._send_one = send_one
         self._trusted = trusted_send
-        self._send_close = send_close
-        self._abort = abort
         self._close_timeout = close_timeout
         self.high_water = high_water(send_buffer_limit, HIGH_WATER)
         self._low_water = self.high_water // 4
-        self._extra_buffered = extra_buffered
+        #: Whether the server has a write buffer of its own (``_server_buffered``).
+        self.hands_over = hands_over
         #: Sends waiting behind one in flight; None while nothing is in flight.
         self._backlog: collections.deque[tuple[str | bytes, bool]] | None = None
         self._backlog_bytes = 0
@@ -94,6 +107,24 @@ class EagerTransport:
         self.peer: Peer | None = None
         self.cork: Cork | None = None
 
+    # -- what each adapter writes with ---------------------------------------------------------
+
+    def _send_one(self, payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
+        """The server's send of one message (a coroutine, stepped eagerly)."""
+        raise NotImplementedError
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        """The server's close."""
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        """End the connection now, without a close handshake."""
+        raise NotImplementedError
+
+    def _server_buffered(self) -> int:
+        """Bytes in the server's own write buffer (with ``hands_over``)."""
+        return 0
+
     # -- Transport -------------------------------------------------------------------------
 
     def bind(self, peer: Peer) -> None:
@@ -106,8 +137,7 @@ class EagerTransport:
         self._send(payload, False)
 
     def buffered_amount(self) -> int:
-        extra = self._extra_buffered() if self._extra_buffered is not None else 0
-        return self._backlog_bytes + extra
+        return self._backlog_bytes + self._server_buffered()
 
     def close(self, code: int, reason: str) -> None:
         if self._close is not None or self._gone:
@@ -127,7 +157,7 @@ class EagerTransport:
         self._backlog_bytes = 0
         if self._task is not None:
             self._task.cancel()
-        self._abort()
+        self._drop()
 
     def pause_reading(self) -> None:
         self._read_gate.pause()
@@ -192,7 +222,7 @@ class EagerTransport:
         # It suspended: finish it, and what follows, in a task.
         rest = Resume(coro, waiting_on)
         # Handed to a server with its own buffer, the frame is counted there already.
-        in_flight = 0 if self._extra_buffered is not None else _size(payload)
+        in_flight = 0 if self.hands_over else _size(payload)
         self._backlog = collections.deque()
         self._backlog_bytes = in_flight
         self._start_task(rest, in_flight, context)
@@ -210,7 +240,7 @@ class EagerTransport:
     async def _drain(self, first: Resume | None, in_flight: int) -> None:
         backlog = self._backlog
         assert backlog is not None
-        handed_over = self._extra_buffered is not None
+        handed_over = self.hands_over
         try:
             if first is not None:
                 self._leftover = None

@@ -14,7 +14,7 @@ from aiohttp import WebSocketError, WSMessage, WSMsgType, web
 from ..app import App
 from ..cork import Cork
 from ..http import Headers, Request, Response
-from ..limits import message_size, surely_within
+from ..limits import Limits, message_size, surely_within
 from ..logs import filter_library_logger
 from ..peer import high_water, receivable_close_code
 from ._eager import HIGH_WATER, EagerTransport
@@ -56,28 +56,39 @@ def _close_info(msg: WSMessage) -> tuple[int, str]:
     return 1006, ""
 
 
-class _Wire:
-    """What the EagerTransport calls to write to aiohttp's WebSocketResponse (bound methods
-    of one small object, where closures would cost every connection a function and its
-    cells each)."""
+class _Transport(EagerTransport):
+    """Writes through aiohttp's WebSocketResponse: its own ``send_frame`` (which sets no
+    context variable and looks at no task, so sends are trusted), and its socket's buffer
+    counted as the server's."""
 
     __slots__ = ("_raw", "_send_frame", "_ws")
 
-    def __init__(self, ws: web.WebSocketResponse, raw: asyncio.Transport | None) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, raw: asyncio.Transport | None, limits: Limits
+    ) -> None:
+        super().__init__(
+            close_timeout=limits.close_timeout,
+            send_buffer_limit=limits.send_buffer_limit,
+            hands_over=raw is not None,
+            trusted_send=True,
+        )
         self._ws = ws
         self._raw = raw
         self._send_frame = ws.send_frame
 
-    def send_one(self, payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
+    def _send_one(self, payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
         data = payload.encode() if type(payload) is str else payload
         return self._send_frame(data, _TEXT if text else _BINARY)  # type: ignore[arg-type]
 
-    async def send_close(self, code: int, reason: str) -> None:
+    async def _send_close(self, code: int, reason: str) -> None:
         await self._ws.close(code=code, message=reason.encode())
 
-    def abort(self) -> None:
+    def _drop(self) -> None:
         if self._raw is not None:
             self._raw.abort()
+
+    def _server_buffered(self) -> int:
+        return self._raw.get_write_buffer_size() if self._raw is not None else 0
 
 
 def handler(app: App) -> Handler:
@@ -119,18 +130,7 @@ def handler(app: App) -> Handler:
         if raw is not None:
             raw.set_write_buffer_limits(high=water)
 
-        wire = _Wire(ws, raw)
-        transport = EagerTransport(
-            wire.send_one,
-            wire.send_close,
-            wire.abort,
-            close_timeout=limits.close_timeout,
-            send_buffer_limit=limits.send_buffer_limit,
-            extra_buffered=raw.get_write_buffer_size if raw is not None else None,
-            # send_one calls aiohttp's own send_frame, which neither sets context variables nor
-            # looks at the current task.
-            trusted_send=True,
-        )
+        transport = _Transport(ws, raw, limits)
         cork = transport.cork = Cork.of(raw, limits.coalesce_writes)  # before the peer reads it
         peer = app.connect(
             transport,

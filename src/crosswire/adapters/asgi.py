@@ -15,7 +15,7 @@ from typing import Any
 
 from ..app import App
 from ..http import Headers, Request, Response
-from ..limits import message_size, surely_within
+from ..limits import Limits, message_size, surely_within
 from ..logs import filter_library_logger
 from ._eager import EagerTransport
 
@@ -42,6 +42,39 @@ def _request(scope: Scope) -> Request:
 #: The last UTF-8 payload decoded for an ASGI server and its text. A publish hands the same
 #: bytes object to every subscriber in turn, so it is decoded once, not once per subscriber.
 _last_decoded: tuple[bytes, str] = (b"", "")
+
+
+class _Transport(EagerTransport):
+    """Writes through the ASGI ``send`` (which middleware may wrap: sends are not trusted).
+    ASGI cannot drop a connection: dropping it cancels the handler serving it, and the server
+    then closes it."""
+
+    __slots__ = ("_asgi_send", "_handler_task", "aborted", "disconnected")
+
+    def __init__(self, send: Send, handler_task: asyncio.Task[Any] | None, limits: Limits) -> None:
+        super().__init__(
+            close_timeout=limits.close_timeout, send_buffer_limit=limits.send_buffer_limit
+        )
+        self._asgi_send = send
+        self._handler_task = handler_task
+        #: Whether _drop() cancelled the handler; whether the handler is past its loop.
+        self.aborted = False
+        self.disconnected = False
+
+    async def _send_one(self, payload: str | bytes, text: bool) -> None:
+        if text:
+            await self._asgi_send({"type": "websocket.send", "text": _as_text(payload)})
+        else:
+            await self._asgi_send({"type": "websocket.send", "bytes": payload})
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        if not self.disconnected:
+            await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def _drop(self) -> None:
+        if not self.aborted and not self.disconnected and self._handler_task is not None:
+            self.aborted = True
+            self._handler_task.cancel()
 
 
 def _as_text(payload: str | bytes) -> str:
@@ -144,35 +177,7 @@ class ASGIApp:
                 "headers": _raw_headers(list(result.headers.items())),
             }
         )
-        disconnected = False
-
-        async def send_one(payload: str | bytes, text: bool) -> None:
-            if text:
-                await send({"type": "websocket.send", "text": _as_text(payload)})
-            else:
-                await send({"type": "websocket.send", "bytes": payload})
-
-        async def send_close(code: int, reason: str) -> None:
-            if not disconnected:
-                await send({"type": "websocket.close", "code": code, "reason": reason})
-
-        handler_task = asyncio.current_task()
-        aborted = False
-
-        def abort() -> None:
-            # ASGI cannot drop a connection: stop serving it; the server then closes it.
-            nonlocal aborted
-            if not aborted and not disconnected and handler_task is not None:
-                aborted = True
-                handler_task.cancel()
-
-        transport = EagerTransport(
-            send_one,
-            send_close,
-            abort,
-            close_timeout=app.limits.close_timeout,
-            send_buffer_limit=app.limits.send_buffer_limit,
-        )
+        transport = _Transport(send, asyncio.current_task(), app.limits)
         peer = app.connect(
             transport,
             request,
@@ -199,7 +204,7 @@ class ASGIApp:
                     reason = str(event.get("reason") or "")
                     break
         except asyncio.CancelledError:
-            if not aborted:
+            if not transport.aborted:
                 raise
             task = asyncio.current_task()
             if task is not None:
@@ -207,7 +212,7 @@ class ASGIApp:
         except OSError:
             pass  # the connection ended: `finally` reports how
         finally:
-            disconnected = True  # from here on abort() cannot cancel this handler
+            transport.disconnected = True  # from here on _drop() cannot cancel this handler
             try:
                 await transport.aclose()
             finally:
