@@ -31,6 +31,10 @@ __all__ = ["create_server"]
 _OPEN = State.OPEN
 
 
+#: What an open connection keeps as its handshake request (see ``handler``).
+_HANDSHAKE_DONE = WsRequest("/", WsHeaders())
+
+
 class _Connection(ServerConnection):
     """A ``ServerConnection`` that tells its peer when writing pauses and resumes, has it
     check its send buffer after a read while paused (the pongs websockets wrote), and reads
@@ -181,6 +185,11 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
         cork = Cork.of(conn.transport, limits.coalesce_writes)
         transport = _Transport(conn, cork)
         peer = app.connect(transport, _request(conn, conn.request), accept.chosen(conn.subprotocol))
+        # The peer keeps its own Request. websockets reads its handshake request and response
+        # only during the handshake, and afterwards checks only that a request came (a None
+        # request would make the next frame a handshake): a shared stand-in replaces it, so
+        # that an open connection does not keep its headers twice (about 2 KiB).
+        conn.request, conn.response, conn.accept = _HANDSHAKE_DONE, None, None
         receive = peer._receive_data
         gate = transport.gate
         writes = app.hub.writes
