@@ -340,7 +340,7 @@ class App:
             endpoint.hooks,
             endpoint.inline,
             transport,
-            request,
+            request.opened(),
             dialect=chosen[0],
             subprotocol=accept.subprotocol,
             context=dict(accept.context),

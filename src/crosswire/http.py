@@ -14,7 +14,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["Accept", "Headers", "QueryParams", "Request", "Response", "client_address"]
+__all__ = [
+    "HANDSHAKE_HEADERS",
+    "Accept",
+    "Headers",
+    "QueryParams",
+    "Request",
+    "Response",
+    "client_address",
+]
 
 
 #: Header names most requests carry, one string for every connection's ``Headers``.
@@ -127,6 +135,18 @@ class QueryParams(_MultiMap):
         return f"QueryParams({sorted(self)!r})"
 
 
+#: The headers only the WebSocket handshake reads; an open connection's request drops them.
+HANDSHAKE_HEADERS = frozenset(
+    {
+        "connection",
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """The HTTP request that asked to open a WebSocket.
@@ -157,6 +177,13 @@ class Request:
     def is_websocket(self) -> bool:
         """Whether the request asks to upgrade to WebSocket."""
         return self.headers.get("upgrade", "").lower() == "websocket"
+
+    def opened(self) -> Request:
+        """This request as an open connection keeps it (``peer.request``): without the
+        headers only the handshake reads (:data:`HANDSHAKE_HEADERS`), which every connection
+        would otherwise keep for its lifetime."""
+        kept = [(k, v) for k, v in self.headers.items_all() if k not in HANDSHAKE_HEADERS]
+        return Request(self.path, self.query_string, Headers(kept), self.remote_address)
 
     def __repr__(self) -> str:
         return f"Request(path={self.path!r}, remote_address={self.remote_address!r})"

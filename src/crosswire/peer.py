@@ -331,6 +331,8 @@ class Peer:
         #: it for a burst of publishes (:mod:`crosswire.cork`).
         self.cork: Hold | None = getattr(transport, "cork", None)  # (custom ones may lack it)
         self.id: str = str(uuid.uuid4())
+        #: The request that opened the connection, as kept for its lifetime: without the
+        #: headers only the handshake reads (:meth:`Request.opened`).
         self.request = request
         self.subprotocol = subprotocol
         self.context: dict[str, Any] = dict(context or {})

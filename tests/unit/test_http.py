@@ -76,3 +76,27 @@ def test_headers_iterate_each_name_once_in_order_and_share_the_usual_names() -> 
     other = Headers([("HOST", "b")])
     # Every connection keeps its request: the common names are one string for all of them.
     assert next(iter(headers)) is next(iter(other))
+
+
+def test_an_open_connection_keeps_its_request_without_the_handshakes_own_headers() -> None:
+    request = Request(
+        "/ws",
+        "room=1",
+        Headers(
+            [
+                ("Host", "h"),
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", "k"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Extensions", "permessage-deflate"),
+                ("Sec-WebSocket-Protocol", "chat"),
+                ("Cookie", "c=1"),
+            ]
+        ),
+        "10.0.0.1",
+    )
+    kept = request.opened()
+    assert list(kept.headers) == ["host", "sec-websocket-protocol", "cookie"]
+    assert kept.subprotocols == ["chat"] and kept.query["room"] == "1"
+    assert (kept.path, kept.remote_address) == ("/ws", "10.0.0.1")

@@ -137,6 +137,7 @@ def handler(app: App) -> Handler:
             request,
             result.chosen(subprotocol),
         )
+        del request  # (the peer keeps its own: this one would live as long as the connection)
         received: tuple[int, str] = (1006, "")
         writes = app.hub.writes
         # Messages aiohttp has parsed and not yet handed over: while there are more, what

@@ -223,7 +223,7 @@ class _Transport:
 class _Listener(WSListener):
     def __init__(self, app: App, request: Request, accept: Accept) -> None:
         self._app = app
-        self._request = request
+        self._request: Request | None = request  # (until the connection opens)
         self._accept = accept
         self._max = app.limits.max_message_size
         self._parts: list[bytes] = []
@@ -244,9 +244,11 @@ class _Listener(WSListener):
         self._cork = self._transport.cork
         # picows does not expose the client address during its handshake; add it now.
         peername = transport.underlying_transport.get_extra_info("peername")
+        assert self._request is not None
         request = dataclasses.replace(
             self._request, remote_address=str(peername[0]) if peername else None
         )
+        self._request = None
         self.peer = self._app.connect(self._transport, request, self._accept)
         self._receive = self.peer._receive_data
 
