@@ -222,7 +222,9 @@ class WorkerPool:
     def _exited(self, slot: _Slot, pid: int, code: int) -> None:
         how = _how(code)
         if self._draining_since is not None:
-            if code != 0:
+            # Not said: stopped by SIGTERM before it had its handlers, or failed to start as
+            # the worker being reported did.
+            if code not in (0, -signal.SIGTERM) and not slot.said.startswith(_FAILED):
                 logger.warning("worker %d %s while stopping", pid, how)
             return
         if not self._started and not slot.ready:
