@@ -205,19 +205,17 @@ class WorkerPool:
             slot.status = None
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, wait_status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
+        """Collect the workers that exited (only them: the process may have other children)."""
+        for slot in self._slots:
+            if slot.pid is None:
+                continue
+            pid, wait_status = os.waitpid(slot.pid, os.WNOHANG)
             if pid == 0:
-                return
-            slot = next((s for s in self._slots if s.pid == pid), None)
-            if slot is not None:
-                while slot.status is not None:  # what it wrote before it exited
-                    self._on_status(slot)
-                slot.pid = None
-                self._exited(slot, pid, os.waitstatus_to_exitcode(wait_status))
+                continue
+            while slot.status is not None:  # what it wrote before it exited
+                self._on_status(slot)
+            slot.pid = None
+            self._exited(slot, pid, os.waitstatus_to_exitcode(wait_status))
 
     def _exited(self, slot: _Slot, pid: int, code: int) -> None:
         how = _how(code)
