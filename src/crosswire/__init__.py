@@ -20,6 +20,7 @@ from .errors import (
     ErrorCode,
     JoinRefused,
     ValidationError,
+    WorkerError,
     WsError,
     is_retryable,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "RpcContext",
     "RunningServer",
     "ValidationError",
+    "WorkerError",
     "WsError",
     "__version__",
     "aiohttp_handler",

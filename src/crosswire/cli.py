@@ -6,11 +6,12 @@
 
 ``run`` imports ``MODULE`` (the current directory is on the import path, as with uvicorn) and
 serves its ``App`` until SIGINT or SIGTERM, which close every connection with 1001; with
-``--workers N``, from N processes, which the App's bus (Redis) must connect: without one, it
-refuses to start. ``demo`` serves the chat demo of :mod:`crosswire.demo`. Once listening, both
-print one line with the address (``ws://...``) on standard output. ``types`` writes the
-TypeScript types of the App's messages, RPCs and topics (:mod:`crosswire.typescript`) to
-``FILE``, or to standard output.
+``--workers N``, from N processes on one port, which the App's bus (Redis) must connect:
+without one, it refuses to start. A worker that dies is replaced; one that keeps dying stops
+them all (exit status 1). ``demo`` serves the chat demo of :mod:`crosswire.demo`. Once
+listening, both print one line with the address (``ws://...``) on standard output. ``types``
+writes the TypeScript types of the App's messages, RPCs and topics
+(:mod:`crosswire.typescript`) to ``FILE``, or to standard output.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .app import App
-from .errors import ConfigurationError
+from .errors import ConfigurationError, WorkerError
 from .server import SERVERS, RunningServer, ServerName, serve
 
 __all__ = ["load_app", "main"]
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"crosswire: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    except ConfigurationError as exc:
+    except (ConfigurationError, WorkerError) as exc:
         print(f"crosswire: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -10,6 +10,8 @@ The tree::
      │                          unreadable; handed to the Hub's ``on_error``, raised only by
      │                          ``flush()``, the reads ``presence()`` and ``history()``, and
      │                          the ``Emitter``
+     ├── WorkerError            ``serve(..., workers=N)`` could not go on: a worker failed
+     │                          before it was listening, or kept dying (too many restarts)
      └── WsError                an error to send to a client: ``code`` (an ErrorCode),
           │                     ``message``, ``details``, retry hints; raise it in a handler
           │                     or build one with ``WsError.wrap(exc, code, ...)``
@@ -40,6 +42,7 @@ __all__ = [
     "ErrorCode",
     "JoinRefused",
     "ValidationError",
+    "WorkerError",
     "WsError",
     "is_retryable",
 ]
@@ -70,6 +73,13 @@ class BusError(CrosswireError):
     """The pub/sub bus failed: a connection to Redis was lost or refused, messages were
     dropped, or a message on the bus could not be read. Serving goes on: the Hub reports these
     to its ``on_error`` callback and reconnects by itself."""
+
+
+class WorkerError(CrosswireError):
+    """The workers of ``serve(..., workers=N)`` could not go on serving: one failed before
+    it was listening, or one died more often than it may be restarted. Every worker has
+    been stopped when this is raised; the message says which and how (exit code or
+    signal)."""
 
 
 class ErrorCode(StrEnum):

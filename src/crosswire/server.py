@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal, cast
 
@@ -24,6 +25,7 @@ from .app import WORKERS_NEED_A_BUS, App
 from .errors import ConfigurationError
 from .logs import library_logger
 from .peer import CloseCode
+from .workers import WorkerPool
 
 __all__ = ["SERVERS", "RunningServer", "ServerName", "listen", "serve", "start"]
 
@@ -66,18 +68,53 @@ class RunningServer:
         await self._closed.wait()
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``port=0``: a free one), for ``sock=``."""
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port=0``: a free one), for ``sock=``.
+
+    ``reuse_port``: set ``SO_REUSEPORT``, so that other sockets with it (of the same user)
+    may listen on the same port, the kernel spreading connections between them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on accepted
     # sockets whose proto says TCP. With proto 0 every small frame waited for the client's
     # delayed ACK: milliseconds of latency per message.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
+
+
+#: Whether the kernel spreads a port's connections across the sockets that share it with
+#: ``SO_REUSEPORT`` (Linux 3.9+). Elsewhere (macOS, the BSDs' plain ``SO_REUSEPORT``) one
+#: socket would take them all: the workers share one socket instead.
+_SPREADS_REUSEPORT = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+
+
+def _worker_listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker on ``host:port``: ``SO_REUSEPORT`` sockets where the
+    kernel spreads connections across them, else the same socket ``count`` times."""
+    if not _SPREADS_REUSEPORT:
+        return [listen(host, port)] * count
+    if port != 0:
+        # A port another server listens on, even one with SO_REUSEPORT (another crosswire
+        # with workers), is refused as it would be to one process, not silently shared.
+        listen(host, port).close()
+    listeners = [listen(host, port, reuse_port=True)]
+    try:
+        port = listeners[0].getsockname()[1]
+        listeners.extend(listen(host, port, reuse_port=True) for _ in range(count - 1))
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
+    return listeners
 
 
 async def start(
@@ -287,18 +324,22 @@ def serve(
     called instead, to announce it some other way), one as shutdown begins, with the number
     of connections being closed, and one when it is done.
 
-    ``workers`` > 1 serves the same socket from that many processes (forked, POSIX only),
-    each with its own copy of ``app``. They share rooms, users and connections only through
-    the App's bus: without one (``Hub()``, or ``MemoryBackend``, which does not cross
-    processes) a message would reach the clients of one worker only, so this raises
-    :class:`~crosswire.ConfigurationError`. SIGINT or SIGTERM stops every worker; if one
-    exits on its own, the others are stopped too.
+    ``workers`` > 1 serves the port from that many processes (forked, POSIX only; call it
+    from the main thread), each with its own copy of ``app`` and, on Linux, its own
+    ``SO_REUSEPORT`` socket (:mod:`crosswire.workers`). They share rooms, users and
+    connections only through the App's bus: without one (``Hub()``, or ``MemoryBackend``,
+    which does not cross processes) a message would reach the clients of one worker only, so
+    this raises :class:`~crosswire.ConfigurationError`. The start line (or ``on_start``)
+    comes once every worker is listening. A worker that dies is replaced; one that dies too
+    often, or fails to start, stops them all and raises :class:`~crosswire.WorkerError` (or
+    its :class:`~crosswire.ConfigurationError`). SIGINT or SIGTERM stops every worker, each
+    closing its connections with 1001.
     """
     if workers == 1:
         asyncio.run(_serve(app, sock=listen(host, port), server=server, on_start=on_start))
         return
     _check_workers(app, workers)
-    _serve_workers(app, listen(host, port), server, workers, on_start)
+    _serve_workers(app, _worker_listeners(host, port, workers), server, on_start)
 
 
 def _check_workers(app: App, workers: int) -> None:
@@ -312,65 +353,27 @@ def _check_workers(app: App, workers: int) -> None:
 
 def _serve_workers(
     app: App,
-    sock: socket.socket,
+    listeners: list[socket.socket],
     server: ServerName,
-    workers: int,
     on_start: Callable[[RunningServer], None] | None,
 ) -> None:
-    """Fork ``workers`` processes serving ``sock``; wait for them, forwarding SIGINT and
-    SIGTERM; stop them all when one exits."""
-    pids: list[int] = []
-    # Each worker reads the end of a pipe whose other end only this process holds: when this
-    # process ends, even killed, the workers see EOF and shut down.
-    lifeline, held = os.pipe()
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:  # a worker
-            code = 1
-            try:
-                os.close(held)
-                asyncio.run(
-                    _serve(app, sock=sock, server=server, on_start=_quiet, lifeline=lifeline)
-                )
-                code = 0
-            except BaseException:
-                logger.exception("worker %d failed", os.getpid())
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    os.close(lifeline)
-    running = RunningServer(app, server, sock, _nothing_to_stop)
-    if on_start is not None:
-        on_start(running)
-    else:
-        logger.info("serving on %s with %s, %d workers", running.url, server, workers)
-    sock.close()  # the workers have it
+    """Serve ``app`` from one worker per listening socket until SIGINT or SIGTERM."""
 
-    def forward(signum: int, frame: object) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+    def work(sock: socket.socket, lifeline: int, ready: Callable[[], None]) -> None:
+        def started(running: RunningServer) -> None:
+            ready()
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        alive = set(pids)
-        while alive:
-            pid, status = os.waitpid(-1, 0)
-            alive.discard(pid)
-            code = os.waitstatus_to_exitcode(status)
-            if code != 0 and alive:
-                logger.error("worker %d exited with %d; stopping the others", pid, code)
-            if alive and len(alive) < len(pids):
-                forward(signal.SIGTERM, None)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        os.close(held)
-    logger.info("stopped (%d workers)", workers)
+        asyncio.run(_serve(app, sock=sock, server=server, on_start=started, lifeline=lifeline))
 
+    def announce() -> None:
+        running = RunningServer(app, server, listeners[0], _nothing_to_stop)
+        if on_start is not None:
+            on_start(running)
+        else:
+            logger.info("serving on %s with %s, %d workers", running.url, server, len(listeners))
 
-def _quiet(running: RunningServer) -> None:
-    """A worker does not announce itself: the parent did, once."""
+    WorkerPool(listeners, work).run(announce)
+    logger.info("stopped (%d workers)", len(listeners))
 
 
 async def _nothing_to_stop() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -14,10 +12,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from crosswire.server import SERVERS
-from tests.redis_server import RedisServer
 from tests.support import TIMEOUT, RunCommand, closed_with, recv
 
 
@@ -175,90 +172,3 @@ async def test_a_server_whose_extra_is_missing_names_the_extra(
     stderr = await cmd.stderr()
     assert f'pip install "crosswire[{server}]"' in stderr
     assert "Traceback" not in stderr
-
-
-WORKER_APP = """
-import os
-
-import crosswire
-from crosswire.pubsub.memory import MemoryBackend, MemoryBus
-from crosswire.pubsub.redis import RedisBackend
-
-
-def open(peer):
-    peer.subscribe("room")
-    peer.send({"pid": os.getpid()})
-
-
-def message(peer, msg):
-    peer.publish("room", msg.text())
-
-
-hooks = crosswire.define_hooks(open=open, message=message)
-alone = crosswire.App(hooks)
-in_process = crosswire.App(hooks, hub=crosswire.Hub(MemoryBackend(MemoryBus())))
-url = os.environ.get("CROSSWIRE_REDIS_URL")
-shared = crosswire.App(hooks, hub=crosswire.Hub(RedisBackend(url))) if url else None
-"""
-
-
-@pytest.mark.parametrize("target", ["workers:alone", "workers:in_process"])
-async def test_run_refuses_several_workers_without_a_bus(
-    crosswire_cmd: RunCommand, tmp_path: Path, target: str
-) -> None:
-    (tmp_path / "workers.py").write_text(WORKER_APP)
-    cmd = await crosswire_cmd("run", target, "--workers", "2", "--port", "0", cwd=tmp_path)
-    assert await cmd.exit_code() == 1
-    stderr = await cmd.stderr()
-    assert "2 workers need a bus between them" in stderr
-    assert "Traceback" not in stderr
-
-
-async def test_run_with_workers_shares_rooms_through_redis(
-    crosswire_cmd: RunCommand, tmp_path: Path, redis_server: RedisServer
-) -> None:
-    """Two workers on one port: a message published on one reaches the room's members on
-    the other, through Redis; SIGTERM stops both, closing every client with 1001."""
-    (tmp_path / "workers.py").write_text(WORKER_APP)
-    cmd = await crosswire_cmd(
-        "run",
-        "workers:shared",
-        "--workers",
-        "2",
-        "--port",
-        "0",
-        cwd=tmp_path,
-        env={"CROSSWIRE_REDIS_URL": redis_server.url},
-    )
-    await cmd.started()
-    assert cmd.start_line.endswith("with websockets, 2 workers (Ctrl+C to stop)")
-    async with contextlib.AsyncExitStack() as stack:
-        by_pid: dict[int, list[ClientConnection]] = {}
-
-        async def join() -> None:
-            ws = await stack.enter_async_context(connect(cmd.ws_url))
-            by_pid.setdefault(orjson.loads(await recv(ws))["pid"], []).append(ws)
-
-        # The kernel picks the worker that accepts: connect, eight at once, until both have
-        # clients (all of 80 connections going to one worker would mean the other is stuck).
-        for _ in range(10):
-            await asyncio.gather(*(join() for _ in range(8)))
-            if len(by_pid) == 2:
-                break
-        assert len(by_pid) == 2, "every connection went to one worker"
-        (sender, *here), there = by_pid.values()
-        # The other worker's subscription reaches Redis asynchronously: send until it is in
-        # effect, then once more, and count.
-        for attempt in range(50):
-            await sender.send(f"warm-up {attempt}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(there[0].recv(), 0.2)
-                break
-        await sender.send("for everyone")
-        for ws in [*here, *there]:
-            while (text := await recv(ws)) != "for everyone":
-                assert str(text).startswith("warm-up")
-        cmd.proc.send_signal(signal.SIGTERM)
-        for ws in [sender, *here, *there]:
-            assert (await closed_with(ws))[0] == 1001
-    assert await cmd.exit_code() == 0

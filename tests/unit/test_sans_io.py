@@ -32,6 +32,7 @@ CORE = (
     "auth.py",
     "ratelimit/bucket.py",
     "client/backoff.py",
+    "restarts.py",
     "client/frames.py",
     "client/dialects.py",
     "client/topics.py",
