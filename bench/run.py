@@ -277,8 +277,8 @@ class Summary:
         if self.scenario == "cluster":
             return f"fan-out, {self.param} subs, {2 if self.kind == 'redis' else 1} instance(s)"
         if self.scenario == "split":
-            where = "split over 2 instances + Redis" if self.kind == "redis" else "1 instance"
-            return f"fan-out, {self.param} subs, {where}"
+            where = "2 instances + Redis, one core" if self.kind == "redis" else "1 instance"
+            return f"split fan-out, {self.param} subs, {where}"
         return f"memory, {self.param} idle"
 
 
