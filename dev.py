@@ -3,7 +3,7 @@
 
     python3 dev.py demo [ARGS]    start the demo chat: http://127.0.0.1:8000/ (Ctrl+C stops it)
     python3 dev.py test [ARGS]    ruff, mypy --strict, then the whole test suite (ARGS to pytest)
-    python3 dev.py bench [ARGS]   the benchmark in bench/ (needs Node.js; ARGS to bench/run.py)
+    python3 dev.py bench [ARGS]   the benchmark in bench/ (needs gcc; ARGS to bench/run.py)
     python3 dev.py lock           re-resolve the pinned toolchain into constraints.txt
 
 Each task creates ``.venv`` on first use and installs what it needs there, at the versions

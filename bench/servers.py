@@ -70,11 +70,11 @@ Started = tuple[int, Callable[[], Awaitable[None]]]  # (port, stop)
 
 async def raw_websockets() -> Started:
     import websockets
-    from websockets.asyncio.server import serve
+    from websockets.asyncio.server import ServerConnection, serve
 
-    subs: set[websockets.asyncio.server.ServerConnection] = set()
+    subs: set[ServerConnection] = set()
 
-    async def handler(ws: websockets.asyncio.server.ServerConnection) -> None:
+    async def handler(ws: ServerConnection) -> None:
         try:
             async for m in ws:
                 if m == "sub":
@@ -154,7 +154,7 @@ async def raw_picows() -> Started:
     subs: set[WSTransport] = set()
     TEXT, CLOSE = WSMsgType.TEXT, WSMsgType.CLOSE
 
-    class Echo(WSListener):  # type: ignore[misc]
+    class Echo(WSListener):
         def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
             kind = frame.msg_type
             if kind is TEXT:
@@ -286,12 +286,12 @@ def typed_on(name: str) -> Callable[[], Awaitable[Started]]:
 
 
 async def socketio_aiohttp() -> Started:
-    import socketio
+    import socketio  # type: ignore[import-untyped]
     from aiohttp import web
 
     sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
 
-    @sio.on("echo")  # type: ignore[misc]
+    @sio.on("echo")  # type: ignore[untyped-decorator]
     async def echo(sid: str, text: str) -> str:
         return text  # answered through the client's ack
 
