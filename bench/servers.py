@@ -10,6 +10,10 @@ The raw and crosswire servers speak the same protocol (text messages only):
 * ``"pub:..."``: send the whole message to every subscriber of ``"b"`` (the publisher is not one);
 * anything else: echo it back to the sender.
 
+Every server keeps connections alive as crosswire does by default (a ping after 20 s idle):
+websockets by its own default, raw aiohttp and picows told to, so that memory and CPU per
+connection compare like for like.
+
 The redis servers are the crosswire ones with a Hub on the Redis at ``BENCH_REDIS_URL``: a
 publish reaches the subscribers of every instance. Their ``"probe"`` is answered once the
 subscriptions made before it are in effect on Redis.
@@ -107,7 +111,7 @@ async def raw_aiohttp() -> Started:
     subs: set[web.WebSocketResponse] = set()
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(heartbeat=20.0)  # crosswire's default keepalive: like for like
         await ws.prepare(request)
         try:
             async for msg in ws:
@@ -175,7 +179,16 @@ async def raw_picows() -> Started:
         def on_ws_disconnected(self, transport: WSTransport) -> None:
             subs.discard(transport)
 
-    server = await ws_create_server(lambda _request: Echo(), HOST, 0, backlog=1024)
+    # Keepalive as crosswire runs it by default (Limits.ping_interval = 20 s): like for like.
+    server = await ws_create_server(
+        lambda _request: Echo(),
+        HOST,
+        0,
+        backlog=1024,
+        enable_auto_ping=True,
+        auto_ping_idle_timeout=20.0,
+        auto_ping_reply_timeout=20.0,
+    )
     port = server.sockets[0].getsockname()[1]
 
     async def stop() -> None:
