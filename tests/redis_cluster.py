@@ -102,7 +102,7 @@ class RedisCluster:
                 continue
             client = self._node(port).client()
             try:
-                reply = await client.execute_command("CLUSTER SLOTS")
+                reply = await client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
             except (OSError, aioredis.ConnectionError):
                 continue
             finally:
@@ -157,8 +157,8 @@ class RedisCluster:
                 continue
             client = self._node(port).client()
             try:
-                info = await client.execute_command("CLUSTER INFO")
-                reply = await client.execute_command("CLUSTER SLOTS")
+                info = await client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+                reply = await client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
             except (OSError, aioredis.ConnectionError):
                 return False
             finally:
