@@ -26,7 +26,8 @@ class RedisCluster:
     ``start()`` forms it; ``url`` names one of its nodes (any node leads a client to all).
     ``master_of(channel)`` is the port of the master that owns a channel's (or key's) slot now;
     ``kill(port)`` SIGKILLs one node; ``failed_over(slot)`` waits until another master serves
-    the slot and every live node says ``cluster_state:ok``.
+    the slot and every live node says ``cluster_state:ok``; ``move(slot, to)`` migrates an
+    empty slot to another master.
     """
 
     def __init__(self, workdir: Path, *, masters: int = 3, replicas: bool = True) -> None:
@@ -94,6 +95,32 @@ class RedisCluster:
         """SIGKILL the node on ``port``: its clients see their connections reset."""
         await self._node(port).kill()
         self._killed.add(port)
+
+    async def move(self, slot: int, to: int) -> None:
+        """Migrate ``slot`` (holding no keys) to the master on port ``to``, as ``redis-cli
+        --cluster reshard`` does: IMPORTING/MIGRATING, then NODE on both masters."""
+        source = (await self.slots())[slot]
+        ids = {port: await self._id(port) for port in (source, to)}
+        steps = [
+            (to, "IMPORTING", ids[source]),
+            (source, "MIGRATING", ids[to]),
+            (to, "NODE", ids[to]),
+            (source, "NODE", ids[to]),
+        ]
+        for port, state, node in steps:
+            client = self._node(port).client()
+            try:
+                await client.execute_command("CLUSTER SETSLOT", slot, state, node)  # type: ignore[no-untyped-call]
+            finally:
+                await client.aclose()
+
+    async def _id(self, port: int) -> str:
+        client = self._node(port).client()
+        try:
+            reply = await client.execute_command("CLUSTER MYID")  # type: ignore[no-untyped-call]
+        finally:
+            await client.aclose()
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     async def slots(self) -> dict[int, int]:
         """Each slot's master port, as a live node sees it (CLUSTER SLOTS)."""

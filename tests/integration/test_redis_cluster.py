@@ -186,3 +186,34 @@ async def test_delivery_resumes_after_a_master_dies_and_its_replica_takes_over(
     finally:
         await asyncio.wait_for(sub.backend.aclose(), TIMEOUT)
         await asyncio.wait_for(pub.backend.aclose(), TIMEOUT)
+
+
+async def test_a_channel_whose_slot_moves_is_subscribed_on_its_new_master(
+    redis_cluster: RedisCluster,
+) -> None:
+    channel = "ws:room:moving"
+    sub = Endpoint(RedisClusterBackend(redis_cluster.url, health_check_interval=0.5))
+    pub = Endpoint(RedisClusterBackend(redis_cluster.url, health_check_interval=0.5))
+    try:
+        sub.backend.subscribe(channel)
+        await asyncio.wait_for(sub.backend.flush(), TIMEOUT)
+        pub.backend.publish(channel, b"before")  # the publisher learns the map as it was
+        await asyncio.wait_for(pub.backend.flush(), TIMEOUT)
+        await eventually(lambda: sub.messages(channel) == [b"before"])
+
+        source = await redis_cluster.master_of(channel)
+        target = next(p for p in set((await redis_cluster.slots()).values()) if p != source)
+        await redis_cluster.move(slot_of(channel), target)
+        # Redis unsubscribes the channel on the old master: reported, and made again on the
+        # new one; the publisher's next SPUBLISH is answered MOVED and sent again there.
+        await eventually(lambda: bool(sub.errors))
+        assert "its slot moved to another master" in str(sub.errors[0])
+        await asyncio.wait_for(sub.backend.flush(), TIMEOUT)
+        pub.backend.publish(channel, b"after")
+        await asyncio.wait_for(pub.backend.flush(), TIMEOUT)
+        await eventually(lambda: sub.messages(channel) == [b"before", b"after"])
+        assert await redis_cluster.master_of(channel) == target
+        assert pub.errors == [] and pub.backend.stats().dropped == 0
+    finally:
+        await asyncio.wait_for(sub.backend.aclose(), TIMEOUT)
+        await asyncio.wait_for(pub.backend.aclose(), TIMEOUT)
