@@ -20,6 +20,7 @@ import pytest
 
 from crosswire.pubsub.history import History, MemoryHistory, Position, Recovery
 from crosswire.pubsub.redis_history import RedisHistory
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.support import TIMEOUT
 
@@ -120,11 +121,22 @@ def stamps(recovery: Recovery[bytes]) -> list[tuple[Any, Any]]:
     return [(d["offset"], d["epoch"]) for d in map(orjson.loads, recovery.missed)]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def history(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bounded]:
-    """A history store: in memory, then on a real redis-server of its own."""
+    """A history store: in memory, on a real redis-server of its own, then on a Redis Cluster
+    of its own (three masters, three replicas)."""
     if request.param == "memory":
         yield Bounded(MemoryStore())
+        return
+    if request.param == "cluster":
+        cluster = RedisCluster(tmp_path)
+        await cluster.start()
+        sharded = RedisHistory.from_cluster_url(cluster.url)
+        try:
+            yield Bounded(sharded)
+        finally:
+            await asyncio.wait_for(sharded.aclose(), TIMEOUT)
+            await cluster.aclose()
         return
     server = RedisServer(tmp_path)
     await server.start()

@@ -1,5 +1,6 @@
 """Pub/sub across instances: several Apps, each on its own real server, share one bus (a
-MemoryBus, or a real redis-server) and address rooms, clients, users and everyone.
+MemoryBus, a real redis-server, or a real Redis Cluster of three masters, whose sharded
+channels spread over them) and address rooms, clients, users and everyone.
 
 Clients are real WebSocket clients. The hooks app below lets a client act as a user would
 from a handler: subscribe to rooms and identify as a user when it connects (query string), and
@@ -21,6 +22,8 @@ import crosswire
 from crosswire import BusError, Hub, Peer
 from crosswire.pubsub import Backend, MemoryBackend, MemoryBus
 from crosswire.pubsub.redis import RedisBackend
+from crosswire.pubsub.redis_cluster import RedisClusterBackend
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.support import TIMEOUT, eventually, recv
 
@@ -124,12 +127,17 @@ class Client:
             await asyncio.wait_for(self.ws.recv(), 0.3)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
-    redis: RedisServer | None = None
+    redis: RedisServer | RedisCluster | None = None
     if request.param == "memory":
         bus = MemoryBus()
         made = Cluster(lambda: MemoryBackend(bus), None)
+    elif request.param == "redis-cluster":
+        redis = RedisCluster(tmp_path)
+        await redis.start()
+        seed = redis.url
+        made = Cluster(lambda: RedisClusterBackend(seed, health_check_interval=0.5), None)
     else:
         redis = RedisServer(tmp_path)
         await redis.start()
@@ -140,8 +148,10 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await ws.close()
     for inst in made.instances:
         await asyncio.wait_for(inst.server.aclose(), TIMEOUT)
-    if redis is not None:
+    if isinstance(redis, RedisServer):
         await redis.kill()
+    elif redis is not None:
+        await redis.aclose()
 
 
 async def test_a_room_spans_instances_and_each_member_gets_each_message_once(

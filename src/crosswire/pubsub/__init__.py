@@ -3,7 +3,8 @@
 from processes without a server.
 
 Backends: none (this process only), :class:`MemoryBackend` (several Apps of one process on a
-:class:`MemoryBus`), :class:`RedisBackend` (``crosswire[redis]``; imported on first use).
+:class:`MemoryBus`), :class:`RedisBackend` and :class:`RedisClusterBackend` (``crosswire[redis]``;
+imported on first use).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .memory import MemoryBackend, MemoryBus
 
 if TYPE_CHECKING:
     from .redis import RedisBackend
+    from .redis_cluster import RedisClusterBackend
 
 __all__ = [
     "Backend",
@@ -34,6 +36,7 @@ __all__ = [
     "Publication",
     "Recovery",
     "RedisBackend",
+    "RedisClusterBackend",
     "Transform",
 ]
 
@@ -43,4 +46,8 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisBackend
 
         return RedisBackend
+    if name == "RedisClusterBackend":
+        from .redis_cluster import RedisClusterBackend
+
+        return RedisClusterBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,8 @@ which go to the Hub's ``on_error`` (logged without one); nothing here raises int
 Never a password. :meth:`RedisBackend.stats` counts messages published, dropped and queued,
 and reconnects.
 
-Redis Cluster is not supported yet (its sharded pub/sub is the path).
+On a Redis Cluster, use :class:`~crosswire.pubsub.redis_cluster.RedisClusterBackend` (sharded
+pub/sub).
 """
 
 from __future__ import annotations

@@ -39,7 +39,15 @@ not retry a command (redis-py's default retries could run an append twice when i
 lost: a duplicate, under a new offset); its next command reconnects. Appends are therefore at
 most once: after a ``BusError`` the publication may or may not have been kept and published.
 
-Redis Cluster is not supported (the three keys of a topic would need one hash slot).
+**On a Redis Cluster** (a :class:`~redis.asyncio.cluster.RedisCluster` client, made by
+:meth:`RedisHistory.from_cluster_url`) a topic's three keys carry a hash tag that puts them in
+the slot of the topic's channel (:func:`~crosswire.pubsub.redis_slots.hash_tag`), and the
+append publishes with ``SPUBLISH`` (sharded pub/sub, what
+:class:`~crosswire.pubsub.redis_cluster.RedisClusterBackend` subscribes): a Lua script may
+touch only keys and shard channels of one slot. Room ``lobby`` (channel ``ws:room:lobby``)
+keeps ``ws:epoch:{ws:room:lobby}``, ``ws:offset:{ws:room:lobby}`` and
+``ws:history:{ws:room:lobby}``; a topic whose channel has a hash tag of its own (``{`` ... ``}``
+in its name) gets that tag and its name: ``ws:epoch:{tag}:topic``.
 """
 
 from __future__ import annotations
@@ -50,13 +58,16 @@ import uuid
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ..errors import BusError
+from .envelope import channel_for
 from .history import History, Position, Recovery
+from .redis_slots import hash_tag
 
 __all__ = ["RedisHistory"]
 
@@ -188,11 +199,14 @@ class RedisHistory:
     ``MemoryHistory``: the same topic must get the same policy everywhere.
     """
 
-    def __init__(self, redis: Redis, *, namespace: str = "ws") -> None:
+    def __init__(self, redis: Redis | RedisCluster, *, namespace: str = "ws") -> None:
         self._redis = redis
         self._namespace = namespace
         self._owned = False
-        self._append = redis.register_script(_APPEND)
+        #: On a cluster: keys in their channel's slot, and sharded publishes.
+        self._sharded = isinstance(redis, RedisCluster)
+        append = _APPEND.replace("'PUBLISH'", "'SPUBLISH'") if self._sharded else _APPEND
+        self._append = redis.register_script(append)
         self._since = redis.register_script(_SINCE)
         self._position = redis.register_script(_POSITION)
         self._latest = redis.register_script(_LATEST)
@@ -221,7 +235,27 @@ class RedisHistory:
         history._owned = True
         return history
 
+    @classmethod
+    def from_cluster_url(
+        cls, url: str = "redis://127.0.0.1:7000", *, namespace: str = "ws", timeout: float = 2.0
+    ) -> RedisHistory:
+        """A history on a Redis Cluster client of its own, made from the redis-py URL of any
+        node. As :meth:`from_url`: ``timeout`` bounds a command, and none is retried after a
+        lost connection (redirections are followed: a redirected command was not run)."""
+        cluster = RedisCluster.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=MAX_CONNECTIONS,
+        )
+        history = cls(cluster, namespace=namespace)
+        history._owned = True
+        return history
+
     def __repr__(self) -> str:
+        if isinstance(self._redis, RedisCluster):
+            return f"<RedisHistory cluster namespace={self._namespace!r}>"
         kwargs = self._redis.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         return f"<RedisHistory {where} namespace={self._namespace!r}>"  # never the password
@@ -229,6 +263,11 @@ class RedisHistory:
     def keys(self, topic: str) -> tuple[str, str, str]:
         """The Redis keys of ``topic``'s history: its epoch, its offset and its stream."""
         ns = self._namespace
+        if self._sharded:
+            tag, whole = hash_tag(channel_for(ns, "room", topic))
+            tail = "" if whole else f":{topic}"
+            key = f"{{{tag}}}{tail}"
+            return f"{ns}:epoch:{key}", f"{ns}:offset:{key}", f"{ns}:history:{key}"
         return f"{ns}:epoch:{topic}", f"{ns}:offset:{topic}", f"{ns}:history:{topic}"
 
     async def append_and_publish(
@@ -280,8 +319,10 @@ class RedisHistory:
 
     async def aclose(self) -> None:
         """Close the client if :meth:`from_url` made it (a client given is its owner's)."""
-        if self._owned:
-            await self._redis.aclose()
+        if not self._owned:
+            return
+        await self._redis.aclose()
+        if isinstance(self._redis, Redis):
             await self._redis.connection_pool.disconnect()  # (a pool given is not closed)
 
     async def _run(self, script: AsyncScript, topic: str, args: list[Any], doing: str) -> list[Any]:
