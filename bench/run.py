@@ -939,8 +939,9 @@ GOAL = 0.95  # issue 19: crosswire's hooks (echo, fan-out) >= 0.95x the raw serv
 def verdicts(summaries: list[Summary]) -> list[str]:
     """Whether crosswire reaches GOAL x the raw server, by throughput and by CPU per message;
     and the typed-RPC goal against raw picows."""
-    lines = rpc_verdicts(summaries) + fanout_verdicts(summaries) + cluster_verdicts(summaries)
-    lines += split_verdicts(summaries)
+    lines = rpc_verdicts(summaries) + fanout_verdicts(summaries)
+    lines += instances_verdicts(summaries, "cluster", CLUSTER_GOAL)
+    lines += instances_verdicts(summaries, "split", SPLIT_GOAL)
     for base in BASES:
         rows = [
             x for x in summaries
@@ -967,32 +968,23 @@ def verdicts(summaries: list[Summary]) -> list[str]:
     return lines
 
 
-def cluster_verdicts(summaries: list[Summary]) -> list[str]:
+def instances_verdicts(summaries: list[Summary], scenario: str, goal: float) -> list[str]:
+    """Fan-out through two instances and Redis against one instance: the ``cluster``
+    scenario (publisher on one, subscribers on the other) or ``split`` (subscribers on both,
+    everything on one core)."""
+    how = {
+        "cluster": "through 2 instances + Redis",
+        "split": "split over 2 instances + Redis (one core)",
+    }[scenario]
     lines = []
     for x in summaries:
-        q = ratio(summaries, x) if x.scenario == "cluster" else None
+        q = ratio(summaries, x) if x.scenario == scenario else None
         if q is None:
             continue
-        verdict = "meets" if q >= CLUSTER_GOAL else "MISSES"
+        verdict = "meets" if q >= goal else "MISSES"
         lines.append(
-            f"fan-out to {x.param} subs through 2 instances + Redis on {x.base}{x.at}: "
-            f"{x.value:,.0f} deliveries/s = {q:.2f}x one instance "
-            f"({verdict} the >= {CLUSTER_GOAL}x goal)"
-        )
-    return lines
-
-
-def split_verdicts(summaries: list[Summary]) -> list[str]:
-    lines = []
-    for x in summaries:
-        q = ratio(summaries, x) if x.scenario == "split" else None
-        if q is None:
-            continue
-        verdict = "meets" if q >= SPLIT_GOAL else "MISSES"
-        lines.append(
-            f"fan-out to {x.param} subs split over 2 instances + Redis (one core) on "
-            f"{x.base}{x.at}: {x.value:,.0f} deliveries/s = {q:.2f}x one instance "
-            f"({verdict} the >= {SPLIT_GOAL}x goal)"
+            f"fan-out to {x.param} subs {how} on {x.base}{x.at}: "
+            f"{x.value:,.0f} deliveries/s = {q:.2f}x one instance ({verdict} the >= {goal}x goal)"
         )
     return lines
 
