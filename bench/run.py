@@ -691,6 +691,37 @@ def redis_server(cpu: str = CLIENT_CPU) -> Iterator[tuple[str, int]]:
         proc.wait()
 
 
+def measure_once(load: Load, *pids: int) -> tuple[dict[str, Any], float, float]:
+    """:func:`measure` one run of ``load``, which is killed if measuring fails."""
+    try:
+        measured = measure(load, *pids)
+    except BaseException:
+        load.proc.kill()
+        raise
+    load.finish()
+    return measured
+
+
+def broadcast_sample(
+    scenario: str,
+    subs: int,
+    base: str,
+    kind: str,
+    r: dict[str, Any],
+    srv_cpu: float,
+    other: float,
+    **extra: Any,
+) -> Sample:
+    """The sample of a fan-out run through Redis (``cluster``, ``split``), with a warning if
+    broadcasts were lost or duplicated."""
+    if not r.get("complete"):
+        print(f"\nwarning: {kind}-{base} lost or duplicated broadcasts with {subs} subscribers")
+    rates = {"broadcasts_per_s": r["broadcasts"] / r["seconds"], "complete": r["complete"]}
+    return Sample(
+        scenario, subs, base, kind, r["rate"], srv_cpu, r["client_cpu"], other, rates | extra
+    )
+
+
 def run_cluster(
     base: str, kind: str, s: Settings, profile: Path | None, code: Code = HERE
 ) -> list[Sample]:
@@ -717,21 +748,8 @@ def run_cluster(
                 pid, port = stack.enter_context(
                     server(f"crosswire-{base}", profile, kill=True, code=code)
                 )
-            load = Load(port, args + common(s))
-            try:
-                r, srv_cpu, other = measure(load, pid)
-            except BaseException:
-                load.proc.kill()
-                raise
-            load.finish()
-        if not r.get("complete"):
-            print(f"\nwarning: {kind}-{base} lost or duplicated broadcasts with {subs} subscribers")
-        samples.append(
-            Sample(
-                "cluster", subs, base, kind, r["rate"], srv_cpu, r["client_cpu"], other,
-                {"broadcasts_per_s": r["broadcasts"] / r["seconds"], "complete": r["complete"]},
-            )
-        )  # fmt: skip
+            measured = measure_once(Load(port, args + common(s)), pid)
+        samples.append(broadcast_sample("cluster", subs, base, kind, *measured))
     return samples
 
 
@@ -766,22 +784,8 @@ def run_split(
                     server(f"crosswire-{base}", profile, kill=True, code=code)
                 )
                 pids = (pid,)
-            load = Load(port, args + common(s))
-            try:
-                r, srv_cpu, other = measure(load, *pids)
-            except BaseException:
-                load.proc.kill()
-                raise
-            load.finish()
-        if not r.get("complete"):
-            print(f"\nwarning: {kind}-{base} lost or duplicated broadcasts with {subs} subscribers")
-        samples.append(
-            Sample(
-                "split", subs, base, kind, r["rate"], srv_cpu, r["client_cpu"], other,
-                {"broadcasts_per_s": r["broadcasts"] / r["seconds"], "complete": r["complete"],
-                 "processes": len(pids)},
-            )
-        )  # fmt: skip
+            measured = measure_once(Load(port, args + common(s)), *pids)
+        samples.append(broadcast_sample("split", subs, base, kind, *measured, processes=len(pids)))
     return samples
 
 
