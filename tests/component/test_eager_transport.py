@@ -289,3 +289,14 @@ async def test_resume_delivers_exceptions_and_cancellation_to_the_coroutine() ->
 
 async def _await(awaitable: Any) -> None:
     await awaitable
+
+
+def test_an_adapter_must_say_how_it_sends_closes_and_drops() -> None:
+    class Incomplete(EagerTransport):
+        __slots__ = ()
+
+        def _drop(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="_send_close"):
+        Incomplete(close_timeout=1.0, send_buffer_limit=1000)  # type: ignore[abstract]

@@ -17,6 +17,7 @@ to pause once they and the server's own buffer pass the high-water mark.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import contextvars
@@ -44,7 +45,7 @@ def _size(payload: str | bytes) -> int:
     return len(payload.encode()) if isinstance(payload, str) else len(payload)
 
 
-class EagerTransport:
+class EagerTransport(abc.ABC):
     """The Transport of an adapter whose native send must be awaited: each adapter subclasses
     it with ``_send_one``, ``_send_close`` and ``_drop`` (methods, so that an idle connection
     keeps no closures), and ``_server_buffered`` when its server has a write buffer of its own.
@@ -109,17 +110,17 @@ class EagerTransport:
 
     # -- what each adapter writes with ---------------------------------------------------------
 
+    @abc.abstractmethod
     def _send_one(self, payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
         """The server's send of one message (a coroutine, stepped eagerly)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _send_close(self, code: int, reason: str) -> None:
         """The server's close."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _drop(self) -> None:
         """End the connection now, without a close handshake."""
-        raise NotImplementedError
 
     def _server_buffered(self) -> int:
         """Bytes in the server's own write buffer (with ``hands_over``)."""
