@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: One measurement, run in a fresh interpreter: prints {"rpc": µs/call, "fanout": µs/delivery}.
+#: One measurement, run in a fresh interpreter: prints {"rpc": µs/call ({"text": str} schemas),
+#: "rpc_pydantic": µs/call (pydantic models), "fanout": µs/delivery}.
 PROBE = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[1])  # bench/ (servers.py)
@@ -50,28 +51,37 @@ class Null:
     def pause_reading(self): pass
     def resume_reading(self): pass
 
-async def main():
-    app = servers.typed_app()
-    request = Request("/", "", Headers([("upgrade", "websocket")]), "127.0.0.1")
-    def connect():
-        t = Null()
-        return app.connect(t, request, Accept()), t
-    caller, out = connect()
-    await asyncio.sleep(0)
+request = Request("/", "", Headers([("upgrade", "websocket")]), "127.0.0.1")
+n = int(sys.argv[3])
+
+def connect(app):
+    t = Null()
+    return app.connect(t, request, Accept()), t
+
+def rpc_cost(app):
+    caller, out = connect(app)
     frame = '{"type":"ECHO","meta":{"correlationId":"c1"},"payload":{"text":"%s"}}' % ("x" * 64)
-    n = int(sys.argv[3])
     receive = caller._receive_data
     for _ in range(2000):  # warm up
         receive(frame, False)
-    rpc = float("inf")
+    best = float("inf")
     for _ in range(5):  # the best of five batches: what the code costs, not the noise
         start = time.process_time()
         for _ in range(n // 5):
             receive(frame, False)
-        rpc = min(rpc, (time.process_time() - start) / (n // 5) * 1e6)
+        best = min(best, (time.process_time() - start) / (n // 5) * 1e6)
     assert out.sent >= n, out.sent
+    return best
 
-    subs = [connect() for _ in range(1000)]
+async def main():
+    rpc_pydantic = rpc_cost(servers.typed_app("pydantic"))
+    app = servers.typed_app()
+    rpc = rpc_cost(app)
+    caller, out = connect(app)
+    receive = caller._receive_data
+    await asyncio.sleep(0)
+
+    subs = [connect(app) for _ in range(1000)]
     for peer, _ in subs:
         peer._receive_data('{"type":"SUB","meta":{"correlationId":"s"}}', False)
     await asyncio.sleep(0)
@@ -87,7 +97,7 @@ async def main():
             receive(pub, False)
         fanout = min(fanout, (time.process_time() - start) / (m * 1000) * 1e6)
     assert sum(t.sent for _, t in subs) - before == 5 * m * 1000
-    print(json.dumps({"rpc": rpc, "fanout": fanout}))
+    print(json.dumps({"rpc": rpc, "rpc_pydantic": rpc_pydantic, "fanout": fanout}))
 
 asyncio.run(main())
 """
@@ -128,13 +138,16 @@ def main() -> None:
         order = list(trees) if rep % 2 == 0 else list(reversed(trees))
         for name in order:
             samples[name].append(measure(trees[name], args.calls))
-    header = f"{'rpc µs/call':>12} {'spread':>7} {'fanout µs/delivery':>19} {'spread':>7}"
+    header = (
+        f"{'rpc µs/call':>12} {'spread':>7} {'pydantic rpc':>13} {'spread':>7} "
+        f"{'fanout µs/delivery':>19} {'spread':>7}"
+    )
     print(f"{'tree':<12} {header}")
     medians: dict[str, dict[str, float]] = {}
     for name, runs in samples.items():
         row = [f"{name:<12}"]
         medians[name] = {}
-        for key, width in (("rpc", 12), ("fanout", 19)):
+        for key, width in (("rpc", 12), ("rpc_pydantic", 13), ("fanout", 19)):
             values = [r[key] for r in runs]
             med = statistics.median(values)
             medians[name][key] = med
@@ -145,7 +158,9 @@ def main() -> None:
         new, old = medians["current"], medians[args.against]
         print(
             f"current / {args.against}, CPU per message (below 1: current is cheaper): "
-            f"rpc {new['rpc'] / old['rpc']:.2f}x, fanout {new['fanout'] / old['fanout']:.2f}x"
+            f"rpc {new['rpc'] / old['rpc']:.2f}x, pydantic rpc "
+            f"{new['rpc_pydantic'] / old['rpc_pydantic']:.2f}x, "
+            f"fanout {new['fanout'] / old['fanout']:.2f}x"
         )
 
 

@@ -19,7 +19,9 @@ publish reaches the subscribers of every instance. Their ``"probe"`` is answered
 subscriptions made before it are in effect on Redis.
 
 The typed servers serve a crosswire Router, in the canonical dialect: the RPC ``ECHO {text}``
-answered by ``ECHO_RESULT {text}``, with pydantic models validating both ways; for typed
+answered by ``ECHO_RESULT {text}``, its payloads declared as the README does (``{"text":
+str}`` mappings: msgspec Structs, validated both ways); ``pydantic-picows`` is the same App
+with pydantic models for ECHO and ECHO_RESULT. For typed
 fan-out, the RPC ``SUB`` (no payload) subscribes the connection to ``"b"`` and answers
 ``SUBBED`` once it has, and the event ``PUB {text}`` is published to ``"b"`` as ``NEWS {text}``
 (the publisher excluded). The socketio server answers the socket.io event ``echo`` through its
@@ -53,6 +55,7 @@ SERVERS = (
     "redis-picows",
     "typed-websockets",
     "typed-picows",
+    "pydantic-picows",
     "socketio-aiohttp",
 )
 
@@ -258,24 +261,35 @@ def redis_on(name: str) -> Callable[[], Awaitable[Started]]:
     return start
 
 
-def typed_app() -> object:
-    from pydantic import BaseModel
-
+def typed_app(models: str = "struct") -> object:
+    """The typed App: ``ECHO {text}`` answered by ``ECHO_RESULT {text}``, its payloads
+    declared as the README does (``{"text": str}``: msgspec Structs) or, with ``models=
+    "pydantic"``, as pydantic models."""
     import crosswire
 
-    class EchoIn(BaseModel):
-        text: str
+    if models == "pydantic":
+        from pydantic import BaseModel
 
-    class EchoOut(BaseModel):
-        text: str
+        class EchoIn(BaseModel):
+            text: str
 
-    echo = crosswire.message("ECHO", EchoIn, response=crosswire.message("ECHO_RESULT", EchoOut))
+        class EchoOut(BaseModel):
+            text: str
+
+        echo = crosswire.message("ECHO", EchoIn, response=crosswire.message("ECHO_RESULT", EchoOut))
+        out: Any = EchoOut
+    else:
+        echo = crosswire.message(
+            "ECHO", {"text": str}, response=crosswire.message("ECHO_RESULT", {"text": str})
+        )
+        out = echo.response.payload.target  # type: ignore[union-attr]
+
     sub = crosswire.message("SUB", response=crosswire.message("SUBBED"))
     pub = crosswire.message("PUB", {"text": str})
     news = crosswire.message("NEWS", {"text": str})
 
-    def handle(ctx: crosswire.RpcContext[EchoIn]) -> None:
-        ctx.reply(EchoOut(text=ctx.payload.text))
+    def handle(ctx: crosswire.RpcContext[Any]) -> None:
+        ctx.reply(out(text=ctx.payload.text))
 
     def subscribe(ctx: crosswire.RpcContext[None]) -> None:
         ctx.subscribe("b")
@@ -288,11 +302,12 @@ def typed_app() -> object:
     return crosswire.App(router, limits=limits())
 
 
-def typed_on(name: str) -> Callable[[], Awaitable[Started]]:
+def typed_on(name: str, models: str = "struct") -> Callable[[], Awaitable[Started]]:
     async def start() -> Started:
         import crosswire
 
-        srv = await crosswire.start(typed_app(), host=HOST, port=0, server=name)  # type: ignore[arg-type]
+        app = typed_app(models)
+        srv = await crosswire.start(app, host=HOST, port=0, server=name)  # type: ignore[arg-type]
         return srv.port, srv.aclose
 
     return start
@@ -334,6 +349,7 @@ STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
     "redis-picows": redis_on("picows"),
     "typed-websockets": typed_on("websockets"),
     "typed-picows": typed_on("picows"),
+    "pydantic-picows": typed_on("picows", "pydantic"),
     "socketio-aiohttp": socketio_aiohttp,
 }
 

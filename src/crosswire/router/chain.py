@@ -32,14 +32,29 @@ Run = Callable[[Any], Any]
 
 
 def compose(
-    schema: MessageSchema[Any], handler: Callable[[Any], Any], middleware: list[Middleware]
+    schema: MessageSchema[Any],
+    handler: Callable[[Any], Any],
+    middleware: list[Middleware],
+    *,
+    validated: bool = False,
 ) -> Run:
     """The callable running ``middleware`` (outermost first), validation of a message of
-    ``schema``, then ``handler``.
+    ``schema``, then ``handler``; with ``validated`` (the fast lane checked the message
+    already), no validation: the envelope's payload is set after the middleware, and without
+    middleware the chain is the handler itself (the caller then sets the payload).
 
     It returns ``None`` (or the handler's value) when everything ran inline, or an awaitable
     that the caller must run in a task.
     """
+    if validated:
+        if not middleware:
+            return handler  # (the dispatcher sets ctx.payload: nothing runs before this)
+
+        def checked(ctx: Any) -> Any:
+            ctx.payload = ctx._envelope.payload  # after the middleware, as on the usual path
+            return handler(ctx)
+
+        return _chain(handler, checked, middleware)
     codec = schema.payload
     load = codec.load if codec is not None and schema.meta is None else None
     allowed_meta = schema.allowed_meta
@@ -60,6 +75,11 @@ def compose(
             raise WsError(ErrorCode.INVALID_ARGUMENT, str(exc), {"issues": exc.issues}) from None
         return handler(ctx)
 
+    return _chain(handler, innermost, middleware)
+
+
+def _chain(handler: Callable[[Any], Any], innermost: Run, middleware: list[Middleware]) -> Run:
+    """``middleware`` around ``innermost`` (which ends with ``handler``)."""
     if is_async_callable(handler) or any(is_async_callable(m) for m in middleware):
         chain = _as_coroutine(innermost)
         for mw in reversed(middleware):

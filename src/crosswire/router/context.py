@@ -34,6 +34,7 @@ from ..pubsub.envelope import Kind, Publication
 from ..rpc import deadline_for
 from ..schema import MessageSchema, within
 from ..wire import Envelope
+from ..wire.dialect import TypedEnvelope
 
 if TYPE_CHECKING:
     from ..app import App
@@ -365,7 +366,7 @@ class EventContext(ConnectionContext, Generic[P]):
         dispatch: Desk,
         session: Session,
         schema: MessageSchema[P] | None,
-        envelope: Envelope,
+        envelope: Envelope | TypedEnvelope,
         received_at: float,
     ) -> None:
         # Every slot set here, without super().__init__: this runs for every message.
@@ -458,7 +459,7 @@ class RpcContext(EventContext[P]):
         dispatch: Desk,
         session: Session,
         schema: MessageSchema[P],
-        envelope: Envelope,
+        envelope: Envelope | TypedEnvelope,
         received_at: float,
         correlation_id: str,
         received_loop_time: float,

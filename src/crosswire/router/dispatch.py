@@ -22,10 +22,12 @@ from ..http import Request
 from ..peer import CloseCode, Message, Peer, ReadyState
 from ..schema import RESERVED_PREFIXES
 from ..wire import BadFrame, Control, Dialect, Envelope
+from ..wire.dialect import TypedEnvelope
 from ..wire.maps import MappedRender
 from .chain import compose
 from .context import CloseContext, ConnectionContext, EventContext, LimitExceeded, RpcContext
 from .inband import InBandDesk
+from .lane import Lane
 from .session import Compiled, Session
 from .topics import TopicDesk
 
@@ -64,6 +66,8 @@ class Dispatcher:
         #: dialect: a type that is a route for one (``join``) may be a control frame of
         #: another (Rover's ``join``), and only routes are kept here.
         self._runs: dict[Dialect, dict[str, Compiled]] = {}
+        #: Per dialect that has a typed decoder, its fast lane (:mod:`.lane`).
+        self._lanes: dict[Dialect, Lane] = {}
         #: Joins and leaves of topics; the App's Hub keeps the history of those that have it.
         self.topics = TopicDesk(self, router._topics, router._on_auth)
         self.has_presence = False
@@ -110,7 +114,10 @@ class Dispatcher:
         runs = self._runs.get(dialect)
         if runs is None:
             runs = self._runs[dialect] = {}
-        session = Session(peer, self.router.max_inflight_rpcs, dialect, runs)
+        lane = self._lanes.get(dialect)
+        if lane is None:
+            lane = self._lanes[dialect] = Lane(dialect, self.router._routes)
+        session = Session(peer, self.router.max_inflight_rpcs, dialect, runs, lane)
         peer.attach(session, self._frame)
         if self.router._maps:  # the router's maps before the dialect, for every event
             render = self._renders.get(dialect)
@@ -146,6 +153,8 @@ class Dispatcher:
         """Forget the compiled routes (the router's routes or middleware changed)."""
         for runs in self._runs.values():
             runs.clear()
+        for lane in self._lanes.values():
+            lane.reset()
 
     def _close(self, peer: Peer, code: int, reason: str) -> None:
         session: Session | None = peer.session
@@ -185,6 +194,19 @@ class Dispatcher:
             if size > self.max_payload_bytes:
                 self._too_big(session, size)
                 return
+        if session.authenticated:
+            # The fast lane: a routed type decoded and checked in one call (see .lane).
+            lane = session.lane
+            typed = lane.decode(raw)
+            if typed is not None:
+                compiled = lane.runs.get(typed.__class__)
+                if compiled is None:
+                    compiled = self._compile_lane(session, typed)
+                if compiled[0].is_rpc:
+                    self._call(session, compiled[0], typed, compiled[1])
+                else:
+                    self._event(session, compiled[0], typed, compiled[1])
+                return
         try:
             envelope = session.decode(raw)
         except BadFrame as exc:
@@ -201,8 +223,19 @@ class Dispatcher:
         route, run = compiled
         if route.is_rpc:
             self._call(session, route, envelope, run)
-            return
+        else:
+            self._event(session, route, envelope, run)
+
+    def _event(
+        self,
+        session: Session,
+        route: _Route,
+        envelope: Envelope | TypedEnvelope,
+        run: Callable[[Any], Any],
+    ) -> None:
         ctx: EventContext[Any] = EventContext(self, session, route.schema, envelope, time.time())
+        if run is route.handler:  # the fast lane's checked payload, with nothing before it
+            ctx.payload = envelope.payload
         try:
             result = run(ctx)
         except Exception as exc:
@@ -210,6 +243,31 @@ class Dispatcher:
             return
         if result is not None and inspect.isawaitable(result):
             self._run_event(session, ctx, result)
+
+    def _compile_lane(self, session: Session, envelope: TypedEnvelope) -> Compiled:
+        """The route of a type the fast lane took, and the chain that runs it: without
+        validation when the lane checked the payload (see :mod:`.lane`)."""
+        if not envelope.validated:  # a payload left as JSON: the route's usual chain
+            compiled = session.runs.get(envelope.type) or self._compile(session, envelope)  # type: ignore[arg-type]
+            assert compiled is not None  # (the lane takes only routed types)
+        else:
+            route = self.router._routes[envelope.type]
+            compiled = (
+                route,
+                compose(route.schema, route.handler, self._middleware(route), validated=True),
+            )
+        session.lane.runs[envelope.__class__] = compiled
+        return compiled
+
+    def _middleware(self, route: _Route) -> list[Any]:
+        """What runs before ``route``'s handler: the auth gate, the router's middleware, the
+        route's."""
+        middleware: list[Any] = []
+        if self.router._on_auth:
+            middleware.append(self.auth_gate)
+        middleware.extend(self.router._middleware)
+        middleware.extend(route.middleware)
+        return middleware
 
     def _compile(self, session: Session, envelope: Envelope) -> Compiled | None:
         """The route of a frame whose type has not been seen since the routes last changed,
@@ -239,14 +297,9 @@ class Dispatcher:
                 )
                 self.fail(session, None, unknown, envelope.correlation_id)
             return None
-        middleware: list[Any] = []
-        if router._on_auth:
-            middleware.append(self.auth_gate)
-        middleware.extend(router._middleware)
-        middleware.extend(route.middleware)
         compiled = session.runs[route.schema.type] = (
             route,
-            compose(route.schema, route.handler, middleware),
+            compose(route.schema, route.handler, self._middleware(route)),
         )
         return compiled
 
@@ -256,7 +309,7 @@ class Dispatcher:
         self,
         session: Session,
         route: _Route,
-        envelope: Envelope,
+        envelope: Envelope | TypedEnvelope,
         run: Callable[[Any], Any],
     ) -> None:
         cid = envelope.meta.get("correlationId")  # (checked by the dialect's decode)
@@ -266,6 +319,8 @@ class Dispatcher:
         ctx: RpcContext[Any] = RpcContext(
             self, session, route.schema, envelope, time.time(), cid, self.clock()
         )
+        if run is route.handler:  # the fast lane's checked payload, with nothing before it
+            ctx.payload = envelope.payload
         calls = session.calls
         if cid in calls or len(calls) >= calls.limit:
             try:

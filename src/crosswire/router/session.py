@@ -14,6 +14,7 @@ from ..wire.dialect import Render
 
 if TYPE_CHECKING:
     from ..peer import Peer
+    from .lane import Lane
 
 __all__ = ["Compiled", "Session"]
 
@@ -34,6 +35,7 @@ class Session:
         "dialect",
         "events_running",
         "heartbeat",
+        "lane",
         "last_seen",
         "next_id",
         "peer",
@@ -45,7 +47,12 @@ class Session:
     )
 
     def __init__(
-        self, peer: Peer, max_inflight: int, dialect: Dialect, runs: dict[str, Compiled]
+        self,
+        peer: Peer,
+        max_inflight: int,
+        dialect: Dialect,
+        runs: dict[str, Compiled],
+        lane: Lane,
     ) -> None:
         self.peer = peer
         #: The connection's dialect, and its decoder (read once: the hot path calls it).
@@ -55,6 +62,8 @@ class Session:
         self.render: Render = dialect.render
         #: The compiled routes of this connection's dialect (see Dispatcher._runs).
         self.runs = runs
+        #: The dialect's fast lane (:mod:`crosswire.router.lane`), when it has one.
+        self.lane = lane
         self.calls: CallTable[Any] = CallTable(max_inflight)
         #: None: not checked yet; True/False: the verdict; a task: the check is running.
         self.auth: bool | asyncio.Task[bool] | None = None

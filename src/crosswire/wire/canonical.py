@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, Union
 
 import msgspec
 import orjson
@@ -22,12 +22,15 @@ from msgspec import UNSET
 
 from ..errors import WsError
 from .dialect import (
+    NO_PAYLOAD,
     BadFrame,
     Control,
     Envelope,
     Position,
     TopicAnswer,
     TopicRequest,
+    TypedDecoder,
+    TypedEnvelope,
     recover_request,
 )
 
@@ -107,6 +110,75 @@ def decode(data: str | bytes) -> Envelope:
     else:
         _check_meta(meta, None)  # raises: a bad correlationId
     return envelope
+
+
+class _WithoutPayload(TypedEnvelope):
+    """A typed envelope of a message type that takes no payload (a frame with one does not
+    decode: the envelope forbids unknown fields)."""
+
+    payload = None  # (a class attribute: not a field)
+
+    @property
+    def has_payload(self) -> bool:
+        return False
+
+
+class _Unchecked(TypedEnvelope):
+    """A typed envelope whose payload is left as JSON for the route to check."""
+
+    validated: ClassVar[bool] = False
+
+
+_STANDARD_META = frozenset({"correlationId", "timeoutMs", "timestamp"})
+
+
+def typed_decoder(shapes: Mapping[str, Any]) -> TypedDecoder | None:
+    """:meth:`~crosswire.wire.Dialect.typed_decoder` for this dialect: one msgspec Decoder of
+    the union of a :class:`TypedEnvelope` per message type, tagged by ``type``, so that the
+    envelope and a Struct payload are decoded and checked in one C call. Frames with meta keys
+    other than the standard ones, or with a bad value for one, are left to :func:`decode`."""
+    variants: list[type[TypedEnvelope]] = []
+    for kind, shape in shapes.items():
+        name = f"Typed{len(variants)}"
+        # (``type`` a class attribute of each: read without a call)
+        if shape is NO_PAYLOAD:
+            variant = msgspec.defstruct(
+                name, [], bases=(_WithoutPayload,), tag=kind, namespace={"type": kind}
+            )
+        else:
+            base = _Unchecked if shape is Any else TypedEnvelope
+            variant = msgspec.defstruct(
+                name,
+                [("payload", shape)],
+                bases=(base,),
+                tag=kind,
+                kw_only=True,
+                namespace={"type": kind},
+            )
+        variants.append(variant)  # type: ignore[arg-type]  # (defstruct says Struct)
+    if not variants:
+        return None
+    decode_union = msgspec.json.Decoder(Union[tuple(variants)]).decode  # noqa: UP007
+
+    def decode_typed(frame: str | bytes) -> TypedEnvelope | None:
+        try:
+            envelope: TypedEnvelope = decode_union(frame)
+        except Exception:  # msgspec's errors, and UnicodeError/RecursionError on odd input
+            return None
+        meta = envelope.meta
+        if meta:
+            cid = meta.get("correlationId")
+            # The common case in line: only a valid correlation id.
+            if not (len(meta) == 1 and type(cid) is str and 0 < len(cid) <= MAX_CORRELATION_ID):
+                if not _STANDARD_META.issuperset(meta):
+                    return None
+                try:
+                    _check_meta(meta, None)
+                except BadFrame:
+                    return None
+        return envelope
+
+    return decode_typed
 
 
 def _explain(data: str | bytes) -> Envelope:
@@ -346,6 +418,7 @@ class CanonicalDialect:
 
     # The module's functions themselves (no Python frame of this class on the hot path).
     decode = staticmethod(decode)
+    typed_decoder = staticmethod(typed_decoder)
     message = staticmethod(render)
     render = staticmethod(render)
     reply = staticmethod(encode_reply)

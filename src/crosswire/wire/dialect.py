@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 import msgspec
 import orjson
@@ -36,6 +36,7 @@ from msgspec import UNSET, UnsetType
 from ..errors import ErrorCode, WsError
 
 __all__ = [
+    "NO_PAYLOAD",
     "BadFrame",
     "Control",
     "Dialect",
@@ -44,6 +45,8 @@ __all__ = [
     "Render",
     "TopicAnswer",
     "TopicRequest",
+    "TypedDecoder",
+    "TypedEnvelope",
     "position_keys",
     "recover_request",
     "select",
@@ -77,6 +80,10 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     meta: dict[str, Any] = {}  # msgspec gives each frame its own empty dict
     payload: Any | UnsetType = UNSET
 
+    #: Whether ``payload`` is already validated against the route's schema (never, here: see
+    #: :class:`TypedEnvelope`).
+    validated: ClassVar[bool] = False
+
     @property
     def has_payload(self) -> bool:
         """Whether the frame has a ``payload`` key (``null`` included)."""
@@ -90,6 +97,41 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
 
     def __repr__(self) -> str:
         return f"<Envelope {self.type} meta={sorted(self.meta)} payload={self.has_payload}>"
+
+
+class TypedEnvelope(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
+    """A frame decoded by a dialect's :meth:`~Dialect.typed_decoder`: one class per message
+    type (the ``type`` is its tag), whose ``payload``, when :attr:`validated`, is already the
+    route's value (a Struct), decoded and checked in the same call as the envelope. It reads
+    like an :class:`Envelope` (``type``, ``meta``, ``payload``, ``has_payload``,
+    ``correlation_id``); its ``meta`` holds only the standard keys, already checked."""
+
+    meta: dict[str, Any] = {}
+    validated: ClassVar[bool] = True
+    if TYPE_CHECKING:  # a field of the subclasses with a payload; None on the others
+        payload: Any = None
+
+    @property
+    def type(self) -> str:
+        tag: str = self.__struct_config__.tag  # type: ignore[assignment]
+        return tag
+
+    @property
+    def has_payload(self) -> bool:
+        return True  # (the subclasses without a payload field say otherwise)
+
+    @property
+    def correlation_id(self) -> str | None:
+        cid: str | None = self.meta.get("correlationId")
+        return cid
+
+
+#: In a :meth:`Dialect.typed_decoder`'s shapes: a message type that takes no payload.
+NO_PAYLOAD: Any = None
+
+#: A dialect's one-call decoder (:meth:`Dialect.typed_decoder`): the frame as a
+#: :class:`TypedEnvelope`, or None when it is not one it takes whole.
+TypedDecoder = Callable[[str | bytes], "TypedEnvelope | None"]
 
 
 class Control(Enum):
@@ -210,6 +252,20 @@ class Dialect(Protocol):
     def decode(self, frame: str | bytes) -> Envelope:
         """A client's frame as an envelope; raises :class:`~crosswire.wire.canonical.BadFrame`
         (an ``INVALID_ARGUMENT`` error, with the correlation id when it could be read)."""
+        ...
+
+    def typed_decoder(self, shapes: Mapping[str, Any]) -> TypedDecoder | None:
+        """A decoder that reads a frame of one of the message types of ``shapes`` and checks
+        its payload in one call (the router's fast lane), or None when the dialect has none.
+
+        ``shapes`` maps each message type to its payload's type: a type msgspec decodes and
+        checks (a Struct: the envelope's payload is then that value, ``validated``), ``Any``
+        (left as the JSON value, for the route to check), or :data:`NO_PAYLOAD`. The decoder
+        returns None for any frame that it does not take whole: another type, a payload that
+        does not fit, meta keys other than the standard ones, or anything :meth:`decode`
+        would refuse; the router then calls :meth:`decode`, which says what is wrong. What
+        it returns, :meth:`decode` would have accepted, with the same type, meta and payload.
+        """
         ...
 
     def message(self, type: str, meta: bytes | None, payload: bytes | None) -> bytes:

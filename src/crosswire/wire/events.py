@@ -143,6 +143,12 @@ class EventsDialect:
     def heartbeat_ack(self, now_ms: int) -> None:
         return None
 
+    @staticmethod
+    def typed_decoder(shapes: Mapping[str, Any]) -> None:
+        """None: this dialect has no one-call decoder (its frames take the router's usual
+        path, :meth:`decode` then the route's validation)."""
+        return None
+
     def topic_requests(self, envelope: Envelope) -> list[TopicRequest]:
         body: Any = envelope.payload
         rooms = body.get("rooms") if isinstance(body, dict) else None

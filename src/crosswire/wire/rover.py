@@ -143,6 +143,12 @@ class RoverDialect:
     ) -> bytes:
         return _dumps({"type": "authenticated", **session})
 
+    @staticmethod
+    def typed_decoder(shapes: Mapping[str, Any]) -> None:
+        """None: this dialect has no one-call decoder (its frames take the router's usual
+        path, :meth:`decode` then the route's validation)."""
+        return None
+
     def topic_requests(self, envelope: Envelope) -> list[TopicRequest]:
         body: Any = envelope.payload
         topic = body.get("topic") if type(body) is dict else None
