@@ -391,10 +391,11 @@ def _close_info(transport: WSTransport) -> tuple[int, str]:
     if handshake is None:
         return 1006, ""
     sent, received = handshake.sent, handshake.recv
+    # (picows' reason is None when the close frame had none: the hook is given "")
     if sent is not None and (received is None or not handshake.recv_then_sent):
-        return _code(sent.code), sent.reason
+        return _code(sent.code), sent.reason or ""
     if received is not None:
-        return _code(received.code), received.reason
+        return _code(received.code), received.reason or ""
     return 1006, ""
 
 
