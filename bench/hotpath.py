@@ -9,6 +9,10 @@ message 5% dearer. This one measures only crosswire's own work: the benchmark's 
 (``bench/servers.py``: the ECHO RPC, and PUB published as NEWS to topic ``"b"``) gets frames
 from an in-memory transport that counts what it is asked to send, so the time is the
 router's (decode, dispatch, validate, handler, encode) and the Hub's fan-out, nothing else.
+The ``picows listener`` rows hand real picows frames (``_make_test_ws_frame``) to the raw
+picows echo of ``bench/servers.py`` and to crosswire's picows listener (hooks echo, typed
+RPC), over a stand-in WSTransport that counts what is sent: the Python that each costs per
+message, the part of a picows server that is not the kernel's or picows' own.
 
 Each measurement runs in a fresh interpreter (the revision's ``src`` first on its path) and
 keeps the best of five batches (as ``timeit`` does: on a shared VM, noise only adds time);
@@ -28,13 +32,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: One measurement, run in a fresh interpreter: prints {"rpc": µs/call ({"text": str} schemas),
-#: "rpc_pydantic": µs/call (pydantic models), "fanout": µs/delivery}.
+#: What the probe measures, in µs of CPU: (key, what).
+METRICS = (
+    ("rpc", "typed RPC per call, {text: str} schemas (peer to reply)"),
+    ("rpc_pydantic", "typed RPC per call, pydantic models"),
+    ("fanout", "fan-out per delivery, 1,000 subscribers"),
+    ("picows_raw", "picows listener: raw echo (bench/servers.py's)"),
+    ("picows_hooks", "picows listener: crosswire hooks echo"),
+    ("picows_typed", "picows listener: crosswire typed RPC"),
+)
+
+#: One measurement, run in a fresh interpreter: prints {metric: µs} (see METRICS).
 PROBE = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[1])  # bench/ (servers.py)
 import crosswire
 from crosswire.http import Accept, Headers, Request
+from crosswire.adapters.picows import _Listener
+from picows import WSListener, WSMsgType
+from picows.picows import _make_test_ws_frame
 import servers
 
 assert crosswire.__file__.startswith(sys.argv[2]), crosswire.__file__
@@ -51,8 +67,50 @@ class Null:
     def pause_reading(self): pass
     def resume_reading(self): pass
 
+class Socket:  # the asyncio transport under a picows WSTransport
+    def set_write_buffer_limits(self, high): pass
+    def get_extra_info(self, key): return ("127.0.0.1", 50000)
+    def get_write_buffer_size(self): return 0
+    def is_closing(self): return False
+    def write(self, data): pass
+    def pause_reading(self): pass
+    def resume_reading(self): pass
+
+class WSTransport:  # what a picows listener sends through: counts
+    is_close_frame_sent = False
+    is_disconnected = False
+    sent = 0
+    def __init__(self): self.underlying_transport = Socket()
+    def send(self, kind, payload): self.sent += 1
+
+TEXT = WSMsgType.TEXT
+
+class RawEcho(WSListener):  # bench/servers.py's raw picows echo
+    def on_ws_frame(self, transport, frame):
+        kind = frame.msg_type
+        if kind is TEXT:
+            data = frame.get_payload_as_bytes()
+            if data == b"sub":
+                pass
+            elif data.startswith(b"pub:"):
+                pass
+            else:
+                transport.send(kind, data)
+
 request = Request("/", "", Headers([("upgrade", "websocket")]), "127.0.0.1")
 n = int(sys.argv[3])
+RPC = '{"type":"ECHO","meta":{"correlationId":"c1"},"payload":{"text":"%s"}}' % ("x" * 64)
+
+def best(call, *args):
+    for _ in range(2000):  # warm up
+        call(*args)
+    cost = float("inf")
+    for _ in range(5):  # the best of five batches: what the code costs, not the noise
+        start = time.process_time()
+        for _ in range(n // 5):
+            call(*args)
+        cost = min(cost, (time.process_time() - start) / (n // 5) * 1e6)
+    return cost
 
 def connect(app):
     t = Null()
@@ -60,27 +118,32 @@ def connect(app):
 
 def rpc_cost(app):
     caller, out = connect(app)
-    frame = '{"type":"ECHO","meta":{"correlationId":"c1"},"payload":{"text":"%s"}}' % ("x" * 64)
-    receive = caller._receive_data
-    for _ in range(2000):  # warm up
-        receive(frame, False)
-    best = float("inf")
-    for _ in range(5):  # the best of five batches: what the code costs, not the noise
-        start = time.process_time()
-        for _ in range(n // 5):
-            receive(frame, False)
-        best = min(best, (time.process_time() - start) / (n // 5) * 1e6)
+    cost = best(caller._receive_data, RPC, False)
     assert out.sent >= n, out.sent
-    return best
+    return cost
+
+def picows_cost(listener, text):
+    ws = WSTransport()
+    if isinstance(listener, _Listener):
+        listener.on_ws_connected(ws)
+    frame = _make_test_ws_frame(TEXT, text.encode(), True, False)  # (last in its read)
+    cost = best(listener.on_ws_frame, ws, frame)
+    assert ws.sent >= n, ws.sent
+    return cost
 
 async def main():
-    rpc_pydantic = rpc_cost(servers.typed_app("pydantic"))
+    result = {"rpc_pydantic": rpc_cost(servers.typed_app("pydantic"))}
     app = servers.typed_app()
-    rpc = rpc_cost(app)
+    result["rpc"] = rpc_cost(app)
+    echo = "x" * 100
+    result["picows_raw"] = picows_cost(RawEcho(), echo)
+    hooks = servers.crosswire_app()
+    result["picows_hooks"] = picows_cost(_Listener(hooks, request, Accept()), echo)
+    result["picows_typed"] = picows_cost(_Listener(app, request, Accept()), RPC)
+
     caller, out = connect(app)
     receive = caller._receive_data
     await asyncio.sleep(0)
-
     subs = [connect(app) for _ in range(1000)]
     for peer, _ in subs:
         peer._receive_data('{"type":"SUB","meta":{"correlationId":"s"}}', False)
@@ -97,7 +160,8 @@ async def main():
             receive(pub, False)
         fanout = min(fanout, (time.process_time() - start) / (m * 1000) * 1e6)
     assert sum(t.sent for _, t in subs) - before == 5 * m * 1000
-    print(json.dumps({"rpc": rpc, "rpc_pydantic": rpc_pydantic, "fanout": fanout}))
+    result["fanout"] = fanout
+    print(json.dumps(result))
 
 asyncio.run(main())
 """
@@ -138,30 +202,28 @@ def main() -> None:
         order = list(trees) if rep % 2 == 0 else list(reversed(trees))
         for name in order:
             samples[name].append(measure(trees[name], args.calls))
-    header = (
-        f"{'rpc µs/call':>12} {'spread':>7} {'pydantic rpc':>13} {'spread':>7} "
-        f"{'fanout µs/delivery':>19} {'spread':>7}"
-    )
-    print(f"{'tree':<12} {header}")
-    medians: dict[str, dict[str, float]] = {}
-    for name, runs in samples.items():
-        row = [f"{name:<12}"]
-        medians[name] = {}
-        for key, width in (("rpc", 12), ("rpc_pydantic", 13), ("fanout", 19)):
-            values = [r[key] for r in runs]
+    names = list(trees)
+    print(f"{'µs of CPU per message':<58}" + "".join(f"{n:>18}" for n in names), end="")
+    print(f"{'ratio':>8}" if args.against else "")
+    for key, what in METRICS:
+        row = f"{what:<58}"
+        medians: list[float | None] = []
+        for name in names:
+            values = [r[key] for r in samples[name] if key in r]
+            if not values:  # (a revision whose probe did not measure it)
+                row += f"{'-':>18}"
+                medians.append(None)
+                continue
             med = statistics.median(values)
-            medians[name][key] = med
+            medians.append(med)
             spread = (max(values) - min(values)) / med * 100
-            row.append(f"{med:>{width}.2f} {f'±{spread / 2:.0f}%':>7}")
-        print(" ".join(row))
+            row += f"{med:>11.3f} {f'±{spread / 2:.0f}%':>6}"
+        new, old = medians[0], medians[-1]
+        if args.against and new is not None and old is not None:
+            row += f"{new / old:>7.2f}x"
+        print(row)
     if args.against:
-        new, old = medians["current"], medians[args.against]
-        print(
-            f"current / {args.against}, CPU per message (below 1: current is cheaper): "
-            f"rpc {new['rpc'] / old['rpc']:.2f}x, pydantic rpc "
-            f"{new['rpc_pydantic'] / old['rpc_pydantic']:.2f}x, "
-            f"fanout {new['fanout'] / old['fanout']:.2f}x"
-        )
+        print(f"ratio: current / {args.against} (below 1: current is cheaper)")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ SPLIT_GOAL = 0.9  # issue 19: subscribers split over two instances >= 0.9x one i
 RPC_SERVERS = (
     "raw-picows",
     "typed-picows",
+    "pydantic-picows",  # the same App, its payloads pydantic models
     "typed-websockets",
     "raw-websockets",
     "socketio-aiohttp",
@@ -89,7 +90,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 #: The servers that import crosswire: the ones ``--against`` runs on another revision too.
-CROSSWIRE_KINDS = ("crosswire", "typed", "redis")
+CROSSWIRE_KINDS = ("crosswire", "typed", "pydantic", "redis")
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class Sample:
     scenario: str  # one of SCENARIOS
     param: int  # connections (echo, rpc, memory) or subscribers (broadcast, fanout, ...)
     base: str  # websockets / aiohttp / picows
-    kind: str  # raw / crosswire / typed / redis / socketio
+    kind: str  # raw / crosswire / typed / pydantic / redis / socketio
     value: float  # messages/s, deliveries/s or KiB per connection
     server_cpu: float | None = None  # share of CPU 0 the server used while measured
     client_cpu: float | None = None  # share of CPU 1 the load generator used
@@ -644,7 +645,11 @@ def run_rpc(
 ) -> list[Sample]:
     """Request/response at 1, 10 and 100 connections: typed RPC (typed-*), socket.io events
     answered through their ack (socketio-*), or the plain echo of the raw servers."""
-    mode, scheme = {"typed": ("rpc", "ws"), "socketio": ("sio", "http")}.get(kind, ("echo", "ws"))
+    mode, scheme = {
+        "typed": ("rpc", "ws"),
+        "pydantic": ("rpc", "ws"),
+        "socketio": ("sio", "http"),
+    }.get(kind, ("echo", "ws"))
     samples = []
     with server(f"{kind}-{base}", profile, code=code) as (pid, port):
         for conns, window in cells(s):
@@ -1030,11 +1035,12 @@ def rpc_verdicts(summaries: list[Summary]) -> list[str]:
     rows = {(x.server, x.param, x.window): x for x in summaries if x.scenario == "rpc"}
     for (server_name, conns, window), x in sorted(rows.items()):
         raw = raw_of(summaries, x)
-        if not server_name.startswith("typed-") or raw is None or not raw.value:
+        if not server_name.startswith(("typed-", "pydantic-")) or raw is None or not raw.value:
             continue
         q = x.value / raw.value
         line = (
-            f"typed RPC echo on {x.base}{x.at}, {conns} conn, {x.in_flight}: {x.value:,.0f} "
+            f"{'pydantic' if x.kind == 'pydantic' else 'typed'} RPC echo on {x.base}{x.at}, "
+            f"{conns} conn, {x.in_flight}: {x.value:,.0f} "
             f"msg/s = {q:.2f}x raw picows"
         )
         extra = None if x.cpu_us is None or raw.cpu_us is None else x.cpu_us - raw.cpu_us

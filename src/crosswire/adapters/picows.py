@@ -258,13 +258,14 @@ class _Listener(WSListener):
         # frame is reported then). If picows takes a read's last frame itself (a ping or a
         # pong), the connection is released at the end of the turn instead.
         cork = self._cork
-        if cork is not None and self._writes.held is None and not frame.last_in_buffer:
+        last = frame.last_in_buffer  # (the only frame of its read, for one request in flight)
+        if not last and cork is not None and self._writes.held is None:
             self._writes.open()  # more frames in this read: what this one fans out is held
         try:
             if (  # the hot path: a whole text message, no reserved bit (no extension here)
                 frame.msg_type is _TEXT
                 and frame.fin
-                and not (self._parts or frame.rsv1 or frame.rsv2 or frame.rsv3)
+                and not (frame.rsv1 or frame.rsv2 or frame.rsv3 or self._parts)
             ):
                 try:
                     text = frame.get_payload_as_utf8_text()
@@ -276,9 +277,11 @@ class _Listener(WSListener):
                 self._frame(transport, frame)
         finally:
             if cork is not None:
-                more = not frame.last_in_buffer
-                if more is not cork.held or (more and self._writes.solo):
-                    self._writes.after_message(cork, more)
+                if last:
+                    if cork.held:  # the read's earlier frames held it: release
+                        self._writes.after_message(cork, False)
+                elif not cork.held or self._writes.solo:
+                    self._writes.after_message(cork, True)
 
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """Every frame but a whole text message (handled in :meth:`on_ws_frame`)."""
