@@ -34,12 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: What the probe measures, in µs of CPU: (key, what).
 METRICS = (
-    ("rpc", "typed RPC per call, {text: str} schemas (peer to reply)"),
-    ("rpc_pydantic", "typed RPC per call, pydantic models"),
+    ("rpc", "typed RPC per call, pydantic models (peer to reply)"),
+    ("rpc_struct", "typed RPC per call, {text: str} schemas (fast lane)"),
     ("fanout", "fan-out per delivery, 1,000 subscribers"),
     ("picows_raw", "picows listener: raw echo (bench/servers.py's)"),
     ("picows_hooks", "picows listener: crosswire hooks echo"),
-    ("picows_typed", "picows listener: crosswire typed RPC"),
+    ("picows_typed", "picows listener: crosswire typed RPC, pydantic"),
+    ("picows_struct", "picows listener: crosswire typed RPC, {text: str}"),
 )
 
 #: One measurement, run in a fresh interpreter: prints {metric: µs} (see METRICS).
@@ -132,14 +133,16 @@ def picows_cost(listener, text):
     return cost
 
 async def main():
-    result = {"rpc_pydantic": rpc_cost(servers.typed_app("pydantic"))}
-    app = servers.typed_app()
-    result["rpc"] = rpc_cost(app)
+    result = {"rpc": rpc_cost(servers.typed_app())}
+    app = servers.typed_app("struct")
+    result["rpc_struct"] = rpc_cost(app)
     echo = "x" * 100
     result["picows_raw"] = picows_cost(RawEcho(), echo)
     hooks = servers.crosswire_app()
     result["picows_hooks"] = picows_cost(_Listener(hooks, request, Accept()), echo)
-    result["picows_typed"] = picows_cost(_Listener(app, request, Accept()), RPC)
+    typed = servers.typed_app()
+    result["picows_typed"] = picows_cost(_Listener(typed, request, Accept()), RPC)
+    result["picows_struct"] = picows_cost(_Listener(app, request, Accept()), RPC)
 
     caller, out = connect(app)
     receive = caller._receive_data

@@ -66,7 +66,7 @@ SPLIT_GOAL = 0.9  # issue 19: subscribers split over two instances >= 0.9x one i
 RPC_SERVERS = (
     "raw-picows",
     "typed-picows",
-    "pydantic-picows",  # the same App, its payloads pydantic models
+    "struct-picows",  # the same App, its payloads {"text": str} mappings (msgspec)
     "typed-websockets",
     "raw-websockets",
     "socketio-aiohttp",
@@ -90,7 +90,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 #: The servers that import crosswire: the ones ``--against`` runs on another revision too.
-CROSSWIRE_KINDS = ("crosswire", "typed", "pydantic", "redis")
+CROSSWIRE_KINDS = ("crosswire", "typed", "struct", "redis")
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class Sample:
     scenario: str  # one of SCENARIOS
     param: int  # connections (echo, rpc, memory) or subscribers (broadcast, fanout, ...)
     base: str  # websockets / aiohttp / picows
-    kind: str  # raw / crosswire / typed / pydantic / redis / socketio
+    kind: str  # raw / crosswire / typed / struct / redis / socketio
     value: float  # messages/s, deliveries/s or KiB per connection
     server_cpu: float | None = None  # share of CPU 0 the server used while measured
     client_cpu: float | None = None  # share of CPU 1 the load generator used
@@ -647,7 +647,7 @@ def run_rpc(
     answered through their ack (socketio-*), or the plain echo of the raw servers."""
     mode, scheme = {
         "typed": ("rpc", "ws"),
-        "pydantic": ("rpc", "ws"),
+        "struct": ("rpc", "ws"),
         "socketio": ("sio", "http"),
     }.get(kind, ("echo", "ws"))
     samples = []
@@ -1035,11 +1035,11 @@ def rpc_verdicts(summaries: list[Summary]) -> list[str]:
     rows = {(x.server, x.param, x.window): x for x in summaries if x.scenario == "rpc"}
     for (server_name, conns, window), x in sorted(rows.items()):
         raw = raw_of(summaries, x)
-        if not server_name.startswith(("typed-", "pydantic-")) or raw is None or not raw.value:
+        if not server_name.startswith(("typed-", "struct-")) or raw is None or not raw.value:
             continue
         q = x.value / raw.value
         line = (
-            f"{'pydantic' if x.kind == 'pydantic' else 'typed'} RPC echo on {x.base}{x.at}, "
+            f"{'struct' if x.kind == 'struct' else 'typed'} RPC echo on {x.base}{x.at}, "
             f"{conns} conn, {x.in_flight}: {x.value:,.0f} "
             f"msg/s = {q:.2f}x raw picows"
         )

@@ -19,9 +19,10 @@ publish reaches the subscribers of every instance. Their ``"probe"`` is answered
 subscriptions made before it are in effect on Redis.
 
 The typed servers serve a crosswire Router, in the canonical dialect: the RPC ``ECHO {text}``
-answered by ``ECHO_RESULT {text}``, its payloads declared as the README does (``{"text":
-str}`` mappings: msgspec Structs, validated both ways); ``pydantic-picows`` is the same App
-with pydantic models for ECHO and ECHO_RESULT. For typed
+answered by ``ECHO_RESULT {text}``, with pydantic models validating both ways (issue 3's
+benchmark); ``struct-picows`` is the same App with its payloads declared as the README does
+(``{"text": str}`` mappings: msgspec Structs, which the router's fast lane decodes with the
+envelope). For typed
 fan-out, the RPC ``SUB`` (no payload) subscribes the connection to ``"b"`` and answers
 ``SUBBED`` once it has, and the event ``PUB {text}`` is published to ``"b"`` as ``NEWS {text}``
 (the publisher excluded). The socketio server answers the socket.io event ``echo`` through its
@@ -55,7 +56,7 @@ SERVERS = (
     "redis-picows",
     "typed-websockets",
     "typed-picows",
-    "pydantic-picows",
+    "struct-picows",
     "socketio-aiohttp",
 )
 
@@ -261,10 +262,10 @@ def redis_on(name: str) -> Callable[[], Awaitable[Started]]:
     return start
 
 
-def typed_app(models: str = "struct") -> object:
+def typed_app(models: str = "pydantic") -> object:
     """The typed App: ``ECHO {text}`` answered by ``ECHO_RESULT {text}``, its payloads
-    declared as the README does (``{"text": str}``: msgspec Structs) or, with ``models=
-    "pydantic"``, as pydantic models."""
+    pydantic models or, with ``models="struct"``, declared as the README does (``{"text":
+    str}``: msgspec Structs)."""
     import crosswire
 
     if models == "pydantic":
@@ -302,7 +303,7 @@ def typed_app(models: str = "struct") -> object:
     return crosswire.App(router, limits=limits())
 
 
-def typed_on(name: str, models: str = "struct") -> Callable[[], Awaitable[Started]]:
+def typed_on(name: str, models: str = "pydantic") -> Callable[[], Awaitable[Started]]:
     async def start() -> Started:
         import crosswire
 
@@ -349,7 +350,7 @@ STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
     "redis-picows": redis_on("picows"),
     "typed-websockets": typed_on("websockets"),
     "typed-picows": typed_on("picows"),
-    "pydantic-picows": typed_on("picows", "pydantic"),
+    "struct-picows": typed_on("picows", "struct"),
     "socketio-aiohttp": socketio_aiohttp,
 }
 

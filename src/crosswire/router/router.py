@@ -6,6 +6,10 @@ A router is served by an App, ``crosswire.App(router)``, on any server. For each
     -> [RPC admission: in-flight limit, deadline] -> on_auth gate -> global middleware
     -> route middleware -> payload validation -> handler -> reply / error / progress / send
 
+(In the canonical dialect, a frame of a routed type whose payload is a msgspec Struct is
+decoded and its payload checked in one call, the fast lane of :mod:`crosswire.router.lane`;
+the order above, and every answer, stay the same.)
+
 Handlers and middleware may be plain or ``async`` functions. A route whose middleware and
 handler are all plain functions runs inline, in the message hook, with no task; a route with
 anything ``async`` runs in a task of its own (started eagerly on Python 3.12+), so that it can
