@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -44,8 +43,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BusError
-from .backend import BusStats, Deliver, Ledger, Report
+from .backend import BusStats, Deliver, Report
 from .outage import Outage
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     from .redis_history import RedisHistory
@@ -94,8 +94,6 @@ class RedisBackend:
         self._url = url
         self._presence_times = (presence_heartbeat, presence_ttl)
         self._pool = ConnectionPool.from_url(url)  # only to make connections with its settings
-        self._max_queue = max_queue
-        self._max_batch = max_batch
         self._health_check_interval = health_check_interval
         #: Seconds Redis has to answer a PING before the connection counts as dead.
         self._answer_within = 2 * health_check_interval + 1
@@ -107,20 +105,15 @@ class RedisBackend:
         self._active: set[str] = set()  # channels Redis confirmed
         #: SUBSCRIBE/UNSUBSCRIBE confirmations still due on the current connection.
         self._unconfirmed = 0
-        self._queue: deque[tuple[int, str, bytes]] = deque()
-        #: The batch being written, until Redis answered it.
-        self._in_flight: list[tuple[int, str, bytes]] = []
+        #: What was published and is not on Redis yet.
+        self._outbox = Outbox(max_queue, max_batch, self._fail, "Redis")
         #: When the publisher connection last carried something (loop time).
         self._publisher_used = 0.0
-        self._overflowing = False  # the queue is full: publishes are being dropped
-        self._overflowed = 0  # how many, since it filled up
-        self._ledger = Ledger()
         #: ``host:port`` (or the socket's path) of the Redis server: what the log names.
         self._where = _where(self._pool.connection_kwargs)
         self._outage = Outage("Redis", self._where, self._fail)
         self._known = asyncio.Event()  # the first attempt to connect has ended, either way
         self._subscriptions_changed = asyncio.Event()
-        self._queue_filled = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -147,7 +140,7 @@ class RedisBackend:
         self._closed = False
         self._known = asyncio.Event()
         self._subscriptions_changed = asyncio.Event()
-        self._queue_filled = asyncio.Event()
+        self._outbox.open()
 
     def __repr__(self) -> str:
         db = self._pool.connection_kwargs.get("db", 0)
@@ -188,23 +181,8 @@ class RedisBackend:
             self._subscriptions_changed.set()
 
     def publish(self, channel: str, message: bytes) -> int:
-        number = self._ledger.accept()
-        if self._closed:
-            self._ledger.drop(number)
-            self._fail("closed: a message published after aclose() was dropped")
-        elif len(self._queue) >= self._max_queue:
-            self._ledger.drop(number)
-            self._overflowed += 1
-            if not self._overflowing:  # one report for the whole run of drops
-                self._overflowing = True
-                self._fail(
-                    f"the publish queue is full ({self._max_queue} messages): "
-                    "new messages are dropped until Redis takes some"
-                )
-        else:
-            self._queue.append((number, channel, message))
-            self._queue_filled.set()
-            self._start()
+        number = self._outbox.put(channel, message, closed=self._closed)
+        self._start()
         return number
 
     async def flush(self, *, through: int | None = None) -> None:
@@ -212,7 +190,7 @@ class RedisBackend:
         Redis and every subscription made so far is confirmed by Redis. While Redis is away
         this waits; safe to cancel."""
         self._start()
-        await self._ledger.flush(self._in_line, through=through)
+        await self._outbox.ledger.flush(self._in_line, through=through)
 
     def _in_line(self) -> bool:
         """Whether Redis has confirmed exactly the channels wanted, with nothing pending."""
@@ -224,17 +202,14 @@ class RedisBackend:
         Idempotent."""
         self._closed = True
         self._known.set()
-        self._queue_filled.set()
+        self._outbox.filled.set()
         self._subscriptions_changed.set()
         tasks, self._tasks = self._tasks, []
         await _stop(tasks)
-        lost = [number for number, _, _ in (*self._in_flight, *self._queue)]
-        self._in_flight = []
-        self._queue.clear()
         # Everything accepted is settled now; what is published from here on is dropped.
-        self._ledger.settle_through(self._ledger.published, dropped=lost)
+        lost = self._outbox.close()
         if lost:
-            self._fail(f"closed with {len(lost)} messages not on Redis yet; dropped")
+            self._fail(f"closed with {lost} messages not on Redis yet; dropped")
         self._wanted.clear()
         self._active.clear()
         await self._pool.disconnect()
@@ -242,8 +217,7 @@ class RedisBackend:
     def stats(self) -> BusStats:
         """Messages published, dropped and queued so far, and how many times Redis came back
         after an outage."""
-        ledger = self._ledger
-        return BusStats(ledger.published, ledger.dropped, ledger.waiting, self._outage.reconnects)
+        return self._outbox.stats(self._outage.reconnects)
 
     # -- connecting ------------------------------------------------------------------------
 
@@ -272,7 +246,7 @@ class RedisBackend:
                 await asyncio.sleep(_jitter(delay))
                 delay = min(delay * 2, self._reconnect_delay[1])
                 continue
-            queued, dropped = len(self._queue), self._ledger.dropped
+            queued, dropped = len(self._outbox.queue), self._outbox.ledger.dropped
             self._outage.connected(self._now(), queued=queued, dropped=dropped)
             self._known.set()
             return conn
@@ -282,10 +256,10 @@ class RedisBackend:
         self._outage.failed(
             self._now(),
             f"Redis at {self._where} is not reachable ({exc}); retrying, and publishes wait "
-            f"in the queue (up to {self._max_queue} messages)",
+            f"in the queue (up to {self._outbox.max_queue} messages)",
             exc,
-            queued=len(self._queue),
-            dropped=self._ledger.dropped,
+            queued=len(self._outbox.queue),
+            dropped=self._outbox.ledger.dropped,
         )
         self._known.set()
 
@@ -325,8 +299,8 @@ class RedisBackend:
             f"lost the connection to Redis at {self._where} ({exc}); reconnecting, and until "
             "then this instance misses what is published on Redis",
             exc,
-            queued=len(self._queue),
-            dropped=self._ledger.dropped,
+            queued=len(self._outbox.queue),
+            dropped=self._outbox.ledger.dropped,
         )
         return True
 
@@ -414,7 +388,7 @@ class RedisBackend:
 
     def _confirmed(self) -> None:
         self._unconfirmed = max(0, self._unconfirmed - 1)
-        self._ledger.wake()
+        self._outbox.ledger.wake()
 
     # -- the publisher -----------------------------------------------------------------------
 
@@ -430,9 +404,9 @@ class RedisBackend:
                 if conn is None:
                     conn = await self._connect()
                     self._publisher_used = self._now()
-                elif not self._queue:
-                    self._queue_filled.clear()
-                    await self._queue_filled.wait()
+                elif not self._outbox.queue:
+                    self._outbox.filled.clear()
+                    await self._outbox.filled.wait()
                 elif not await self._still_good(conn) or not await self._send_batch(conn):
                     await conn.disconnect(nowait=True)
                     conn = None
@@ -464,9 +438,7 @@ class RedisBackend:
     async def _send_batch(self, conn: AbstractConnection) -> bool:
         """Write the next batch and read Redis's answers; False if the connection broke
         meanwhile (the batch is then dropped and reported: Redis may have got some of it)."""
-        count = min(len(self._queue), self._max_batch)
-        batch = self._in_flight = [self._queue.popleft() for _ in range(count)]
-        self._room_again()
+        batch = self._outbox.take()
         self._publisher_used = self._now()
         try:
             packed = conn.pack_commands([("PUBLISH", ch, msg) for _, ch, msg in batch])
@@ -474,28 +446,15 @@ class RedisBackend:
             for _ in batch:
                 await conn.read_response()
         except _LOST as exc:
-            self._in_flight = []
-            self._ledger.settle_through(batch[-1][0], dropped=[number for number, _, _ in batch])
+            self._outbox.settle(batch, dropped=[number for number, _, _ in batch])
             self._fail(
                 f"lost the connection to Redis at {self._where} while publishing ({exc}); "
                 f"{len(batch)} messages dropped",
                 exc,
             )
             return False
-        if self._in_flight is batch:  # (aclose settles it if it got there first)
-            self._in_flight = []
-            self._ledger.settle_through(batch[-1][0])
+        self._outbox.settle(batch)  # (unless aclose settled it first)
         return True
-
-    def _room_again(self) -> None:
-        """The queue has room again: say how many were dropped while it had none."""
-        if self._overflowing and len(self._queue) < self._max_queue:
-            logger.warning(
-                "the publish queue has room again; %d messages were dropped while it was full",
-                self._overflowed,
-            )
-            self._overflowing = False
-            self._overflowed = 0
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -51,8 +50,9 @@ from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgain
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BusError, ConfigurationError
-from .backend import BusStats, Deliver, Ledger, Report
+from .backend import BusStats, Deliver, Report
 from .outage import Outage
+from .outbox import Item, Outbox
 from .redis import _CHUNK, _IDLE_PING, _LOST, _START_WAIT, _buffered, _closed_by_redis, _jitter
 from .redis import _stop as _stop_tasks
 from .redis_slots import Addr, SlotMap, slot_of
@@ -69,8 +69,6 @@ logger = logging.getLogger("crosswire.pubsub")
 _REDIRECTED = (AskError, TryAgainError, ClusterDownError)
 #: Seconds between two reads of the slot map, at least.
 _REMAP_GAP = 0.05
-
-_Item = tuple[int, str, bytes]  # (number, channel, message)
 
 
 class _Shard:
@@ -153,15 +151,14 @@ class RedisClusterBackend:
         #: Nodes to ask for the slot map: the URL's, and every node a map named.
         self._nodes: list[Addr] = [self._seed]
         self._where = f"{self._seed[0]}:{self._seed[1]}"
-        self._max_queue = max_queue
-        self._max_batch = max_batch
         self._health_check_interval = health_check_interval
         #: Seconds a node has to answer (a PING, a connect) before it counts as dead.
         self._answer_within = 2 * health_check_interval + 1
         self._reconnect_delay = reconnect_delay
         self._deliver: Deliver | None = None
         self._report: Report | None = None
-        self._ledger = Ledger()
+        #: What was published and is not on the cluster yet.
+        self._outbox = Outbox(max_queue, max_batch, self._fail, "the cluster")
         self._outage = Outage("Redis Cluster", self._where, self._fail)
         self._open()
 
@@ -173,16 +170,12 @@ class RedisClusterBackend:
         self._wanted: set[str] = set()  # channels the Hub wants
         self._owner: dict[str, Addr] = {}  # wanted channel -> the master it is wanted on
         self._shards: dict[Addr, _Shard] = {}
-        self._queue: deque[_Item] = deque()
-        self._in_flight: list[_Item] = []  # the batch being written, until Redis answered
+        self._outbox.open()
         self._publisher_waits = False  # part of the last batch found no master to take it
-        self._overflowing = False  # the queue is full: publishes are being dropped
-        self._overflowed = 0  # how many, since it filled up
         self._moved_reported = False  # a channel Redis dropped (its slot moved) was reported
         self._known = asyncio.Event()  # the first read of the map has ended, either way
         self._remap = asyncio.Event()  # the map must be read again
         self._mapped = asyncio.Event()  # a map was read
-        self._queue_filled = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def history(self, namespace: str) -> RedisHistory:
@@ -243,23 +236,8 @@ class RedisClusterBackend:
             shard.changed.set()
 
     def publish(self, channel: str, message: bytes) -> int:
-        number = self._ledger.accept()
-        if self._closed:
-            self._ledger.drop(number)
-            self._fail("closed: a message published after aclose() was dropped")
-        elif len(self._queue) >= self._max_queue:
-            self._ledger.drop(number)
-            self._overflowed += 1
-            if not self._overflowing:  # one report for the whole run of drops
-                self._overflowing = True
-                self._fail(
-                    f"the publish queue is full ({self._max_queue} messages): "
-                    "new messages are dropped until the cluster takes some"
-                )
-        else:
-            self._queue.append((number, channel, message))
-            self._queue_filled.set()
-            self._start()
+        number = self._outbox.put(channel, message, closed=self._closed)
+        self._start()
         return number
 
     async def flush(self, *, through: int | None = None) -> None:
@@ -267,7 +245,7 @@ class RedisClusterBackend:
         cluster and every channel wanted so far is subscribed on the master that serves it.
         While a master is away this waits; safe to cancel."""
         self._start()
-        await self._ledger.flush(self._in_line, through=through)
+        await self._outbox.ledger.flush(self._in_line, through=through)
 
     def _in_line(self) -> bool:
         """Whether every wanted channel is placed and confirmed on its master, and nothing
@@ -283,20 +261,17 @@ class RedisClusterBackend:
         (queued, or written and not answered: Redis may have got them) are dropped and
         reported. Idempotent."""
         self._closed = True
-        for event in (self._known, self._remap, self._mapped, self._queue_filled):
+        for event in (self._known, self._remap, self._mapped, self._outbox.filled):
             event.set()
         for shard in self._shards.values():
             shard.changed.set()
         tasks = self._tasks + [s.task for s in self._shards.values() if s.task is not None]
         self._tasks = []
         await _stop_tasks(tasks)
-        lost = [number for number, _, _ in (*self._in_flight, *self._queue)]
-        self._in_flight = []
-        self._queue.clear()
         # Everything accepted is settled now; what is published from here on is dropped.
-        self._ledger.settle_through(self._ledger.published, dropped=lost)
+        lost = self._outbox.close()
         if lost:
-            self._fail(f"closed with {len(lost)} messages not on the cluster yet; dropped")
+            self._fail(f"closed with {lost} messages not on the cluster yet; dropped")
         self._wanted.clear()
         self._owner.clear()
         self._shards.clear()
@@ -304,8 +279,7 @@ class RedisClusterBackend:
     def stats(self) -> BusStats:
         """Messages published, dropped and queued so far, and how many times the cluster came
         back whole after an outage."""
-        ledger = self._ledger
-        return BusStats(ledger.published, ledger.dropped, ledger.waiting, self._outage.reconnects)
+        return self._outbox.stats(self._outage.reconnects)
 
     # -- the slot map --------------------------------------------------------------------------
 
@@ -426,10 +400,10 @@ class RedisClusterBackend:
             self._now(),
             f"Redis Cluster node {addr[0]}:{addr[1]} is not reachable ({exc}); retrying "
             "where the cluster's map says, and publishes wait in the queue (up to "
-            f"{self._max_queue} messages)",
+            f"{self._outbox.max_queue} messages)",
             exc,
-            queued=len(self._queue),
-            dropped=self._ledger.dropped,
+            queued=len(self._outbox.queue),
+            dropped=self._outbox.ledger.dropped,
         )
 
     def _maybe_whole(self) -> None:
@@ -439,7 +413,8 @@ class RedisClusterBackend:
             return
         if any(shard.wanted and not shard.up for shard in self._shards.values()):
             return
-        self._outage.connected(self._now(), queued=len(self._queue), dropped=self._ledger.dropped)
+        outbox = self._outbox
+        self._outage.connected(self._now(), queued=len(outbox.queue), dropped=outbox.ledger.dropped)
 
     # -- the subscribers (one per master) ----------------------------------------------------
 
@@ -468,7 +443,7 @@ class RedisClusterBackend:
                     self._request_remap()
             finally:
                 shard.reset()
-                self._ledger.wake()
+                self._outbox.ledger.wake()
                 await conn.disconnect(nowait=True)
             await asyncio.sleep(_jitter(self._reconnect_delay[0]))
 
@@ -485,8 +460,8 @@ class RedisClusterBackend:
             f"served again (a replica promoted), this instance misses what is published on "
             f"its {len(shard.wanted)} channels there",
             exc,
-            queued=len(self._queue),
-            dropped=self._ledger.dropped,
+            queued=len(self._outbox.queue),
+            dropped=self._outbox.ledger.dropped,
         )
         return True
 
@@ -579,7 +554,7 @@ class RedisClusterBackend:
 
     def _confirmed(self, shard: _Shard) -> None:
         shard.unconfirmed = max(0, shard.unconfirmed - 1)
-        self._ledger.wake()
+        self._outbox.ledger.wake()
 
     def _unsubscribed(self, shard: _Shard, channel: str) -> None:
         """Redis says ``channel`` is no longer subscribed: as asked, or by itself, because its
@@ -605,7 +580,7 @@ class RedisClusterBackend:
                 "cluster's map says: what is published on it meanwhile is missed"
             )
         self._request_remap()
-        self._ledger.wake()
+        self._outbox.ledger.wake()
 
     # -- the publisher ---------------------------------------------------------------------
 
@@ -617,9 +592,9 @@ class RedisClusterBackend:
         try:
             # Ends on the flag as well as on cancellation (redis-py can lose a cancellation).
             while not self._closed:
-                if not self._queue:
-                    self._queue_filled.clear()
-                    await self._queue_filled.wait()
+                if not self._outbox.queue:
+                    self._outbox.filled.clear()
+                    await self._outbox.filled.wait()
                 elif self._map is None:
                     self._request_remap()
                     self._mapped.clear()
@@ -637,31 +612,27 @@ class RedisClusterBackend:
     async def _send_batch(self, links: dict[Addr, _Link], slots: SlotMap) -> bool:
         """Send the next batch, each master's part on its connection, all at once; False if
         some of it must wait (put back at the head of the queue, in order)."""
-        count = min(len(self._queue), self._max_batch)
-        batch = self._in_flight = [self._queue.popleft() for _ in range(count)]
-        self._room_again()
-        parts: dict[Addr | None, list[_Item]] = {}
+        outbox = self._outbox
+        batch = outbox.take()
+        parts: dict[Addr | None, list[Item]] = {}
         for item in batch:
             parts.setdefault(slots.owner(item[1]), []).append(item)
         outcomes = await asyncio.gather(
             *(self._send_part(links, addr, items) for addr, items in parts.items())
         )
-        if self._in_flight is not batch:  # aclose settled it meanwhile
+        if outbox.in_flight is not batch:  # aclose settled it meanwhile
             return True
-        self._in_flight = []
         again = sorted(item for waiting, _ in outcomes for item in waiting)
         dropped = [number for _, lost in outcomes for number in lost]
-        self._queue.extendleft(reversed(again))
-        # Settled: everything before the first message that waits.
-        self._ledger.settle_through(again[0][0] - 1 if again else batch[-1][0], dropped=dropped)
+        outbox.settle(batch, dropped=dropped, again=again)
         self._publisher_waits = bool(again)
         if not again:
             self._maybe_whole()
         return not again
 
     async def _send_part(
-        self, links: dict[Addr, _Link], addr: Addr | None, items: list[_Item]
-    ) -> tuple[list[_Item], list[int]]:
+        self, links: dict[Addr, _Link], addr: Addr | None, items: list[Item]
+    ) -> tuple[list[Item], list[int]]:
         """SPUBLISH ``items`` on ``addr``'s connection; what must wait (not sent, or refused
         with a redirection: not published) and the numbers of those dropped."""
         if addr is None:  # no master serves their slot now
@@ -678,7 +649,7 @@ class RedisClusterBackend:
             link = links[addr] = _Link(conn, self._now())
         conn = link.conn
         link.used = self._now()
-        waiting: list[_Item] = []
+        waiting: list[Item] = []
         refused: list[tuple[int, ResponseError]] = []
         answered = 0
         try:
@@ -730,16 +701,6 @@ class RedisClusterBackend:
             return True
         logger.debug("an idle publisher connection to %s:%d failed a PING (%s)", *addr, pong)
         return False
-
-    def _room_again(self) -> None:
-        """The queue has room again: say how many were dropped while it had none."""
-        if self._overflowing and len(self._queue) < self._max_queue:
-            logger.warning(
-                "the publish queue has room again; %d messages were dropped while it was full",
-                self._overflowed,
-            )
-            self._overflowing = False
-            self._overflowed = 0
 
     # -- helpers -----------------------------------------------------------------------------
 
