@@ -66,7 +66,8 @@ class Dispatcher:
         #: dialect: a type that is a route for one (``join``) may be a control frame of
         #: another (Rover's ``join``), and only routes are kept here.
         self._runs: dict[Dialect, dict[str, Compiled]] = {}
-        #: Per dialect that has a typed decoder, its fast lane (:mod:`.lane`).
+        #: Per dialect, its fast lane (:mod:`.lane`; it takes nothing in a dialect without a
+        #: typed decoder).
         self._lanes: dict[Dialect, Lane] = {}
         #: Joins and leaves of topics; the App's Hub keeps the history of those that have it.
         self.topics = TopicDesk(self, router._topics, router._on_auth)
