@@ -1,7 +1,8 @@
-"""What Redis spends per publish, by the number of instances subscribed: the Redis side of
-docs/scaling.md's model.
+"""What Redis spends per publish, by the number of instances subscribed, and what each
+crosswire instance spends per publish on the bus: the per-publish costs of docs/scaling.md's
+model.
 
-    .venv/bin/python bench/scaling.py            # about three minutes
+    .venv/bin/python bench/scaling.py            # about four minutes
 
 A redis-server pinned to CPU 1; on CPU 0, K subscriber connections (one per crosswire
 instance: an instance subscribes once per channel, whatever its number of clients) and one
@@ -10,6 +11,13 @@ Hub encodes it) in pipelined batches, as RedisBackend does. The subscribers read
 For each K, redis-server's CPU time (from /proc) over N publishes gives µs per publish; a
 least-squares line through the Ks splits it into a cost per publish and a cost per
 subscribed instance (per delivery to an instance). Prints one JSON line per K and the fit.
+
+Then the instances' side, each in a fresh interpreter pinned to CPU 0 (its own CPU time, from
+/proc or the process itself): a Hub on that Redis publishing to a topic with no local member,
+every message put on Redis (``hub.publish`` then ``hub.flush`` per batch): CPU per publish
+on the publishing instance; and a Hub with one local member of the topic (a transport that
+only counts) receiving crosswire envelopes that this script PUBLISHes: CPU per bus message on
+a subscribing instance, before its deliveries (one delivery to a counting transport is in it).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +34,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "src"))
 
 from redis.asyncio import Redis  # noqa: E402
-from run import cpu_ticks, redis_server  # noqa: E402
+from run import SERVER_CPU, cpu_ticks, pinned, redis_server  # noqa: E402
 
 from crosswire.pubsub.envelope import Publication, channel_for, encode_envelope  # noqa: E402
 
@@ -75,12 +84,103 @@ async def one(url: str, pid: int, k: int) -> float:
     return used / PUBLISHES * 1e6
 
 
+#: The instance side, in a fresh interpreter: ``publish URL N`` prints µs of CPU per publish
+#: put on Redis; ``receive URL N`` prints "ready", then, once N bus messages reached its one
+#: local member, "done".
+INSTANCE = r"""
+import asyncio, sys, time
+import crosswire
+from crosswire.http import Accept, Headers, Request
+from crosswire.pubsub.redis import RedisBackend
+
+class Counting:
+    cork = None
+    sent = 0
+    def bind(self, peer): pass
+    def send_text(self, payload): self.sent += 1
+    def send_binary(self, payload): self.sent += 1
+    def buffered_amount(self): return 0
+    def close(self, code, reason): pass
+    def abort(self): pass
+    def pause_reading(self): pass
+    def resume_reading(self): pass
+
+async def main(mode, url, n):
+    hub = crosswire.Hub(RedisBackend(url))
+    app = crosswire.App(crosswire.define_hooks(), hub=hub)
+    await hub.start()
+    if mode == "publish":
+        text = '{"type":"NEWS","meta":{},"payload":{"text":"%s"}}' % ("x" * 64)
+        for _ in range(2000):  # warm up
+            hub.publish("b", text)
+        await hub.flush()
+        start = time.process_time()
+        for _ in range(n // 1000):
+            for _ in range(1000):
+                hub.publish("b", text)
+            await hub.flush()
+        print((time.process_time() - start) / n * 1e6, flush=True)
+    else:
+        member = Counting()
+        request = Request("/", "", Headers([("upgrade", "websocket")]), "127.0.0.1")
+        peer = app.connect(member, request, Accept())
+        peer.subscribe("b")
+        await hub.flush()  # subscribed on Redis
+        print("ready", flush=True)
+        while member.sent < n:
+            await asyncio.sleep(0.01)
+        print("done", flush=True)
+    await hub.aclose()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def instance(mode: str, url: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "src")}
+    argv = [sys.executable, "-c", INSTANCE, mode, url, str(PUBLISHES)]
+    return subprocess.Popen(pinned(SERVER_CPU, argv), stdout=subprocess.PIPE, text=True, env=env)
+
+
+def instance_publish(url: str) -> float:
+    """µs of CPU per publish put on Redis, on the publishing instance."""
+    proc = instance("publish", url)
+    out, _ = proc.communicate(timeout=300)
+    return float(out.split()[-1])
+
+
+async def instance_receive(url: str) -> float:
+    """µs of CPU per bus message on an instance with one local member of the topic."""
+    proc = instance("receive", url)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError("the receiving instance did not start")
+    channel, message = envelope()
+    publisher = Redis.from_url(url)
+    before = cpu_ticks(proc.pid)
+    for _ in range(PUBLISHES // BATCH):
+        async with publisher.pipeline(transaction=False) as pipe:
+            for _ in range(BATCH):
+                pipe.publish(channel, message)
+            await pipe.execute()
+    await publisher.aclose()
+    done = await asyncio.to_thread(proc.stdout.readline)
+    used = (cpu_ticks(proc.pid) - before) / TICK
+    proc.wait(timeout=30)
+    if done.strip() != "done":
+        raise RuntimeError("the receiving instance did not get every message")
+    return used / PUBLISHES * 1e6
+
+
 def main() -> None:
     results: dict[int, list[float]] = {k: [] for k in KS}
+    sides: dict[str, list[float]] = {"publish": [], "receive": []}
     with redis_server() as (url, pid):
         for _ in range(REPS):
             for k in KS:
                 results[k].append(asyncio.run(one(url, pid, k)))
+            sides["publish"].append(instance_publish(url))
+            sides["receive"].append(asyncio.run(instance_receive(url)))
     medians = {k: statistics.median(v) for k, v in results.items()}
     for k in KS:
         line = {"instances": k, "redis_us_per_publish": round(medians[k], 2), "runs": results[k]}
@@ -94,6 +194,10 @@ def main() -> None:
     base = mean_c - slope * mean_k
     fit = {"redis_us_per_publish": round(base, 2), "redis_us_per_instance": round(slope, 2)}
     print(json.dumps({"fit": fit, "publishes": PUBLISHES, "envelope_bytes": len(envelope()[1])}))
+    for side, what in (("publish", "publishing"), ("receive", "receiving")):
+        runs = sides[side]
+        line = {f"instance_us_per_{side}": round(statistics.median(runs), 2), "runs": runs}
+        print(json.dumps({"instance": what, **line}))
 
 
 if __name__ == "__main__":

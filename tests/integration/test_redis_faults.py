@@ -308,3 +308,43 @@ async def test_two_instances_carry_every_message_across_redis_closing_idle_conne
         for inst in made.instances:
             await asyncio.wait_for(inst.server.aclose(), TIMEOUT)
         await redis.kill()
+
+
+async def test_a_subscriber_on_a_redis_that_hangs_notices_the_silence_and_comes_back(
+    tmp_path: Path,
+) -> None:
+    """A Redis that stops answering (SIGSTOP) keeps the subscriber's connection open: the
+    subscriber notices the silence (its health check PINGs get no PONG) within a few health
+    check intervals, says so, and once Redis answers again it subscribes again and delivers
+    what is published from then on. Messages that arrive in a burst (many in one read) are
+    delivered whole in between."""
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    publisher = redis.client()
+    got: list[bytes] = []
+    errors: list[BusError] = []
+    receiver = fast(redis.url)  # health checks every 0.3 s: silence past 1.6 s is a loss
+    receiver.bind(lambda channel, message, more: got.append(message), errors.append)
+    try:
+        await asyncio.wait_for(receiver.start(), TIMEOUT)
+        receiver.subscribe("ws:room:s")
+        await asyncio.wait_for(receiver.flush(), TIMEOUT)
+        async with publisher.pipeline(transaction=False) as pipe:
+            for i in range(500):  # a burst: the subscriber reads many per read
+                pipe.publish("ws:room:s", str(i).encode())
+            await pipe.execute()
+        await eventually(lambda: len(got) == 500)
+        assert got == [str(i).encode() for i in range(500)]
+
+        redis.pause()
+        await eventually(lambda: any("lost the connection" in str(e) for e in errors), 3 * TIMEOUT)
+        assert any("no answer from Redis" in str(e) for e in errors), errors
+        redis.resume()
+        await asyncio.wait_for(receiver.flush(), 3 * TIMEOUT)  # subscribed again
+        await publisher.publish("ws:room:s", b"after")
+        await eventually(lambda: got[-1:] == [b"after"])
+    finally:
+        redis.resume()
+        await receiver.aclose()
+        await publisher.aclose()
+        await redis.kill()

@@ -1,0 +1,33 @@
+"""bench/scaling.py's instance side (docs/scaling.md's ``i_p`` and ``i_b``): a crosswire
+instance in a fresh interpreter publishes through a real redis-server, another receives what
+this process publishes, and each reports its CPU per message. Nothing here asserts on speed,
+only that both ran to the end (every publish flushed, every message delivered)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.redis_server import RedisServer
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture
+def scaling(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCH))  # (it imports bench/run.py as "run")
+    import scaling as module
+
+    monkeypatch.setattr(module, "PUBLISHES", 3_000)
+    monkeypatch.setitem(sys.modules, "scaling", module)
+    return module
+
+
+async def test_both_instances_report_their_cpu_per_message(
+    scaling: ModuleType, redis_server: RedisServer
+) -> None:
+    assert scaling.instance_publish(redis_server.url) > 0
+    assert await scaling.instance_receive(redis_server.url) >= 0  # (whole ticks: may be 0)
