@@ -5,7 +5,7 @@ only that both ran to the end (every publish flushed, every message delivered)."
 
 from __future__ import annotations
 
-import sys
+import importlib
 from pathlib import Path
 from types import ModuleType
 
@@ -19,10 +19,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 @pytest.fixture
 def scaling(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(BENCH))  # (it imports bench/run.py as "run")
-    import scaling as module
-
+    module = importlib.import_module("scaling")
     monkeypatch.setattr(module, "PUBLISHES", 3_000)
-    monkeypatch.setitem(sys.modules, "scaling", module)
     return module
 
 
