@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -308,37 +309,14 @@ class RedisBackend:
         """Read one connection's messages while its subscriptions follow ``_wanted``; returns
         (raises) when the connection fails."""
         stopped = asyncio.Event()
-        control = asyncio.create_task(self._control(conn, stopped))
-        reader = asyncio.create_task(self._read(conn))
-        try:
-            done, _ = await asyncio.wait({control, reader}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Told and cancelled: the control loop also ends on the flag, so that a
-            # cancellation lost inside a library call cannot keep it alive.
-            stopped.set()
-            self._subscriptions_changed.set()
-            for task in (control, reader):
-                task.cancel()
-            await asyncio.wait({control, reader})
-        for task in done:
-            task.result()  # the failure that ended the connection
+        await _both(
+            self._control(conn, stopped), self._read(conn), stopped, self._subscriptions_changed
+        )
 
     async def _control(self, conn: AbstractConnection, stopped: asyncio.Event) -> None:
         """Send SUBSCRIBE/UNSUBSCRIBE for what changed, and a PING every health check."""
-        loop = asyncio.get_running_loop()
         changed = self._subscriptions_changed
-        ping_due = False
-        timer: asyncio.TimerHandle | None = None
-
-        def tick() -> None:
-            nonlocal ping_due, timer
-            ping_due = True
-            changed.set()
-            timer = loop.call_later(self._health_check_interval, tick)
-
-        # A timer, not asyncio.timeout around the wait: a timeout that expires as the task is
-        # cancelled must not turn the cancellation into one more ping.
-        timer = loop.call_later(self._health_check_interval, tick)
+        pings = PingTimer(self._health_check_interval, changed)
         try:
             while not stopped.is_set():
                 changed.clear()
@@ -354,12 +332,11 @@ class RedisBackend:
                     self._sent.difference_update(chunk)
                     self._unconfirmed += len(chunk)
                     await conn.send_command("UNSUBSCRIBE", *chunk, check_health=False)
-                if ping_due:
-                    ping_due = False
+                if pings.take():
                     await conn.send_command("PING", check_health=False)
                 await changed.wait()
         finally:
-            timer.cancel()
+            pings.cancel()
 
     async def _read(self, conn: AbstractConnection) -> None:
         # Pings keep traffic flowing: silence this long means the connection is dead.
@@ -486,6 +463,59 @@ def _closed_by_redis(conn: AbstractConnection) -> bool:
     if reader is None or writer is None:  # redis-py disconnected it
         return True
     return bool(reader.at_eof() or reader.exception() is not None or writer.transport.is_closing())
+
+
+class PingTimer:
+    """A subscriber connection's health check: every ``interval`` seconds it marks a PING due
+    and sets ``changed``, the control loop's cue (:meth:`take` says whether one is due).
+
+    A timer, not ``asyncio.timeout`` around the control loop's wait: a timeout that expires
+    as the task is cancelled must not turn the cancellation into one more ping."""
+
+    __slots__ = ("_changed", "_due", "_handle", "_interval", "_loop")
+
+    def __init__(self, interval: float, changed: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._interval = interval
+        self._changed = changed
+        self._due = False
+        self._handle = self._loop.call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        self._due = True
+        self._changed.set()
+        self._handle = self._loop.call_later(self._interval, self._tick)
+
+    def take(self) -> bool:
+        """Whether a PING is due (and it is not any more)."""
+        due, self._due = self._due, False
+        return due
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+async def _both(
+    control: Coroutine[Any, Any, None],
+    reader: Coroutine[Any, Any, None],
+    stopped: asyncio.Event,
+    changed: asyncio.Event,
+) -> None:
+    """Run a subscriber connection's control loop and its reader until either ends, then stop
+    both; raises what ended it (the connection's failure)."""
+    tasks = {asyncio.create_task(control), asyncio.create_task(reader)}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Told and cancelled: the control loop also ends on the flag, so that a cancellation
+        # lost inside a library call cannot keep it alive.
+        stopped.set()
+        changed.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+    for task in done:
+        task.result()
 
 
 def _buffered(conn: AbstractConnection) -> bool:

@@ -53,7 +53,17 @@ from ..errors import BusError, ConfigurationError
 from .backend import BusStats, Deliver, Report
 from .outage import Outage
 from .outbox import Item, Outbox
-from .redis import _CHUNK, _IDLE_PING, _LOST, _START_WAIT, _buffered, _closed_by_redis, _jitter
+from .redis import (
+    _CHUNK,
+    _IDLE_PING,
+    _LOST,
+    _START_WAIT,
+    PingTimer,
+    _both,
+    _buffered,
+    _closed_by_redis,
+    _jitter,
+)
 from .redis import _stop as _stop_tasks
 from .redis_slots import Addr, SlotMap, slot_of
 
@@ -469,36 +479,17 @@ class RedisClusterBackend:
         """Read one connection's messages while its subscriptions follow ``shard.wanted``;
         returns (raises) when the connection fails."""
         stopped = asyncio.Event()
-        control = asyncio.create_task(self._control(shard, conn, stopped))
-        reader = asyncio.create_task(self._read(shard, conn))
-        try:
-            done, _ = await asyncio.wait({control, reader}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.set()
-            shard.changed.set()
-            for task in (control, reader):
-                task.cancel()
-            await asyncio.wait({control, reader})
-        for task in done:
-            task.result()  # the failure that ended the connection
+        await _both(
+            self._control(shard, conn, stopped), self._read(shard, conn), stopped, shard.changed
+        )
 
     async def _control(
         self, shard: _Shard, conn: AbstractConnection, stopped: asyncio.Event
     ) -> None:
         """Send SSUBSCRIBE/SUNSUBSCRIBE for what changed (one command per slot, all pipelined),
         and a PING every health check."""
-        loop = asyncio.get_running_loop()
         changed = shard.changed
-        ping_due = False
-        timer: asyncio.TimerHandle | None = None
-
-        def tick() -> None:
-            nonlocal ping_due, timer
-            ping_due = True
-            changed.set()
-            timer = loop.call_later(self._health_check_interval, tick)
-
-        timer = loop.call_later(self._health_check_interval, tick)
+        pings = PingTimer(self._health_check_interval, changed)
         try:
             while not stopped.is_set():
                 changed.clear()
@@ -515,14 +506,13 @@ class RedisClusterBackend:
                     for channel in chunk:
                         shard.leaving[channel] = shard.leaving.get(channel, 0) + 1
                     commands.append(("SUNSUBSCRIBE", *chunk))
-                if ping_due:
-                    ping_due = False
+                if pings.take():
                     commands.append(("PING",))
                 if commands:
                     await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
                 await changed.wait()
         finally:
-            timer.cancel()
+            pings.cancel()
 
     async def _read(self, shard: _Shard, conn: AbstractConnection) -> None:
         timeout = self._answer_within  # pings keep traffic flowing: silence means death
