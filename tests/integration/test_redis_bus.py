@@ -9,11 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from redis.asyncio import ConnectionPool
 from websockets.asyncio.client import connect
 
 import crosswire
 from crosswire import BusError
-from crosswire.pubsub.redis import RedisBackend
+from crosswire.pubsub.redis import _NO_REPLY, RedisBackend, _read_buffered
 from tests.integration.test_hub_across_instances import Cluster
 from tests.redis_server import RedisServer
 from tests.support import TIMEOUT, eventually
@@ -236,3 +237,39 @@ async def test_a_burst_from_redis_is_delivered_with_the_more_hint(
     finally:
         await sender.aclose()
         await receiver.aclose()
+
+
+async def test_a_burst_is_taken_from_the_parser_without_a_read_per_message(
+    redis_server: RedisServer,
+) -> None:
+    """What the subscriber does with a burst (crosswire.pubsub.redis._read_buffered): once
+    one reply is read, the others already whole in hiredis' buffer come out one by one, in
+    order, without a read each; then it says there is none."""
+    pool = ConnectionPool.from_url(redis_server.url)
+    conn = pool.make_connection()  # type: ignore[no-untyped-call]
+    publisher = redis_server.client()
+    try:
+        await conn.connect()
+        await conn.send_command("SUBSCRIBE", "ws:room:burst")
+        confirmed = await conn.read_response(timeout=TIMEOUT, push_request=True)
+        assert confirmed[0] == b"subscribe"
+        async with publisher.pipeline(transaction=False) as pipe:
+            for i in range(200):
+                pipe.publish("ws:room:burst", str(i).encode())
+            await pipe.execute()
+        got: list[bytes] = []
+        reads = 0
+        while len(got) < 200:
+            reply = await conn.read_response(timeout=TIMEOUT, push_request=True)
+            reads += 1
+            while reply is not _NO_REPLY:
+                assert reply[:2] == [b"message", b"ws:room:burst"]
+                got.append(reply[2])
+                reply = await _read_buffered(conn)
+        assert got == [str(i).encode() for i in range(200)]
+        assert reads < 200  # most came from the buffer
+        assert await _read_buffered(conn) is _NO_REPLY
+    finally:
+        await publisher.aclose()
+        await conn.disconnect()
+        await pool.disconnect()

@@ -40,8 +40,14 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:  # the sentinel redis-py's hiredis parser gets for "no whole reply yet"
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another redis-py: every reply through read_response
+    _NOT_ENOUGH_DATA = None
 
 from ..errors import BusError
 from .backend import BusStats, Deliver, Report
@@ -347,21 +353,22 @@ class RedisBackend:
             response: Any = await conn.read_response(timeout=timeout, push_request=True)
             if response is None:
                 raise RedisTimeoutError(f"no answer from Redis in {timeout:.0f} s")
-            if not isinstance(response, list):  # PONG outside subscribe mode
-                continue
-            kind = response[0]
-            if kind == b"message":
-                if deliver is not None:
-                    try:
-                        deliver(response[1].decode(), response[2], _buffered(conn))
-                    except Exception:
-                        logger.exception("delivering a message from Redis failed")
-            elif kind == b"subscribe":
-                self._active.add(response[1].decode())
-                self._confirmed()
-            elif kind == b"unsubscribe":
-                self._active.discard(response[1].decode())
-                self._confirmed()
+            while response is not _NO_REPLY:  # this one, then those already read (a burst)
+                if isinstance(response, list):  # (not a PONG outside subscribe mode)
+                    kind = response[0]
+                    if kind == b"message":
+                        if deliver is not None:
+                            try:
+                                deliver(response[1].decode(), response[2], _buffered(conn))
+                            except Exception:
+                                logger.exception("delivering a message from Redis failed")
+                    elif kind == b"subscribe":
+                        self._active.add(response[1].decode())
+                        self._confirmed()
+                    elif kind == b"unsubscribe":
+                        self._active.discard(response[1].decode())
+                        self._confirmed()
+                response = await _read_buffered(conn)
 
     def _confirmed(self) -> None:
         self._unconfirmed = max(0, self._unconfirmed - 1)
@@ -516,6 +523,50 @@ async def _both(
         await asyncio.wait(tasks)
     for task in done:
         task.result()
+
+
+#: What :func:`_read_buffered` returns when no whole reply is there.
+_NO_REPLY: Any = object()
+
+
+#: The pub/sub replies a subscriber connection reads (RESP3 sends them as pushes).
+_PUBSUB = frozenset(
+    {b"message", b"smessage", b"subscribe", b"unsubscribe", b"ssubscribe", b"sunsubscribe"}
+)
+
+
+async def _read_buffered(conn: AbstractConnection) -> Any:
+    """The next reply that the connection's hiredis parser already holds whole, as redis-py's
+    ``read_response(push_request=True)`` would return it (error replies raised), or
+    :data:`_NO_REPLY`.
+
+    A burst of pub/sub messages arrives in one read from the socket: taking the rest from the
+    parser here skips most of redis-py's per-reply path (a timeout, a fork check, the push
+    handler's logger lookup), which is most of what a subscribing instance spends per
+    message. A push that is not pub/sub (a maintenance notification) still goes to redis-py's
+    handler, as ``read_response`` would send it. Reads redis-py's private parser state: when
+    it is not what this expects (another parser, another redis-py), :data:`_NO_REPLY`, and
+    ``read_response`` reads every reply.
+    """
+    parser: Any = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if reader is None or _NOT_ENOUGH_DATA is None or not getattr(parser, "_connected", False):
+        return _NO_REPLY
+    push = getattr(parser, "_hiredis_PushNotificationType", None)
+    while True:
+        reply = reader.gets()
+        if reply is _NOT_ENOUGH_DATA:
+            return _NO_REPLY
+        if push is None or not isinstance(reply, push) or (reply and reply[0] in _PUBSUB):
+            break
+        await parser.handle_push_response(reply)  # not ours: redis-py's
+    if isinstance(reply, RedisConnectionError):
+        raise reply
+    if isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
+        raise reply[0]
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
 
 
 def _buffered(conn: AbstractConnection) -> bool:

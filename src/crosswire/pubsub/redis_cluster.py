@@ -57,12 +57,14 @@ from .redis import (
     _CHUNK,
     _IDLE_PING,
     _LOST,
+    _NO_REPLY,
     _START_WAIT,
     PingTimer,
     _both,
     _buffered,
     _closed_by_redis,
     _jitter,
+    _read_buffered,
 )
 from .redis import _stop as _stop_tasks
 from .redis_slots import Addr, SlotMap, slot_of
@@ -527,20 +529,25 @@ class RedisClusterBackend:
                 raise
             if response is None:
                 raise RedisTimeoutError(f"no answer from Redis in {timeout:.0f} s")
-            if not isinstance(response, list):
-                continue
-            kind = response[0]
-            if kind == b"smessage":
-                if deliver is not None:
-                    try:
-                        deliver(response[1].decode(), response[2], _buffered(conn))
-                    except Exception:
-                        logger.exception("delivering a message from Redis failed")
-            elif kind == b"ssubscribe":
-                shard.active.add(response[1].decode())
-                self._confirmed(shard)
-            elif kind == b"sunsubscribe":
-                self._unsubscribed(shard, response[1].decode())
+            while response is not _NO_REPLY:  # this one, then those already read (a burst)
+                if isinstance(response, list):
+                    kind = response[0]
+                    if kind == b"smessage":
+                        if deliver is not None:
+                            try:
+                                deliver(response[1].decode(), response[2], _buffered(conn))
+                            except Exception:
+                                logger.exception("delivering a message from Redis failed")
+                    elif kind == b"ssubscribe":
+                        shard.active.add(response[1].decode())
+                        self._confirmed(shard)
+                    elif kind == b"sunsubscribe":
+                        self._unsubscribed(shard, response[1].decode())
+                try:
+                    response = await _read_buffered(conn)
+                except _REDIRECTED:
+                    self._request_remap()
+                    raise
 
     def _confirmed(self, shard: _Shard) -> None:
         shard.unconfirmed = max(0, shard.unconfirmed - 1)
