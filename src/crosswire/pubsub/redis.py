@@ -428,7 +428,7 @@ class RedisBackend:
             packed = conn.pack_commands([("PUBLISH", ch, msg) for _, ch, msg in batch])
             await conn.send_packed_command(packed, check_health=False)
             for _ in batch:
-                await conn.read_response()
+                await _next_reply(conn)
         except _LOST as exc:
             self._outbox.settle(batch, dropped=[number for number, _, _ in batch])
             self._fail(
@@ -566,6 +566,15 @@ async def _read_buffered(conn: AbstractConnection) -> Any:
         raise reply[0]
     if isinstance(reply, ResponseError):
         raise reply
+    return reply
+
+
+async def _next_reply(conn: AbstractConnection) -> Any:
+    """The next reply: from the parser's buffer when it holds it whole (a pipeline's answers
+    come in a few reads), else read as redis-py reads it. Error replies are raised."""
+    reply = await _read_buffered(conn)
+    if reply is _NO_REPLY:
+        reply = await conn.read_response()
     return reply
 
 

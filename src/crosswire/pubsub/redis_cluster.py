@@ -64,6 +64,7 @@ from .redis import (
     _buffered,
     _closed_by_redis,
     _jitter,
+    _next_reply,
     _read_buffered,
 )
 from .redis import _stop as _stop_tasks
@@ -654,7 +655,7 @@ class RedisClusterBackend:
             await conn.send_packed_command(packed, check_health=False)
             for item in items:
                 try:
-                    await conn.read_response()
+                    await _next_reply(conn)
                 except _REDIRECTED:
                     waiting.append(item)
                 except ResponseError as exc:
