@@ -56,17 +56,7 @@ import servers
 
 assert crosswire.__file__.startswith(sys.argv[2]), crosswire.__file__
 
-class Null:
-    cork = None
-    sent = 0
-    def bind(self, peer): pass
-    def send_text(self, payload): self.sent += 1
-    def send_binary(self, payload): self.sent += 1
-    def buffered_amount(self): return 0
-    def close(self, code, reason): pass
-    def abort(self): pass
-    def pause_reading(self): pass
-    def resume_reading(self): pass
+Null = servers.Counting  # (a transport that counts what it is asked to send)
 
 class Socket:  # the asyncio transport under a picows WSTransport
     def set_write_buffer_limits(self, high): pass

@@ -92,18 +92,7 @@ import asyncio, sys, time
 import crosswire
 from crosswire.http import Accept, Headers, Request
 from crosswire.pubsub.redis import RedisBackend
-
-class Counting:
-    cork = None
-    sent = 0
-    def bind(self, peer): pass
-    def send_text(self, payload): self.sent += 1
-    def send_binary(self, payload): self.sent += 1
-    def buffered_amount(self): return 0
-    def close(self, code, reason): pass
-    def abort(self): pass
-    def pause_reading(self): pass
-    def resume_reading(self): pass
+from servers import Counting  # (bench/ is on the path)
 
 async def main(mode, url, n):
     hub = crosswire.Hub(RedisBackend(url))
@@ -137,7 +126,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 
 
 def instance(mode: str, url: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "src")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH.parent / "src"), str(BENCH)])}
     argv = [sys.executable, "-c", INSTANCE, mode, url, str(PUBLISHES)]
     return subprocess.Popen(pinned(SERVER_CPU, argv), stdout=subprocess.PIPE, text=True, env=env)
 

@@ -205,6 +205,41 @@ async def raw_picows() -> Started:
 # -- crosswire ---------------------------------------------------------------------------------
 
 
+class Counting:
+    """A crosswire transport that sends nothing and counts what it is asked to send: a peer's
+    end of the wire for the in-process measures (``bench/hotpath.py``, ``bench/scaling.py``),
+    whose time is then crosswire's own."""
+
+    cork = None
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def bind(self, peer: object) -> None:
+        pass
+
+    def send_text(self, payload: object) -> None:
+        self.sent += 1
+
+    def send_binary(self, payload: object) -> None:
+        self.sent += 1
+
+    def buffered_amount(self) -> int:
+        return 0
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
 def limits() -> Any:
     """crosswire's default limits; ``BENCH_COALESCE=0`` (``run.py --no-coalesce``) turns write
     coalescing off, so that every write leaves at once as in the raw servers."""
