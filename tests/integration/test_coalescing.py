@@ -462,3 +462,45 @@ async def test_picows_a_connection_dropped_while_held_leaves_the_others_alone() 
         subscriber.close()
     finally:
         await served.aclose()
+
+
+async def test_picows_a_burst_of_publishes_reaches_each_subscriber_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Hub's fan-out writes through each member's ``write_text``: on picows, while the
+    batch holds a subscriber, its frames are built and written together when the turn ends
+    (not sent one by one through picows under a hold that then has nothing to write)."""
+    members: list[Peer] = []
+
+    def message(peer: Peer, msg: Message) -> None:
+        text = msg.text()
+        if text == "sub":
+            join_room(peer, members)
+        else:
+            peer.publish("room", text)
+
+    with counting_writes(monkeypatch) as writes:
+        served = await serve_on(App(define_hooks(message=message)), "picows")
+        try:
+            publisher = await RawClient.connect(served.url)
+            subscribers = [await RawClient.connect(served.url) for _ in range(3)]
+            for sub in subscribers:
+                send_in_one_write(sub, "sub")
+                assert await sub.messages(1) == ["subscribed"]
+            writes.clear()
+            burst = [f"news {i}" for i in range(10)]
+            send_in_one_write(publisher, *burst)
+            for sub in subscribers:
+                assert await sub.messages(10) == burst
+            assert writes == [10, 10, 10]  # one write of the ten frames per subscriber
+
+            writes.clear()
+            send_in_one_write(publisher, "alone")  # nothing held: sent through picows
+            for sub in subscribers:
+                assert await sub.messages(1) == ["alone"]
+            assert writes == []
+            assert not any(held(p) for p in members)
+            for client in (publisher, *subscribers):
+                client.close()
+        finally:
+            await served.aclose()

@@ -88,10 +88,13 @@ class _Frames:
     same read, a keepalive timeout), or the connection is lost or aborted, what is still held
     is dropped: after a close frame no data frame may follow."""
 
-    __slots__ = ("_flush_at", "_frames", "_size", "_transport", "held", "queued")
+    __slots__ = ("_append", "_flush_at", "_frames", "_size", "_transport", "held", "queued")
 
     def __init__(self, transport: _Transport, flush_at: int) -> None:
         self._transport = transport
+        #: ``_text``, bound once: what the transport's and the peer's text writes are while
+        #: held (one object, so that release can tell it is still in place).
+        self._append: Callable[[str | bytes], None] = self._text
         self._frames: list[bytes] = []
         self._size = 0
         #: Held bytes past which they are written at once (no more than the transport's
@@ -103,13 +106,22 @@ class _Frames:
     def hold(self) -> None:
         if not self.held and not self._transport._ws.is_close_frame_sent:
             self.held = True
-            self._transport.send_text = self._text
+            transport = self._transport
+            transport.send_text = self._append
+            # The Hub's fan-out writes through the peer's write_text, which is the
+            # transport's send_text as it was when the client kept up: held too.
+            peer = transport._listener.peer
+            if peer is not None and peer.write_text is transport._send_text:
+                peer.write_text = self._append
 
     def release(self) -> None:
         if self.held:
             self.held = False
             transport = self._transport
             transport.send_text = transport._send_text
+            peer = transport._listener.peer
+            if peer is not None and peer.write_text is self._append:
+                peer.write_text = transport._send_text
             if self._frames:
                 self._write()
 
