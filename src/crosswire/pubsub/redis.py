@@ -446,12 +446,7 @@ class RedisBackend:
         return asyncio.get_running_loop().time()
 
     def _fail(self, what: str, exc: BaseException | None = None) -> None:
-        error = BusError(f"redis: {what}")
-        error.__cause__ = exc
-        if self._report is not None:
-            self._report(error)
-        else:
-            logger.warning("%s", error)
+        _report_failure(self._report, f"redis: {what}", exc)
 
 
 def _where(kwargs: dict[str, Any]) -> str:
@@ -470,6 +465,17 @@ def _closed_by_redis(conn: AbstractConnection) -> bool:
     if reader is None or writer is None:  # redis-py disconnected it
         return True
     return bool(reader.at_eof() or reader.exception() is not None or writer.transport.is_closing())
+
+
+def _report_failure(report: Report | None, what: str, exc: BaseException | None) -> None:
+    """A bus backend's failure, as a BusError caused by ``exc``: to ``report`` (the Hub's
+    ``on_error``), or logged when the backend is not bound to a Hub."""
+    error = BusError(what)
+    error.__cause__ = exc
+    if report is not None:
+        report(error)
+    else:
+        logger.warning("%s", error)
 
 
 class PingTimer:

@@ -66,6 +66,7 @@ from .redis import (
     _jitter,
     _next_reply,
     _read_buffered,
+    _report_failure,
 )
 from .redis import _stop as _stop_tasks
 from .redis_slots import Addr, SlotMap, slot_of
@@ -706,12 +707,7 @@ class RedisClusterBackend:
         return asyncio.get_running_loop().time()
 
     def _fail(self, what: str, exc: BaseException | None = None) -> None:
-        error = BusError(f"redis cluster: {what}")
-        error.__cause__ = exc
-        if self._report is not None:
-            self._report(error)
-        else:
-            logger.warning("%s", error)
+        _report_failure(self._report, f"redis cluster: {what}", exc)
 
 
 def _by_slot(channels: set[str]) -> list[list[str]]:
