@@ -25,9 +25,9 @@ class RedisCluster:
 
     ``start()`` forms it; ``url`` names one of its nodes (any node leads a client to all).
     ``master_of(channel)`` is the port of the master that owns a channel's (or key's) slot now;
-    ``kill(port)`` SIGKILLs one node; ``failed_over(slot)`` waits until another master serves
-    the slot and every live node says ``cluster_state:ok``; ``move(slot, to)`` migrates an
-    empty slot to another master.
+    ``keys()`` lists what the masters hold; ``kill(port)`` SIGKILLs one node;
+    ``failed_over(slot)`` waits until another master serves the slot and every live node says
+    ``cluster_state:ok``; ``move(slot, to)`` migrates an empty slot to another master.
     """
 
     def __init__(self, workdir: Path, *, masters: int = 3, replicas: bool = True) -> None:
@@ -140,6 +140,17 @@ class RedisCluster:
     async def master_of(self, name: str) -> int:
         """The port of the master that owns ``name``'s slot now."""
         return (await self.slots())[key_slot(name.encode())]
+
+    async def keys(self) -> list[str]:
+        """Every key the masters hold now."""
+        found: list[str] = []
+        for port in sorted(set((await self.slots()).values())):
+            client = self._node(port).client()
+            try:
+                found += [key.decode() async for key in client.scan_iter()]
+            finally:
+                await client.aclose()
+        return found
 
     async def failed_over(self, slot: int, dead: int) -> int:
         """Wait until a live master other than ``dead`` serves ``slot``, every live node says

@@ -1,9 +1,10 @@
 """The Presence contract (``crosswire.pubsub.presence``), run against every store.
 
-Each test makes stores for several instances on one shared state (one MemoryRoster, or one
-real redis-server) and checks what the Hub relies on: add/remove say what changed, members
-lists every instance's entries sorted by client id, data round-trips as JSON, removing what
-is not there does nothing, and a clean shutdown removes its own entries only.
+Each test makes stores for several instances on one shared state (one MemoryRoster, one
+real redis-server, or a real Redis Cluster) and checks what the Hub relies on: add/remove say
+what changed, members lists every instance's entries sorted by client id, data round-trips as
+JSON, removing what is not there does nothing, and a clean shutdown removes its own entries
+only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from crosswire.pubsub.presence import (
     PresenceEntry,
 )
 from crosswire.pubsub.redis_presence import RedisPresence
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.support import TIMEOUT
 
@@ -36,23 +38,28 @@ async def within(call: Awaitable[T]) -> T:
     return await asyncio.wait_for(call, TIMEOUT)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
-    """``make(instance)`` is a started store of ``instance`` on the state shared by the test."""
+    """``make(instance)`` is a started store of ``instance`` on the state shared by the test:
+    in memory, on a real redis-server of its own, or on a Redis Cluster of its own (three
+    masters, no replicas)."""
     made: list[Presence] = []
-    server: RedisServer | None = None
+    server: RedisServer | RedisCluster | None = None
     if request.param == "memory":
         roster = MemoryRoster()
 
         def factory(instance: str) -> Presence:
             return MemoryPresence(roster, instance=instance)
     else:
-        server = RedisServer(tmp_path)
+        cluster = request.param == "cluster"
+        server = RedisCluster(tmp_path, replicas=False) if cluster else RedisServer(tmp_path)
         await server.start()
         url = server.url
 
         def factory(instance: str) -> Presence:
-            return RedisPresence(url, instance=instance, heartbeat=0.2, ttl=1.0, timeout=0.5)
+            return RedisPresence(
+                url, instance=instance, heartbeat=0.2, ttl=1.0, timeout=0.5, cluster=cluster
+            )
 
     def make_store(instance: str) -> Presence:
         store = factory(instance)
@@ -62,7 +69,9 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     yield make_store
     for store in made:
         await within(store.aclose())
-    if server is not None:
+    if isinstance(server, RedisCluster):
+        await server.aclose()
+    elif server is not None:
         await server.kill()
 
 

@@ -1,6 +1,7 @@
 """Presence on the router's topics (issue 16), over real sockets: who is in a topic, with what
 the join handler attached, and joins and leaves sent to the members that ask for them; in
-one process and across two instances on a real redis-server."""
+one process and across two instances on a real redis-server, and on a real Redis Cluster
+(three masters; a namespace's presence keys in one slot)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from crosswire import App, Endpoint, Hub, JoinContext, Router
+from crosswire.pubsub.backend import Backend
 from crosswire.pubsub.redis import RedisBackend
+from crosswire.pubsub.redis_cluster import RedisClusterBackend
 from crosswire.wire import CANONICAL, ROVER
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.support import TIMEOUT, RunCommand, recv
 
@@ -128,12 +132,43 @@ async def test_rover_clients_ask_with_dollar_presence(one_process: Open) -> None
     assert [m["data"] for m in answer["members"]] == [{"name": "dee"}]
 
 
-async def test_presence_across_two_instances_on_redis(
-    serve_router: Any, redis_server: RedisServer
-) -> None:
+@pytest.fixture(params=["redis", "cluster"])
+async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
+    """What instances share: a real redis-server, or a real Redis Cluster (three masters, no
+    replicas), each of the test's own."""
+    if request.param == "redis":
+        server = RedisServer(tmp_path)
+        await server.start()
+        yield Bus(server.url, False)
+        await server.kill()
+    else:
+        cluster = RedisCluster(tmp_path, replicas=False)
+        await cluster.start()
+        yield Bus(cluster.url, True)
+        await cluster.aclose()
+
+
+class Bus:
+    """The URL of a Redis, or of a node of a Redis Cluster (``cluster``)."""
+
+    def __init__(self, url: str, cluster: bool) -> None:
+        self.url = url
+        self.cluster = cluster
+
+    def backend(self) -> Backend:
+        return RedisClusterBackend(self.url) if self.cluster else RedisBackend(self.url)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """How tests/apps/news.py is told where it is."""
+        name = "CROSSWIRE_REDIS_CLUSTER_URL" if self.cluster else "CROSSWIRE_REDIS_URL"
+        return {name: self.url}
+
+
+async def test_presence_across_two_instances_on_redis(serve_router: Any, bus: Bus) -> None:
     urls = []
     for _ in range(2):
-        app = App(room_router(), hub=Hub(RedisBackend(redis_server.url)))
+        app = App(room_router(), hub=Hub(bus.backend()))
         urls.append((await serve_router(app)).url + "/")
     ann = await asyncio.wait_for(connect(urls[0]), TIMEOUT)
     ben = await asyncio.wait_for(connect(urls[1]), TIMEOUT)
@@ -154,12 +189,12 @@ async def test_presence_across_two_instances_on_redis(
 
 
 async def test_the_members_of_an_instance_killed_with_sigkill_leave_within_the_ttl(
-    crosswire_cmd: RunCommand, redis_server: RedisServer
+    crosswire_cmd: RunCommand, bus: Bus
 ) -> None:
     """Presence is right after a crash: a member on a server process killed with SIGKILL
     is announced as leaving, and is gone from the list, within the TTL (3 s in this app)
     after its instance's last heartbeat."""
-    env = {"CROSSWIRE_REDIS_URL": redis_server.url}
+    env = bus.env
     servers = []
     for _ in range(2):
         cmd = await crosswire_cmd("run", "tests.apps.news:app", "--port", "0", cwd=ROOT, env=env)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from crosswire import BusError, ConfigurationError, Emitter, Hub
+from crosswire import BusError, Emitter
 from crosswire.pubsub.history import History
+from crosswire.pubsub.presence import PresenceEntry
 from crosswire.pubsub.redis_cluster import RedisClusterBackend
 from crosswire.pubsub.redis_history import RedisHistory
 from crosswire.pubsub.redis_slots import slot_of
@@ -129,10 +130,62 @@ async def test_topic_history_is_kept_beside_its_channel_and_shared(
     assert a.errors == b.errors == []
 
 
-async def test_presence_is_refused_on_a_cluster_with_a_clear_error() -> None:
-    hub = Hub(RedisClusterBackend("redis://127.0.0.1:7000"))
-    with pytest.raises(ConfigurationError, match="presence is not supported on a Redis Cluster"):
-        hub.track_presence(lambda topic: True)
+async def test_presence_lives_in_one_slot_and_comes_back_after_its_master_fails_over(
+    redis_cluster: RedisCluster,
+) -> None:
+    """A namespace's presence keys share one slot; when its master dies, the replica takes
+    over, and what it had not copied is written back by each instance's heartbeat: both
+    instances' members are listed again, and a join made after the failover is seen."""
+    a = RedisClusterBackend(redis_cluster.url, presence_heartbeat=0.2, presence_ttl=3.0)
+    b = RedisClusterBackend(redis_cluster.url, presence_heartbeat=0.2, presence_ttl=3.0)
+    stores = [a.presence("ws", "inst-a"), b.presence("ws", "inst-b")]
+    errors: list[BusError] = []
+    for store in stores:
+        store.bind(lambda change: None, errors.append)
+
+    async def members(topic: str) -> list[str]:
+        return [e.client_id for e in await stores[0].members(topic)]
+
+    async def members_become(topic: str, expected: list[str]) -> None:
+        async def poll() -> None:
+            while True:
+                try:
+                    if await members(topic) == expected:
+                        return
+                except BusError:
+                    pass  # the failover is under way: read again
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(poll(), RESUME_WITHIN)
+
+    try:
+        for store in stores:
+            await asyncio.wait_for(store.start(), TIMEOUT)
+        rooms = await one_room_per_master(redis_cluster)  # topics whose channels are apart
+        for room, store, client in ((rooms[0], stores[0], "ann"), (rooms[1], stores[1], "ben")):
+            entry = PresenceEntry(client, None, {"room": room}, store.instance)
+            await asyncio.wait_for(store.add(room, entry), TIMEOUT)
+            entry = PresenceEntry(client, None, None, store.instance)
+            await asyncio.wait_for(store.add("lobby", entry), TIMEOUT)
+        assert await members("lobby") == ["ann", "ben"]
+        assert await members(rooms[1]) == ["ben"]
+
+        keys = await redis_cluster.keys()
+        assert len(keys) >= 6, keys  # 3 topics, 2 instances' keys and topic sets, the registry
+        assert {slot_of(key) for key in keys} == {slot_of("{ws:presence}")}
+        master = await redis_cluster.master_of("{ws:presence}")
+        await redis_cluster.kill(master)
+        assert await redis_cluster.failed_over(slot_of("{ws:presence}"), master) != master
+
+        await members_become("lobby", ["ann", "ben"])
+        await members_become(rooms[0], ["ann"])
+        entry = PresenceEntry("cid", None, None, "inst-b")
+        await asyncio.wait_for(stores[1].add("lobby", entry), TIMEOUT)
+        assert await members("lobby") == ["ann", "ben", "cid"]
+    finally:
+        for store in stores:
+            await asyncio.wait_for(store.aclose(), TIMEOUT)
+    assert errors and all(isinstance(e, BusError) for e in errors)  # the outage, reported
 
 
 async def test_delivery_resumes_after_a_master_dies_and_its_replica_takes_over(

@@ -35,15 +35,16 @@ The end of the outage is logged at INFO with what was queued and dropped, and co
 
 Topic history lives in the cluster too (:meth:`RedisClusterBackend.history`): each topic's keys
 carry a hash tag that puts them in the slot of the topic's channel, so one Lua script keeps an
-event and publishes it. Presence is not supported on a cluster yet
-(:meth:`RedisClusterBackend.presence` refuses it with ``ConfigurationError``).
+event and publishes it. So does presence (:meth:`RedisClusterBackend.presence`): a namespace's
+presence keys share one slot (:mod:`crosswire.pubsub.redis_presence`), and its join and leave
+events travel on the topics' channels like any other message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
@@ -73,6 +74,7 @@ from .redis_slots import Addr, SlotMap, slot_of
 
 if TYPE_CHECKING:
     from .redis_history import RedisHistory
+    from .redis_presence import RedisPresence
 
 __all__ = ["RedisClusterBackend"]
 
@@ -143,6 +145,8 @@ class RedisClusterBackend:
     publish queue (past it, new publishes are dropped and reported), the most messages sent in
     one round trip, the seconds between two PINGs of each subscriber connection, and the first
     and longest wait between two attempts to reach a node (doubling, jittered).
+    ``presence_heartbeat`` and ``presence_ttl`` are the presence store's (:meth:`presence`),
+    as on :class:`~crosswire.pubsub.RedisBackend`.
     """
 
     def __init__(
@@ -153,8 +157,11 @@ class RedisClusterBackend:
         max_batch: int = 1_000,
         health_check_interval: float = 5.0,
         reconnect_delay: tuple[float, float] = (0.05, 2.0),
+        presence_heartbeat: float = 5.0,
+        presence_ttl: float = 15.0,
     ) -> None:
         self._url = url
+        self._presence_times = (presence_heartbeat, presence_ttl)
         self._template = ConnectionPool.from_url(url)  # only for its connection settings
         kwargs = self._template.connection_kwargs
         if kwargs.get("path"):
@@ -200,12 +207,20 @@ class RedisClusterBackend:
 
         return RedisHistory.from_cluster_url(self._url, namespace=namespace)
 
-    def presence(self, namespace: str, instance: str) -> NoReturn:
-        """Presence is not kept on a Redis Cluster (yet): refused."""
-        raise ConfigurationError(
-            "presence is not supported on a Redis Cluster yet (RedisClusterBackend): its "
-            "store sweeps the entries of every instance across topics, which a cluster keeps "
-            "in different slots; use RedisBackend on one Redis for topics with presence"
+    def presence(self, namespace: str, instance: str) -> RedisPresence:
+        """A presence store in the same cluster (a cluster client of its own), for the Hub of
+        ``instance``: the namespace's keys in one slot, a crashed instance's entries
+        expiring as on one Redis."""
+        from .redis_presence import RedisPresence
+
+        heartbeat, ttl = self._presence_times
+        return RedisPresence(
+            self._url,
+            instance=instance,
+            namespace=namespace,
+            heartbeat=heartbeat,
+            ttl=ttl,
+            cluster=True,
         )
 
     def __repr__(self) -> str:

@@ -35,7 +35,22 @@ instance go out one at a time, in the order they were called. Reads and writes r
 the heartbeat reports its failures to ``report`` (one report per outage; the Hub's
 ``on_error``) and keeps trying.
 
-Redis Cluster is not supported (the scripts touch keys of several slots).
+**On a Redis Cluster** (``cluster=True``, what
+:meth:`~crosswire.pubsub.redis_cluster.RedisClusterBackend.presence` makes) every key of a
+namespace carries one hash tag, ``{ws:presence}``, so they all live in one slot and the same
+scripts run there (a script may touch the keys of one slot only; a sweep reads every
+instance's)::
+
+    {ws:presence}:topic:{topic}             HASH    as ws:presence:{topic}
+    {ws:presence}:instance:{instance}       STRING  as ws:instance:{instance}
+    {ws:presence}:instance-topics:{instance} SET    as ws:instance-topics:{instance}
+    {ws:presence}:instances                 SET     as ws:instances
+
+One master holds a namespace's presence, then: its load is the joins, leaves, reads and
+heartbeats (one script per instance every ``heartbeat`` seconds), not the messages, which stay
+on their channels' masters (presence events too: they are published on the bus). When that
+master fails, its replica takes over; entries it had not yet copied are written back by their
+instances' next heartbeat, as after a restart of a single Redis.
 """
 
 from __future__ import annotations
@@ -47,12 +62,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BusError, ConfigurationError
 from .backend import Report
 from .presence import Changed, PresenceChange, PresenceEntry, check_entry, decode_entry
+from .redis_slots import hash_tag
 
 __all__ = ["RedisPresence"]
 
@@ -201,6 +221,13 @@ end
 return removed
 """
 
+#: KEYS[1] this instance's key, KEYS[2] its topics, KEYS[3] the set of instances; ARGV[1]
+#: the instance. This instance is gone (a clean shutdown, its entries removed).
+_FORGET = """
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+"""
+
 
 class RedisPresence:
     """A :class:`~crosswire.pubsub.presence.Presence` store in Redis, for every instance on
@@ -215,6 +242,8 @@ class RedisPresence:
     ``ttl`` of its last heartbeat. ``timeout`` bounds each call to Redis (seconds);
     ``heartbeat + timeout`` must be under ``ttl``, or a live instance whose Redis is slow
     would be taken for dead (``ttl`` of three heartbeats or more is the advice).
+    ``cluster=True``: ``url`` names any node of a Redis Cluster, and the keys share one hash
+    tag (see the module's docs).
     """
 
     def __init__(
@@ -226,6 +255,7 @@ class RedisPresence:
         heartbeat: float = 5.0,
         ttl: float = 15.0,
         timeout: float = 2.0,
+        cluster: bool = False,
     ) -> None:
         if not instance:
             raise ConfigurationError("RedisPresence(instance=...) must name the instance")
@@ -242,12 +272,25 @@ class RedisPresence:
         self._heartbeat = heartbeat
         self._ttl = ttl
         self._timeout = timeout
-        self._presence_prefix = f"{namespace}:presence:"
-        self._instance_prefix = f"{namespace}:instance:"
-        self._topics_prefix = f"{namespace}:instance-topics:"
+        self._cluster = cluster
+        settings = ConnectionPool.from_url(url).connection_kwargs  # (only read)
+        #: ``host:port`` of the Redis server (or the cluster's node): what messages name
+        #: (never the password).
+        self._where = str(settings.get("path") or f"{settings.get('host')}:{settings.get('port')}")
+        if cluster:  # every key in one slot, that of the tag (see the module's docs)
+            root = "{" + hash_tag(f"{namespace}:presence")[0] + "}:"
+            self._presence_prefix = root + "topic:"
+            self._instance_prefix = root + "instance:"
+            self._topics_prefix = root + "instance-topics:"
+            self._registry = root + "instances"
+            self._where += " (a Redis Cluster)"
+        else:
+            self._presence_prefix = f"{namespace}:presence:"
+            self._instance_prefix = f"{namespace}:instance:"
+            self._topics_prefix = f"{namespace}:instance-topics:"
+            self._registry = f"{namespace}:instances"
         self._key = self._instance_prefix + instance
         self._topics_key = self._topics_prefix + instance
-        self._registry = f"{namespace}:instances"
         #: This instance's entries, as they should be in Redis: topic -> client id ->
         #: (entry, its JSON).
         self._own: dict[str, dict[str, tuple[PresenceEntry, bytes]]] = {}
@@ -262,18 +305,27 @@ class RedisPresence:
     def _open(self) -> None:
         """A client, scripts and state for a run: made anew after :meth:`aclose` (asyncio
         objects belong to the event loop that first used them)."""
-        self._redis = Redis.from_url(
-            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
-        )
-        kwargs = self._redis.connection_pool.connection_kwargs
-        #: ``host:port`` of the Redis server: what messages name (never the password).
-        self._where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
+        self._redis: Redis | RedisCluster
+        if self._cluster:
+            # (Not retried after a lost connection, as RedisHistory's: every call is bounded
+            # by ``timeout``, and what failed is done again by the next heartbeat.)
+            self._redis = RedisCluster.from_url(
+                self._url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+        else:
+            self._redis = Redis.from_url(
+                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+            )
         self._beat = self._redis.register_script(_BEAT)
         self._add = self._redis.register_script(_ADD)
         self._remove = self._redis.register_script(_REMOVE)
         self._members = self._redis.register_script(_MEMBERS)
         self._sync = self._redis.register_script(_SYNC)
         self._sweep = self._redis.register_script(_SWEEP)
+        self._forget = self._redis.register_script(_FORGET)
         #: The writes of this instance, one at a time, in the order called (a FIFO lock).
         self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -393,10 +445,9 @@ class RedisPresence:
             if task is not None:  # started: this instance may have entries in Redis
                 async with self._write("remove this instance's entries"):
                     await self._write_own(topics)
-                    async with self._redis.pipeline(transaction=True) as pipe:
-                        pipe.delete(self._key, self._topics_key)
-                        pipe.srem(self._registry, self._instance)
-                        await pipe.execute()
+                    await self._forget(
+                        keys=[self._key, self._topics_key, self._registry], args=[self._instance]
+                    )
         except BusError as exc:
             self._fail(BusError(f"{exc}; its {count} entries expire within {self._ttl:g} s"))
         finally:
