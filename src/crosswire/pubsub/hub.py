@@ -584,8 +584,9 @@ class Hub:
         topics declared with ``presence=True``): who is in it, on every instance.
 
         Without a bus, in this process (:class:`~crosswire.pubsub.presence.MemoryPresence`);
-        with one, on the bus (``RedisBackend.presence``: a crashed instance's entries expire
-        within its ``ttl``); a bus that keeps none refuses it."""
+        with one, on the bus (``RedisBackend.presence``, ``RedisClusterBackend.presence``: a
+        crashed instance's entries expire within its ``ttl``); a bus that keeps none refuses
+        it."""
         if self._presence is None:
             if self._backend is None:
                 self._presence = MemoryPresence(instance=self.server_id)
@@ -594,7 +595,8 @@ class Hub:
                 if make is None:
                     raise ConfigurationError(
                         f"presence needs a bus that keeps it ({type(self._backend).__name__} "
-                        "does not; RedisBackend does), or no bus (one process)"
+                        "does not; RedisBackend and RedisClusterBackend do), or no bus (one "
+                        "process)"
                     )
                 self._presence = make(self.namespace, self.server_id)
             self._presence.bind(self._announce, self._report)
