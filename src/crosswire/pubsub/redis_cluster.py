@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BusError, ConfigurationError
 from .backend import BusStats, Deliver, Report
@@ -66,6 +65,7 @@ from .redis import (
     _jitter,
     _next_reply,
     _read_buffered,
+    _read_reply,
     _report_failure,
 )
 from .redis import _stop as _stop_tasks
@@ -523,14 +523,12 @@ class RedisClusterBackend:
         deliver = self._deliver
         while True:
             try:
-                response: Any = await conn.read_response(timeout=timeout, push_request=True)
+                response: Any = await _read_reply(conn, timeout)
             except _REDIRECTED:
                 # An SSUBSCRIBE reached a master that no longer serves its slot: the map is
                 # old. This connection is made again once it is read again.
                 self._request_remap()
                 raise
-            if response is None:
-                raise RedisTimeoutError(f"no answer from Redis in {timeout:.0f} s")
             while response is not _NO_REPLY:  # this one, then those already read (a burst)
                 if isinstance(response, list):
                     kind = response[0]
