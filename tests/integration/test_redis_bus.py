@@ -9,6 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
+from redis._parsers import _AsyncRESP3Parser
 from redis.asyncio import ConnectionPool
 from websockets.asyncio.client import connect
 
@@ -273,3 +275,53 @@ async def test_a_burst_is_taken_from_the_parser_without_a_read_per_message(
         await publisher.aclose()
         await conn.disconnect()
         await pool.disconnect()
+
+
+@pytest.mark.parametrize("parser", [None, _AsyncRESP3Parser], ids=["hiredis", "python-resp3"])
+async def test_a_push_that_is_not_pub_sub_is_no_outage(
+    redis_server: RedisServer, parser: type[_AsyncRESP3Parser] | None
+) -> None:
+    """Client-side caching sends the subscriber connection RESP3 pushes that are not pub/sub:
+    another connection tracks keys with ``CLIENT TRACKING ON REDIRECT <the subscriber's id>``,
+    so each write to a key it read sends the subscriber an ``invalidate`` push. redis-py hands
+    such a push (like a maintenance notification) to its own handler, and ``read_response``
+    then returns None, as it does when its timeout expires. That is no silence: no outage is
+    reported, the subscriber keeps its connection and its channels, and what is published
+    afterwards is delivered, whether the push comes alone or amid a burst of messages."""
+    admin = redis_server.client()
+    tracker = aioredis.Redis.from_url(redis_server.url, single_connection_client=True)
+    got: list[bytes] = []
+    errors: list[BusError] = []
+    # Health checks every 0.3 s: 1.6 s of silence would be a loss.
+    receiver = RedisBackend(redis_server.url, health_check_interval=0.3)
+    if parser is not None:  # the parser redis-py uses without hiredis
+        receiver._pool.connection_kwargs["parser_class"] = parser
+    receiver.bind(lambda channel, message, more: got.append(message), errors.append)
+    try:
+        receiver.subscribe("ws:room:p")
+        await asyncio.wait_for(receiver.flush(), TIMEOUT)
+        [subscriber] = await admin.client_list(_type="pubsub")
+        await tracker.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", subscriber["id"])  # type: ignore[no-untyped-call]
+
+        await tracker.get("k")  # tracked: the next write to k is sent as an invalidation
+        await admin.set("k", "1")  # the push, alone
+        await admin.publish("ws:room:p", b"after the push")
+        await eventually(lambda: bool(got or errors))
+        assert errors == []
+        assert got == [b"after the push"]
+
+        await tracker.get("k")
+        async with admin.pipeline(transaction=True) as pipe:  # the push amid a burst
+            pipe.publish("ws:room:p", b"before")
+            pipe.set("k", "2")
+            pipe.publish("ws:room:p", b"after")
+            await pipe.execute()
+        await eventually(lambda: len(got) == 3 or bool(errors))
+        assert errors == []
+        assert got == [b"after the push", b"before", b"after"]
+        assert [c["id"] for c in await admin.client_list(_type="pubsub")] == [subscriber["id"]]
+        assert receiver.stats().reconnects == 0
+    finally:
+        await receiver.aclose()
+        await tracker.aclose()
+        await admin.aclose()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from crosswire import BusError, Emitter
 from crosswire.pubsub.history import History
@@ -270,3 +271,54 @@ async def test_a_channel_whose_slot_moves_is_subscribed_on_its_new_master(
     finally:
         await asyncio.wait_for(sub.backend.aclose(), TIMEOUT)
         await asyncio.wait_for(pub.backend.aclose(), TIMEOUT)
+
+
+async def test_a_push_that_is_not_pub_sub_is_no_outage(tmp_path: Path) -> None:
+    """As on one Redis (test_redis_bus.py): an ``invalidate`` push on a master's subscriber
+    connection (client-side caching redirected to it), which redis-py's ``read_response``
+    answers with None as after a timeout, is no silence: no outage, the same connection, and
+    what is published afterwards is delivered, the push alone or amid a burst."""
+    redis_cluster = RedisCluster(tmp_path, replicas=False)
+    await redis_cluster.start()
+    try:
+        await _push_is_no_outage(redis_cluster)
+    finally:
+        await redis_cluster.aclose()
+
+
+async def _push_is_no_outage(redis_cluster: RedisCluster) -> None:
+    channel = "ws:room:p"
+    key = "{ws:room:p}k"  # in the channel's slot: on the same master
+    sub = Endpoint(RedisClusterBackend(redis_cluster.url, health_check_interval=0.3))
+    port = await redis_cluster.master_of(channel)
+    node = next(node for node in redis_cluster.nodes if node.port == port)
+    admin = node.client()
+    tracker = aioredis.Redis.from_url(node.url, single_connection_client=True)
+    try:
+        sub.backend.subscribe(channel)
+        await asyncio.wait_for(sub.backend.flush(), TIMEOUT)
+        [subscriber] = await admin.client_list(_type="pubsub")
+        await tracker.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", subscriber["id"])  # type: ignore[no-untyped-call]
+
+        await tracker.get(key)
+        await admin.set(key, "1")  # the push, alone
+        await admin.execute_command("SPUBLISH", channel, b"after the push")  # type: ignore[no-untyped-call]
+        await eventually(lambda: bool(sub.messages(channel) or sub.errors))
+        assert sub.errors == []
+        assert sub.messages(channel) == [b"after the push"]
+
+        await tracker.get(key)
+        async with admin.pipeline(transaction=True) as pipe:  # the push amid a burst
+            pipe.execute_command("SPUBLISH", channel, b"before")
+            pipe.set(key, "2")
+            pipe.execute_command("SPUBLISH", channel, b"after")
+            await pipe.execute()
+        await eventually(lambda: len(sub.messages(channel)) == 3 or bool(sub.errors))
+        assert sub.errors == []
+        assert sub.messages(channel) == [b"after the push", b"before", b"after"]
+        assert [c["id"] for c in await admin.client_list(_type="pubsub")] == [subscriber["id"]]
+        assert sub.backend.stats().reconnects == 0
+    finally:
+        await asyncio.wait_for(sub.backend.aclose(), TIMEOUT)
+        await tracker.aclose()
+        await admin.aclose()

@@ -349,10 +349,7 @@ class RedisBackend:
         timeout = self._answer_within
         deliver = self._deliver
         while True:
-            # push_request: in RESP3 pub/sub messages are pushes, returned only when asked for.
-            response: Any = await conn.read_response(timeout=timeout, push_request=True)
-            if response is None:
-                raise RedisTimeoutError(f"no answer from Redis in {timeout:.0f} s")
+            response: Any = await _read_reply(conn, timeout)
             while response is not _NO_REPLY:  # this one, then those already read (a burst)
                 if isinstance(response, list):  # (not a PONG outside subscribe mode)
                     kind = response[0]
@@ -541,6 +538,26 @@ _PUBSUB = frozenset(
 )
 
 
+async def _read_reply(conn: AbstractConnection, within: float) -> Any:
+    """The next reply on a subscriber connection, read as redis-py reads it (``push_request``:
+    in RESP3 pub/sub messages are pushes, returned only when asked for); raises
+    ``RedisTimeoutError`` when Redis sends nothing for ``within`` seconds.
+
+    redis-py's ``read_response`` returns None when its timeout expires, and also right after a
+    RESP3 push that is not pub/sub (a client-tracking ``invalidate``, a maintenance
+    notification), which it hands to its own handler. A None before the deadline is such a
+    push, not silence: the read goes on, until the same deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    response = await conn.read_response(timeout=within, push_request=True)
+    while response is None:
+        left = deadline - loop.time()
+        if left <= 0:
+            raise RedisTimeoutError(f"no answer from Redis in {within:.0f} s")
+        response = await conn.read_response(timeout=left, push_request=True)
+    return response
+
+
 async def _read_buffered(conn: AbstractConnection) -> Any:
     """The next reply that the connection's hiredis parser already holds whole, as redis-py's
     ``read_response(push_request=True)`` would return it (error replies raised), or
@@ -549,10 +566,11 @@ async def _read_buffered(conn: AbstractConnection) -> Any:
     A burst of pub/sub messages arrives in one read from the socket: taking the rest from the
     parser here skips most of redis-py's per-reply path (a timeout, a fork check, the push
     handler's logger lookup), which is most of what a subscribing instance spends per
-    message. A push that is not pub/sub (a maintenance notification) still goes to redis-py's
-    handler, as ``read_response`` would send it. Reads redis-py's private parser state: when
-    it is not what this expects (another parser, another redis-py), :data:`_NO_REPLY`, and
-    ``read_response`` reads every reply.
+    message. A push that is not pub/sub (a client-tracking ``invalidate``, a maintenance
+    notification) still goes to redis-py's handler, as ``read_response`` would send it, and
+    the next reply is taken. Reads redis-py's private parser state: when it is not what this
+    expects (another parser, another redis-py), :data:`_NO_REPLY`, and ``read_response``
+    reads every reply.
     """
     parser: Any = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)

@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BusError, ConfigurationError
 from .backend import BusStats, Deliver, Report
@@ -67,6 +66,7 @@ from .redis import (
     _jitter,
     _next_reply,
     _read_buffered,
+    _read_reply,
     _report_failure,
 )
 from .redis import _stop as _stop_tasks
@@ -538,14 +538,12 @@ class RedisClusterBackend:
         deliver = self._deliver
         while True:
             try:
-                response: Any = await conn.read_response(timeout=timeout, push_request=True)
+                response: Any = await _read_reply(conn, timeout)
             except _REDIRECTED:
                 # An SSUBSCRIBE reached a master that no longer serves its slot: the map is
                 # old. This connection is made again once it is read again.
                 self._request_remap()
                 raise
-            if response is None:
-                raise RedisTimeoutError(f"no answer from Redis in {timeout:.0f} s")
             while response is not _NO_REPLY:  # this one, then those already read (a burst)
                 if isinstance(response, list):
                     kind = response[0]
