@@ -18,6 +18,11 @@ every message put on Redis (``hub.publish`` then ``hub.flush`` per batch): CPU p
 on the publishing instance; and a Hub with one local member of the topic (a transport that
 only counts) receiving crosswire envelopes that this script PUBLISHes: CPU per bus message on
 a subscribing instance, before its deliveries (one delivery to a counting transport is in it).
+
+Last, the presence store's cost on Redis (docs/scaling.md: what the master that holds a
+namespace's presence spends): redis-server's CPU per join (``RedisPresence.add``), per read of
+a topic of 10 members (``members``) and per leave (``remove``), each one Lua script, run one
+at a time as an instance runs them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -39,6 +45,8 @@ from run import SERVER_CPU, cpu_ticks, pinned, redis_server  # noqa: E402
 from crosswire.pubsub.envelope import Publication, channel_for, encode_envelope  # noqa: E402
 
 PUBLISHES = 200_000
+#: Joins, reads and leaves of the presence probe (each): 10 members per topic.
+PRESENCE_OPS = 20_000
 BATCH = 100
 KS = (1, 2, 4, 8)
 REPS = 3
@@ -161,15 +169,45 @@ async def instance_receive(url: str) -> float:
     return used / PUBLISHES * 1e6
 
 
+async def presence(url: str, pid: int) -> dict[str, float]:
+    """µs of redis-server CPU per presence join, per read of a topic of 10 members, and per
+    leave (RedisPresence's scripts, one at a time)."""
+    from crosswire.pubsub.presence import PresenceEntry
+    from crosswire.pubsub.redis_presence import RedisPresence
+
+    name = "bench-presence"
+    store = RedisPresence(url, instance=name)
+    await store.start()
+    topics = [f"room:{i}" for i in range(PRESENCE_OPS // 10)]
+    costs: dict[str, float] = {}
+
+    async def measure(op: str, call: Callable[[int], Awaitable[object]]) -> None:
+        before = cpu_ticks(pid)
+        for i in range(PRESENCE_OPS):
+            await call(i)
+        costs[op] = (cpu_ticks(pid) - before) / TICK / PRESENCE_OPS * 1e6
+
+    def join(i: int) -> Awaitable[object]:
+        return store.add(topics[i // 10], PresenceEntry(f"c{i}", None, {"name": "x"}, name))
+
+    await measure("join", join)
+    await measure("members", lambda i: store.members(topics[i % len(topics)]))
+    await measure("leave", lambda i: store.remove(topics[i // 10], f"c{i}"))
+    await store.aclose()
+    return costs
+
+
 def main() -> None:
     results: dict[int, list[float]] = {k: [] for k in KS}
     sides: dict[str, list[float]] = {"publish": [], "receive": []}
+    presences: list[dict[str, float]] = []
     with redis_server() as (url, pid):
         for _ in range(REPS):
             for k in KS:
                 results[k].append(asyncio.run(one(url, pid, k)))
             sides["publish"].append(instance_publish(url))
             sides["receive"].append(asyncio.run(instance_receive(url)))
+            presences.append(asyncio.run(presence(url, pid)))
     medians = {k: statistics.median(v) for k, v in results.items()}
     for k in KS:
         line = {"instances": k, "redis_us_per_publish": round(medians[k], 2), "runs": results[k]}
@@ -187,6 +225,11 @@ def main() -> None:
         runs = sides[side]
         line = {f"instance_us_per_{side}": round(statistics.median(runs), 2), "runs": runs}
         print(json.dumps({"instance": what, **line}))
+    line = {
+        f"redis_us_per_presence_{op}": round(statistics.median(r[op] for r in presences), 2)
+        for op in ("join", "members", "leave")
+    }
+    print(json.dumps({**line, "runs": presences}))
 
 
 if __name__ == "__main__":

@@ -82,6 +82,12 @@ class RedisServer:
         assert self._proc is not None
         self._proc.send_signal(signal.SIGCONT)
 
+    @property
+    def pid(self) -> int:
+        """The process id of the running server."""
+        assert self._proc is not None
+        return self._proc.pid
+
     def client(self) -> aioredis.Redis:
         """A plain redis-py client of this server (for checks and raw publishes)."""
         return aioredis.Redis.from_url(self.url, password=self._password)
