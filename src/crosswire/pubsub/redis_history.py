@@ -62,7 +62,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..errors import BusError
 from .envelope import channel_for
@@ -76,8 +76,9 @@ __all__ = ["RedisHistory"]
 MAX_CONNECTIONS = 16
 QUEUE_TIMEOUT = 30.0
 
-#: What a lost, refused or failed command raises.
-_LOST = (RedisError, OSError, asyncio.TimeoutError)
+#: What a lost, refused or failed command raises (a cluster client whose nodes all refuse
+#: raises a RedisClusterException, which is not a RedisError).
+_LOST = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 #: KEYS[1] epoch, KEYS[2] offset, KEYS[3] stream. ``stream_epoch(fresh, ttl_ms)`` returns the
 #: topic's epoch, starting a new stream (epoch ``fresh``, offset 0, no entries) when it has

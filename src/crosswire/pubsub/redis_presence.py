@@ -64,9 +64,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BusError, ConfigurationError
@@ -78,8 +76,9 @@ __all__ = ["RedisPresence"]
 
 logger = logging.getLogger("crosswire.pubsub")
 
-#: What a lost, refused or slow connection raises.
-_LOST = (RedisError, OSError, TimeoutError)
+#: What a lost, refused or slow connection raises (a cluster client whose nodes all refuse
+#: raises a RedisClusterException, which is not a RedisError).
+_LOST = (RedisError, RedisClusterException, OSError, TimeoutError)
 #: Topics per script when this instance's entries are written back.
 _CHUNK = 200
 
@@ -307,13 +306,11 @@ class RedisPresence:
         objects belong to the event loop that first used them)."""
         self._redis: Redis | RedisCluster
         if self._cluster:
-            # (Not retried after a lost connection, as RedisHistory's: every call is bounded
-            # by ``timeout``, and what failed is done again by the next heartbeat.)
+            # redis-py's retries kept (unlike RedisHistory's appends, every script here can
+            # run twice with the same result): a call that finds its master gone reads the
+            # slot map again and goes to the promoted replica, within ``timeout``.
             self._redis = RedisCluster.from_url(
-                self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                retry=Retry(NoBackoff(), 0),
+                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
             )
         else:
             self._redis = Redis.from_url(
