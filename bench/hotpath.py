@@ -12,7 +12,8 @@ router's (decode, dispatch, validate, handler, encode) and the Hub's fan-out, no
 The ``picows listener`` rows hand real picows frames (``_make_test_ws_frame``) to the raw
 picows echo of ``bench/servers.py`` and to crosswire's picows listener (hooks echo, typed
 RPC), over a stand-in WSTransport that counts what is sent: the Python that each costs per
-message, the part of a picows server that is not the kernel's or picows' own.
+message, the part of a picows server that is not the kernel's or picows' own; and to
+``bench/servers.py``'s floor of a typed RPC (msgspec, a Python handler, no framework).
 
 Each measurement runs in a fresh interpreter (the revision's ``src`` first on its path) and
 keeps the best of five batches (as ``timeit`` does: on a shared VM, noise only adds time);
@@ -41,6 +42,7 @@ METRICS = (
     ("picows_hooks", "picows listener: crosswire hooks echo"),
     ("picows_typed", "picows listener: crosswire typed RPC, pydantic"),
     ("picows_struct", "picows listener: crosswire typed RPC, {text: str}"),
+    ("picows_floor", "picows listener: the floor of a typed RPC (no framework)"),
 )
 
 #: One measurement, run in a fresh interpreter: prints {metric: µs} (see METRICS).
@@ -133,6 +135,7 @@ async def main():
     typed = servers.typed_app()
     result["picows_typed"] = picows_cost(_Listener(typed, request, Accept()), RPC)
     result["picows_struct"] = picows_cost(_Listener(app, request, Accept()), RPC)
+    result["picows_floor"] = picows_cost(servers.floor_listener()(), RPC)
 
     caller, out = connect(app)
     receive = caller._receive_data

@@ -67,6 +67,7 @@ RPC_SERVERS = (
     "raw-picows",
     "typed-picows",
     "struct-picows",  # the same App, its payloads {"text": str} mappings (msgspec)
+    "floor-picows",  # no framework: the least a typed RPC costs in Python (bench/servers.py)
     "typed-websockets",
     "raw-websockets",
     "socketio-aiohttp",
@@ -648,6 +649,7 @@ def run_rpc(
     mode, scheme = {
         "typed": ("rpc", "ws"),
         "struct": ("rpc", "ws"),
+        "floor": ("rpc", "ws"),
         "socketio": ("sio", "http"),
     }.get(kind, ("echo", "ws"))
     samples = []
@@ -1035,7 +1037,18 @@ def rpc_verdicts(summaries: list[Summary]) -> list[str]:
     rows = {(x.server, x.param, x.window): x for x in summaries if x.scenario == "rpc"}
     for (server_name, conns, window), x in sorted(rows.items()):
         raw = raw_of(summaries, x)
-        if not server_name.startswith(("typed-", "struct-")) or raw is None or not raw.value:
+        if raw is None or not raw.value:
+            continue
+        if server_name.startswith("floor-"):  # what no Python typed layer can beat
+            line = (
+                f"floor of a typed RPC in Python on {x.base}{x.at}, {conns} conn, "
+                f"{x.in_flight}: {x.value:,.0f} msg/s = {x.value / raw.value:.2f}x raw picows"
+            )
+            if x.cpu_us is not None and raw.cpu_us is not None:
+                line += f", {x.cpu_us - raw.cpu_us:+.1f} µs of server CPU per call"
+            lines.append(line)
+            continue
+        if not server_name.startswith(("typed-", "struct-")):
             continue
         q = x.value / raw.value
         line = (
@@ -1055,6 +1068,9 @@ def rpc_verdicts(summaries: list[Summary]) -> list[str]:
         sio = rows.get(("socketio-aiohttp", conns, window))
         if sio is not None and sio.value:
             line += f"; {x.value / sio.value:.1f}x python-socketio"
+        floor = rows.get(("floor-picows", conns, window))
+        if floor is not None and floor.value:
+            line += f"; {x.value / floor.value:.2f}x the floor"
         lines.append(line)
     return lines
 

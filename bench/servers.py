@@ -28,6 +28,12 @@ fan-out, the RPC ``SUB`` (no payload) subscribes the connection to ``"b"`` and a
 (the publisher excluded). The socketio server answers the socket.io event ``echo`` through its
 ack (python-socketio on aiohttp).
 
+``floor-picows`` is no framework: the least a typed RPC costs in Python on picows, the floor
+under every typed row. One msgspec call decodes the ``ECHO`` frame and checks its
+``{"text": str}`` payload, a Python handler makes the ``ECHO_RESULT`` payload, and the reply
+is joined from a prefix, the correlation id and msgspec's JSON. Nothing else: no other
+message types, no errors for bad frames (it drops them), no per-connection state.
+
 Before its port, a server that imported crosswire prints ``crosswire <path of its
 __init__.py>``: ``bench/run.py --against REV`` runs this file with another revision's ``src/``
 on ``PYTHONPATH`` and checks, from that line, which code the server runs.
@@ -57,6 +63,7 @@ SERVERS = (
     "typed-websockets",
     "typed-picows",
     "struct-picows",
+    "floor-picows",
     "socketio-aiohttp",
 )
 
@@ -149,6 +156,67 @@ async def raw_aiohttp() -> Started:
 
     async def stop() -> None:
         await runner.cleanup()
+
+    return port, stop
+
+
+# -- the floor of a typed RPC on picows -----------------------------------------------------------
+
+
+def floor_listener() -> Any:
+    """A picows listener that answers ``ECHO`` with ``ECHO_RESULT`` as directly as Python can
+    (see the module's docs): the class, to make one per connection."""
+    import msgspec
+    import orjson
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport
+
+    # (defstruct: this module's annotations are strings, which msgspec resolves in its globals)
+    Text = msgspec.defstruct("Text", [("text", str)], forbid_unknown_fields=True)
+    Meta = msgspec.defstruct("Meta", [("correlationId", str)])
+    Request = msgspec.defstruct(
+        "Request", [("meta", Meta), ("payload", Text)], tag_field="type", tag="ECHO"
+    )
+    decode = msgspec.json.Decoder(Request).decode
+    encode = msgspec.json.Encoder().encode
+    prefix = b'{"type":"ECHO_RESULT","meta":{"correlationId":'
+    TEXT = WSMsgType.TEXT
+
+    def handle(payload: Any) -> Any:
+        return Text(text=payload.text)
+
+    class Floor(WSListener):
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type is not TEXT:
+                return
+            try:
+                request: Any = decode(frame.get_payload_as_bytes())
+            except msgspec.ValidationError:
+                return
+            reply = handle(request.payload)
+            cid = orjson.dumps(request.meta.correlationId)
+            transport.send(TEXT, prefix + cid + b'},"payload":' + encode(reply) + b"}")
+
+    return Floor
+
+
+async def floor_picows() -> Started:
+    from picows import ws_create_server
+
+    Floor = floor_listener()
+    server = await ws_create_server(
+        lambda _request: Floor(),
+        HOST,
+        0,
+        backlog=1024,
+        enable_auto_ping=True,
+        auto_ping_idle_timeout=20.0,
+        auto_ping_reply_timeout=20.0,
+    )
+    port = server.sockets[0].getsockname()[1]
+
+    async def stop() -> None:
+        server.close()
+        await server.wait_closed()
 
     return port, stop
 
@@ -386,6 +454,7 @@ STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
     "typed-websockets": typed_on("websockets"),
     "typed-picows": typed_on("picows"),
     "struct-picows": typed_on("picows", "struct"),
+    "floor-picows": floor_picows,
     "socketio-aiohttp": socketio_aiohttp,
 }
 

@@ -1,6 +1,7 @@
 """The benchmark's compiled load generator (bench/loadgen.c): built with the system's gcc, run
-for about a second against a real raw websockets server of bench/servers.py on port 0, it
-prints the JSON lines bench/run.py reads, and it fails loudly on a frame it does not accept.
+for about a second against real servers of bench/servers.py on port 0 (raw websockets, and
+the floor of a typed RPC on picows), it prints the JSON lines bench/run.py reads, and it fails
+loudly on a frame it does not accept.
 Nothing here asserts on speed."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from bench.run import build_loadgen
-from bench.servers import raw_websockets
+from bench.servers import floor_picows, raw_websockets
 from tests.support import skip_stage
 
 
@@ -72,6 +73,17 @@ async def test_one_request_in_flight_reports_messages_cpu_and_latency(
 async def test_pipelined_echo(loadgen: Path, echo_port: int) -> None:
     r = result(*await run(loadgen, echo_port, "--mode", "echo", "--conns", "2", "--window", "8"))
     assert r["window"] == 8
+    assert r["messages"] > 0
+
+
+async def test_the_floor_of_a_typed_rpc_answers_every_call_it_is_sent(loadgen: Path) -> None:
+    """bench/servers.py's floor-picows (a typed RPC with no framework), driven in rpc mode:
+    the generator checks every reply's type and correlation id (``wrong`` counts misses)."""
+    port, stop = await floor_picows()
+    try:
+        r = result(*await run(loadgen, port, "--mode", "rpc", "--conns", "2", "--window", "4"))
+    finally:
+        await asyncio.wait_for(stop(), 10)
     assert r["messages"] > 0
 
 
