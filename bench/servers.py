@@ -200,32 +200,14 @@ def floor_listener() -> Any:
 
 
 async def floor_picows() -> Started:
-    from picows import ws_create_server
-
-    Floor = floor_listener()
-    server = await ws_create_server(
-        lambda _request: Floor(),
-        HOST,
-        0,
-        backlog=1024,
-        enable_auto_ping=True,
-        auto_ping_idle_timeout=20.0,
-        auto_ping_reply_timeout=20.0,
-    )
-    port = server.sockets[0].getsockname()[1]
-
-    async def stop() -> None:
-        server.close()
-        await server.wait_closed()
-
-    return port, stop
+    return await picows_serving(floor_listener())
 
 
 # -- raw picows --------------------------------------------------------------------------------
 
 
 async def raw_picows() -> Started:
-    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
     subs: set[WSTransport] = set()
     TEXT, CLOSE = WSMsgType.TEXT, WSMsgType.CLOSE
@@ -251,9 +233,16 @@ async def raw_picows() -> Started:
         def on_ws_disconnected(self, transport: WSTransport) -> None:
             subs.discard(transport)
 
+    return await picows_serving(Echo)
+
+
+async def picows_serving(listener: Callable[[], Any]) -> Started:
+    """A picows server making one ``listener()`` per connection."""
+    from picows import ws_create_server
+
     # Keepalive as crosswire runs it by default (Limits.ping_interval = 20 s): like for like.
     server = await ws_create_server(
-        lambda _request: Echo(),
+        lambda _request: listener(),
         HOST,
         0,
         backlog=1024,
