@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import select
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -67,6 +67,34 @@ def join_room(peer: Peer, members: list[Peer]) -> None:
     peer.subscribe("room")
     members.append(peer)
     peer.send("subscribed")
+
+
+def room_hooks(
+    members: list[Peer], after_publish: Callable[[], object] | None = None
+) -> Callable[[Peer, Message], None]:
+    """A message hook: "sub" joins the room (:func:`join_room`), anything else is published
+    to it, then ``after_publish()`` runs."""
+
+    def message(peer: Peer, msg: Message) -> None:
+        text = msg.text()
+        if text == "sub":
+            join_room(peer, members)
+        else:
+            peer.publish("room", text)
+            if after_publish is not None:
+                after_publish()
+
+    return message
+
+
+async def publisher_and_members(url: str) -> tuple[RawClient, list[RawClient]]:
+    """A client, and three more that joined the room of :func:`room_hooks`."""
+    publisher = await RawClient.connect(url)
+    members = [await RawClient.connect(url) for _ in range(3)]
+    for member in members:
+        send_in_one_write(member, "sub")
+        assert await member.messages(1) == ["subscribed"]
+    return publisher, members
 
 
 def recording_app(seen: list[tuple[str, bool]], peers: list[Peer], **options: Any) -> App:
@@ -227,22 +255,10 @@ async def test_a_burst_of_publishes_is_held_for_every_subscriber_until_the_turn_
     writes to it; every subscriber gets every message, in order, and nothing stays held."""
     held_after_publish: list[list[bool]] = []
     members: list[Peer] = []
-
-    def message(peer: Peer, msg: Message) -> None:
-        text = msg.text()
-        if text == "sub":
-            join_room(peer, members)
-        else:
-            peer.publish("room", text)
-            held_after_publish.append([held(p) for p in members])
-
+    message = room_hooks(members, lambda: held_after_publish.append([held(p) for p in members]))
     served = await serve_on(App(define_hooks(message=message)), kind)
     try:
-        publisher = await RawClient.connect(served.url)
-        subscribers = [await RawClient.connect(served.url) for _ in range(3)]
-        for sub in subscribers:
-            send_in_one_write(sub, "sub")
-            assert await sub.messages(1) == ["subscribed"]
+        publisher, subscribers = await publisher_and_members(served.url)
         burst = [f"news {i}" for i in range(10)]
         send_in_one_write(publisher, *burst)
         for sub in subscribers:
@@ -471,22 +487,12 @@ async def test_picows_a_burst_of_publishes_reaches_each_subscriber_in_one_write(
     batch holds a subscriber, its frames are built and written together when the turn ends
     (not sent one by one through picows under a hold that then has nothing to write)."""
     members: list[Peer] = []
-
-    def message(peer: Peer, msg: Message) -> None:
-        text = msg.text()
-        if text == "sub":
-            join_room(peer, members)
-        else:
-            peer.publish("room", text)
+    message = room_hooks(members)
 
     with counting_writes(monkeypatch) as writes:
         served = await serve_on(App(define_hooks(message=message)), "picows")
         try:
-            publisher = await RawClient.connect(served.url)
-            subscribers = [await RawClient.connect(served.url) for _ in range(3)]
-            for sub in subscribers:
-                send_in_one_write(sub, "sub")
-                assert await sub.messages(1) == ["subscribed"]
+            publisher, subscribers = await publisher_and_members(served.url)
             writes.clear()
             burst = [f"news {i}" for i in range(10)]
             send_in_one_write(publisher, *burst)
