@@ -11,9 +11,12 @@ from an in-memory transport that counts what it is asked to send, so the time is
 router's (decode, dispatch, validate, handler, encode) and the Hub's fan-out, nothing else.
 The ``picows listener`` rows hand real picows frames (``_make_test_ws_frame``) to the raw
 picows echo of ``bench/servers.py`` and to crosswire's picows listener (hooks echo, typed
-RPC), over a stand-in WSTransport that counts what is sent: the Python that each costs per
-message, the part of a picows server that is not the kernel's or picows' own; and to
-``bench/servers.py``'s floor of a typed RPC (msgspec, a Python handler, no framework).
+RPC), over a real picows WSTransport whose asyncio transport counts what picows writes (no
+system call): the Python that each costs per message, the part of a picows server that is not
+the kernel's or picows' own; and to ``bench/servers.py``'s floor of a typed RPC (msgspec, a
+Python handler, no framework). crosswire's picows read path runs compiled where it is built
+(``src/crosswire/adapters/_picows_read.py``); the tree of ``--against`` is not built, so there
+it runs as Python, as it does anywhere with ``CROSSWIRE_NO_EXTENSIONS=1``.
 
 Each measurement runs in a fresh interpreter (the revision's ``src`` first on its path) and
 keeps the best of five batches (as ``timeit`` does: on a shared VM, noise only adds time);
@@ -47,12 +50,12 @@ METRICS = (
 
 #: One measurement, run in a fresh interpreter: prints {metric: µs} (see METRICS).
 PROBE = r"""
-import asyncio, json, sys, time
+import asyncio, json, logging, socket, sys, time
 sys.path.insert(0, sys.argv[1])  # bench/ (servers.py)
 import crosswire
 from crosswire.http import Accept, Headers, Request
 from crosswire.adapters.picows import _Listener
-from picows import WSListener, WSMsgType
+from picows import WSListener, WSMsgType, WSTransport
 from picows.picows import _make_test_ws_frame
 import servers
 
@@ -60,21 +63,18 @@ assert crosswire.__file__.startswith(sys.argv[2]), crosswire.__file__
 
 Null = servers.Counting  # (a transport that counts what it is asked to send)
 
-class Socket:  # the asyncio transport under a picows WSTransport
+pair = socket.socketpair()  # (picows reads the socket's fd; nothing is sent through it)
+
+class Socket:  # the asyncio transport under a real picows WSTransport: counts what is written
+    written = 0
     def set_write_buffer_limits(self, high): pass
-    def get_extra_info(self, key): return ("127.0.0.1", 50000)
-    def get_write_buffer_size(self): return 0
+    def get_extra_info(self, key, default=None):
+        return {"socket": pair[0], "peername": ("127.0.0.1", 50000)}.get(key, default)
+    def get_write_buffer_size(self): return 1  # (so picows writes here, not to the socket)
     def is_closing(self): return False
-    def write(self, data): pass
+    def write(self, data): self.written += 1
     def pause_reading(self): pass
     def resume_reading(self): pass
-
-class WSTransport:  # what a picows listener sends through: counts
-    is_close_frame_sent = False
-    is_disconnected = False
-    sent = 0
-    def __init__(self): self.underlying_transport = Socket()
-    def send(self, kind, payload): self.sent += 1
 
 TEXT = WSMsgType.TEXT
 
@@ -116,12 +116,13 @@ def rpc_cost(app):
     return cost
 
 def picows_cost(listener, text):
-    ws = WSTransport()
+    raw = Socket()
+    ws = WSTransport(False, raw, logging.getLogger("probe"), asyncio.get_running_loop())
     if isinstance(listener, _Listener):
         listener.on_ws_connected(ws)
     frame = _make_test_ws_frame(TEXT, text.encode(), True, False)  # (last in its read)
     cost = best(listener.on_ws_frame, ws, frame)
-    assert ws.sent >= n, ws.sent
+    assert raw.written >= n, raw.written
     return cost
 
 async def main():

@@ -18,17 +18,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import importlib.util
 import logging
+import os
 import struct
+import warnings
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from multidict import CIMultiDict
 from picows import (
     WSCloseCode,
     WSFrame,
-    WSListener,
     WSMsgType,
     WSTransport,
     WSUpgradeRequest,
@@ -55,6 +58,37 @@ _TEXT, _BINARY, _CONT, _CLOSE, _PING = (
     WSMsgType.CLOSE,
     WSMsgType.PING,
 )
+
+
+def _frame_reader() -> tuple[type[FrameReader], bool]:
+    """``(FrameReader, compiled)``: the compiled read path (``_picows_read``) when it is built
+    and loads against the installed picows, else the same source run as Python."""
+    if not os.environ.get("CROSSWIRE_NO_EXTENSIONS"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # Cython warns when picows' types changed size
+                from . import _picows_read
+        except (ImportError, ValueError, Warning) as exc:
+            library_logger("picows").warning(
+                "the compiled picows read path does not load (%s); running it as Python", exc
+            )
+        else:
+            return _picows_read.FrameReader, _picows_read.COMPILED
+    # The source, even where the extension sits beside it (the import above prefers that).
+    path = Path(__file__).with_name("_picows_read.py")
+    spec = importlib.util.spec_from_file_location(f"{__package__}._picows_read_source", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FrameReader, False
+
+
+#: Whether picows' frames are read by the compiled ``on_ws_frame`` (see ``_picows_read``).
+_reader, COMPILED = _frame_reader()
+if TYPE_CHECKING:
+    from ._picows_read import FrameReader
+else:
+    FrameReader = _reader
 
 
 #: First header byte of a whole (FIN) text and binary frame.
@@ -232,7 +266,7 @@ class _Transport:
             self._raw.resume_reading()
 
 
-class _Listener(WSListener):
+class _Listener(FrameReader):
     def __init__(self, app: App, request: Request, accept: Accept) -> None:
         self._app = app
         self._request: Request | None = request  # (until the connection opens)
@@ -264,39 +298,8 @@ class _Listener(WSListener):
         self.peer = self._app.connect(self._transport, request, self._accept)
         self._receive = self.peer._receive_data
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        # Several frames in one read: their replies, and what they fan out, leave together
-        # (crosswire.cork); while the server serves one client, every few frames (every
-        # frame is reported then). If picows takes a read's last frame itself (a ping or a
-        # pong), the connection is released at the end of the turn instead.
-        cork = self._cork
-        last = frame.last_in_buffer  # (the only frame of its read, for one request in flight)
-        if not last and cork is not None and self._writes.held is None:
-            self._writes.open()  # more frames in this read: what this one fans out is held
-        try:
-            if (  # the hot path: a whole text message, no reserved bit (no extension here)
-                frame.msg_type is _TEXT
-                and frame.fin
-                and not (frame.rsv1 or frame.rsv2 or frame.rsv3 or self._parts)
-            ):
-                try:
-                    text = frame.get_payload_as_utf8_text()
-                except UnicodeDecodeError:
-                    self._invalid_utf8()
-                else:
-                    self._receive(text, False)
-            else:
-                self._frame(transport, frame)
-        finally:
-            if cork is not None:
-                if last:
-                    if cork.held:  # the read's earlier frames held it: release
-                        self._writes.after_message(cork, False)
-                elif not cork.held or self._writes.solo:
-                    self._writes.after_message(cork, True)
-
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        """Every frame but a whole text message (handled in :meth:`on_ws_frame`)."""
+        """Every frame but a whole text message (those are :class:`FrameReader`'s)."""
         kind = frame.msg_type
         if self._failed:  # only the client's close frame matters now
             if kind is _CLOSE:
