@@ -32,6 +32,8 @@ if not cython.compiled:  # (compiled, _picows_read.pxd cimports them)
 if TYPE_CHECKING:
     from ..cork import Hold, WriteBatch
 
+__all__ = ["COMPILED", "FrameReader"]
+
 #: Whether this module runs compiled.
 COMPILED: bool = cython.compiled
 _TEXT = WSMsgType.TEXT
