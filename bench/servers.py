@@ -1,4 +1,4 @@
-"""Benchmark servers: raw websockets / aiohttp / picows, and crosswire on each of them.
+"""Benchmark servers: raw websockets / aiohttp / picows / uvicorn, and crosswire on each.
 
 Run one per process: ``python bench/servers.py NAME`` (NAME in :data:`SERVERS`). The server
 listens on 127.0.0.1 with a free port, prints that port on stdout when ready and runs until
@@ -11,8 +11,9 @@ The raw and crosswire servers speak the same protocol (text messages only):
 * anything else: echo it back to the sender.
 
 Every server keeps connections alive as crosswire does by default (a ping after 20 s idle):
-websockets by its own default, raw aiohttp and picows told to, so that memory and CPU per
-connection compare like for like.
+websockets by its own default, raw aiohttp, picows and uvicorn told to, so that memory and
+CPU per connection compare like for like. Raw uvicorn is a bare ASGI app on the WebSocket
+protocol crosswire's uvicorn adapter subclasses (``websockets-sansio``).
 
 The redis servers are the crosswire ones with a Hub on the Redis at ``BENCH_REDIS_URL``: a
 publish reaches the subscribers of every instance. Their ``"probe"`` is answered once the
@@ -47,19 +48,22 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 SERVERS = (
     "raw-websockets",
     "raw-aiohttp",
     "raw-picows",
+    "raw-uvicorn",
     "crosswire-websockets",
     "crosswire-aiohttp",
     "crosswire-picows",
+    "crosswire-uvicorn",
     "redis-websockets",
     "redis-aiohttp",
     "redis-picows",
+    "redis-uvicorn",
     "typed-websockets",
     "typed-picows",
     "struct-picows",
@@ -158,6 +162,69 @@ async def raw_aiohttp() -> Started:
         await runner.cleanup()
 
     return port, stop
+
+
+async def raw_uvicorn() -> Started:
+    import socket
+
+    import uvicorn
+
+    subs: set[Callable[[dict[str, Any]], Awaitable[None]]] = set()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                event = await receive()
+                if event["type"] == "websocket.disconnect":
+                    break
+                text = event.get("text")
+                if text is None:
+                    continue
+                if text == "sub":
+                    subs.add(send)
+                elif text.startswith("pub:"):
+                    # As raw aiohttp: one awaited send per subscriber, in a plain loop.
+                    for sub in tuple(subs):
+                        await sub({"type": "websocket.send", "text": text})
+                else:
+                    await send({"type": "websocket.send", "text": text})
+        finally:
+            subs.discard(send)
+
+    config = uvicorn.Config(
+        app,
+        ws="websockets-sansio",  # the protocol crosswire's uvicorn adapter builds on
+        lifespan="off",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        ws_ping_interval=20.0,  # crosswire's default keepalive: like for like
+    )
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # main() owns the signals
+            yield
+
+    server = Server(config)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind((HOST, 0))
+    sock.listen(1024)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+
+    return sock.getsockname()[1], stop
 
 
 # -- the floor of a typed RPC on picows -----------------------------------------------------------
@@ -434,12 +501,15 @@ STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
     "raw-websockets": raw_websockets,
     "raw-aiohttp": raw_aiohttp,
     "raw-picows": raw_picows,
+    "raw-uvicorn": raw_uvicorn,
     "crosswire-websockets": crosswire_on("websockets"),
     "crosswire-aiohttp": crosswire_on("aiohttp"),
     "crosswire-picows": crosswire_on("picows"),
+    "crosswire-uvicorn": crosswire_on("uvicorn"),
     "redis-websockets": redis_on("websockets"),
     "redis-aiohttp": redis_on("aiohttp"),
     "redis-picows": redis_on("picows"),
+    "redis-uvicorn": redis_on("uvicorn"),
     "typed-websockets": typed_on("websockets"),
     "typed-picows": typed_on("picows"),
     "struct-picows": typed_on("picows", "struct"),

@@ -1,7 +1,7 @@
 """The benchmark's compiled load generator (bench/loadgen.c): built with the system's gcc, run
-for about a second against real servers of bench/servers.py on port 0 (raw websockets, and
-the floor of a typed RPC on picows), it prints the JSON lines bench/run.py reads, and it fails
-loudly on a frame it does not accept.
+for about a second against real servers of bench/servers.py on port 0 (raw websockets, raw
+uvicorn, and the floor of a typed RPC on picows), it prints the JSON lines bench/run.py
+reads, and it fails loudly on a frame it does not accept.
 Nothing here asserts on speed."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from bench.run import build_loadgen
-from bench.servers import floor_picows, raw_websockets
+from bench.servers import floor_picows, raw_uvicorn, raw_websockets
 from tests.support import skip_stage
 
 
@@ -92,6 +92,20 @@ async def test_fan_out_counts_every_delivery(loadgen: Path, echo_port: int) -> N
     r = result(code, events)
     assert r["deliveries"] > 0
     assert r["complete"] is True  # every subscriber got every broadcast, once
+
+
+async def test_raw_uvicorn_echoes_and_fans_out_every_message(loadgen: Path) -> None:
+    """bench/servers.py's raw uvicorn (a bare ASGI app): what crosswire on uvicorn is measured
+    against answers every echo and delivers every broadcast, once."""
+    port, stop = await raw_uvicorn()
+    try:
+        echo = result(*await run(loadgen, port, "--mode", "echo", "--conns", "2", "--window", "1"))
+        fanout = result(*await run(loadgen, port, "--mode", "broadcast", "--subs", "20"))
+    finally:
+        await asyncio.wait_for(stop(), 10)
+    assert echo["messages"] > 0
+    assert fanout["deliveries"] > 0
+    assert fanout["complete"] is True
 
 
 async def test_a_binary_frame_fails_the_run_loudly(loadgen: Path) -> None:
