@@ -211,7 +211,9 @@ async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitabl
 
     limits = app.limits
     config = uvicorn.Config(
-        ASGIApp(app),
+        # uvicorn calls it with its protocol's own send (no middleware: no proxy headers, no
+        # trace logging), a coroutine that touches no context variable: trusted.
+        ASGIApp(app, trusted_send=True),
         http=http_protocol(limits.open_timeout),
         ws=websocket_protocol(limits),
         lifespan="off",

@@ -10,7 +10,7 @@ server's setting (uvicorn ``--ws-ping-interval``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 from ..app import App
@@ -51,9 +51,17 @@ class _Transport(EagerTransport):
 
     __slots__ = ("_asgi_send", "_handler_task", "aborted", "disconnected")
 
-    def __init__(self, send: Send, handler_task: asyncio.Task[Any] | None, limits: Limits) -> None:
+    def __init__(
+        self,
+        send: Send,
+        handler_task: asyncio.Task[Any] | None,
+        limits: Limits,
+        trusted_send: bool = False,
+    ) -> None:
         super().__init__(
-            close_timeout=limits.close_timeout, send_buffer_limit=limits.send_buffer_limit
+            close_timeout=limits.close_timeout,
+            send_buffer_limit=limits.send_buffer_limit,
+            trusted_send=trusted_send,
         )
         self._asgi_send = send
         self._handler_task = handler_task
@@ -75,6 +83,19 @@ class _Transport(EagerTransport):
         if not self.aborted and not self.disconnected and self._handler_task is not None:
             self.aborted = True
             self._handler_task.cancel()
+
+
+class _ServerSendTransport(_Transport):
+    """Writes through the ASGI server's own ``send`` (``ASGIApp(trusted_send=True)``): a
+    coroutine function, so a message's send is that coroutine itself, with no coroutine of
+    ours around it."""
+
+    __slots__ = ()
+
+    def _send_one(self, payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
+        if text:
+            return self._asgi_send({"type": "websocket.send", "text": _as_text(payload)})  # type: ignore[return-value]
+        return self._asgi_send({"type": "websocket.send", "bytes": payload})  # type: ignore[return-value]
 
 
 def _as_text(payload: str | bytes) -> str:
@@ -103,8 +124,15 @@ class ASGIApp:
     (:mod:`crosswire.logs`).
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, trusted_send: bool = False) -> None:
+        """``trusted_send``: the ASGI server calls this application directly (no middleware
+        wraps its ``send``), and its ``send`` is a coroutine function that sets no context
+        variable and looks at no task, as uvicorn's is. Each message is then sent by the
+        server's coroutine alone, without a copied context (see
+        :class:`~crosswire.adapters._eager.EagerTransport`). ``server="uvicorn"`` sets it;
+        leave it off where the application is mounted or wrapped."""
         self.app = app
+        self._trusted = trusted_send
         filter_library_logger("uvicorn.error")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -177,7 +205,12 @@ class ASGIApp:
                 "headers": _raw_headers(list(result.headers.items())),
             }
         )
-        transport = _Transport(send, asyncio.current_task(), app.limits)
+        if self._trusted:
+            transport: _Transport = _ServerSendTransport(
+                send, asyncio.current_task(), app.limits, trusted_send=True
+            )
+        else:
+            transport = _Transport(send, asyncio.current_task(), app.limits)
         peer = app.connect(
             transport,
             request,
