@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sys
 import zlib
 from typing import Any
@@ -74,6 +75,24 @@ async def test_half_finished_handshakes_are_dropped_after_the_open_timeout(
     async with connect(served.url) as ws:
         await ws.send("still here")
         assert await recv(ws) == "still here"
+
+
+async def test_on_uvicorn_an_open_websocket_keeps_no_http_protocol(start_server: Any) -> None:
+    """The open timeout's timer is cancelled when the connection becomes a WebSocket: it
+    does not keep uvicorn's HTTP protocol (the request's headers, the parser) alive for
+    ``open_timeout`` after every handshake."""
+    served = await start_server(echo_app(open_timeout=60), "uvicorn")
+    clients = [await connect(served.url) for _ in range(5)]
+    try:
+        for ws in clients:
+            await ws.send("hi")
+            assert await recv(ws) == "hi"
+        gc.collect()
+        alive = [o for o in gc.get_objects() if type(o).__name__ == "OpenTimeoutProtocol"]
+        assert alive == []
+    finally:
+        for ws in clients:
+            await ws.close()
 
 
 #: 125-byte pings, 1,000 to a write.

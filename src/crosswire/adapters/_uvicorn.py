@@ -5,7 +5,8 @@ uvicorn arms no timer until it has answered a first request, so a client that se
 request and then nothing holds its connection, and a file descriptor, for ever. The HTTP
 protocol made here drops such a connection once ``Limits.open_timeout`` runs out, unless
 by then a request is being answered or the connection has become a WebSocket (uvicorn then
-hands the socket to another protocol).
+hands the socket to another protocol, and the timer is cancelled so that it does not keep
+the HTTP protocol alive: 2-3 KiB per WebSocket until it fires).
 
 uvicorn answers every ping as it reads it, whether or not the client reads the pongs; the
 ASGI application never sees them. The WebSocket protocol made here counts the pongs written
@@ -39,6 +40,12 @@ def http_protocol(open_timeout: float) -> type[asyncio.Protocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             self._open_timer.cancel()
             super().connection_lost(exc)
+
+        def handle_websocket_upgrade(self, *args: Any) -> None:
+            super().handle_websocket_upgrade(*args)
+            # The socket is the WebSocket protocol's now: the timer must not keep this
+            # protocol (its request's headers, its parser) alive until it fires.
+            self._open_timer.cancel()
 
         def _open_timed_out(self) -> None:
             transport = self.transport
