@@ -1,10 +1,10 @@
 """Write coalescing (``Limits.coalesce_writes``, ``crosswire/cork.py``): what one turn of the
 event loop writes to a socket leaves together, and no socket is left held.
 
-The websockets, picows and aiohttp servers know when more messages of the same read wait; the
-tests send several frames in one TCP write and look at what the server did while handling
-each one (whether the connection's writes were held: by the kernel's ``TCP_CORK`` on websockets
-and aiohttp, in user space on picows) and at what the clients got.
+The websockets, picows, aiohttp and uvicorn servers know when more messages of the same read
+wait; the tests send several frames in one TCP write and look at what the server did while
+handling each one (whether the connection's writes were held: by the kernel's ``TCP_CORK`` on
+websockets, aiohttp and uvicorn, in user space on picows) and at what the clients got.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 #: The servers that coalesce: each knows whether more messages of the current read wait.
-COALESCING = ("websockets", "picows", "aiohttp")
+COALESCING = ("websockets", "picows", "aiohttp", "uvicorn")
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""What ``crosswire.start(server="uvicorn")`` adds to uvicorn: an open timeout, and pongs
-within the send buffer limit.
+"""What ``crosswire.start(server="uvicorn")`` adds to uvicorn: an open timeout, pongs within
+the send buffer limit, and a send that needs no coroutine.
 
 uvicorn arms no timer until it has answered a first request, so a client that sends half a
 request and then nothing holds its connection, and a file descriptor, for ever. The HTTP
@@ -13,6 +13,12 @@ ASGI application never sees them. The WebSocket protocol made here counts the po
 while the socket's buffer is past its high-water mark, and past ``Limits.send_buffer_limit``
 closes the connection with 1013, as crosswire closes a client that does not read its
 messages (the application gets ``websocket.disconnect`` with that code).
+
+Its ``send_now`` writes a message the way uvicorn's ASGI ``send`` does when that need not
+wait. crosswire's ASGI adapter finds it on the ``send`` it is given (a bound method of this
+protocol) and sends through it: no coroutine per message, and, with the socket and uvicorn's
+queue of parsed messages at hand, the replies to one read coalesced like on the other
+servers (:mod:`crosswire.cork`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 from ..limits import Limits
 
@@ -76,6 +83,30 @@ def websocket_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 return
             if self.transport.get_write_buffer_size() - self._paused_at > limit:
                 self._overflow()
+
+        def send_now(self, payload: str | bytes, text: bool) -> bool:
+            """Write one message now, as this protocol's ASGI ``send`` would when it need not
+            wait; False where it would wait or refuse (writes paused, closing, closed, no
+            handshake), and the caller then goes through ``send``. For crosswire's ASGI
+            adapter, which calls it without a coroutine per message."""
+            if (
+                self.close_sent
+                or self.disconnected
+                or not self.handshake_complete
+                or self.initial_response is not None
+                or not self.writable.is_set()
+            ):
+                return False
+            conn = self.conn
+            try:
+                if text:
+                    conn.send_text(payload.encode() if type(payload) is str else payload)
+                else:
+                    conn.send_binary(payload)
+            except InvalidState:  # (send raises ClientDisconnected for it)
+                return False
+            self.transport.write(b"".join(conn.data_to_send()))
+            return True
 
         def _overflow(self) -> None:
             self._overflowed = True

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 from ..app import App
+from ..cork import Cork
 from ..http import Headers, Request, Response
 from ..limits import Limits, message_size, surely_within
 from ..logs import filter_library_logger
@@ -96,6 +97,35 @@ class _ServerSendTransport(_Transport):
         if text:
             return self._asgi_send({"type": "websocket.send", "text": _as_text(payload)})  # type: ignore[return-value]
         return self._asgi_send({"type": "websocket.send", "bytes": payload})  # type: ignore[return-value]
+
+
+class _DirectTransport(_ServerSendTransport):
+    """Writes through the server protocol's ``send_now`` (crosswire's uvicorn protocol,
+    ``adapters/_uvicorn.py``) while nothing is in flight: no coroutine per message. Where
+    that would wait (the socket's buffer is full) or refuse, the server's ``send`` takes the
+    message, as on :class:`_ServerSendTransport`."""
+
+    __slots__ = ("_send_now",)
+
+    def __init__(
+        self,
+        send: Send,
+        handler_task: asyncio.Task[Any] | None,
+        limits: Limits,
+        send_now: Callable[[str | bytes, bool], bool],
+    ) -> None:
+        super().__init__(send, handler_task, limits, trusted_send=True)
+        self._send_now = send_now
+
+    def _send(self, payload: str | bytes, text: bool) -> None:
+        if (
+            self._backlog is None
+            and self._close is None
+            and not self._gone
+            and self._send_now(payload, text)
+        ):
+            return
+        super()._send(payload, text)
 
 
 def _as_text(payload: str | bytes) -> str:
@@ -205,19 +235,31 @@ class ASGIApp:
                 "headers": _raw_headers(list(result.headers.items())),
             }
         )
-        if self._trusted:
-            transport: _Transport = _ServerSendTransport(
-                send, asyncio.current_task(), app.limits, trusted_send=True
-            )
+        limits = app.limits
+        task = asyncio.current_task()
+        # uvicorn's protocol, as crosswire's server="uvicorn" makes it: send is its method.
+        server = getattr(send, "__self__", None) if self._trusted else None
+        send_now = getattr(server, "send_now", None)
+        cork: Cork | None = None
+        pending: Any = None  # what the server parsed and has not handed over yet
+        if send_now is not None:
+            transport: _Transport = _DirectTransport(send, task, limits, send_now)
+            cork = transport.cork = Cork.of(server.transport, limits.coalesce_writes)  # type: ignore[union-attr]
+            pending = getattr(getattr(server, "queue", None), "_queue", None)
+            if pending is None:
+                cork = None  # (fan-outs to this connection can still hold it)
+        elif self._trusted:
+            transport = _ServerSendTransport(send, task, limits, trusted_send=True)
         else:
-            transport = _Transport(send, asyncio.current_task(), app.limits)
+            transport = _Transport(send, task, limits)
         peer = app.connect(
             transport,
             request,
             result.chosen(subprotocol),
         )
-        limit = app.limits.max_message_size
+        limit = limits.max_message_size
         limit_chars = surely_within(limit)
+        writes = app.hub.writes
         code, reason = 1006, ""
         try:
             while True:
@@ -229,7 +271,14 @@ class ASGIApp:
                     if len(data) > limit_chars and message_size(data) > limit:
                         peer.close(1009, "message too big")
                         continue
-                    peer._receive_data(data, text is None)
+                    if cork is None:
+                        peer._receive_data(data, text is None)
+                    else:  # as the aiohttp adapter: a read's replies leave together
+                        if pending and writes.held is None:
+                            writes.open()  # more in this read: what this fans out is held
+                        peer._receive_data(data, text is None)
+                        if bool(pending) is not cork.held:
+                            writes.after_message(cork, bool(pending))
                     if transport.reading_paused:
                         await transport.wait_reading()
                 elif kind == "websocket.disconnect":
