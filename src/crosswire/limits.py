@@ -53,8 +53,8 @@ class Limits:
         When several messages arrive in one socket read, send the first reply at once and
         hold the connection's writes until the rest are handled, so that their replies leave
         in one TCP write; a burst of publishes reaches each subscriber the same way (Linux
-        ``TCP_CORK`` on websockets and aiohttp servers; picows' frames are held in user
-        space and written in one call). Nothing waits on a timer.
+        ``TCP_CORK`` on websockets, aiohttp and ``server="uvicorn"``; picows' frames are
+        held in user space and written in one call). Nothing waits on a timer.
         Cheaper for clients that pipeline; turn it off to have every reply leave the moment
         it is sent.
     max_topics:
