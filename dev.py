@@ -124,10 +124,11 @@ def lock(args: list[str]) -> int:
 
 TASKS = {"demo": demo, "test": test, "bench": bench, "lock": lock}
 
-#: The sources of the C extension (setup.py): the editable install compiles them, so a change
-#: to them reinstalls.
-COMPILED = [
-    ROOT / "src" / "crosswire" / "adapters" / f"_picows_read.{ext}" for ext in ("py", "pxd")
+#: The C extension's build and sources (setup.py): the editable install compiles them, so a
+#: change to them reinstalls.
+COMPILED = [ROOT / "setup.py"] + [
+    ROOT / "src" / "crosswire" / "adapters" / name
+    for name in ("_picows_read.py", "_picows_read.pxd", "_build_stamp.py")
 ]
 #: The pins every install in .venv follows.
 CONSTRAINTS = ROOT / "constraints.txt"

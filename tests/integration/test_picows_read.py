@@ -11,15 +11,18 @@ import os
 import subprocess
 import sys
 import types
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 import crosswire.adapters
 from crosswire.adapters import picows
+from crosswire.adapters._build_stamp import build_stamp
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = Path(picows.__file__).with_name("_picows_read.py")
+READ = "crosswire.adapters._picows_read"
 #: The picows tests run again on the Python read path: every frame kind, good and bad.
 AGAIN = [
     "tests/integration/test_hooks_everywhere.py",
@@ -47,25 +50,63 @@ def test_the_read_path_runs_compiled_where_the_install_built_it() -> None:
     assert picows._Listener.__bases__ == (picows._reader,)
 
 
+@pytest.fixture
+def fresh_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever ``_frame_reader()`` loads under the module's name is undone after the test."""
+    monkeypatch.setitem(sys.modules, READ, sys.modules[READ])
+    monkeypatch.setattr(crosswire.adapters, "_picows_read", sys.modules[READ])
+
+
+def ran_as_python(reader: type, compiled: bool) -> bool:
+    """The reader is the source's class, and importing the module now gives that source."""
+    on_ws_frame = reader.__dict__["on_ws_frame"]
+    return (
+        not compiled
+        and isinstance(on_ws_frame, types.FunctionType)
+        and on_ws_frame.__code__.co_filename == str(SOURCE)
+        and sys.modules[READ].FrameReader is reader
+    )
+
+
 def test_turned_off_or_unloadable_the_same_source_runs_as_python(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_loader: None
 ) -> None:
     monkeypatch.setenv("CROSSWIRE_NO_EXTENSIONS", "1")
-    reader, compiled = picows._frame_reader()
-    assert not compiled
-    assert reader.__module__ == "crosswire.adapters._picows_read_source"
-    assert reader.__dict__["on_ws_frame"].__code__.co_filename == str(SOURCE)
+    assert ran_as_python(*picows._frame_reader())
 
-    # An extension that does not load (built for another picows: Cython's import checks
-    # fail) is reported, and the source runs instead.
+    # An extension that does not load is reported, and the source runs instead.
     monkeypatch.delenv("CROSSWIRE_NO_EXTENSIONS")
-    monkeypatch.setitem(sys.modules, "crosswire.adapters._picows_read", None)
-    monkeypatch.delattr(crosswire.adapters, "_picows_read")
+    monkeypatch.setitem(sys.modules, READ, None)
     with caplog.at_level(logging.WARNING, logger="crosswire.server.picows"):
-        reader, compiled = picows._frame_reader()
-    assert not compiled
-    assert reader.__module__ == "crosswire.adapters._picows_read_source"
-    assert "does not load" in caplog.text
+        assert ran_as_python(*picows._frame_reader())
+    assert "does not fit" in caplog.text
+
+
+def test_an_extension_built_for_another_picows_or_source_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_loader: None
+) -> None:
+    """Cython's import check sees only the size of picows' types: the extension carries the
+    picows release and the source it was built from, and runs only with those."""
+    if not picows.COMPILED:
+        pytest.skip("*** the C extension is not built: nothing to check it against ***")
+    built = sys.modules[READ].BUILT_FOR
+    assert built == build_stamp(version("picows"), SOURCE.parent)
+
+    monkeypatch.setattr(picows, "version", lambda name: "2.99.0")  # another picows release
+    with caplog.at_level(logging.WARNING, logger="crosswire.server.picows"):
+        assert ran_as_python(*picows._frame_reader())
+    assert f"built for {built}, running with picows 2.99.0" in caplog.text
+
+    # The source edited after the build (an editable install that was not rebuilt).
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, READ, sys.modules[READ])
+    monkeypatch.setattr(crosswire.adapters, "_picows_read", sys.modules[READ])
+    edited = build_stamp(version("picows"), SOURCE.parent).replace("source ", "source edited-")
+    monkeypatch.setattr(picows, "build_stamp", lambda *args: edited)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crosswire.server.picows"):
+        assert ran_as_python(*picows._frame_reader())
+    assert "running with" in caplog.text and "edited-" in caplog.text
 
 
 def test_the_picows_tests_pass_with_the_read_path_run_as_python() -> None:

@@ -3,6 +3,10 @@ from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
 
 cdef WSMsgType _TEXT
 
+cdef extern from *:
+    # Defined by setup.py: what this extension was built from (_build_stamp.py).
+    const char* CROSSWIRE_BUILT_FOR
+
 cdef class FrameReader(WSListener):
     cdef public object _cork
     cdef public object _writes

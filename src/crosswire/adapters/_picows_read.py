@@ -29,13 +29,17 @@ except ImportError:  # plain Python, without Cython installed
 if not cython.compiled:  # (compiled, _picows_read.pxd cimports them)
     from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
+    CROSSWIRE_BUILT_FOR = b""  # (compiled, a C string setup.py defines: _build_stamp.py)
+
 if TYPE_CHECKING:
     from ..cork import Hold, WriteBatch
 
-__all__ = ["COMPILED", "FrameReader"]
+__all__ = ["BUILT_FOR", "COMPILED", "FrameReader"]
 
 #: Whether this module runs compiled.
 COMPILED: bool = cython.compiled
+#: Compiled, what it was built from (:func:`~crosswire.adapters._build_stamp.build_stamp`).
+BUILT_FOR: str = CROSSWIRE_BUILT_FOR.decode("ascii")
 _TEXT = WSMsgType.TEXT
 
 

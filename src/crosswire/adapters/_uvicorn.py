@@ -49,10 +49,10 @@ def http_protocol(open_timeout: float) -> type[asyncio.Protocol]:
             super().connection_lost(exc)
 
         def handle_websocket_upgrade(self, *args: Any) -> None:
-            super().handle_websocket_upgrade(*args)
-            # The socket is the WebSocket protocol's now: the timer must not keep this
+            # The socket becomes the WebSocket protocol's: the timer must not keep this
             # protocol (its request's headers, its parser) alive until it fires.
             self._open_timer.cancel()
+            super().handle_websocket_upgrade(*args)
 
         def _open_timed_out(self) -> None:
             transport = self.transport

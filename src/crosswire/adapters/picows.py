@@ -22,9 +22,11 @@ import importlib.util
 import logging
 import os
 import struct
+import sys
 import warnings
 from collections.abc import Callable
 from http import HTTPStatus
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -48,6 +50,7 @@ from ..http import Accept, Headers, Request, Response
 from ..limits import Limits
 from ..logs import library_logger
 from ..peer import Peer, high_water, receivable_close_code
+from ._build_stamp import SOURCES, build_stamp
 
 __all__ = ["create_server"]
 
@@ -60,26 +63,36 @@ _TEXT, _BINARY, _CONT, _CLOSE, _PING = (
 )
 
 
+_READ = f"{__package__}._picows_read"
+
+
 def _frame_reader() -> tuple[type[FrameReader], bool]:
-    """``(FrameReader, compiled)``: the compiled read path (``_picows_read``) when it is built
-    and loads against the installed picows, else the same source run as Python."""
+    """``(FrameReader, compiled)``: the compiled read path (``_picows_read``) when it is built,
+    loads, and was built from the installed picows release and the source beside it
+    (``_build_stamp``); else that source, run as Python (and importable under the module's
+    name from then on)."""
     if not os.environ.get("CROSSWIRE_NO_EXTENSIONS"):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # Cython warns when picows' types changed size
-                from . import _picows_read
-        except (ImportError, ValueError, Warning) as exc:
+                module = importlib.import_module(_READ)
+            if module.COMPILED:
+                here = build_stamp(version("picows"), Path(__file__).parent)
+                if here != module.BUILT_FOR:
+                    raise ImportError(f"built for {module.BUILT_FOR}, running with {here}")
+        except Exception as exc:
             library_logger("picows").warning(
-                "the compiled picows read path does not load (%s); running it as Python", exc
+                "the compiled picows read path does not fit (%s); running it as Python", exc
             )
         else:
-            return _picows_read.FrameReader, _picows_read.COMPILED
-    # The source, even where the extension sits beside it (the import above prefers that).
-    path = Path(__file__).with_name("_picows_read.py")
-    spec = importlib.util.spec_from_file_location(f"{__package__}._picows_read_source", path)
+            return module.FrameReader, module.COMPILED
+    # The source, even where the extension sits beside it (an import would prefer that).
+    spec = importlib.util.spec_from_file_location(_READ, Path(__file__).with_name(SOURCES[0]))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[_READ] = module
     spec.loader.exec_module(module)
+    setattr(sys.modules[__package__], "_picows_read", module)  # noqa: B010
     return module.FrameReader, False
 
 
