@@ -53,6 +53,10 @@ class FrameReader(WSListener):
         _writes: WriteBatch
         _receive: Callable[[str | bytes, bool], None]
         _parts: list[bytes]
+        # The adapter's (adapters/picows.py, which subclasses this): every frame but a
+        # whole text message, and a text message that is not UTF-8 (1007).
+        _frame: Callable[[WSTransport, WSFrame], None]
+        _invalid_utf8: Callable[[], None]
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         # Several frames in one read: their replies, and what they fan out, leave together
@@ -84,11 +88,3 @@ class FrameReader(WSListener):
                         self._writes.after_message(cork, False)
                 elif not cork.held or self._writes.solo:
                     self._writes.after_message(cork, True)
-
-    def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        """Every frame but a whole text message (the adapter's)."""
-        raise NotImplementedError
-
-    def _invalid_utf8(self) -> None:
-        """A text message that is not UTF-8 (the adapter's: close with 1007)."""
-        raise NotImplementedError
