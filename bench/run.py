@@ -55,7 +55,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
-BASES = ("websockets", "aiohttp", "picows", "uvicorn")
+BASES = ("websockets", "aiohttp", "picows", "uvicorn", "hypercorn")
 KINDS = ("raw", "crosswire")
 SCENARIOS = ("echo", "broadcast", "fanout", "memory", "rpc", "cluster", "split")
 #: The cluster and split scenarios: one instance ("crosswire") against two on Redis ("redis").
@@ -155,7 +155,7 @@ class Sample:
 
     scenario: str  # one of SCENARIOS
     param: int  # connections (echo, rpc, memory) or subscribers (broadcast, fanout, ...)
-    base: str  # websockets / aiohttp / picows / uvicorn
+    base: str  # websockets / aiohttp / picows / uvicorn / hypercorn
     kind: str  # raw / crosswire / typed / struct / redis / socketio
     value: float  # messages/s, deliveries/s or KiB per connection
     server_cpu: float | None = None  # share of CPU 0 the server used while measured
@@ -1275,7 +1275,7 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("crosswire", "websockets", "aiohttp", "picows", "uvicorn"):
+    for pkg in ("crosswire", "websockets", "aiohttp", "picows", "uvicorn", "hypercorn"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -1304,8 +1304,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run: 1 round of 1 s each")
     parser.add_argument(
         "--only",
-        help="comma-separated servers: websockets, aiohttp, picows, uvicorn, raw, crosswire, "
-        "typed, or full names like crosswire-picows, typed-picows",
+        help="comma-separated servers: websockets, aiohttp, picows, uvicorn, hypercorn, raw, "
+        "crosswire, typed, or full names like crosswire-picows, typed-picows",
     )
     parser.add_argument(
         "--scenarios",

@@ -1,4 +1,5 @@
-"""Benchmark servers: raw websockets / aiohttp / picows / uvicorn, and crosswire on each.
+"""Benchmark servers: raw websockets / aiohttp / picows / uvicorn / hypercorn, and crosswire
+on each.
 
 Run one per process: ``python bench/servers.py NAME`` (NAME in :data:`SERVERS`). The server
 listens on 127.0.0.1 with a free port, prints that port on stdout when ready and runs until
@@ -13,7 +14,9 @@ The raw and crosswire servers speak the same protocol (text messages only):
 Every server keeps connections alive as crosswire does by default (a ping after 20 s idle):
 websockets by its own default, raw aiohttp, picows and uvicorn told to, so that memory and
 CPU per connection compare like for like. Raw uvicorn is a bare ASGI app on the WebSocket
-protocol crosswire's uvicorn adapter subclasses (``websockets-sansio``).
+protocol crosswire's uvicorn adapter subclasses (``websockets-sansio``); raw hypercorn is the
+same app on hypercorn's own WebSocket stream (crosswire's mends it, ``adapters/_hypercorn.py``),
+without pings, as crosswire configures hypercorn (it sends pings but never checks the pongs).
 
 The redis servers are the crosswire ones with a Hub on the Redis at ``BENCH_REDIS_URL``: a
 publish reaches the subscribers of every instance. Their ``"probe"`` is answered once the
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import resource
 import signal
@@ -56,14 +60,17 @@ SERVERS = (
     "raw-aiohttp",
     "raw-picows",
     "raw-uvicorn",
+    "raw-hypercorn",
     "crosswire-websockets",
     "crosswire-aiohttp",
     "crosswire-picows",
     "crosswire-uvicorn",
+    "crosswire-hypercorn",
     "redis-websockets",
     "redis-aiohttp",
     "redis-picows",
     "redis-uvicorn",
+    "redis-hypercorn",
     "typed-websockets",
     "typed-picows",
     "struct-picows",
@@ -164,11 +171,8 @@ async def raw_aiohttp() -> Started:
     return port, stop
 
 
-async def raw_uvicorn() -> Started:
-    import socket
-
-    import uvicorn
-
+def raw_asgi_app() -> Callable[..., Awaitable[None]]:
+    """The raw ASGI app of raw uvicorn and raw hypercorn: the protocol above, nothing else."""
     subs: set[Callable[[dict[str, Any]], Awaitable[None]]] = set()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -194,6 +198,16 @@ async def raw_uvicorn() -> Started:
                     await send({"type": "websocket.send", "text": text})
         finally:
             subs.discard(send)
+
+    return app
+
+
+async def raw_uvicorn() -> Started:
+    import socket
+
+    import uvicorn
+
+    app = raw_asgi_app()
 
     config = uvicorn.Config(
         app,
@@ -223,6 +237,41 @@ async def raw_uvicorn() -> Started:
     async def stop() -> None:
         server.should_exit = True
         await task
+
+    return sock.getsockname()[1], stop
+
+
+async def raw_hypercorn() -> Started:
+    """The raw ASGI app on hypercorn, configured as crosswire configures it (server.py's
+    ``_start_hypercorn``: no pings, no access log), without crosswire's mended WSStream."""
+    import socket
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind((HOST, 0))
+    sock.listen(1024)
+    config = Config()
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]  # (hypercorn closes what it is given)
+    config.websocket_ping_interval = None
+    config.accesslog = None
+    errors = logging.getLogger("hypercorn.error")  # (its default logs "Running on" at INFO)
+    errors.setLevel(logging.WARNING)
+    config.errorlog = errors
+    config.backlog = 1024
+    shutdown = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(
+        serve(raw_asgi_app(), config, shutdown_trigger=shutdown.wait, mode="asgi")
+    )
+    await asyncio.sleep(0)  # (the socket listens: the kernel queues connections meanwhile)
+    if task.done():
+        task.result()
+
+    async def stop() -> None:
+        shutdown.set()
+        await task
+        sock.close()
 
     return sock.getsockname()[1], stop
 
@@ -502,14 +551,17 @@ STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
     "raw-aiohttp": raw_aiohttp,
     "raw-picows": raw_picows,
     "raw-uvicorn": raw_uvicorn,
+    "raw-hypercorn": raw_hypercorn,
     "crosswire-websockets": crosswire_on("websockets"),
     "crosswire-aiohttp": crosswire_on("aiohttp"),
     "crosswire-picows": crosswire_on("picows"),
     "crosswire-uvicorn": crosswire_on("uvicorn"),
+    "crosswire-hypercorn": crosswire_on("hypercorn"),
     "redis-websockets": redis_on("websockets"),
     "redis-aiohttp": redis_on("aiohttp"),
     "redis-picows": redis_on("picows"),
     "redis-uvicorn": redis_on("uvicorn"),
+    "redis-hypercorn": redis_on("hypercorn"),
     "typed-websockets": typed_on("websockets"),
     "typed-picows": typed_on("picows"),
     "struct-picows": typed_on("picows", "struct"),

@@ -1,7 +1,7 @@
 """The benchmark's compiled load generator (bench/loadgen.c): built with the system's gcc, run
 for about a second against real servers of bench/servers.py on port 0 (raw websockets, raw
-uvicorn, and the floor of a typed RPC on picows), it prints the JSON lines bench/run.py
-reads, and it fails loudly on a frame it does not accept.
+uvicorn and hypercorn, and the floor of a typed RPC on picows), it prints the JSON lines
+bench/run.py reads, and it fails loudly on a frame it does not accept.
 Nothing here asserts on speed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from bench.run import build_loadgen
-from bench.servers import floor_picows, raw_uvicorn, raw_websockets
+from bench.servers import Started, floor_picows, raw_hypercorn, raw_uvicorn, raw_websockets
 from tests.support import skip_stage
 
 
@@ -94,10 +94,13 @@ async def test_fan_out_counts_every_delivery(loadgen: Path, echo_port: int) -> N
     assert r["complete"] is True  # every subscriber got every broadcast, once
 
 
-async def test_raw_uvicorn_echoes_and_fans_out_every_message(loadgen: Path) -> None:
-    """bench/servers.py's raw uvicorn (a bare ASGI app): what crosswire on uvicorn is measured
-    against answers every echo and delivers every broadcast, once."""
-    port, stop = await raw_uvicorn()
+@pytest.mark.parametrize("start", [raw_uvicorn, raw_hypercorn], ids=["uvicorn", "hypercorn"])
+async def test_raw_asgi_servers_echo_and_fan_out_every_message(
+    loadgen: Path, start: Callable[[], Awaitable[Started]]
+) -> None:
+    """bench/servers.py's raw uvicorn and raw hypercorn (a bare ASGI app): what crosswire on
+    each is measured against answers every echo and delivers every broadcast, once."""
+    port, stop = await start()
     try:
         echo = result(*await run(loadgen, port, "--mode", "echo", "--conns", "2", "--window", "1"))
         fanout = result(*await run(loadgen, port, "--mode", "broadcast", "--subs", "20"))
