@@ -289,7 +289,11 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     shutdown = asyncio.Event()
     task = asyncio.get_running_loop().create_task(
         hypercorn_serve(
-            cast(Any, ASGIApp(app)), config, shutdown_trigger=shutdown.wait, mode="asgi"
+            # (hypercorn calls the app with its stream's own send: trusted, as uvicorn's)
+            cast(Any, ASGIApp(app, trusted_send=True)),
+            config,
+            shutdown_trigger=shutdown.wait,
+            mode="asgi",
         )
     )
     await _check_started(task)

@@ -42,7 +42,7 @@ from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol import ws_stream
 from hypercorn.protocol.events import StreamClosed
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Message, Ping
+from wsproto.events import CloseConnection, Message, Ping, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, ParseFailed
 
@@ -99,7 +99,7 @@ class BoundedFrameDecoder(FrameDecoder):
             return False
         header = self.header
         assert header is not None
-        if not header.opcode.iscontrol() and header.payload_len > self.max_size:
+        if header.payload_len > self.max_size and not header.opcode.iscontrol():
             raise ParseFailed("message too big", CloseReason.MESSAGE_TOO_BIG)
         return True
 
@@ -149,7 +149,24 @@ class WSStream(ws_stream.WSStream):
     async def _handle_events(self) -> None:
         for event in self.connection.events():
             if isinstance(event, Message):
-                await self._message(event)
+                buffer = self.buffer
+                if (
+                    event.message_finished
+                    and buffer.value is None
+                    and not self._discarding
+                    and len(event.data) <= buffer.max_length
+                ):
+                    # A whole message in one frame, nearly every message: handed over as
+                    # hypercorn's buffer hands it over, without making the buffer.
+                    assert self.app_put is not None  # (set when the application started)
+                    data = event.data
+                    if isinstance(event, TextMessage):
+                        message = {"type": "websocket.receive", "bytes": None, "text": data}
+                    else:
+                        message = {"type": "websocket.receive", "bytes": bytes(data), "text": None}
+                    await self.app_put(message)
+                else:
+                    await self._message(event)
             elif isinstance(event, Ping):
                 await self._send_wsproto_event(event.response())
             elif isinstance(event, CloseConnection):

@@ -157,10 +157,11 @@ class ASGIApp:
     def __init__(self, app: App, *, trusted_send: bool = False) -> None:
         """``trusted_send``: the ASGI server calls this application directly (no middleware
         wraps its ``send``), and its ``send`` is a coroutine function that sets no context
-        variable and looks at no task, as uvicorn's is. Each message is then sent by the
-        server's coroutine alone, without a copied context (see
-        :class:`~crosswire.adapters._eager.EagerTransport`). ``server="uvicorn"`` sets it;
-        leave it off where the application is mounted or wrapped."""
+        variable and looks at no task, as uvicorn's and hypercorn's are. Each message is then
+        sent by the server's coroutine alone, without a copied context (see
+        :class:`~crosswire.adapters._eager.EagerTransport`). ``server="uvicorn"`` and
+        ``server="hypercorn"`` set it; leave it off where the application is mounted or
+        wrapped."""
         self.app = app
         self._trusted = trusted_send
         filter_library_logger("uvicorn.error")
