@@ -7,6 +7,7 @@ and the ASGI app mounted inside Starlette.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import socket
 from typing import Any
@@ -465,6 +466,44 @@ async def test_drain_hook_buffered_amount_and_wait_for_drain(start_server: Any, 
             assert len(await recv(ws)) == 65536
         await log.wait_for("drain")
         await log.wait_for("drained")
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_sends_that_wait_and_sends_that_do_not_arrive_in_the_order_they_were_made(
+    start_server: Any, kind: str, compression: str | None
+) -> None:
+    """Bursts to a client that stops reading, then reads again: the adapters write at once
+    where the server need not wait (uvicorn's and hypercorn's without a coroutine) and queue
+    the rest behind what waits; the client gets every message once, in order. With and
+    without permessage-deflate (hypercorn makes uncompressed frames itself)."""
+    bursts, size = 4, 1000
+    # Incompressible, 16 MB in all: more than the server's socket buffer holds (4 MB here).
+    fillers = [base64.b64encode(os.urandom(3000)).decode() for _ in range(size)]
+
+    async def message(peer: Peer, msg: Message) -> None:
+        for burst in range(bursts):
+            for i in range(size):
+                peer.send(f"{burst * size + i:06d}{fillers[i]}")
+            await asyncio.sleep(0.02)  # (the queued part may drain meanwhile)
+        peer.send("end")
+
+    app = App(define_hooks(message=message), limits=Limits(send_buffer_limit=64 * 1024 * 1024))
+    served = await start_server(app, kind)
+    async with connect(
+        served.url,
+        max_size=None,
+        max_queue=None,
+        compression=compression,
+        sock=slow_socket(served.url),
+    ) as ws:
+        ws.transport.pause_reading()
+        await ws.send("go")
+        await eventually(lambda: any(p.buffered_amount > 0 for p in app.peers.values()))
+        ws.transport.resume_reading()
+        got = [await recv(ws) for _ in range(bursts * size + 1)]
+    assert got[-1] == "end"
+    assert [text[:6] for text in got[:-1]] == [f"{n:06d}" for n in range(bursts * size)]
+    assert [text[6:] for text in got[:-1]] == fillers * bursts
 
 
 async def test_plain_http_request(start_server: Any, kind: str) -> None:

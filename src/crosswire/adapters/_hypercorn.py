@@ -34,17 +34,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import zlib
 from typing import Any, cast
 
+from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol import ws_stream
 from hypercorn.protocol.events import StreamClosed
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Message, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, ParseFailed
+
+from ._server_frames import FIN_BINARY, FIN_TEXT, server_frame
 
 __all__ = ["BoundedDeflate", "BoundedFrameDecoder", "WSStream", "install"]
 
@@ -132,6 +136,63 @@ class WSStream(ws_stream.WSStream):
             if type(extension) is PerMessageDeflate:
                 extension.__class__ = BoundedDeflate
                 cast(BoundedDeflate, extension).max_size = limit
+
+    # -- writing without a coroutine per message (crosswire's ASGI adapter) -----------------
+
+    @functools.cached_property
+    def _tcp(self) -> TCPServer | None:
+        """hypercorn's asyncio TCP server of this stream's connection over HTTP/1.1; None
+        over HTTP/2 (whose frames hypercorn's h2 protocol makes) or on another worker."""
+        http = getattr(self.send, "__self__", None)
+        if not isinstance(http, hypercorn_h11.H11Protocol):
+            return None
+        tcp = getattr(http.send, "__self__", None)
+        return tcp if isinstance(tcp, TCPServer) else None
+
+    @property
+    def transport(self) -> asyncio.BaseTransport | None:
+        """The connection's asyncio transport (HTTP/1.1), for write coalescing."""
+        tcp = self._tcp
+        return None if tcp is None else tcp.writer.transport
+
+    @property
+    def queue(self) -> asyncio.Queue[Any] | None:
+        """What hypercorn has read for the application and it has not received yet."""
+        return getattr(self.app_put, "__self__", None)
+
+    def send_now(self, payload: str | bytes, text: bool) -> bool:
+        """Write one message now, as :meth:`app_send` would when it need not wait; False
+        where it would wait or refuse (another write in progress, bytes still buffered, the
+        stream not open, HTTP/2), and the caller then goes through ``app_send``."""
+        tcp = self._tcp
+        if (
+            tcp is None
+            or self.closed
+            or self.state is not ws_stream.ASGIWebsocketState.CONNECTED
+            or tcp.send_lock.locked()
+        ):
+            return False
+        transport = tcp.writer.transport
+        connection = self.connection
+        if (
+            transport.get_write_buffer_size()
+            or transport.is_closing()
+            or connection.state is not ConnectionState.OPEN
+        ):
+            return False
+        proto = connection._proto
+        if not proto.extensions and proto._outbound_opcode is None:
+            # The frame wsproto would make, made in one step (no extension, not inside a
+            # fragmented message): FIN, no reserved bit, unmasked.
+            if isinstance(payload, str):
+                payload = payload.encode()
+            data = server_frame(FIN_TEXT if text else FIN_BINARY, payload)
+        elif text:
+            data = connection.send(TextMessage(data=_text(payload)))
+        else:
+            data = connection.send(BytesMessage(data=bytes(payload)))  # type: ignore[arg-type]
+        transport.write(data)
+        return True
 
     async def handle(self, event: Any) -> None:
         if not self._bounded and getattr(self, "connection", None) is not None:
@@ -224,3 +285,7 @@ def install() -> None:
     on a cleartext socket to a client that starts with the HTTP/2 preface)."""
     hypercorn_h11.WSStream = WSStream  # type: ignore[attr-defined]
     hypercorn_h2.WSStream = WSStream  # type: ignore[attr-defined]
+
+
+def _text(payload: str | bytes) -> str:
+    return payload if type(payload) is str else payload.decode()  # type: ignore[union-attr]

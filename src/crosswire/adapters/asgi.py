@@ -100,10 +100,11 @@ class _ServerSendTransport(_Transport):
 
 
 class _DirectTransport(_ServerSendTransport):
-    """Writes through the server protocol's ``send_now`` (crosswire's uvicorn protocol,
-    ``adapters/_uvicorn.py``) while nothing is in flight: no coroutine per message. Where
-    that would wait (the socket's buffer is full) or refuse, the server's ``send`` takes the
-    message, as on :class:`_ServerSendTransport`."""
+    """Writes through the server's ``send_now`` (crosswire's uvicorn protocol,
+    ``adapters/_uvicorn.py``, and hypercorn stream, ``adapters/_hypercorn.py``) while nothing
+    is in flight: no coroutine per message. Where that would wait (the socket's buffer is
+    full) or refuse, the server's ``send`` takes the message, as on
+    :class:`_ServerSendTransport`."""
 
     __slots__ = ("_send_now",)
 
@@ -238,7 +239,8 @@ class ASGIApp:
         )
         limits = app.limits
         task = asyncio.current_task()
-        # uvicorn's protocol, as crosswire's server="uvicorn" makes it: send is its method.
+        # crosswire's uvicorn protocol or hypercorn stream (server="uvicorn", "hypercorn"):
+        # send is its method, and it has send_now, transport and queue.
         server = getattr(send, "__self__", None) if self._trusted else None
         send_now = getattr(server, "send_now", None)
         cork: Cork | None = None

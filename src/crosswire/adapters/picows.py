@@ -21,7 +21,6 @@ import functools
 import importlib.util
 import logging
 import os
-import struct
 import sys
 import warnings
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from ..limits import Limits
 from ..logs import library_logger
 from ..peer import Peer, high_water, receivable_close_code
 from ._build_stamp import SOURCES, build_stamp
+from ._server_frames import FIN_BINARY, FIN_TEXT, server_frame
 
 __all__ = ["create_server"]
 
@@ -102,23 +102,6 @@ if TYPE_CHECKING:
     from ._picows_read import FrameReader
 else:
     FrameReader = _reader
-
-
-#: First header byte of a whole (FIN) text and binary frame.
-_FIN_TEXT = 0x81
-_FIN_BINARY = 0x82
-_header_16 = struct.Struct("!BBH").pack
-_header_64 = struct.Struct("!BBQ").pack
-
-
-def _frame(first: int, payload: bytes) -> bytes:
-    """An unmasked frame (server to client) carrying ``payload`` whole."""
-    size = len(payload)
-    if size < 126:
-        return bytes((first, size)) + payload
-    if size < 65536:
-        return _header_16(first, 126, size) + payload
-    return _header_64(first, 127, size) + payload
 
 
 #: Held frames past this many bytes are written at once (the connection stays held).
@@ -183,13 +166,13 @@ class _Frames:
 
     def _text(self, payload: str | bytes) -> None:
         data = payload.encode() if isinstance(payload, str) else payload
-        self._frames.append(_frame(_FIN_TEXT, data))
+        self._frames.append(server_frame(FIN_TEXT, data))
         self._size += len(data)
         if self._size > self._flush_at:
             self._write()
 
     def _binary(self, payload: bytes) -> None:
-        self._frames.append(_frame(_FIN_BINARY, bytes(payload)))
+        self._frames.append(server_frame(FIN_BINARY, bytes(payload)))
         self._size += len(payload)
         if self._size > self._flush_at:
             self._write()
