@@ -14,6 +14,7 @@ import sys
 import zlib
 from typing import Any
 
+import orjson
 import pytest
 from websockets.asyncio.client import connect
 
@@ -93,6 +94,55 @@ async def test_on_uvicorn_an_open_websocket_keeps_no_http_protocol(start_server:
     finally:
         for ws in clients:
             await ws.close()
+
+
+#: In a fresh interpreter: 60 connections to crosswire on hypercorn, opened at once (every
+#: stream made before any gets its first frame), then one echo each; prints how many of
+#: hypercorn's WebSocket streams have a ``__dict__`` of their own, before and after.
+OWN_DICTS = """
+import asyncio, gc, json
+from websockets.asyncio.client import connect
+import crosswire
+from crosswire import App, define_hooks
+from hypercorn.protocol.ws_stream import WSStream
+
+def own_dicts():
+    streams = [o for o in gc.get_objects() if isinstance(o, WSStream)]
+    return len(streams), sum(
+        any(type(r) is dict and "app_put" in r for r in gc.get_referents(s)) for s in streams
+    )
+
+async def main():
+    app = App(define_hooks(message=lambda peer, msg: peer.send(msg.raw)))
+    server = await crosswire.start(app, port=0, server="hypercorn")
+    clients = await asyncio.gather(*(connect(server.url) for _ in range(60)))
+    opened = own_dicts()
+    for ws in clients:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    echoed = own_dicts()
+    for ws in clients:
+        await ws.close()
+    await server.aclose()
+    print(json.dumps({"opened": opened, "echoed": echoed}))
+
+asyncio.run(main())
+"""
+
+
+async def test_on_hypercorn_a_websocket_stream_keeps_no_dict_of_its_own() -> None:
+    """crosswire's hypercorn stream sets its own attributes with hypercorn's, when it is made:
+    CPython 3.11 then keeps them all without a dict per instance (0.8 KiB per connection).
+    An attribute first set later, after the first few dozen streams were made, gives every
+    stream a dict of its own. In a fresh interpreter, where no stream came before."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OWN_DICTS, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    counts = orjson.loads(out.splitlines()[-1])
+    assert counts == {"opened": [60, 0], "echoed": [60, 0]}
 
 
 #: 125-byte pings, 1,000 to a write.

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import zlib
 from typing import Any, cast
 
@@ -121,7 +120,7 @@ class WSStream(ws_stream.WSStream):
     _ended: asyncio.Event | None = None
 
     #: The connection's frame decoder and inflater are bounded.
-    _bounded = False
+    _bounded: bool
 
     def _bound(self) -> None:
         """Bound the frame decoder and the inflater of the connection, once it exists (done
@@ -139,15 +138,14 @@ class WSStream(ws_stream.WSStream):
 
     # -- writing without a coroutine per message (crosswire's ASGI adapter) -----------------
 
-    @functools.cached_property
-    def _tcp(self) -> TCPServer | None:
-        """hypercorn's asyncio TCP server of this stream's connection over HTTP/1.1; None
-        over HTTP/2 (whose frames hypercorn's h2 protocol makes) or on another worker."""
-        http = getattr(self.send, "__self__", None)
-        if not isinstance(http, hypercorn_h11.H11Protocol):
-            return None
-        tcp = getattr(http.send, "__self__", None)
-        return tcp if isinstance(tcp, TCPServer) else None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Both set here, with hypercorn's own: CPython 3.11 keeps an instance's attributes
+        # without a dict of its own (0.8 KiB less per connection) only while they are among
+        # those its first few dozen instances set; one first set later (when the stream's
+        # first event comes) gives every stream its own dict.
+        self._bounded = False
+        self._tcp = _tcp_server(self.send)
 
     @property
     def transport(self) -> asyncio.BaseTransport | None:
@@ -289,3 +287,13 @@ def install() -> None:
 
 def _text(payload: str | bytes) -> str:
     return payload if type(payload) is str else payload.decode()  # type: ignore[union-attr]
+
+
+def _tcp_server(send: Any) -> TCPServer | None:
+    """hypercorn's asyncio TCP server under a stream's ``send`` over HTTP/1.1; None over
+    HTTP/2 (whose frames hypercorn's h2 protocol makes) or on another worker class."""
+    http = getattr(send, "__self__", None)
+    if not isinstance(http, hypercorn_h11.H11Protocol):
+        return None
+    tcp = getattr(http.send, "__self__", None)
+    return tcp if isinstance(tcp, TCPServer) else None
