@@ -19,6 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from crosswire import App, Limits, Message, Peer, define_hooks
+from crosswire.http import Request
 from crosswire.server import SERVERS
 from tests.rawws import masked, open_websocket, port_of, server_close
 from tests.support import ROOT, TIMEOUT, Log, recv
@@ -91,6 +92,25 @@ async def test_on_uvicorn_an_open_websocket_keeps_no_http_protocol(start_server:
         gc.collect()
         alive = [o for o in gc.get_objects() if type(o).__name__ == "OpenTimeoutProtocol"]
         assert alive == []
+    finally:
+        for ws in clients:
+            await ws.close()
+
+
+async def test_an_open_connection_keeps_no_handshake_headers(start_server: Any, kind: str) -> None:
+    """On every server, once a connection is open nothing keeps the handshake's request with
+    the headers only the handshake reads (``peer.request`` keeps the rest): the adapter's
+    coroutine or listener lives as long as the connection."""
+    served = await start_server(echo_app(), kind)
+    clients = [await connect(served.url) for _ in range(3)]
+    try:
+        for ws in clients:
+            await ws.send("hi")
+            assert await recv(ws) == "hi"
+        gc.collect()
+        requests = [o for o in gc.get_objects() if type(o) is Request]
+        assert len(requests) >= 3  # (the peers')
+        assert [r for r in requests if "sec-websocket-key" in r.headers] == []
     finally:
         for ws in clients:
             await ws.close()

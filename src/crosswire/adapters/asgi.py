@@ -255,11 +255,10 @@ class ASGIApp:
             transport = _ServerSendTransport(send, task, limits, trusted_send=True)
         else:
             transport = _Transport(send, task, limits)
-        peer = app.connect(
-            transport,
-            request,
-            result.chosen(subprotocol),
-        )
+        peer = app.connect(transport, request, result.chosen(subprotocol))
+        # This coroutine lives as long as the connection: it keeps neither the handshake's
+        # request (the peer keeps it without the handshake's headers) nor the Accept.
+        del request, result
         limit = limits.max_message_size
         limit_chars = surely_within(limit)
         writes = app.hub.writes
