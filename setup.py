@@ -43,7 +43,14 @@ def extensions() -> list[Extension]:
             define_macros=[("CROSSWIRE_BUILT_FOR", f'"{stamp}"')],
             optional=True,  # a C compiler that fails: installed without it
         )
-        return cythonize([module], compiler_directives={"language_level": 3}, quiet=True)
+        # The generated C goes to build/, not beside the source: setuptools would put a .c in
+        # the package folder into the wheel as package data.
+        return cythonize(
+            [module],
+            compiler_directives={"language_level": 3},
+            build_dir="build/cython",
+            quiet=True,
+        )
     except Exception as exc:  # no Cython or picows (a build without isolation), or Cython failed
         print(f"crosswire: building without the C extension ({exc!r})")
         return []
