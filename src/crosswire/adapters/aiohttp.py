@@ -18,6 +18,7 @@ from ..limits import Limits, message_size, surely_within
 from ..logs import filter_library_logger
 from ..peer import high_water, receivable_close_code
 from ._eager import HIGH_WATER, EagerTransport
+from ._server_frames import FIN_BINARY, FIN_TEXT, server_frame
 
 __all__ = ["handler"]
 
@@ -59,9 +60,14 @@ def _close_info(msg: WSMessage) -> tuple[int, str]:
 class _Transport(EagerTransport):
     """Writes through aiohttp's WebSocketResponse: its own ``send_frame`` (which sets no
     context variable and looks at no task, so sends are trusted), and its socket's buffer
-    counted as the server's."""
+    counted as the server's.
 
-    __slots__ = ("_raw", "_send_frame", "_ws")
+    Without compression, a message is written to the socket's transport at once, as
+    aiohttp's writer writes an uncompressed frame, while nothing waits: nothing is queued
+    here or buffered by the transport, and aiohttp has not begun to close. Otherwise it goes
+    through ``send_frame``, in order behind what waits."""
+
+    __slots__ = ("_direct", "_raw", "_send_frame", "_ws")
 
     def __init__(
         self, ws: web.WebSocketResponse, raw: asyncio.Transport | None, limits: Limits
@@ -75,6 +81,25 @@ class _Transport(EagerTransport):
         self._ws = ws
         self._raw = raw
         self._send_frame = ws.send_frame
+        #: Frames are written here (no permessage-deflate; set once the handshake is done).
+        self._direct = False
+
+    def _send(self, payload: str | bytes, text: bool) -> None:
+        raw = self._raw
+        if (
+            self._direct
+            and self._backlog is None
+            and self._close is None
+            and not self._gone
+            and not self._ws.closed
+            and not raw.get_write_buffer_size()  # type: ignore[union-attr]  # (_direct: raw)
+            and not raw.is_closing()  # type: ignore[union-attr]
+        ):
+            if isinstance(payload, str):
+                payload = payload.encode()
+            raw.write(server_frame(FIN_TEXT if text else FIN_BINARY, payload))  # type: ignore[union-attr]
+            return
+        super()._send(payload, text)
 
     def _send_one(self, payload: str | bytes, text: bool) -> Coroutine[Any, Any, None]:
         data = payload.encode() if type(payload) is str else payload
@@ -131,6 +156,7 @@ def handler(app: App) -> Handler:
             raw.set_write_buffer_limits(high=water)
 
         transport = _Transport(ws, raw, limits)
+        transport._direct = raw is not None and not ws.compress
         cork = transport.cork = Cork.of(raw, limits.coalesce_writes)  # before the peer reads it
         peer = app.connect(
             transport,
