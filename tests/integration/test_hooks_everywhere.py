@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import os
 import socket
+from asyncio import selector_events
 from typing import Any
 
 import orjson
@@ -19,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import crosswire
 from crosswire import Accept, App, Limits, Message, Peer, ReadyState, Response, define_hooks
+from crosswire.adapters._reads import READ_SIZE
 from tests.support import SERVER_KINDS, TIMEOUT, Log, RawClient, closed_with, eventually, recv
 
 #: Servers that drop a client which stops answering pings. hypercorn sends pings but never
@@ -504,6 +507,31 @@ async def test_sends_that_wait_and_sends_that_do_not_arrive_in_the_order_they_we
     assert got[-1] == "end"
     assert [text[:6] for text in got[:-1]] == [f"{n:06d}" for n in range(bursts * size)]
     assert [text[6:] for text in got[:-1]] == fillers * bursts
+
+
+@pytest.mark.parametrize("kind", ["websockets", "aiohttp", "uvicorn", "hypercorn"])
+async def test_connections_read_64_kib_at_a_time_and_bigger_messages_arrive_whole(
+    start_server: Any, kind: str
+) -> None:
+    """asyncio's socket transports read 256 KiB per ``recv`` (in many processes an ``mmap``
+    per read); the connections crosswire serves on asyncio's servers read 64 KiB, and a
+    message of several reads still arrives whole, both ways."""
+    served = await start_server(echo_app(), kind)
+    port = int(served.url.split(":")[2].split("/")[0])
+    async with connect(served.url, max_size=None, compression=None) as ws:
+        big = os.urandom(300_000)
+        await ws.send(big)
+        assert await recv(ws) == big
+        gc.collect()
+        server_side = [
+            t
+            for t in gc.get_objects()
+            if isinstance(t, selector_events._SelectorSocketTransport)  # type: ignore[attr-defined]
+            and not t.is_closing()
+            and (t.get_extra_info("sockname") or ("", 0))[1] == port
+        ]
+        assert server_side
+        assert [t.max_size for t in server_side] == [READ_SIZE] * len(server_side)
 
 
 async def test_plain_http_request(start_server: Any, kind: str) -> None:

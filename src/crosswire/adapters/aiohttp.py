@@ -18,6 +18,7 @@ from ..limits import Limits, message_size, surely_within
 from ..logs import filter_library_logger
 from ..peer import high_water, receivable_close_code
 from ._eager import HIGH_WATER, EagerTransport
+from ._reads import small_reads
 from ._server_frames import FIN_BINARY, FIN_TEXT, server_frame
 
 __all__ = ["handler"]
@@ -154,6 +155,7 @@ def handler(app: App) -> Handler:
         raw = web_request.transport
         if raw is not None:
             raw.set_write_buffer_limits(high=water)
+            small_reads(raw)
 
         transport = _Transport(ws, raw, limits)
         transport._direct = raw is not None and not ws.compress

@@ -19,6 +19,7 @@ from ..http import Headers, Request, Response
 from ..limits import Limits, message_size, surely_within
 from ..logs import filter_library_logger
 from ._eager import EagerTransport
+from ._reads import small_reads
 
 __all__ = ["ASGIApp"]
 
@@ -246,6 +247,7 @@ class ASGIApp:
         cork: Cork | None = None
         pending: Any = None  # what the server parsed and has not handed over yet
         if send_now is not None:
+            small_reads(server.transport)  # type: ignore[union-attr]
             transport: _Transport = _DirectTransport(send, task, limits, send_now)
             cork = transport.cork = Cork.of(server.transport, limits.coalesce_writes)  # type: ignore[union-attr]
             pending = getattr(getattr(server, "queue", None), "_queue", None)

@@ -25,6 +25,7 @@ from ..http import Accept, Headers, Request, Response
 from ..logs import library_logger
 from ..peer import Peer, high_water
 from ._gate import ReadGate
+from ._reads import small_reads
 
 __all__ = ["create_server"]
 
@@ -182,6 +183,7 @@ async def create_server(app: App, host: str | None, port: int | None, **options:
     async def handler(conn: ServerConnection) -> None:
         assert isinstance(conn, _Connection) and conn.request is not None
         accept = conn.accept or Accept()
+        small_reads(conn.transport)
         cork = Cork.of(conn.transport, limits.coalesce_writes)
         transport = _Transport(conn, cork)
         peer = app.connect(transport, _request(conn, conn.request), accept.chosen(conn.subprotocol))
