@@ -1332,6 +1332,11 @@ def main() -> None:
         help="crosswire servers with Limits(coalesce_writes=False): every write leaves at once",
     )  # fmt: skip
     parser.add_argument(
+        "--raw-default-reads", action="store_true",
+        help="raw asyncio servers read 256 KiB per recv (asyncio's default) instead of 64 KiB "
+        "as crosswire's connections do",
+    )  # fmt: skip
+    parser.add_argument(
         "--against", metavar="REV",
         help="also run the servers that import crosswire with the crosswire of git revision "
         "REV (rows NAME@REV), and give the ratio current / REV",
@@ -1357,6 +1362,8 @@ def main() -> None:
     runs = plan(scenarios, select(args.only), settings, against)
     if args.no_coalesce:
         os.environ["BENCH_COALESCE"] = "0"  # read by bench/servers.py
+    if args.raw_default_reads:
+        os.environ["BENCH_RAW_READS"] = "default"  # read by bench/servers.py
 
     global GENERATOR
     GENERATOR = args.generator

@@ -13,10 +13,12 @@ The raw and crosswire servers speak the same protocol (text messages only):
 
 Every server keeps connections alive as crosswire does by default (a ping after 20 s idle):
 websockets by its own default, raw aiohttp, picows and uvicorn told to, so that memory and
-CPU per connection compare like for like. Raw uvicorn is a bare ASGI app on the WebSocket
-protocol crosswire's uvicorn adapter subclasses (``websockets-sansio``); raw hypercorn is the
-same app on hypercorn's own WebSocket stream (crosswire's mends it, ``adapters/_hypercorn.py``),
-without pings, as crosswire configures hypercorn (it sends pings but never checks the pongs).
+CPU per connection compare like for like; and raw servers on asyncio's transports read 64 KiB
+per ``recv``, as crosswire's connections do (:func:`raw_reads_like_crosswire`). Raw uvicorn
+is a bare ASGI app on the WebSocket protocol crosswire's uvicorn adapter subclasses
+(``websockets-sansio``); raw hypercorn is the same app on hypercorn's own WebSocket stream
+(crosswire's mends it, ``adapters/_hypercorn.py``), without pings, as crosswire configures
+hypercorn (it sends pings but never checks the pongs).
 
 The redis servers are the crosswire ones with a Hub on the Redis at ``BENCH_REDIS_URL``: a
 publish reaches the subscribers of every instance. Their ``"probe"`` is answered once the
@@ -570,7 +572,20 @@ STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
 }
 
 
+def raw_reads_like_crosswire() -> None:
+    """Raw servers on asyncio's transports read 64 KiB per ``recv``, as crosswire's
+    connections do (``crosswire/adapters/_reads.py``): asyncio's 256 KiB costs an ``mmap``
+    per read in some processes and not in others, which would be measured as crosswire's
+    doing. ``BENCH_RAW_READS=default`` (``run.py --raw-default-reads``) keeps asyncio's."""
+    if os.environ.get("BENCH_RAW_READS") != "default":
+        from asyncio import selector_events
+
+        selector_events._SelectorSocketTransport.max_size = 64 * 1024  # type: ignore[attr-defined]
+
+
 async def main(name: str) -> None:
+    if name.startswith("raw-"):
+        raw_reads_like_crosswire()
     port, stop = await STARTERS[name]()
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
