@@ -12,17 +12,20 @@ refuses to write invalid ones); the server's answer is read with websockets' san
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 import tracemalloc
+import weakref
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
 from crosswire import App, Limits, Message, Peer, define_hooks
+from crosswire.adapters import _hypercorn
 from tests.rawws import masked
-from tests.support import TIMEOUT, Log, RawClient, closed_with, recv
+from tests.support import TIMEOUT, Log, RawClient, closed_with, eventually, recv
 
 #: The limit the servers run with in these tests.
 LIMIT = 64 * 1024
@@ -188,3 +191,43 @@ async def test_a_compressed_frame_past_the_limit_is_refused_even_if_it_inflates_
             assert await recv(ws) == data
         else:
             assert (await closed_with(ws))[0] == 1009
+
+
+async def test_on_hypercorn_messages_after_one_too_big_do_not_hold_the_connection(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fragmented message past the limit (each fragment within it), then more messages
+    than hypercorn queues for the application, in one write: 1009, and the server lets go of
+    the connection. The application was told the connection ended and stops receiving, so
+    the messages after it are dropped, not queued (hypercorn would wait on its full queue
+    for ever, keeping the connection and what it queued)."""
+    streams: list[weakref.ref[Any]] = []
+    made = _hypercorn.WSStream.__init__
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        streams.append(weakref.ref(self))
+
+    monkeypatch.setattr(_hypercorn.WSStream, "__init__", recording)
+    log = Log()
+    served = await start_server(echo_app(log), "hypercorn")
+    bad = await RawClient.connect(served.url)
+    part = b"x" * (LIMIT // 2 + 1)  # three fragments: past the limit from the second
+    bad.send_raw(
+        masked(0x01, part) + masked(0x00, part) + masked(0x80, part) + masked(0x81, b"next") * 15
+    )
+    try:
+        assert await bad.close_code() == 1009
+    finally:
+        bad.close()
+    await log.wait_for("close")
+    assert "message" not in [e[0] for e in log.events]
+
+    def released() -> bool:
+        gc.collect()
+        return all(ref() is None for ref in streams)
+
+    await eventually(released)
+    async with connect(served.url) as ws:  # the server carries on
+        await ws.send("still here")
+        assert await recv(ws) == "still here"

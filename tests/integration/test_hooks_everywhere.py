@@ -534,6 +534,42 @@ async def test_connections_read_64_kib_at_a_time_and_bigger_messages_arrive_whol
         assert [t.max_size for t in server_side] == [READ_SIZE] * len(server_side)
 
 
+@pytest.mark.parametrize("kind", [k for k in SERVER_KINDS if k != "starlette"])
+async def test_a_message_bigger_than_the_socket_takes_counts_until_the_client_reads_it(
+    start_server: Any, kind: str
+) -> None:
+    """One 8 MiB message to a client that stopped reading (more than the kernel's buffers
+    take): it counts in ``buffered_amount``, and ``wait_for_drain`` waits until the client
+    reads again, on every server crosswire starts (a send written without a coroutine must
+    not hide it). uvicorn's send waits for the socket before it writes, not after, so there
+    the peer learns of the full buffer from its next send (docs/servers.md); mounted in a
+    framework, the server's buffer cannot be seen at all."""
+    log = Log()
+    big = os.urandom(8 * 1024 * 1024)
+
+    async def message(peer: Peer, msg: Message) -> None:
+        peer.send(big)
+        log.add("buffered", peer.buffered_amount)
+        await peer.wait_for_drain()
+        log.add("drained")
+
+    app = App(define_hooks(message=message), limits=Limits(send_buffer_limit=64 * 1024 * 1024))
+    served = await start_server(app, kind)
+    async with connect(
+        served.url, max_size=None, compression=None, sock=slow_socket(served.url)
+    ) as ws:
+        ws.transport.pause_reading()
+        await ws.send("go")
+        (buffered,) = await log.wait_for("buffered")
+        assert buffered[1] > 0
+        await asyncio.sleep(0.1)
+        drained_early = "drained" in [e[0] for e in log.events]
+        assert drained_early is (kind == "uvicorn")
+        ws.transport.resume_reading()
+        assert await recv(ws) == big
+        await log.wait_for("drained")
+
+
 async def test_plain_http_request(start_server: Any, kind: str) -> None:
     import aiohttp
 

@@ -101,16 +101,22 @@ async def test_an_open_connection_keeps_no_handshake_headers(start_server: Any, 
     """On every server, once a connection is open nothing keeps the handshake's request with
     the headers only the handshake reads (``peer.request`` keeps the rest): the adapter's
     coroutine or listener lives as long as the connection."""
-    served = await start_server(echo_app(), kind)
+
+    def handshakes() -> list[Request]:
+        gc.collect()
+        requests = [o for o in gc.get_objects() if type(o) is Request]
+        return [r for r in requests if "sec-websocket-key" in r.headers]
+
+    before = {id(r) for r in handshakes()}  # (whatever earlier tests left)
+    app = echo_app()
+    served = await start_server(app, kind)
     clients = [await connect(served.url) for _ in range(3)]
     try:
         for ws in clients:
             await ws.send("hi")
             assert await recv(ws) == "hi"
-        gc.collect()
-        requests = [o for o in gc.get_objects() if type(o) is Request]
-        assert len(requests) >= 3  # (the peers')
-        assert [r for r in requests if "sec-websocket-key" in r.headers] == []
+        assert len(app.peers) == 3
+        assert [r for r in handshakes() if id(r) not in before] == []
     finally:
         for ws in clients:
             await ws.close()

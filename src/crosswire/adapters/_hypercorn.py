@@ -121,6 +121,9 @@ class WSStream(ws_stream.WSStream):
 
     #: The connection's frame decoder and inflater are bounded.
     _bounded: bool
+    #: ``app_send`` writes a message, then waits for the socket to drain (for crosswire's
+    #: ASGI adapter, which counts what is in flight).
+    send_writes_first = True
 
     def _bound(self) -> None:
         """Bound the frame decoder and the inflater of the connection, once it exists (done
@@ -208,6 +211,8 @@ class WSStream(ws_stream.WSStream):
     async def _handle_events(self) -> None:
         for event in self.connection.events():
             if isinstance(event, Message):
+                if self._failed:  # the application was told the connection ended
+                    continue  # (its queue would fill, and hypercorn wait on it for ever)
                 buffer = self.buffer
                 if (
                     event.message_finished

@@ -71,6 +71,9 @@ def websocket_protocol(limits: Limits) -> type[asyncio.Protocol]:
     class BoundedPongsProtocol(base):  # type: ignore[misc]
         _paused_at = 0
         _overflowed = False
+        #: uvicorn's ``send`` waits for the socket before it writes a message (for
+        #: crosswire's ASGI adapter, which counts what is in flight).
+        send_writes_first = False
 
         def pause_writing(self) -> None:
             super().pause_writing()

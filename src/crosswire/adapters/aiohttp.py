@@ -63,10 +63,10 @@ class _Transport(EagerTransport):
     context variable and looks at no task, so sends are trusted), and its socket's buffer
     counted as the server's.
 
-    Without compression, a message is written to the socket's transport at once, as
-    aiohttp's writer writes an uncompressed frame, while nothing waits: nothing is queued
-    here or buffered by the transport, and aiohttp has not begun to close. Otherwise it goes
-    through ``send_frame``, in order behind what waits."""
+    Without compression, a message up to the high-water mark is written to the socket's
+    transport at once, as aiohttp's writer writes an uncompressed frame, while nothing waits:
+    nothing is queued here or buffered by the transport, and aiohttp has not begun to close.
+    Otherwise it goes through ``send_frame``, in order behind what waits."""
 
     __slots__ = ("_direct", "_raw", "_send_frame", "_ws")
 
@@ -93,6 +93,7 @@ class _Transport(EagerTransport):
             and self._close is None
             and not self._gone
             and not self._ws.closed
+            and len(payload) <= self.high_water  # (bigger: counted until the socket drains)
             and not raw.get_write_buffer_size()  # type: ignore[union-attr]  # (_direct: raw)
             and not raw.is_closing()  # type: ignore[union-attr]
         ):

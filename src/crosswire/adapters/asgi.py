@@ -59,10 +59,12 @@ class _Transport(EagerTransport):
         handler_task: asyncio.Task[Any] | None,
         limits: Limits,
         trusted_send: bool = False,
+        hands_over: bool = False,
     ) -> None:
         super().__init__(
             close_timeout=limits.close_timeout,
             send_buffer_limit=limits.send_buffer_limit,
+            hands_over=hands_over,
             trusted_send=trusted_send,
         )
         self._asgi_send = send
@@ -104,26 +106,41 @@ class _DirectTransport(_ServerSendTransport):
     """Writes through the server's ``send_now`` (crosswire's uvicorn protocol,
     ``adapters/_uvicorn.py``, and hypercorn stream, ``adapters/_hypercorn.py``) while nothing
     is in flight: no coroutine per message. Where that would wait (the socket's buffer is
-    full) or refuse, the server's ``send`` takes the message, as on
-    :class:`_ServerSendTransport`."""
+    full) or refuse, and for a message bigger than the high-water mark, the server's ``send``
+    takes the message, as on :class:`_ServerSendTransport`.
 
-    __slots__ = ("_send_now",)
+    The server's socket buffer counts in :meth:`buffered_amount`. A server whose ``send``
+    writes before it waits for the socket (``send_writes_first``: hypercorn) has a message
+    once its send began (``hands_over``); uvicorn's waits first, so a message counts as
+    queued here until its send returns, then as the socket's."""
+
+    __slots__ = ("_send_now", "_socket")
 
     def __init__(
-        self,
-        send: Send,
-        handler_task: asyncio.Task[Any] | None,
-        limits: Limits,
-        send_now: Callable[[str | bytes, bool], bool],
+        self, send: Send, handler_task: asyncio.Task[Any] | None, limits: Limits, server: Any
     ) -> None:
-        super().__init__(send, handler_task, limits, trusted_send=True)
-        self._send_now = send_now
+        super().__init__(
+            send,
+            handler_task,
+            limits,
+            trusted_send=True,
+            hands_over=bool(getattr(server, "send_writes_first", False)),
+        )
+        self._send_now: Callable[[str | bytes, bool], bool] = server.send_now
+        self._socket: asyncio.WriteTransport | None = server.transport
+
+    def _server_buffered(self) -> int:
+        sock = self._socket
+        return 0 if sock is None else sock.get_write_buffer_size()
 
     def _send(self, payload: str | bytes, text: bool) -> None:
         if (
             self._backlog is None
             and self._close is None
             and not self._gone
+            # (a bigger message goes through send, which waits for the socket to drain: its
+            # bytes count in buffered_amount until then, and the peer sees backpressure)
+            and len(payload) <= self.high_water
             and self._send_now(payload, text)
         ):
             return
@@ -248,7 +265,7 @@ class ASGIApp:
         pending: Any = None  # what the server parsed and has not handed over yet
         if send_now is not None:
             small_reads(server.transport)  # type: ignore[union-attr]
-            transport: _Transport = _DirectTransport(send, task, limits, send_now)
+            transport: _Transport = _DirectTransport(send, task, limits, server)
             cork = transport.cork = Cork.of(server.transport, limits.coalesce_writes)  # type: ignore[union-attr]
             pending = getattr(getattr(server, "queue", None), "_queue", None)
             if pending is None:
