@@ -1,6 +1,6 @@
 """Benchmark crosswire against the raw servers it runs on, in the same run.
 
-    .venv/bin/python bench/run.py            # full run: 5 rounds, about 20 minutes
+    .venv/bin/python bench/run.py            # full run: 5 rounds, about 30 minutes
     .venv/bin/python bench/run.py --quick    # short run, about 2 minutes
     .venv/bin/python bench/run.py --only picows --scenarios echo --profile
     .venv/bin/python bench/run.py --only picows --scenarios cluster   # fan-out through Redis
