@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import os
 import socket
 from asyncio import selector_events
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import crosswire
@@ -43,6 +45,15 @@ def slow_socket(url: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     sock.connect(("127.0.0.1", port))
     return sock
+
+
+@contextlib.asynccontextmanager
+async def stopped_reader(url: str, **options: Any) -> AsyncIterator[ClientConnection]:
+    """A client on a :func:`slow_socket` that has stopped reading (its transport paused:
+    ``ws.transport.resume_reading()`` reads again); ``options`` go to ``connect``."""
+    async with connect(url, max_size=None, sock=slow_socket(url), **options) as ws:
+        ws.transport.pause_reading()
+        yield ws
 
 
 def echo_app(**extra: Any) -> App:
@@ -455,10 +466,7 @@ async def test_drain_hook_buffered_amount_and_wait_for_drain(start_server: Any, 
         limits=Limits(send_buffer_limit=64 * 1024 * 1024),
     )
     served = await start_server(app, kind)
-    async with connect(
-        served.url, max_size=None, max_queue=None, sock=slow_socket(served.url)
-    ) as ws:
-        ws.transport.pause_reading()
+    async with stopped_reader(served.url, max_queue=None) as ws:
         await ws.send("flood")
         (buffered,) = await log.wait_for("buffered")
         assert buffered[1] > 0
@@ -492,14 +500,7 @@ async def test_sends_that_wait_and_sends_that_do_not_arrive_in_the_order_they_we
 
     app = App(define_hooks(message=message), limits=Limits(send_buffer_limit=64 * 1024 * 1024))
     served = await start_server(app, kind)
-    async with connect(
-        served.url,
-        max_size=None,
-        max_queue=None,
-        compression=compression,
-        sock=slow_socket(served.url),
-    ) as ws:
-        ws.transport.pause_reading()
+    async with stopped_reader(served.url, max_queue=None, compression=compression) as ws:
         await ws.send("go")
         await eventually(lambda: any(p.buffered_amount > 0 for p in app.peers.values()))
         ws.transport.resume_reading()
@@ -555,10 +556,7 @@ async def test_a_message_bigger_than_the_socket_takes_counts_until_the_client_re
 
     app = App(define_hooks(message=message), limits=Limits(send_buffer_limit=64 * 1024 * 1024))
     served = await start_server(app, kind)
-    async with connect(
-        served.url, max_size=None, compression=None, sock=slow_socket(served.url)
-    ) as ws:
-        ws.transport.pause_reading()
+    async with stopped_reader(served.url, compression=None) as ws:
         await ws.send("go")
         (buffered,) = await log.wait_for("buffered")
         assert buffered[1] > 0
@@ -737,14 +735,7 @@ async def test_sends_from_the_open_hook_are_limited_too(start_server: Any, kind:
         limits=Limits(send_buffer_limit=1024 * 1024, close_timeout=0.5),
     )
     served = await start_server(app, kind)
-    async with connect(
-        served.url,
-        max_size=None,
-        compression=None,
-        close_timeout=0.2,
-        sock=slow_socket(served.url),
-    ) as ws:
-        ws.transport.pause_reading()
+    async with stopped_reader(served.url, compression=None, close_timeout=0.2):
         (closed,) = await log.wait_for("close")
     assert closed[1:] == (1013, "send buffer overflow")
 
