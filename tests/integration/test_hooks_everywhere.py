@@ -568,6 +568,32 @@ async def test_a_message_bigger_than_the_socket_takes_counts_until_the_client_re
         await log.wait_for("drained")
 
 
+async def test_on_uvicorn_reading_goes_on_while_the_app_keeps_up(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn stops reading the socket after each message until the application has taken
+    it (two ``epoll_ctl`` calls per message); crosswire's uvicorn protocol stops only once
+    ``READ_AHEAD`` messages wait. (That reading still stops for an application that falls
+    behind: ``test_slow_async_hook_pushes_back_on_the_client_and_loses_nothing``.)"""
+    served = await start_server(echo_app(), "uvicorn")
+    port = int(served.url.split(":")[2].split("/")[0])
+    transport_class: Any = selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
+    pause = transport_class.pause_reading
+    paused: list[object] = []
+
+    def counting(self: Any) -> None:
+        if (self.get_extra_info("sockname") or ("", 0))[1] == port:  # (the server's side)
+            paused.append(self)
+        pause(self)
+
+    monkeypatch.setattr(transport_class, "pause_reading", counting)
+    async with connect(served.url) as ws:
+        for i in range(50):
+            await ws.send(str(i))
+            assert await recv(ws) == str(i)
+    assert paused == []
+
+
 async def test_plain_http_request(start_server: Any, kind: str) -> None:
     import aiohttp
 

@@ -14,6 +14,12 @@ while the socket's buffer is past its high-water mark, and past ``Limits.send_bu
 closes the connection with 1013, as crosswire closes a client that does not read its
 messages (the application gets ``websocket.disconnect`` with that code).
 
+uvicorn stops reading the socket after every message it queues for the application, and
+starts again once the application has taken it: two ``epoll_ctl`` calls and the selector's
+bookkeeping per message. The protocol made here stops only once :data:`READ_AHEAD`
+messages wait (as websockets' own server does with its ``max_queue``), so reading still
+stops for an application that falls behind.
+
 Its ``send_now`` writes a message the way uvicorn's ASGI ``send`` does when that need not
 wait. crosswire's ASGI adapter finds it on the ``send`` it is given (a bound method of this
 protocol) and sends through it: no coroutine per message, and, with the socket and uvicorn's
@@ -32,7 +38,11 @@ from websockets.exceptions import InvalidState
 
 from ..limits import Limits
 
-__all__ = ["http_protocol", "websocket_protocol"]
+__all__ = ["READ_AHEAD", "http_protocol", "websocket_protocol"]
+
+#: Messages uvicorn may hold for the application before it stops reading the socket
+#: (websockets' default ``max_queue``).
+READ_AHEAD = 16
 
 
 def http_protocol(open_timeout: float) -> type[asyncio.Protocol]:
@@ -74,6 +84,7 @@ def websocket_protocol(limits: Limits) -> type[asyncio.Protocol]:
         #: uvicorn's ``send`` waits for the socket before it writes a message (for
         #: crosswire's ASGI adapter, which counts what is in flight).
         send_writes_first = False
+        read_paused: bool  # (uvicorn's: whether it stopped reading the socket)
 
         def pause_writing(self) -> None:
             super().pause_writing()
@@ -110,6 +121,18 @@ def websocket_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 return False
             self.transport.write(b"".join(conn.data_to_send()))
             return True
+
+        def send_receive_event_to_app(self) -> None:
+            if self.read_paused or self.queue.qsize() + 1 >= READ_AHEAD:
+                super().send_receive_event_to_app()  # (it stops reading: the queue is full)
+                return
+            # uvicorn's stops reading whenever it is not stopped already: say it is, for the
+            # time of the call, so that it queues the message and reads on.
+            self.read_paused = True
+            try:
+                super().send_receive_event_to_app()
+            finally:
+                self.read_paused = False
 
         def _overflow(self) -> None:
             self._overflowed = True
