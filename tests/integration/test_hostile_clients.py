@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import sys
 import zlib
+from asyncio import selector_events
 from typing import Any
 
 import orjson
 import pytest
+from aiofastnet.selector_transport import SelectorSocketTransport  # type: ignore[import-not-found]  # (picows')
 from websockets.asyncio.client import connect
 
 from crosswire import App, Limits, Message, Peer, define_hooks
 from crosswire.http import Request
 from crosswire.server import SERVERS
 from tests.rawws import masked, open_websocket, port_of, server_close
-from tests.support import ROOT, TIMEOUT, Log, recv
+from tests.support import ROOT, TIMEOUT, Log, eventually, recv
 
 
 @pytest.fixture(params=SERVERS)
@@ -169,6 +172,55 @@ async def test_on_hypercorn_a_websocket_stream_keeps_no_dict_of_its_own() -> Non
     assert proc.returncode == 0, err.decode()
     counts = orjson.loads(out.splitlines()[-1])
     assert counts == {"opened": [60, 0], "echoed": [60, 0]}
+
+
+#: The socket transports under the servers: asyncio's, and aiofastnet's (picows').
+SOCKET_TRANSPORTS: tuple[type, ...] = (
+    selector_events._SelectorSocketTransport,  # type: ignore[attr-defined]
+    SelectorSocketTransport,
+)
+
+
+async def test_a_client_that_never_reads_is_dropped_after_its_1013(
+    start_server: Any, server: str
+) -> None:
+    """A client that never reads passes the send buffer limit: the peer is closed with 1013,
+    and once ``close_timeout`` has passed without its close frame, the server drops the
+    connection, although it still has bytes for a client that will not take them."""
+    log = Log()
+    chunk = os.urandom(64 * 1024)  # (incompressible)
+
+    def message(peer: Peer, msg: Message) -> None:
+        for _ in range(400):  # 25 MB: more than the kernel buffers on both sides
+            if not peer.send(chunk):
+                break
+
+    app = App(
+        define_hooks(message=message, close=lambda peer, code, reason: log.add("close", code)),
+        limits=Limits(send_buffer_limit=256 * 1024, close_timeout=0.5),
+    )
+    served = await start_server(app, server)
+    port = port_of(served.url)
+    _, writer = await open_websocket(served.url, receive_buffer=8192)
+    try:
+        writer.write(masked(0x81, b"flood"))  # and never read again
+        (closed,) = await log.wait_for("close")
+        assert closed[1] == 1013
+
+        def server_side() -> list[Any]:
+            return [
+                t
+                for t in gc.get_objects()
+                if type(t) in SOCKET_TRANSPORTS  # (type(): isinstance fails on dead proxies)
+                and (t.get_extra_info("sockname") or ("", 0))[1:2] == (port,)
+                and (t.get_extra_info("peername") or ("", 0))[1:2]
+                == writer.get_extra_info("sockname")[1:2]
+            ]
+
+        assert server_side()  # (found while the server still holds it)
+        await eventually(lambda: all(t.is_closing() for t in server_side()))
+    finally:
+        writer.close()
 
 
 #: 125-byte pings, 1,000 to a write.

@@ -133,6 +133,14 @@ class _DirectTransport(_ServerSendTransport):
         sock = self._socket
         return 0 if sock is None else sock.get_write_buffer_size()
 
+    def _drop(self) -> None:
+        # Cancelling the handler lets the server end the connection its way, which may wait
+        # on the socket for ever for a client that does not read (hypercorn writes a close
+        # frame and drains): the socket is aborted too.
+        super()._drop()
+        if self._socket is not None:
+            self._socket.abort()
+
     def _send(self, payload: str | bytes, text: bool) -> None:
         if (
             self._backlog is None
