@@ -1,4 +1,5 @@
-"""What ``crosswire.start(server="hypercorn")`` mends in hypercorn's WebSocket stream.
+"""What ``crosswire.start(server="hypercorn")`` changes in hypercorn's WebSocket stream: its size
+limit mended, and less of hypercorn's work per message.
 
 hypercorn (0.17-0.18) reads WebSocket frames with wsproto in its ``WSStream``. Past its
 ``websocket_max_message_size`` it goes wrong four ways, which a crosswire App behind it
@@ -23,6 +24,13 @@ hypercorn dropped the connection without one; what the client sends after it is 
 unread. Either way the connection ends with the client's close frame or end of stream, or
 after ``websocket_close_timeout`` (an attribute crosswire adds to hypercorn's Config:
 ``Limits.close_timeout``).
+
+The stream also spares each message some of hypercorn's work, for crosswire's ASGI adapter
+(``adapters/asgi.py``): a message that arrives whole in one frame is handed to the
+application without hypercorn's buffer; :meth:`WSStream.send_now` writes a message at once
+where hypercorn's ``app_send`` would not wait (HTTP/1.1 on asyncio; the frame made in one
+step without an extension, ``adapters/_server_frames.py``); and ``transport`` and ``queue``
+let the adapter hold the socket while more messages of a read wait (:mod:`crosswire.cork`).
 
 :func:`install` puts the stream in hypercorn's HTTP/1.1 and HTTP/2 protocols (hypercorn also
 serves WebSockets over HTTP/2, RFC 8441, on a cleartext socket to a client that opens with the
@@ -125,6 +133,15 @@ class WSStream(ws_stream.WSStream):
     #: ASGI adapter, which counts what is in flight).
     send_writes_first = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Both set here, with hypercorn's own: CPython 3.11 keeps an instance's attributes
+        # without a dict of its own (0.8 KiB less per connection) only while they are among
+        # those its first few dozen instances set; one first set later (when the stream's
+        # first event comes) gives every stream its own dict.
+        self._bounded = False
+        self._tcp = _tcp_server(self.send)
+
     def _bound(self) -> None:
         """Bound the frame decoder and the inflater of the connection, once it exists (done
         before wsproto reads the first byte of it, which may come before the 101 is out)."""
@@ -140,15 +157,6 @@ class WSStream(ws_stream.WSStream):
                 cast(BoundedDeflate, extension).max_size = limit
 
     # -- writing without a coroutine per message (crosswire's ASGI adapter) -----------------
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Both set here, with hypercorn's own: CPython 3.11 keeps an instance's attributes
-        # without a dict of its own (0.8 KiB less per connection) only while they are among
-        # those its first few dozen instances set; one first set later (when the stream's
-        # first event comes) gives every stream its own dict.
-        self._bounded = False
-        self._tcp = _tcp_server(self.send)
 
     @property
     def transport(self) -> asyncio.BaseTransport | None:
