@@ -56,6 +56,17 @@ async def stopped_reader(url: str, **options: Any) -> AsyncIterator[ClientConnec
         yield ws
 
 
+async def wait_held_then_read(ws: ClientConnection, log: Log, *, drained_early: bool) -> None:
+    """After ``ws`` (a :func:`stopped_reader`) asked for a flood: the hook logged
+    ``buffered`` > 0 and then waits for the drain (``drained``), which it must not get while
+    the client does not read, unless ``drained_early``; then the client reads again."""
+    (buffered,) = await log.wait_for("buffered")
+    assert buffered[1] > 0
+    await asyncio.sleep(0.1)
+    assert ("drained" in [e[0] for e in log.events]) is drained_early
+    ws.transport.resume_reading()
+
+
 def echo_app(**extra: Any) -> App:
     def message(peer: Peer, msg: Message) -> None:
         peer.send(msg.raw if not msg.is_binary else msg.data)
@@ -468,11 +479,7 @@ async def test_drain_hook_buffered_amount_and_wait_for_drain(start_server: Any, 
     served = await start_server(app, kind)
     async with stopped_reader(served.url, max_queue=None) as ws:
         await ws.send("flood")
-        (buffered,) = await log.wait_for("buffered")
-        assert buffered[1] > 0
-        await asyncio.sleep(0.05)
-        assert not [e for e in log.events if e[0] == "drained"]
-        ws.transport.resume_reading()
+        await wait_held_then_read(ws, log, drained_early=False)
         for _ in range(200):
             assert len(await recv(ws)) == 65536
         await log.wait_for("drain")
@@ -558,12 +565,7 @@ async def test_a_message_bigger_than_the_socket_takes_counts_until_the_client_re
     served = await start_server(app, kind)
     async with stopped_reader(served.url, compression=None) as ws:
         await ws.send("go")
-        (buffered,) = await log.wait_for("buffered")
-        assert buffered[1] > 0
-        await asyncio.sleep(0.1)
-        drained_early = "drained" in [e[0] for e in log.events]
-        assert drained_early is (kind == "uvicorn")
-        ws.transport.resume_reading()
+        await wait_held_then_read(ws, log, drained_early=kind == "uvicorn")
         assert await recv(ws) == big
         await log.wait_for("drained")
 
