@@ -23,7 +23,7 @@ from ..errors import ErrorCode, ValidationError, WsError
 from ..hooks import is_async_callable
 from ..schema import MessageSchema, within
 
-__all__ = ["Middleware", "compose"]
+__all__ = ["Middleware", "compose", "payload_handler"]
 
 logger = logging.getLogger("crosswire.router")
 
@@ -76,6 +76,24 @@ def compose(
         return handler(ctx)
 
     return _chain(handler, innermost, middleware)
+
+
+def payload_handler(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An RPC handler that takes the payload and returns the reply's payload
+    (``router.rpc(schema, fn, takes="payload")``), as a handler of the context: what runs it
+    when a context is made (middleware before it, an ``async`` ``fn``). Where nothing runs
+    before a plain ``fn``, the dispatcher calls it without a context (``Dispatcher._answer``)."""
+    if is_async_callable(fn):
+
+        async def answer_async(ctx: Any) -> None:
+            ctx.reply(await fn(ctx.payload))
+
+        return answer_async
+
+    def answer(ctx: Any) -> None:
+        ctx.reply(fn(ctx.payload))
+
+    return answer
 
 
 def _chain(handler: Callable[[Any], Any], innermost: Run, middleware: list[Middleware]) -> Run:

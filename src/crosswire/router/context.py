@@ -33,7 +33,7 @@ from ..errors import ErrorCode, ValidationError, WsError
 from ..pubsub.envelope import Kind, Publication
 from ..rpc import deadline_for
 from ..schema import MessageSchema, within
-from ..wire import Envelope
+from ..wire import Dialect, Envelope
 from ..wire.dialect import TypedEnvelope
 
 if TYPE_CHECKING:
@@ -524,17 +524,7 @@ class RpcContext(EventContext[P]):
                 response.type, orjson.dumps(out_meta), response.dump_payload_json(payload)
             )
         else:
-            codec = response.payload
-            data: bytes | None
-            if codec is not None and payload is not None:  # the common case, in line
-                trusted = codec.dump_trusted
-                if trusted is not None and type(payload) is codec.target:
-                    data = trusted(payload)
-                else:
-                    data = codec.dump_json(payload)
-            else:
-                data = response.dump_payload_json(payload)  # None, or the right error
-            frame = dialect.reply(response.type, self.correlation_id, data)
+            frame = reply_frame(dialect, response, self.correlation_id, payload)
         self._dispatch.finish_call(self)
         return self.peer.send_frame(frame)
 
@@ -665,3 +655,22 @@ def _check_out_meta(schema: MessageSchema[Any], meta: Mapping[str, Any]) -> dict
         except ValidationError as exc:
             raise within("meta", exc) from None
     return out
+
+
+def reply_frame(
+    dialect: Dialect, response: MessageSchema[Any], correlation_id: str, payload: Any
+) -> bytes:
+    """The frame answering call ``correlation_id`` with ``payload``, validated against
+    ``response`` (a schema without a meta schema): :meth:`RpcContext.reply`'s, and the
+    dispatcher's for a handler that takes the payload (``router.rpc(..., takes="payload")``)."""
+    codec = response.payload
+    data: bytes | None
+    if codec is not None and payload is not None:  # the common case, in line
+        trusted = codec.dump_trusted
+        if trusted is not None and type(payload) is codec.target:
+            data = trusted(payload)
+        else:
+            data = codec.dump_json(payload)
+    else:
+        data = response.dump_payload_json(payload)  # None, or the right error
+    return dialect.reply(response.type, correlation_id, data)

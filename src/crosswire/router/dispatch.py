@@ -15,17 +15,25 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from msgspec import UNSET
 
 from ..errors import ConfigurationError, ErrorCode, WsError
 from ..hooks import Hooks
 from ..http import Request
 from ..peer import CloseCode, Message, Peer, ReadyState
-from ..schema import RESERVED_PREFIXES
+from ..schema import RESERVED_PREFIXES, MessageSchema
 from ..wire import BadFrame, Control, Dialect, Envelope
 from ..wire.dialect import TypedEnvelope
 from ..wire.maps import MappedRender
 from .chain import compose
-from .context import CloseContext, ConnectionContext, EventContext, LimitExceeded, RpcContext
+from .context import (
+    CloseContext,
+    ConnectionContext,
+    EventContext,
+    LimitExceeded,
+    RpcContext,
+    reply_frame,
+)
 from .inband import InBandDesk
 from .lane import Lane
 from .session import Compiled, Session
@@ -203,8 +211,11 @@ class Dispatcher:
                 compiled = lane.runs.get(typed.__class__)
                 if compiled is None:
                     compiled = self._compile_lane(session, typed)
-                if compiled[0].is_rpc:
-                    self._call(session, compiled[0], typed, compiled[1])
+                run = compiled[1]
+                if type(run) is Answers:  # a plain handler of the payload, nothing before it
+                    self._answer(session, compiled[0], typed, run)
+                elif compiled[0].is_rpc:
+                    self._call(session, compiled[0], typed, run)
                 else:
                     self._event(session, compiled[0], typed, compiled[1])
                 return
@@ -222,7 +233,9 @@ class Dispatcher:
             if compiled is None:  # answered: a control frame, or a type without a route
                 return
         route, run = compiled
-        if route.is_rpc:
+        if type(run) is Answers:
+            self._answer(session, route, envelope, run)
+        elif route.is_rpc:
             self._call(session, route, envelope, run)
         else:
             self._event(session, route, envelope, run)
@@ -253,10 +266,9 @@ class Dispatcher:
             assert compiled is not None  # (the lane takes only routed types)
         else:
             route = self.router._routes[envelope.type]
-            compiled = (
-                route,
-                compose(route.schema, route.handler, self._middleware(route), validated=True),
-            )
+            middleware = self._middleware(route)
+            run = compose(route.schema, route.handler, middleware, validated=True)
+            compiled = (route, _answers(route, middleware, run, validated=True))
         session.lane.runs[envelope.__class__] = compiled
         return compiled
 
@@ -298,10 +310,9 @@ class Dispatcher:
                 )
                 self.fail(session, None, unknown, envelope.correlation_id)
             return None
-        compiled = session.runs[route.schema.type] = (
-            route,
-            compose(route.schema, route.handler, self._middleware(route)),
-        )
+        middleware = self._middleware(route)
+        run = compose(route.schema, route.handler, middleware)
+        compiled = session.runs[route.schema.type] = (route, _answers(route, middleware, run))
         return compiled
 
     # -- RPC lifecycle ---------------------------------------------------------------------
@@ -350,6 +361,46 @@ class Dispatcher:
             ctx._task = task
             if not ctx.done and ctx._timer is None:
                 ctx._timer = self.loop.call_at(ctx.deadline, self._expire, ctx)
+
+    def _answer(
+        self,
+        session: Session,
+        route: _Route,
+        envelope: Envelope | TypedEnvelope,
+        answers: Answers,
+    ) -> None:
+        """A call to a plain handler of its payload, answered without a context. A call that
+        is not admitted at once (its correlation id in use, the in-flight limit reached), or
+        whose payload or meta keys do not pass, goes the usual way (:meth:`_call`, which says
+        what is wrong) before the handler runs. A call that fails gets its context then, for
+        ``on_error``: its ``received_at`` is when it failed (no clock is read for a call that
+        succeeds)."""
+        cid = envelope.meta.get("correlationId")
+        calls = session.calls
+        if cid is None or cid in calls or len(calls) >= calls.limit:
+            self._call(session, route, envelope, answers.chain)
+            return
+        payload = envelope.payload
+        load = answers.load
+        if load is not None:  # a payload the fast lane did not check
+            if payload is UNSET or not answers.allowed_meta.issuperset(envelope.meta):
+                self._call(session, route, envelope, answers.chain)
+                return
+            try:
+                payload = load(payload)
+            except Exception:  # (ValidationError, mostly) that way answers it
+                self._call(session, route, envelope, answers.chain)
+                return
+        try:
+            frame = reply_frame(session.dialect, answers.response, cid, answers.fn(payload))
+        except Exception as exc:  # the handler's, or its reply's validation: as any handler's
+            ctx: RpcContext[Any] = RpcContext(
+                self, session, route.schema, envelope, time.time(), cid, self.clock()
+            )
+            ctx.payload = payload
+            self.fail(session, ctx, exc, cid)
+            return
+        session.peer.send_frame(frame)
 
     def finish_call(self, ctx: RpcContext[Any]) -> None:
         """The call got its terminal reply or error."""
@@ -684,6 +735,52 @@ class Dispatcher:
     def _rpc_done(self, session: Session, running: Any) -> None:
         _discard(running)
         session.rpcs_running -= 1
+
+
+class Answers:
+    """The compiled run of an RPC route whose handler is a plain function of the payload
+    (``takes="payload"``) with no middleware, auth gate included, before it: the dispatcher
+    calls :attr:`fn` without a context (:meth:`Dispatcher._answer`), and runs :attr:`chain`
+    (the usual compiled run, with a context) when it cannot."""
+
+    __slots__ = ("allowed_meta", "chain", "fn", "load", "response")
+
+    def __init__(
+        self,
+        chain: Callable[[Any], Any],
+        fn: Callable[[Any], Any],
+        schema: MessageSchema[Any],
+        validated: bool,
+    ) -> None:
+        self.chain = chain
+        self.fn = fn
+        assert schema.response is not None
+        self.response = schema.response
+        #: None when the fast lane checked the payload; else the codec's load (with the
+        #: meta keys that the schema allows).
+        self.load = None if validated else schema.payload.load  # type: ignore[union-attr]
+        self.allowed_meta = schema.allowed_meta
+
+    def __call__(self, ctx: Any) -> Any:
+        return self.chain(ctx)
+
+
+def _answers(
+    route: _Route, middleware: list[Any], run: Callable[[Any], Any], *, validated: bool = False
+) -> Callable[[Any], Any]:
+    """``run``, or an :class:`Answers` around it when the route can be answered without a
+    context: a plain handler of the payload, nothing before it, a response without a meta
+    schema and (unless the fast lane checked it) a payload codec and no meta schema."""
+    schema = route.schema
+    if (
+        route.answers is None
+        or middleware
+        or schema.response is None
+        or schema.response.meta is not None
+        or (not validated and (schema.payload is None or schema.meta is not None))
+    ):
+        return run
+    return Answers(run, route.answers, schema, validated)
 
 
 def _discard(running: Any) -> None:

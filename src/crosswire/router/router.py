@@ -8,7 +8,9 @@ A router is served by an App, ``crosswire.App(router)``, on any server. For each
 
 (In the canonical dialect, a frame of a routed type whose payload is a msgspec Struct is
 decoded and its payload checked in one call, the fast lane of :mod:`crosswire.router.lane`;
-the order above, and every answer, stay the same.)
+the order above, and every answer, stay the same. An RPC handler that takes the payload,
+``rpc(schema, fn, takes="payload")``, returns the reply; a plain one with no middleware
+before it is called without a context, and answers the same.)
 
 Handlers and middleware may be plain or ``async`` functions. A route whose middleware and
 handler are all plain functions runs inline, in the message hook, with no task; a route with
@@ -36,7 +38,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ..auth import InBand
 from ..errors import ConfigurationError, WsError
@@ -49,7 +51,7 @@ from ..schema import MessageSchema
 from ..topics import TopicRoute, TopicTable
 from ..wire import CANONICAL, Dialect
 from ..wire.maps import Map
-from .chain import Middleware
+from .chain import Middleware, payload_handler
 from .context import EventContext, LimitExceeded, PublishResult, RpcContext, _publication
 from .dispatch import Dispatcher
 
@@ -60,6 +62,9 @@ __all__ = ["Heartbeat", "LimitExceeded", "RouteBuilder", "Router"]
 
 P = TypeVar("P")
 Handler = Callable[[Any], Any]
+#: What an RPC handler takes: the context (``ctx``, WS-Kit's handlers), or the payload alone,
+#: returning the reply's payload (``payload``).
+Takes = Literal["ctx", "payload"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +87,7 @@ class Heartbeat:
 
 
 class _Route:
-    __slots__ = ("handler", "is_rpc", "middleware", "schema")
+    __slots__ = ("answers", "handler", "is_rpc", "middleware", "schema")
 
     def __init__(
         self,
@@ -90,11 +95,16 @@ class _Route:
         handler: Handler,
         middleware: tuple[Middleware, ...],
         is_rpc: bool,
+        answers: Handler | None = None,
     ) -> None:
         self.schema = schema
+        #: What runs a context (for ``takes="payload"``, :func:`.chain.payload_handler`'s).
         self.handler = handler
         self.middleware = middleware
         self.is_rpc = is_rpc
+        #: A plain handler of RPC payloads (``takes="payload"``): the dispatcher calls it
+        #: without a context where nothing runs before it. None otherwise.
+        self.answers = answers
 
 
 class RouteBuilder:
@@ -113,8 +123,10 @@ class RouteBuilder:
     def on(self, handler: Handler) -> Router:
         return self._router._add(self._schema, handler, tuple(self._middleware), is_rpc=False)
 
-    def rpc(self, handler: Handler) -> Router:
-        return self._router._add(self._schema, handler, tuple(self._middleware), is_rpc=True)
+    def rpc(self, handler: Handler, *, takes: Takes = "ctx") -> Router:
+        return self._router._add(
+            self._schema, handler, tuple(self._middleware), is_rpc=True, takes=takes
+        )
 
 
 class Router:
@@ -201,10 +213,27 @@ class Router:
         """Handle messages of ``schema`` with ``handler(ctx: EventContext)``."""
         return self._add(schema, handler, (), is_rpc=False)
 
-    def rpc(self, schema: MessageSchema[P], handler: Callable[[RpcContext[P]], Any]) -> Router:
+    @overload
+    def rpc(self, schema: MessageSchema[P], handler: Callable[[RpcContext[P]], Any]) -> Router: ...
+
+    @overload
+    def rpc(
+        self, schema: MessageSchema[P], handler: Callable[[P], Any], *, takes: Literal["payload"]
+    ) -> Router: ...
+
+    @overload
+    def rpc(self, schema: MessageSchema[P], handler: Handler, *, takes: Takes) -> Router: ...
+
+    def rpc(self, schema: MessageSchema[P], handler: Handler, *, takes: Takes = "ctx") -> Router:
         """Handle RPC requests of ``schema`` (which needs a ``response``) with
-        ``handler(ctx: RpcContext)``."""
-        return self._add(schema, handler, (), is_rpc=True)
+        ``handler(ctx: RpcContext)``, which answers with ``ctx.reply``.
+
+        With ``takes="payload"``, ``handler(payload)`` gets the validated payload alone and
+        returns the reply's payload (``async`` or not); what it raises is answered as from any
+        handler. A plain function of the payload, with no middleware before it, runs without
+        a context: the quickest way to answer a call (``docs/performance.md``). It cannot send
+        progress, read meta or see the connection: those need the context."""
+        return self._add(schema, handler, (), is_rpc=True, takes=takes)
 
     def topic(
         self,
@@ -298,7 +327,9 @@ class Router:
             self._on_upgrade = other._on_upgrade
         for kind, route in other._routes.items():
             middleware = (*other._middleware, *route.middleware)
-            self._routes[kind] = _Route(route.schema, route.handler, middleware, route.is_rpc)
+            self._routes[kind] = _Route(
+                route.schema, route.handler, middleware, route.is_rpc, route.answers
+            )
         self._on_open.extend(other._on_open)
         self._on_close.extend(other._on_close)
         self._on_auth.extend(other._on_auth)
@@ -421,9 +452,14 @@ class Router:
         middleware: tuple[Middleware, ...],
         *,
         is_rpc: bool,
+        takes: Takes = "ctx",
     ) -> Router:
         _check_schema(schema)
         what = "rpc" if is_rpc else "on"
+        if takes not in ("ctx", "payload"):
+            raise ConfigurationError(
+                f'router.rpc({schema.type}): takes is "ctx" or "payload", not {takes!r}'
+            )
         if is_rpc and schema.response is None:
             raise ConfigurationError(
                 f"router.rpc({schema.type}): the schema has no response; use "
@@ -434,12 +470,16 @@ class Router:
                 f"router.on({schema.type}): the schema is an RPC (it has a response); "
                 "use router.rpc"
             )
-        check_callable(f"router.{what}({schema.type}) handler", handler, 1, "ctx")
+        check_callable(f"router.{what}({schema.type}) handler", handler, 1, takes)
         if schema.type in self._routes:
             raise ConfigurationError(
                 f"{schema.type} already has a handler; router.off(schema) first"
             )
-        self._routes[schema.type] = _Route(schema, handler, middleware, is_rpc)
+        answers = None
+        if takes == "payload":
+            answers = None if is_async_callable(handler) else handler
+            handler = payload_handler(handler)
+        self._routes[schema.type] = _Route(schema, handler, middleware, is_rpc, answers)
         self._changed()
         return self
 
