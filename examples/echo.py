@@ -5,7 +5,8 @@
 Speaks the canonical dialect (docs/protocol.md):
 
 - ``ECHO {text}`` is answered with ``ECHO {text}``;
-- RPC ``ADD {a, b}`` is answered with ``ADD_RESULT {sum}``;
+- RPC ``ADD {a, b}`` is answered with ``ADD_RESULT {sum}`` (its handler takes the payload
+  and returns the reply);
 - RPC ``COUNT {to, delay_ms}`` sends one progress frame ``{n}`` per step, then replies
   ``COUNT_DONE {total}``. It can be aborted (``$ws:abort``) or run out of time
   (``meta.timeoutMs``); either way it stops counting.
@@ -26,8 +27,8 @@ def echo(ctx: EventContext[Any]) -> None:
     ctx.send(Echo, {"text": ctx.payload.text})
 
 
-def add(ctx: RpcContext[Any]) -> None:
-    ctx.reply({"sum": ctx.payload.a + ctx.payload.b})
+def add(payload: Any) -> dict[str, int]:
+    return {"sum": payload.a + payload.b}
 
 
 async def count(ctx: RpcContext[Any]) -> None:
@@ -39,7 +40,8 @@ async def count(ctx: RpcContext[Any]) -> None:
 
 def create_router() -> crosswire.Router:
     """A router with the three handlers (a router serves one App: make one per App)."""
-    return crosswire.Router().on(Echo, echo).rpc(Add, add).rpc(Count, count)
+    router = crosswire.Router().on(Echo, echo).rpc(Count, count)
+    return router.rpc(Add, add, takes="payload")
 
 
 app = crosswire.App(create_router())
