@@ -67,11 +67,14 @@ RPC_SERVERS = (
     "raw-picows",
     "typed-picows",
     "struct-picows",  # the same App, its payloads {"text": str} mappings (msgspec)
+    "payload-picows",  # struct's, its handler taking the payload (takes="payload")
     "floor-picows",  # no framework: the least a typed RPC costs in Python (bench/servers.py)
     "typed-websockets",
     "raw-websockets",
     "socketio-aiohttp",
 )
+#: How the verdicts name the typed rows.
+RPC_KINDS = {"struct": "struct", "payload": "struct, payload handler,"}
 RPC_BASELINE = "raw-picows"
 RPC_GOAL = 0.8  # issue 19: typed RPC at one request in flight >= 0.8x raw picows' echo
 RPC_CPU_BUDGET = 1.5  # issue 19: ... and at most 1.5 µs more server CPU per call
@@ -91,7 +94,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 #: The servers that import crosswire: the ones ``--against`` runs on another revision too.
-CROSSWIRE_KINDS = ("crosswire", "typed", "struct", "redis")
+CROSSWIRE_KINDS = ("crosswire", "typed", "struct", "payload", "redis")
 
 
 @dataclass(frozen=True)
@@ -649,6 +652,7 @@ def run_rpc(
     mode, scheme = {
         "typed": ("rpc", "ws"),
         "struct": ("rpc", "ws"),
+        "payload": ("rpc", "ws"),
         "floor": ("rpc", "ws"),
         "socketio": ("sio", "http"),
     }.get(kind, ("echo", "ws"))
@@ -1048,11 +1052,11 @@ def rpc_verdicts(summaries: list[Summary]) -> list[str]:
                 line += f", {x.cpu_us - raw.cpu_us:+.1f} µs of server CPU per call"
             lines.append(line)
             continue
-        if not server_name.startswith(("typed-", "struct-")):
+        if not server_name.startswith(("typed-", "struct-", "payload-")):
             continue
         q = x.value / raw.value
         line = (
-            f"{'struct' if x.kind == 'struct' else 'typed'} RPC echo on {x.base}{x.at}, "
+            f"{RPC_KINDS.get(x.kind, 'typed')} RPC echo on {x.base}{x.at}, "
             f"{conns} conn, {x.in_flight}: {x.value:,.0f} "
             f"msg/s = {q:.2f}x raw picows"
         )

@@ -28,7 +28,9 @@ The typed servers serve a crosswire Router, in the canonical dialect: the RPC ``
 answered by ``ECHO_RESULT {text}``, with pydantic models validating both ways (issue 3's
 benchmark); ``struct-picows`` is the same App with its payloads declared as the README does
 (``{"text": str}`` mappings: msgspec Structs, which the router's fast lane decodes with the
-envelope). For typed
+envelope); ``payload-picows`` is ``struct-picows`` with its ``ECHO`` handler taking the payload
+and returning the reply (``router.rpc(..., takes="payload")``), which runs without a context.
+For typed
 fan-out, the RPC ``SUB`` (no payload) subscribes the connection to ``"b"`` and answers
 ``SUBBED`` once it has, and the event ``PUB {text}`` is published to ``"b"`` as ``NEWS {text}``
 (the publisher excluded). The socketio server answers the socket.io event ``echo`` through its
@@ -76,6 +78,7 @@ SERVERS = (
     "typed-websockets",
     "typed-picows",
     "struct-picows",
+    "payload-picows",
     "floor-picows",
     "socketio-aiohttp",
 )
@@ -472,10 +475,11 @@ def redis_on(name: str) -> Callable[[], Awaitable[Started]]:
     return start
 
 
-def typed_app(models: str = "pydantic") -> object:
+def typed_app(models: str = "pydantic", takes: str = "ctx") -> object:
     """The typed App: ``ECHO {text}`` answered by ``ECHO_RESULT {text}``, its payloads
     pydantic models or, with ``models="struct"``, declared as the README does (``{"text":
-    str}``: msgspec Structs)."""
+    str}``: msgspec Structs); with ``takes="payload"``, its ``ECHO`` handler takes the
+    payload and returns the reply."""
     import crosswire
 
     if models == "pydantic":
@@ -509,15 +513,25 @@ def typed_app(models: str = "pydantic") -> object:
     def publish(ctx: crosswire.EventContext[Any]) -> None:
         ctx.publish("b", news, {"text": ctx.payload.text}, exclude_self=True)
 
-    router = crosswire.Router().rpc(echo, handle).rpc(sub, subscribe).on(pub, publish)
+    def answer(payload: Any) -> Any:
+        return out(text=payload.text)
+
+    router = crosswire.Router()
+    if takes == "payload":
+        router.rpc(echo, answer, takes="payload")
+    else:
+        router.rpc(echo, handle)
+    router.rpc(sub, subscribe).on(pub, publish)
     return crosswire.App(router, limits=limits())
 
 
-def typed_on(name: str, models: str = "pydantic") -> Callable[[], Awaitable[Started]]:
+def typed_on(
+    name: str, models: str = "pydantic", takes: str = "ctx"
+) -> Callable[[], Awaitable[Started]]:
     async def start() -> Started:
         import crosswire
 
-        app = typed_app(models)
+        app = typed_app(models, takes)
         srv = await crosswire.start(app, host=HOST, port=0, server=name)  # type: ignore[arg-type]
         return srv.port, srv.aclose
 
@@ -567,6 +581,7 @@ STARTERS: dict[str, Callable[[], Awaitable[Started]]] = {
     "typed-websockets": typed_on("websockets"),
     "typed-picows": typed_on("picows"),
     "struct-picows": typed_on("picows", "struct"),
+    "payload-picows": typed_on("picows", "struct", "payload"),
     "floor-picows": floor_picows,
     "socketio-aiohttp": socketio_aiohttp,
 }

@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from bench.run import build_loadgen
-from bench.servers import Started, floor_picows, raw_hypercorn, raw_uvicorn, raw_websockets
+from bench.servers import STARTERS, Started, raw_hypercorn, raw_uvicorn, raw_websockets
 from tests.support import skip_stage
 
 
@@ -76,10 +76,12 @@ async def test_pipelined_echo(loadgen: Path, echo_port: int) -> None:
     assert r["messages"] > 0
 
 
-async def test_the_floor_of_a_typed_rpc_answers_every_call_it_is_sent(loadgen: Path) -> None:
-    """bench/servers.py's floor-picows (a typed RPC with no framework), driven in rpc mode:
-    the generator checks every reply's type and correlation id (``wrong`` counts misses)."""
-    port, stop = await floor_picows()
+@pytest.mark.parametrize("name", ["floor-picows", "payload-picows"])
+async def test_typed_rpc_servers_answer_every_call_they_are_sent(loadgen: Path, name: str) -> None:
+    """bench/servers.py's floor-picows (a typed RPC with no framework) and payload-picows (a
+    handler that takes the payload), driven in rpc mode: the generator checks every reply's
+    type and correlation id (``wrong`` counts misses)."""
+    port, stop = await STARTERS[name]()
     try:
         r = result(*await run(loadgen, port, "--mode", "rpc", "--conns", "2", "--window", "4"))
     finally:
