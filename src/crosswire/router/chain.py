@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from msgspec import UNSET
@@ -23,7 +23,7 @@ from ..errors import ErrorCode, ValidationError, WsError
 from ..hooks import is_async_callable
 from ..schema import MessageSchema, within
 
-__all__ = ["Middleware", "compose", "payload_handler"]
+__all__ = ["Middleware", "compose", "invalid", "payload_handler", "reply_when_done"]
 
 logger = logging.getLogger("crosswire.router")
 
@@ -72,17 +72,24 @@ def compose(
             else:
                 ctx._load()
         except ValidationError as exc:
-            raise WsError(ErrorCode.INVALID_ARGUMENT, str(exc), {"issues": exc.issues}) from None
+            raise invalid(exc) from None
         return handler(ctx)
 
     return _chain(handler, innermost, middleware)
+
+
+def invalid(exc: ValidationError) -> WsError:
+    """The ``INVALID_ARGUMENT`` answering a message that does not pass its schema."""
+    return WsError(ErrorCode.INVALID_ARGUMENT, str(exc), {"issues": exc.issues})
 
 
 def payload_handler(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """An RPC handler that takes the payload and returns the reply's payload
     (``router.rpc(schema, fn, takes="payload")``), as a handler of the context: what runs it
     when a context is made (middleware before it, an ``async`` ``fn``). Where nothing runs
-    before a plain ``fn``, the dispatcher calls it without a context (``Dispatcher._answer``)."""
+    before a plain ``fn``, the dispatcher calls it without a context (``Dispatcher._answer``).
+    A plain ``fn`` that returns an awaitable (an ``async`` function behind a decorator) is
+    answered once it is done, in a task, as an ``async`` one."""
     if is_async_callable(fn):
 
         async def answer_async(ctx: Any) -> None:
@@ -90,10 +97,19 @@ def payload_handler(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
         return answer_async
 
-    def answer(ctx: Any) -> None:
-        ctx.reply(fn(ctx.payload))
+    def answer(ctx: Any) -> Any:
+        value = fn(ctx.payload)
+        if inspect.isawaitable(value):
+            return reply_when_done(ctx, value)
+        ctx.reply(value)
+        return None
 
     return answer
+
+
+async def reply_when_done(ctx: Any, value: Awaitable[Any]) -> None:
+    """Reply with what ``value`` (a payload handler's awaitable) comes to."""
+    ctx.reply(await value)
 
 
 def _chain(handler: Callable[[Any], Any], innermost: Run, middleware: list[Middleware]) -> Run:

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from msgspec import UNSET
 
-from ..errors import ConfigurationError, ErrorCode, WsError
+from ..errors import ConfigurationError, ErrorCode, ValidationError, WsError
 from ..hooks import Hooks
 from ..http import Request
 from ..peer import CloseCode, Message, Peer, ReadyState
-from ..schema import RESERVED_PREFIXES, MessageSchema
+from ..schema import RESERVED_PREFIXES, MessageSchema, within
 from ..wire import BadFrame, Control, Dialect, Envelope
 from ..wire.dialect import TypedEnvelope
 from ..wire.maps import MappedRender
-from .chain import compose
+from .chain import compose, invalid, reply_when_done
 from .context import (
     CloseContext,
     ConnectionContext,
@@ -371,10 +371,11 @@ class Dispatcher:
     ) -> None:
         """A call to a plain handler of its payload, answered without a context. A call that
         is not admitted at once (its correlation id in use, the in-flight limit reached), or
-        whose payload or meta keys do not pass, goes the usual way (:meth:`_call`, which says
-        what is wrong) before the handler runs. A call that fails gets its context then, for
-        ``on_error``: its ``received_at`` is when it failed (no clock is read for a call that
-        succeeds)."""
+        whose meta keys are not the standard ones, goes the usual way (:meth:`_call`, which
+        says what is wrong) before the handler runs; so does a handler that returned an
+        awaitable, after it. A call that fails (its payload, the handler, its reply) gets its
+        context then, for ``on_error``: its ``received_at`` is when it failed (no clock is
+        read for a call that succeeds)."""
         cid = envelope.meta.get("correlationId")
         calls = session.calls
         if cid is None or cid in calls or len(calls) >= calls.limit:
@@ -388,19 +389,44 @@ class Dispatcher:
                 return
             try:
                 payload = load(payload)
-            except Exception:  # (ValidationError, mostly) that way answers it
+            except ValidationError as exc:  # answered as the usual way answers it
+                ctx = self._failed_call(session, route, envelope, cid, None)
+                self.fail(session, ctx, invalid(within("payload", exc)), cid)
+                return
+            except Exception:  # (not a codec's error) that way answers it
                 self._call(session, route, envelope, answers.chain)
                 return
+        value = None
         try:
-            frame = reply_frame(session.dialect, answers.response, cid, answers.fn(payload))
+            value = answers.fn(payload)
+            frame = reply_frame(session.dialect, answers.response, cid, value)
         except Exception as exc:  # the handler's, or its reply's validation: as any handler's
-            ctx: RpcContext[Any] = RpcContext(
-                self, session, route.schema, envelope, time.time(), cid, self.clock()
-            )
-            ctx.payload = payload
-            self.fail(session, ctx, exc, cid)
+            if inspect.isawaitable(value):  # (an async function behind a decorator)
+
+                def later(ctx: RpcContext[Any]) -> Any:
+                    ctx.payload = payload
+                    return reply_when_done(ctx, value)
+
+                self._call(session, route, envelope, later)
+                return
+            self.fail(session, self._failed_call(session, route, envelope, cid, payload), exc, cid)
             return
         session.peer.send_frame(frame)
+
+    def _failed_call(
+        self,
+        session: Session,
+        route: _Route,
+        envelope: Envelope | TypedEnvelope,
+        cid: str,
+        payload: Any,
+    ) -> RpcContext[Any]:
+        """The context of a call :meth:`_answer` could not answer, for ``on_error``."""
+        ctx: RpcContext[Any] = RpcContext(
+            self, session, route.schema, envelope, time.time(), cid, self.clock()
+        )
+        ctx.payload = payload
+        return ctx
 
     def finish_call(self, ctx: RpcContext[Any]) -> None:
         """The call got its terminal reply or error."""

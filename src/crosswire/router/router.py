@@ -214,15 +214,18 @@ class Router:
         return self._add(schema, handler, (), is_rpc=False)
 
     @overload
-    def rpc(self, schema: MessageSchema[P], handler: Callable[[RpcContext[P]], Any]) -> Router: ...
+    def rpc(
+        self,
+        schema: MessageSchema[P],
+        handler: Callable[[RpcContext[P]], Any],
+        *,
+        takes: Literal["ctx"] = ...,
+    ) -> Router: ...
 
     @overload
     def rpc(
         self, schema: MessageSchema[P], handler: Callable[[P], Any], *, takes: Literal["payload"]
     ) -> Router: ...
-
-    @overload
-    def rpc(self, schema: MessageSchema[P], handler: Handler, *, takes: Takes) -> Router: ...
 
     def rpc(self, schema: MessageSchema[P], handler: Handler, *, takes: Takes = "ctx") -> Router:
         """Handle RPC requests of ``schema`` (which needs a ``response``) with
@@ -232,7 +235,9 @@ class Router:
         returns the reply's payload (``async`` or not); what it raises is answered as from any
         handler. A plain function of the payload, with no middleware before it, runs without
         a context: the quickest way to answer a call (``docs/performance.md``). It cannot send
-        progress, read meta or see the connection: those need the context."""
+        progress, read meta or see the connection: those need the context. The context that
+        ``on_error`` handlers get for such a call is made when it fails: its ``received_at``
+        and deadline count from then."""
         return self._add(schema, handler, (), is_rpc=True, takes=takes)
 
     def topic(
