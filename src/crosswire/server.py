@@ -160,6 +160,7 @@ async def _start_websockets(app: App, sock: socket.socket) -> Callable[[], Await
     srv = await create_server(app, None, None, sock=sock)
 
     async def stop() -> None:
+        await _stop_accepting(sock)
         srv.close(close_connections=True)
         await srv.wait_closed()
 
@@ -172,6 +173,7 @@ async def _start_picows(app: App, sock: socket.socket) -> Callable[[], Awaitable
     srv = await create_server(app, None, None, sock=sock)
 
     async def stop() -> None:
+        await _stop_accepting(sock)
         srv.close()
         await srv.wait_closed()
 
@@ -198,6 +200,7 @@ async def _start_aiohttp(app: App, sock: socket.socket) -> Callable[[], Awaitabl
     await web.SockSite(runner, sock).start()
 
     async def stop() -> None:
+        await _stop_accepting(sock)
         await runner.cleanup()
 
     return stop
@@ -234,10 +237,28 @@ async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitabl
     await _check_started(task)
 
     async def stop() -> None:
+        await _stop_accepting(sock)
         srv.should_exit = True
         await task
 
     return stop
+
+
+async def _stop_accepting(listening: socket.socket | int) -> None:
+    """Take no more connections on the ``listening`` socket (or descriptor), and let those
+    already taken get their transports, before the server stops and closes it.
+
+    asyncio accepts a connection in one turn of the loop and makes its transport in a task
+    that runs in the next. A server closed in between drops that connection without closing
+    it (CPython gh-109564 and gh-155934; Python 3.11 has both): its client waits on an open
+    TCP connection that never answers, until its own timeout. With accepting stopped first,
+    one turn lets those tasks run; the connections are then answered (503, as the App is
+    closing) or closed with the rest. Only the server's accept callback is removed here
+    (nothing, under an event loop that accepts otherwise); the server closes the socket."""
+    loop = asyncio.get_running_loop()
+    fd = listening if isinstance(listening, int) else listening.fileno()
+    if fd >= 0 and loop.remove_reader(fd):
+        await asyncio.sleep(0)
 
 
 async def _check_started(task: asyncio.Task[None]) -> None:
@@ -275,7 +296,8 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     # Read by _hypercorn.WSStream (an attribute of crosswire's, not hypercorn's).
     config.websocket_close_timeout = app.limits.close_timeout  # type: ignore[attr-defined]
     # hypercorn owns (and closes) the descriptor it is given: give it a duplicate.
-    config.bind = [f"fd://{os.dup(sock.fileno())}"]
+    listening = os.dup(sock.fileno())
+    config.bind = [f"fd://{listening}"]
     config.websocket_max_message_size = app.limits.max_message_size
     # hypercorn pings but never checks for pongs, so its pings cannot drop a dead client; and
     # each connection's ping task sleeps out its interval after the socket closes, delaying
@@ -299,6 +321,7 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     await _check_started(task)
 
     async def stop() -> None:
+        await _stop_accepting(listening)  # (hypercorn's socket has the duplicate's number)
         shutdown.set()
         await task
         sock.close()

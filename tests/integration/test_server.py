@@ -42,6 +42,62 @@ async def test_accepted_connections_have_nagle_off(
         await running.aclose()
 
 
+#: A WebSocket handshake request, sent raw (the connection below is made while the server
+#: stops, so no client library's retries or timeouts stand in between).
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_a_connection_that_arrives_as_the_server_stops_is_answered_or_refused(
+    server: str,
+) -> None:
+    """A client that connects while ``aclose()`` runs gets an answer (503), a reset or a
+    refusal, whenever in the shutdown it comes, never a connection that stays open unanswered.
+
+    asyncio drops a connection it accepted one turn of the loop before its server closed
+    (CPython gh-109564): the client's reconnect after a 1001 could then wait out its whole
+    connect timeout. The client connects here after each number of turns of the loop from
+    the start of ``aclose()``, to land in that turn whichever it is on each server; each
+    server first serves one WebSocket (some start accepting a few turns after ``start``)."""
+    outcomes: list[str] = []
+    for turns in range(21):
+        running = await crosswire.start(crosswire.App(crosswire.define_hooks()), server=server)  # type: ignore[arg-type]
+        async with connect(running.url):
+            pass
+        closing = asyncio.ensure_future(running.aclose())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        outcomes.append(await _answer_to_upgrade(running.port))
+        await asyncio.wait_for(closing, TIMEOUT)
+    assert "no answer" not in outcomes, outcomes
+    assert set(outcomes) <= {"503", "reset", "refused"}, outcomes
+
+
+async def _answer_to_upgrade(port: int) -> str:
+    """What a raw handshake request to ``port`` gets, within 2 s."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, UPGRADE)
+        data = await asyncio.wait_for(loop.sock_recv(sock, 100), 2)
+    except ConnectionRefusedError:
+        return "refused"
+    except ConnectionResetError:
+        return "reset"
+    except TimeoutError:
+        return "no answer"
+    finally:
+        sock.close()
+    if not data:
+        return "reset"  # (closed without a response: the client sees it at once too)
+    return data.split(b" ")[1].decode()
+
+
 async def test_running_server_reports_its_address() -> None:
     running = await crosswire.start(crosswire.App(crosswire.define_hooks()), port=0)
     try:
