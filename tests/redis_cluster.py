@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from tests.redis_server import RedisServer, free_port
+from tests.support import TIMEOUT
 
 #: Seconds the cluster may take to form, or to fail over after a master died.
 FORM_TIMEOUT = 20.0
@@ -64,6 +65,11 @@ class RedisCluster:
                 # A replica's first sync at once (not after the default 5 s wait for others).
                 "--repl-diskless-sync-delay",
                 "0",
+                # A replica takes over however long ago it last heard from its master: on a
+                # loaded machine its link may look stale, and by default it would then never
+                # fail over (the wait below would only time out).
+                "--cluster-replica-validity-factor",
+                "0",
             )
         create = await asyncio.create_subprocess_exec(
             self._cli,
@@ -108,14 +114,14 @@ class RedisCluster:
             (source, "NODE", ids[to]),
         ]
         for port, state, node in steps:
-            client = self._node(port).client()
+            client = self._client(port)
             try:
                 await client.execute_command("CLUSTER SETSLOT", slot, state, node)  # type: ignore[no-untyped-call]
             finally:
                 await client.aclose()
 
     async def _id(self, port: int) -> str:
-        client = self._node(port).client()
+        client = self._client(port)
         try:
             reply = await client.execute_command("CLUSTER MYID")  # type: ignore[no-untyped-call]
         finally:
@@ -127,10 +133,10 @@ class RedisCluster:
         for port in self.ports:
             if port in self._killed:
                 continue
-            client = self._node(port).client()
+            client = self._client(port)
             try:
                 reply = await client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
-            except (OSError, aioredis.ConnectionError):
+            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError):
                 continue
             finally:
                 await client.aclose()
@@ -145,7 +151,7 @@ class RedisCluster:
         """Every key the masters hold now."""
         found: list[str] = []
         for port in sorted(set((await self.slots()).values())):
-            client = self._node(port).client()
+            client = self._client(port)
             try:
                 found += [key.decode() async for key in client.scan_iter()]
             finally:
@@ -179,7 +185,7 @@ class RedisCluster:
     async def _replicas_synced(self) -> bool:
         """Whether every replica has its master's data (so that it can take over)."""
         for port in self.ports:
-            client = self._node(port).client()
+            client = self._client(port)
             try:
                 info = await client.info("replication")
             finally:
@@ -193,17 +199,24 @@ class RedisCluster:
         for port in self.ports:
             if port in self._killed:
                 continue
-            client = self._node(port).client()
+            client = self._client(port)
             try:
                 info = await client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
                 reply = await client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
-            except (OSError, aioredis.ConnectionError):
+            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError):
                 return False
             finally:
                 await client.aclose()
             if _state(info) != "ok" or _slot_owners(reply).get(slot) != owner:
                 return False
         return True
+
+    def _client(self, port: int) -> aioredis.Redis:
+        """A client of one node whose every call is bounded: a check of the cluster that
+        cannot answer fails, it does not hang the test."""
+        return aioredis.Redis(
+            host="127.0.0.1", port=port, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
+        )
 
     def _node(self, port: int) -> RedisServer:
         return next(node for node in self.nodes if node.port == port)

@@ -33,6 +33,12 @@ from tests.support import TIMEOUT, eventually
 #: Seconds delivery may take to resume after a master is killed (the failover included).
 RESUME_WITHIN = 15.0
 
+# Every wait of these tests is bounded, and a slow one fails saying which: forming the
+# cluster (tests/redis_cluster.py, up to 2 x 20 s), a failover (20 s), the resumes (15 s
+# each), each call (5 s). Their sum passes the suite's 60 s; this backstop is above it, so
+# that on a loaded machine the wait that ran out is what the failure names.
+pytestmark = pytest.mark.timeout(180)
+
 
 @pytest.fixture
 async def redis_cluster(tmp_path: Path) -> AsyncIterator[RedisCluster]:
