@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,26 @@ from tests.support import (
     skip_stage,
 )
 
+
+def _has_pidfd() -> bool:
+    """Whether this kernel opens process file descriptors (``os.pidfd_open``)."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 #: Where the browser client's scenarios run: the ``run_scenario`` fixture runs each in both.
 RUNTIMES = ("node", "browser")
+
+# Python 3.11's asyncio waits for each subprocess (redis-server, node, chromium) in a thread
+# of its own. A test that times out then prints one stack per such thread, and the stack that
+# matters, the test's, may be cut from the end of the log CI keeps. Where the kernel has
+# pidfds (Linux 5.3+), a subprocess's end is read from the event loop instead: no threads.
+# (3.12 chooses pidfds itself; there the child watcher API is deprecated.)
+if sys.version_info < (3, 12) and hasattr(asyncio, "PidfdChildWatcher") and _has_pidfd():
+    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
 
 
 @pytest.fixture
