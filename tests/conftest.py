@@ -57,7 +57,8 @@ RUNTIMES = ("node", "browser")
 # of its own. A test that times out then prints one stack per such thread, and the stack that
 # matters, the test's, may be cut from the end of the log CI keeps. Where the kernel has
 # pidfds (Linux 5.3+), a subprocess's end is read from the event loop instead: no threads.
-# (3.12 chooses pidfds itself; there the child watcher API is deprecated.)
+# (3.12 chooses pidfds itself; there the child watcher API is deprecated. In 3.11 this watcher
+# serves the main thread's loops only: no test starts a subprocess from another thread.)
 if sys.version_info < (3, 12) and hasattr(asyncio, "PidfdChildWatcher") and _has_pidfd():
     asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
 

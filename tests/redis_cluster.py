@@ -212,8 +212,9 @@ class RedisCluster:
         return True
 
     def _client(self, port: int) -> aioredis.Redis:
-        """A client of one node whose every call is bounded: a check of the cluster that
-        cannot answer fails, it does not hang the test."""
+        """A client of one node whose every call is bounded (connecting and each reply, 5 s
+        each): a check of the cluster that cannot answer fails, it does not hang the test.
+        (The cluster's nodes have no password.)"""
         return aioredis.Redis(
             host="127.0.0.1", port=port, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
         )

@@ -237,7 +237,8 @@ async def _start_uvicorn(app: App, sock: socket.socket) -> Callable[[], Awaitabl
     await _check_started(task)
 
     async def stop() -> None:
-        await _stop_accepting(sock)
+        if not task.done():  # (a server that ended has closed the socket: its number is free)
+            await _stop_accepting(sock)
         srv.should_exit = True
         await task
 
@@ -249,16 +250,18 @@ async def _stop_accepting(listening: socket.socket | int) -> None:
     already taken get their transports, before the server stops and closes it.
 
     asyncio accepts a connection in one turn of the loop and makes its transport in a task
-    that runs in the next. A server closed in between drops that connection without closing
-    it (CPython gh-109564 and gh-155934; Python 3.11 has both): its client waits on an open
-    TCP connection that never answers, until its own timeout. With accepting stopped first,
-    one turn lets those tasks run; the connections are then answered (503, as the App is
-    closing) or closed with the rest. Only the server's accept callback is removed here
-    (nothing, under an event loop that accepts otherwise); the server closes the socket."""
-    loop = asyncio.get_running_loop()
+    that runs in the next. A server closed in between leaves that connection unserved and
+    open until garbage collection (CPython gh-109564, open; gh-155934, after 3.11.7): its
+    client waits on a TCP connection that never answers, until its own timeout. With
+    accepting stopped first, one turn lets those tasks run; the connections are then answered
+    (503, as the App is closing), reset, or closed with the rest. Only the server's accept
+    callback is removed here (nothing, under an event loop that accepts otherwise, such as
+    uvloop); the server closes the socket. (The turn is given even when asyncio had removed
+    the callback itself, for a while, after running out of descriptors.)"""
     fd = listening if isinstance(listening, int) else listening.fileno()
-    if fd >= 0 and loop.remove_reader(fd):
-        await asyncio.sleep(0)
+    if fd >= 0:
+        asyncio.get_running_loop().remove_reader(fd)
+    await asyncio.sleep(0)
 
 
 async def _check_started(task: asyncio.Task[None]) -> None:
@@ -321,7 +324,8 @@ async def _start_hypercorn(app: App, sock: socket.socket) -> Callable[[], Awaita
     await _check_started(task)
 
     async def stop() -> None:
-        await _stop_accepting(listening)  # (hypercorn's socket has the duplicate's number)
+        if not task.done():  # (a server that ended has closed the socket: its number is free)
+            await _stop_accepting(listening)  # (hypercorn's socket has the duplicate's number)
         shutdown.set()
         await task
         sock.close()

@@ -34,9 +34,10 @@ from tests.support import TIMEOUT, eventually
 RESUME_WITHIN = 15.0
 
 # Every wait of these tests is bounded, and a slow one fails saying which: forming the
-# cluster (tests/redis_cluster.py, up to 2 x 20 s), a failover (20 s), the resumes (15 s
-# each), each call (5 s). Their sum passes the suite's 60 s; this backstop is above it, so
-# that on a loaded machine the wait that ran out is what the failure names.
+# cluster (tests/redis_cluster.py, 2 x 20 s), a failover (20 s), the resumes (15 s each),
+# each call to a node (5 s to connect, 5 s per reply). Together they may pass the suite's
+# 60 s; this backstop is well above what a slow run takes, so that on a loaded machine the
+# failure names the wait that ran out rather than the suite's timeout.
 pytestmark = pytest.mark.timeout(180)
 
 
